@@ -1,0 +1,39 @@
+# neurogate: set-up and everyday commands. Every target creates or refreshes .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first on its own: the CPU build on this machine's disk, unless overridden.
+TORCH_SPEC ?= torch==2.13.0
+MODEL ?= zoo:qwen2.5-coder-1.5b-instruct
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-all lint bench clean
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+## demo: pull the default zoo model and run the main job on it
+demo: venv
+	$(VENV)/bin/neurogate models pull $(MODEL:zoo:%=%)
+	$(VENV)/bin/neurogate info --model $(MODEL)
+
+## test: the default test suite (tiny random models + the smallest zoo model), then lint and types
+test: venv
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint
+
+## test-all: also the slow tests on the 1.5B default model
+test-all: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The neurogate command line: a thin layer over the library."""

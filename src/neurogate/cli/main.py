@@ -1,0 +1,37 @@
+"""Entry point: registers every command module and turns neurogate errors into clean messages."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from neurogate.cli.app import app, err_console
+from neurogate.errors import NeurogateError
+
+COMMAND_MODULES = ("info", "models", "discover", "steer", "export", "chat", "evaluate")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        module = f"neurogate.cli.{name}"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI; a :class:`NeurogateError` prints its message and exits with status 2."""
+    try:
+        app()
+    except NeurogateError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

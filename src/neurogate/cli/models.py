@@ -1,0 +1,85 @@
+"""`neurogate models`: list, pull and locate the offline zoo models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from neurogate import zoo
+from neurogate.cli.app import app, console
+
+models_app = typer.Typer(help="The offline model zoo: list, pull and locate models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """List the zoo models and whether each is pulled.
+
+    Example: neurogate models list
+    """
+    table = Table(title=f"neurogate model zoo (cache: {zoo.home() / 'zoo'})")
+    for col in ("name", "what it is", "GGUF size", "pulled"):
+        table.add_column(col)
+    for name, entry in zoo.ZOO.items():
+        default = " (default)" if name == zoo.DEFAULT_MODEL else ""
+        table.add_row(
+            f"zoo:{name}{default}",
+            entry.description,
+            f"{entry.size / 2**20:,.0f} MiB",
+            "yes" if zoo.is_pulled(name) else "no",
+        )
+    console.print(table)
+
+
+def pull_with_progress(name: str, force: bool = False) -> None:
+    """Pull one zoo model, showing download, assembly and conversion progress."""
+    if zoo.is_pulled(name) and not force:
+        console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label = {"download": "download packages", "assemble": "assemble + verify", "convert": "convert"}
+                tasks[stage] = progress.add_task(f"{name}: {label.get(stage, stage)}", total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        path = zoo.pull(name, progress=report, force=force)
+    console.print(f"[green]ready:[/] zoo:{name} at {path}")
+
+
+@models_app.command("pull")
+def pull(
+    name: Annotated[str, typer.Argument(help="Zoo model name, e.g. smollm2-135m-instruct.")],
+    force: Annotated[bool, typer.Option("--force", help="Pull again even when already pulled.")] = False,
+) -> None:
+    """Download, verify (sha256) and convert a zoo model once; later loads take seconds.
+
+    Example: neurogate models pull smollm2-135m-instruct
+    """
+    pull_with_progress(name.removeprefix("zoo:"), force=force)
+
+
+@models_app.command("path")
+def path(name: Annotated[str, typer.Argument(help="Zoo model name.")]) -> None:
+    """Print the directory of a pulled zoo model (usable as --model PATH or with transformers).
+
+    Example: neurogate models path qwen2.5-coder-1.5b-instruct
+    """
+    name = name.removeprefix("zoo:")
+    zoo.get(name)
+    if not zoo.is_pulled(name):
+        raise zoo.ZooError(f"zoo:{name} is not pulled yet: run `neurogate models pull {name}`")
+    typer.echo(str(zoo.model_dir(name)))
