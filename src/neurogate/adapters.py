@@ -9,7 +9,6 @@ Adding a family is one :class:`ArchSpec` entry in :data:`ARCHITECTURES`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,7 +69,7 @@ class Adapter:
     """A resolved architecture adapter bound to one model instance."""
 
     spec: ArchSpec
-    layers: Sequence[nn.Module]
+    layers: nn.ModuleList
     down_projs: tuple[nn.Module, ...]
     d_mlp: int
     d_model: int

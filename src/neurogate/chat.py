@@ -13,7 +13,9 @@ from neurogate.loading import LoadedModel
 logger = logging.getLogger(__name__)
 
 
-def format_prompt(lm: LoadedModel, prompt: str, *, system_prompt: str | None = None, chat: bool = True) -> str:
+def format_prompt(
+    lm: LoadedModel, prompt: str, *, system_prompt: str | None = None, chat: bool = True
+) -> str:
     """One prompt as the text the model sees: its chat template (user turn + generation prompt) when
     ``chat`` and the tokenizer has one, else the raw prompt (with the system prompt prepended, if any)."""
     if chat and lm.has_chat_template:
@@ -59,7 +61,10 @@ def tokenize(lm: LoadedModel, text: str, *, templated: bool, max_length: int | N
     limit = max_length or context_limit(lm)
     if limit is not None and len(ids) > limit:
         logger.warning(
-            "a prompt of %d tokens exceeds the limit of %d; keeping its last %d tokens", len(ids), limit, limit
+            "a prompt of %d tokens exceeds the limit of %d; keeping its last %d tokens",
+            len(ids),
+            limit,
+            limit,
         )
         ids = ids[-limit:]
     return ids

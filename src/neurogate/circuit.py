@@ -97,7 +97,10 @@ class Circuit:
         grouped: dict[int, list[int]] = {}
         for n in self.neurons:
             grouped.setdefault(n.layer, []).append(n.index)
-        return {layer: torch.tensor(sorted(idx), dtype=torch.long, device=device) for layer, idx in grouped.items()}
+        return {
+            layer: torch.tensor(sorted(idx), dtype=torch.long, device=device)
+            for layer, idx in grouped.items()
+        }
 
     def summary(self) -> str:
         """A short human-readable account: size, source, and neurons per layer."""
@@ -108,7 +111,8 @@ class Circuit:
             f"method: {self.method.get('score', '?')}; universal neurons removed: "
             f"{self.method.get('universal_removed', 0)}",
             f"share in the last quarter of layers: {100 * self.late_share():.1f}%",
-            "neurons per layer: " + ", ".join(f"L{layer}:{count}" for layer, count in self.per_layer().items()),
+            "neurons per layer: "
+            + ", ".join(f"L{layer}:{count}" for layer, count in self.per_layer().items()),
         ]
         return "\n".join(lines)
 
@@ -117,7 +121,11 @@ class Circuit:
         mine = self.fingerprint
         theirs = lm.fingerprint
         keys = ("n_layers", "d_mlp", "d_model", "family")
-        diffs = [f"{k}: circuit {mine.get(k)!r} vs model {theirs.get(k)!r}" for k in keys if mine.get(k) != theirs.get(k)]
+        diffs = [
+            f"{k}: circuit {mine.get(k)!r} vs model {theirs.get(k)!r}"
+            for k in keys
+            if mine.get(k) != theirs.get(k)
+        ]
         if diffs:
             raise CircuitError(
                 f"this circuit was found on {self.model.get('spec', '?')} and does not fit {lm.spec} ("
@@ -167,7 +175,9 @@ class Circuit:
         if not isinstance(version, int):
             raise bad("schema_version is missing")
         if version > SCHEMA_VERSION:
-            raise bad(f"schema_version {version} is newer than this neurogate supports ({SCHEMA_VERSION}); upgrade")
+            raise bad(
+                f"schema_version {version} is newer than this neurogate supports ({SCHEMA_VERSION}); upgrade"
+            )
         for key, typ in (("model", dict), ("method", dict), ("prompts", dict), ("neurons", list)):
             if not isinstance(data.get(key), typ):
                 raise bad(f"field {key!r} must be a {typ.__name__}")
@@ -205,7 +215,9 @@ class Circuit:
         """Read and validate a circuit JSON file."""
         p = Path(path)
         if not p.is_file():
-            raise CircuitError(f"circuit file {str(p)!r} does not exist; create one with `neurogate discover`")
+            raise CircuitError(
+                f"circuit file {str(p)!r} does not exist; create one with `neurogate discover`"
+            )
         try:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as exc:

@@ -60,7 +60,7 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None
         return _DTYPES[dtype.lower()]
     except KeyError:
         raise ConfigError(
-            f"unknown dtype {dtype!r}: use 'auto', " + ", ".join(sorted(set(_DTYPES))) 
+            f"unknown dtype {dtype!r}: use 'auto', " + ", ".join(sorted(set(_DTYPES)))
         ) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,11 +35,15 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         """The device of the input embeddings (where inputs go)."""
-        return self.model.get_input_embeddings().weight.device
+        weight = self.model.get_input_embeddings().weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.get_input_embeddings().weight.dtype
+        weight = self.model.get_input_embeddings().weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.dtype
 
     @property
     def has_chat_template(self) -> bool:
@@ -118,14 +123,15 @@ def _load_error(spec: str, exc: Exception) -> ModelLoadError:
     )
     if _offline():
         return ModelLoadError(
-            f"could not load {spec!r}: HF_HUB_OFFLINE=1 is set and the model is not in the local cache. {hint}."
+            f"could not load {spec!r}: HF_HUB_OFFLINE=1 is set and the model is not in the local cache. "
+            f"{hint}."
         )
     return ModelLoadError(f"could not load {spec!r} ({type(exc).__name__}: {exc}). {hint}.")
 
 
 def load_tokenizer(source: str, gguf_file: str | None = None, trust_remote_code: bool = False) -> Any:
     """Load a tokenizer set up for batched left-padded work (pad token present, left padding)."""
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": _offline()}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -138,13 +144,11 @@ def load_tokenizer(source: str, gguf_file: str | None = None, trust_remote_code:
 def strip_gguf_quantization(model: PreTrainedModel) -> None:
     """Forget that weights came from GGUF, so the (dequantised) model saves as plain safetensors."""
     if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
     for obj in (model, model.config):
         if hasattr(obj, "is_quantized"):
-            try:
+            with contextlib.suppress(AttributeError):
                 obj.is_quantized = False
-            except AttributeError:
-                pass
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 
@@ -164,7 +168,11 @@ def load_model(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     source, gguf_file = _resolve_source(spec)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "trust_remote_code": trust_remote_code,
+        "local_files_only": _offline(),
+    }
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     if dev.type == "cuda" and device == "auto" and torch.cuda.device_count() > 1:
@@ -172,12 +180,12 @@ def load_model(
     try:
         tokenizer = load_tokenizer(source, gguf_file, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise _load_error(spec, exc) from exc
     if gguf_file:
         strip_gguf_quantization(model)
     if "device_map" not in kwargs:
-        model.to(dev)
+        model.to(dev)  # type: ignore[arg-type]
     model.eval()
     model.requires_grad_(False)
     adapter = resolve_adapter(model)
@@ -190,7 +198,9 @@ def load_model(
     return loaded
 
 
-def wrap_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: str = "<in-memory>") -> LoadedModel:
+def wrap_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: str = "<in-memory>"
+) -> LoadedModel:
     """Wrap an already-built transformers model (e.g. from a config) as a :class:`LoadedModel`."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

