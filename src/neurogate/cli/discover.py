@@ -1,0 +1,134 @@
+"""`neurogate discover`: find a model's circuit for a contrast of two prompt sets and save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from neurogate.circuit import Circuit
+from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
+from neurogate.errors import ConfigError
+
+
+def parse_layers(text: str | None) -> tuple[int, ...]:
+    """``"0,1,-1"`` -> ``(0, 1, -1)``; empty or None -> ``()``."""
+    if not text or not text.strip():
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--exclude-layers takes comma-separated layer numbers such as 0,1,-1; got {text!r}"
+        ) from None
+
+
+def parse_batch_size(text: str) -> int | str:
+    """``"auto"`` or a whole number."""
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--batch-size takes 'auto' or a whole number, got {text!r}") from None
+
+
+def circuit_table(circuit: Circuit) -> Table:
+    """Neurons per layer, with each layer's share and strongest neuron."""
+    table = Table(title=circuit.summary().splitlines()[0])
+    for col in ("layer", "neurons", "share", "top neuron (index: score, diff)"):
+        table.add_column(col, justify="right" if col != "top neuron (index: score, diff)" else "left")
+    total = max(len(circuit), 1)
+    for layer, count in circuit.per_layer().items():
+        best = max((n for n in circuit.neurons if n.layer == layer), key=lambda n: n.score)
+        table.add_row(
+            str(layer),
+            str(count),
+            f"{100 * count / total:.1f}%",
+            f"{best.index}: {best.score:.4g}, {best.diff:+.4g}",
+        )
+    return table
+
+
+@app.command()
+def discover(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the circuit JSON.")],
+    model: ModelOpt = DEFAULT_SPEC,
+    positive: Annotated[
+        str,
+        typer.Option(
+            "--positive", "-p", help="Prompts that show the behaviour: file, builtin:NAME or hf:..."
+        ),
+    ] = "builtin:harmful",
+    negative: Annotated[
+        str, typer.Option("--negative", "-n", help="Prompts that do not: file, builtin:NAME or hf:...")
+    ] = "builtin:benign",
+    fraction: Annotated[
+        float | None, typer.Option("--fraction", help="Share of all MLP neurons to keep (default 0.001).")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Keep exactly K neurons (instead of --fraction).")
+    ] = None,
+    score: Annotated[
+        str, typer.Option("--score", help="mean-diff (the paper) or effect-size.")
+    ] = "mean-diff",
+    no_universal_filter: Annotated[
+        bool, typer.Option("--no-universal-filter", help="Keep neurons that fire for every contrast.")
+    ] = False,
+    universal_threshold: Annotated[
+        float,
+        typer.Option(
+            "--universal-threshold", help="Share of battery contrasts that makes a neuron universal."
+        ),
+    ] = 0.8,
+    exclude_layers: Annotated[
+        str | None, typer.Option("--exclude-layers", help="Comma-separated layers to skip, e.g. 0,1.")
+    ] = None,
+    system_prompt: Annotated[
+        str | None, typer.Option("--system-prompt", help="System prompt for every prompt.")
+    ] = None,
+    no_chat: Annotated[
+        bool, typer.Option("--no-chat", help="Use raw prompts, not the chat template.")
+    ] = False,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Prompts per batch, or auto.")] = "auto",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Find the neurons that separate --positive from --negative prompts (contrastive neuron attribution).
+
+    Example: neurogate discover --model zoo:smollm2-135m-instruct --top-k 50 --out circuit.json
+    """
+    from neurogate.discovery import discover as run_discovery
+    from neurogate.loading import load_model
+    from neurogate.stats import SCORES
+
+    if score not in SCORES:
+        raise ConfigError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+    layers = parse_layers(exclude_layers)
+    size = parse_batch_size(batch_size)
+    if fraction is not None and top_k is not None:
+        raise ConfigError("give --fraction or --top-k, not both")
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    circuit = run_discovery(
+        lm,
+        positive,
+        negative,
+        fraction=fraction,
+        top_k=top_k,
+        score=score,  # type: ignore[arg-type]
+        exclude_layers=layers,
+        universal_filter=not no_universal_filter,
+        universal_threshold=universal_threshold,
+        batch_size=size,  # type: ignore[arg-type]
+        system_prompt=system_prompt,
+        chat=not no_chat,
+        progress=not quiet,
+    )
+    path = circuit.save(out)
+    console.print(circuit_table(circuit))
+    console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)
+    console.print(f"[green]saved:[/] {path}")

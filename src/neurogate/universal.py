@@ -1,0 +1,216 @@
+"""The universal-neuron filter: neurons that top the ranking for almost any contrast steer nothing specific.
+
+For each contrast of a battery of unrelated, harmless prompt pairs, the top ``fraction`` of neurons by
+mean difference is computed; a neuron in that top set for at least ``threshold`` of the contrasts is
+*universal*, and :func:`neurogate.discovery.discover` leaves it out of every circuit.
+
+The set depends only on the model, the battery and the two parameters, so it is computed once and cached
+on disk under ``neurogate.zoo.home() / "universal"`` (and in memory for the life of the process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurogate import prompts as prompt_sets
+from neurogate.capture import BatchSize, collect_stats_many
+from neurogate.errors import ConfigError
+from neurogate.loading import LoadedModel, fingerprint_digest
+from neurogate.prompts import PromptSet
+from neurogate.stats import DEFAULT_FRACTION, score_neurons, select_top, top_count
+from neurogate.zoo import home
+
+logger = logging.getLogger(__name__)
+
+KIND = "neurogate.universal"
+VERSION = 1
+MIN_CONTRASTS = 10
+Contrast = tuple[str, PromptSet | Sequence[str], PromptSet | Sequence[str]]
+
+_MEMO: dict[str, frozenset[tuple[int, int]]] = {}
+
+
+def clear_memo() -> None:
+    """Forget the in-process results (the disk cache stays)."""
+    _MEMO.clear()
+
+
+def weights_digest(lm: LoadedModel) -> str:
+    """A hash of every weight tensor's name, shape and a strided sample of 4096 of its values.
+
+    Cheap (no pass over all the weights), and it tells apart models that share a spec, such as fine-tunes or
+    a model edited in memory, unless the edit misses every sampled value.
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)][:4096]
+            h.update(f"{name}:{tuple(param.shape)}".encode())
+            h.update(sample.to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _battery_digest(
+    contrasts: Sequence[tuple[str, PromptSet, PromptSet]], chat: bool, system: str | None
+) -> str:
+    blob = json.dumps(
+        [[name, pos.sha256, neg.sha256] for name, pos, neg in contrasts] + [chat, system], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cache_path(
+    lm: LoadedModel,
+    contrasts: Sequence[tuple[str, PromptSet, PromptSet]],
+    fraction: float,
+    threshold: float,
+    chat: bool = True,
+    system_prompt: str | None = None,
+) -> Path:
+    """Where the universal set of this model, battery and parameters is cached."""
+    spec = hashlib.sha256(lm.spec.encode()).hexdigest()[:8]
+    name = (
+        f"{fingerprint_digest(lm.fingerprint)}-{spec}-{weights_digest(lm)}-"
+        f"{_battery_digest(contrasts, chat, system_prompt)}-f{fraction:g}-t{threshold:g}.json"
+    )
+    return home() / "universal" / name
+
+
+def _resolve_battery(battery: Sequence[Contrast] | None) -> list[tuple[str, PromptSet, PromptSet]]:
+    raw = prompt_sets.battery() if battery is None else list(battery)
+    out = []
+    for name, pos, neg in raw:
+        out.append(
+            (
+                str(name),
+                prompt_sets.load(pos, name=f"{name}:positive"),
+                prompt_sets.load(neg, name=f"{name}:negative"),
+            )
+        )
+    if len(out) < 2:
+        raise ConfigError(f"the universal-neuron battery needs at least 2 contrasts (got {len(out)})")
+    if len(out) < MIN_CONTRASTS:
+        logger.warning(
+            "the universal-neuron battery has only %d contrasts (%d or more recommended)",
+            len(out),
+            MIN_CONTRASTS,
+        )
+    return out
+
+
+def _read(path: Path) -> frozenset[tuple[int, int]] | None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("kind") != KIND or data.get("version") != VERSION:
+            raise ValueError("unknown kind or version")
+        return frozenset((int(layer), int(index)) for layer, index in data["neurons"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring the unreadable universal-neuron cache %s (%s); recomputing", path, exc)
+        return None
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def universal_neurons(
+    lm: LoadedModel,
+    *,
+    fraction: float = DEFAULT_FRACTION,
+    threshold: float = 0.8,
+    battery: Sequence[Contrast] | None = None,
+    batch_size: BatchSize = "auto",
+    chat: bool = True,
+    system_prompt: str | None = None,
+    progress: bool = True,
+    use_cache: bool = True,
+) -> set[tuple[int, int]]:
+    """The ``(layer, index)`` of the neurons in the top ``fraction`` for at least ``threshold`` of the
+    battery's contrasts (default battery: :func:`neurogate.prompts.battery`). Cached per model."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold <= 1.0:
+        raise ConfigError(
+            f"the universal threshold must be in (0, 1] (0.8 = 80% of contrasts), got {threshold!r}"
+        )
+    top_count(lm.adapter.n_neurons, fraction=fraction)
+    contrasts = _resolve_battery(battery)
+    path = cache_path(lm, contrasts, fraction, threshold, chat, system_prompt)
+    key = str(path)
+    if use_cache:
+        if key in _MEMO:
+            return set(_MEMO[key])
+        cached = _read(path)
+        if cached is not None:
+            logger.info("universal neurons read from %s", path)
+            _MEMO[key] = cached
+            return set(cached)
+    counts = _count_tops(lm, contrasts, fraction, batch_size, chat, system_prompt, progress)
+    need = threshold * len(contrasts)
+    found = frozenset(n for n, c in counts.items() if c >= need - 1e-9)
+    _MEMO[key] = found
+    _write(
+        path,
+        {
+            "kind": KIND,
+            "version": VERSION,
+            "model": {"spec": lm.spec, "fingerprint": lm.fingerprint},
+            "fraction": fraction,
+            "threshold": threshold,
+            "contrasts": [name for name, _, _ in contrasts],
+            "neurons": sorted([list(n) for n in found]),
+            "counts": sorted([[layer, index, c] for (layer, index), c in counts.items()]),
+        },
+    )
+    logger.info(
+        "found %d universal neurons over %d contrasts; cached at %s", len(found), len(contrasts), path
+    )
+    return set(found)
+
+
+def _count_tops(
+    lm: LoadedModel,
+    contrasts: Sequence[tuple[str, PromptSet, PromptSet]],
+    fraction: float,
+    batch_size: BatchSize,
+    chat: bool,
+    system_prompt: str | None,
+    progress: bool,
+) -> Counter[tuple[int, int]]:
+    """How many contrasts put each neuron in their top ``fraction`` (by mean difference).
+
+    Every distinct prompt set of the battery goes through the model once, all in one batched pass.
+    """
+    unique: dict[str, PromptSet] = {}
+    for _name, pos, neg in contrasts:
+        unique.setdefault(pos.sha256, pos)
+        unique.setdefault(neg.sha256, neg)
+    all_stats = collect_stats_many(
+        lm,
+        [ps.prompts for ps in unique.values()],
+        batch_size=batch_size,
+        chat=chat,
+        system_prompt=system_prompt,
+        progress=progress,
+    )
+    by_hash = dict(zip(unique, all_stats, strict=True))
+    counts: Counter[tuple[int, int]] = Counter()
+    for _name, pos, neg in contrasts:
+        scores, _diff = score_neurons(by_hash[pos.sha256], by_hash[neg.sha256], "mean-diff")
+        counts.update(select_top(scores, fraction=fraction))
+    return counts
