@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,6 +13,22 @@ from neurogate.loading import LoadedModel
 from neurogate.testing import tiny_lm
 
 ZOO_TEST_MODEL = "zoo:smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep caches written by tests (universal neurons, judge replies) out of the user's cache, while
+    sharing the real zoo so the smallest model is pulled at most once per machine."""
+    from neurogate import zoo
+
+    real_zoo = zoo.home() / "zoo"
+    real_zoo.mkdir(parents=True, exist_ok=True)
+    home = tmp_path_factory.mktemp("neurogate-home")
+    (home / "zoo").symlink_to(real_zoo, target_is_directory=True)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("NEUROGATE_HOME", str(home))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,193 @@
+"""`neurogate chat`: an interactive multi-turn chat with a steered model, switchable on the fly."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
+from neurogate.cli.steer import (
+    CircuitOpt,
+    LayerOpt,
+    MaxNewOpt,
+    MethodOpt,
+    MultiplierOpt,
+    NegativeOpt,
+    PositiveOpt,
+    SeedOpt,
+    StrengthOpt,
+    SystemOpt,
+    build_intervention,
+    label,
+    resolve_strength,
+)
+from neurogate.errors import NeurogateError
+from neurogate.interventions import KINDS
+from neurogate.interventions.base import Intervention
+from neurogate.loading import LoadedModel
+
+HELP = """commands:
+  /m X         set the neuron multiplier (cna, random): 0 ablates, 1 is off
+  /s X         set the strength of the current method (0 is off)
+  /method NAME switch method: cna, caa, ablation or random
+  /off, /on    turn steering off or back on
+  /reset       forget the conversation
+  /help        show this help
+  /quit        leave (end of input works too)"""
+
+
+@dataclass
+class ChatSession:
+    """The REPL's state: model, steering choice and the conversation so far."""
+
+    lm: LoadedModel
+    method: str
+    strength: float
+    settings: dict[str, Any]
+    system_prompt: str | None = None
+    max_new_tokens: int = 256
+    enabled: bool = True
+    history: list[dict[str, str]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+    _intervention: Intervention | None = None
+
+    def intervention(self) -> Intervention:
+        if self._intervention is None:
+            self._intervention = build_intervention(
+                self.lm, self.method, self.strength, cache=self.cache, **self.settings
+            )
+        return self._intervention
+
+    def status(self) -> str:
+        return label(self.method, self.strength) if self.enabled else "unsteered"
+
+    def set(self, method: str | None = None, strength: float | None = None) -> None:
+        """Switch method and/or strength; the new intervention is built now so errors show at once."""
+        new_method = method or self.method
+        if new_method not in KINDS:
+            raise NeurogateError(f"unknown method {new_method!r}; choose one of {', '.join(KINDS)}")
+        old = (self.method, self.strength, self._intervention)
+        self.method, self._intervention = new_method, None
+        if strength is not None:
+            self.strength = strength
+        try:
+            self.intervention()
+        except NeurogateError:
+            self.method, self.strength, self._intervention = old
+            raise
+
+    def render(self) -> str:
+        """The conversation as model-ready text ending where the assistant speaks next."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages = system + self.history
+        if self.lm.has_chat_template:
+            text = self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return str(text)
+        turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join([*turns, "Assistant:"])
+
+    def reply(self, user: str) -> str:
+        from neurogate.generation import generate
+
+        self.history.append({"role": "user", "content": user})
+        steering = self.intervention() if self.enabled else None
+        (out,) = generate(
+            self.lm, [self.render()], intervention=steering, max_new_tokens=self.max_new_tokens,
+            batch_size=1, preformatted=True,
+        )
+        self.history.append({"role": "assistant", "content": out.text})
+        return out.text
+
+    def command(self, line: str) -> bool:
+        """Run one slash command; False means quit."""
+        name, _, arg = line[1:].strip().partition(" ")
+        arg = arg.strip()
+        if name in ("quit", "exit", "q"):
+            return False
+        if name == "help":
+            console.print(HELP, highlight=False)
+        elif name == "off":
+            self.enabled = False
+        elif name == "on":
+            self.enabled = True
+        elif name == "reset":
+            self.history.clear()
+            console.print("conversation cleared")
+            return True
+        elif name in ("m", "s"):
+            value = _number(arg, f"/{name}")
+            if name == "m":
+                self.set(strength=resolve_strength(self.method, value, None))
+            else:
+                self.set(strength=value)
+        elif name == "method":
+            self.set(method=arg)
+        else:
+            console.print(f"unknown command /{name}; /help lists them", highlight=False)
+            return True
+        console.print(f"steering: {self.status()}", highlight=False)
+        return True
+
+
+def _number(text: str, command: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise NeurogateError(f"{command} takes a number, e.g. {command} 0.5; got {text!r}") from None
+
+
+@app.command()
+def chat(
+    model: ModelOpt = DEFAULT_SPEC,
+    circuit: CircuitOpt = None,
+    multiplier: MultiplierOpt = None,
+    method: MethodOpt = "cna",
+    strength: StrengthOpt = None,
+    positive: PositiveOpt = "builtin:harmful",
+    negative: NegativeOpt = "builtin:benign",
+    layer: LayerOpt = None,
+    seed: SeedOpt = 0,
+    max_new_tokens: MaxNewOpt = 256,
+    system_prompt: SystemOpt = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Chat with a steered model; type /help for commands (/m 0.5, /method caa, /off, /on, /reset, /quit).
+
+    Example: neurogate chat --model zoo:qwen2.5-coder-1.5b-instruct --circuit circuit.json --multiplier 0
+    """
+    from neurogate.loading import load_model
+
+    settings: dict[str, Any] = {
+        "circuit_path": Path(circuit) if circuit else None,
+        "positive": positive,
+        "negative": negative,
+        "layer": layer,
+        "seed": seed,
+    }
+    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    session = ChatSession(
+        lm, method, resolve_strength(method, multiplier, strength), settings, system_prompt, max_new_tokens
+    )
+    session.intervention()
+    console.print(f"chat with {model}; steering: {session.status()}; /help for commands", highlight=False)
+    while True:
+        console.print("you> ", end="", highlight=False)
+        line = sys.stdin.readline()
+        if not line:
+            console.print()
+            break
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if not session.command(line):
+                    break
+                continue
+            console.print(f"[bold]{session.status()}>[/] {session.reply(line)}", highlight=False)
+        except NeurogateError as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False)

@@ -1,0 +1,228 @@
+"""Residual-stream difference-of-means directions, the raw material of the CAA and ablation baselines.
+
+For each layer ``i`` the residual stream after that layer is read at the last prompt token; the direction
+is ``mean_pos - mean_neg``. The *best layer* is the one whose direction best separates held-out prompts:
+project each held-out prompt onto the direction (computed on the other prompts) and call it positive when
+the projection is above the midpoint of the two training means; the layer with the highest held-out
+accuracy wins, ties going to the later layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from neurogate.chat import format_prompts, pad_id, pad_left, tokenize, uses_template
+from neurogate.errors import ConfigError, NeurogateError
+from neurogate.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ResidualDirections:
+    """Per-layer residual difference-of-means vectors and how well each separates the two sets.
+
+    ``diffs``: ``[n_layers, d_model]`` float32, ``mean_pos - mean_neg`` over all prompts.
+    ``separation``: held-out accuracy per layer (0.5 = chance, 1 = perfect).
+    ``best_layer``: the layer with the highest separation (ties -> later layer).
+    """
+
+    diffs: torch.Tensor
+    best_layer: int
+    separation: list[float]
+    n_positive: int = 0
+    n_negative: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.diffs.dim() != 2:
+            raise ConfigError(f"diffs must be [n_layers, d_model], got shape {list(self.diffs.shape)}")
+        if not 0 <= self.best_layer < self.diffs.shape[0]:
+            raise ConfigError(f"best_layer {self.best_layer} is outside 0..{self.diffs.shape[0] - 1}")
+        self.diffs = self.diffs.float()
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.diffs.shape[0])
+
+    def vector(self, layer: int | None = None) -> torch.Tensor:
+        """The difference vector at ``layer`` (default: the best layer)."""
+        return self.diffs[self.best_layer if layer is None else self._check(layer)]
+
+    def unit(self, layer: int | None = None) -> torch.Tensor:
+        """The unit direction at ``layer`` (default: the best layer)."""
+        v = self.vector(layer)
+        norm = v.norm()
+        if norm == 0:
+            raise ConfigError(f"the direction at layer {layer} is zero; the two prompt sets look identical")
+        return v / norm
+
+    def _check(self, layer: int) -> int:
+        if not 0 <= layer < self.n_layers:
+            raise ConfigError(f"layer {layer} is outside this model's 0..{self.n_layers - 1}")
+        return layer
+
+    def check_model(self, lm: LoadedModel) -> None:
+        """Raise unless the directions have ``lm``'s shape."""
+        if self.diffs.shape != (lm.adapter.n_layers, lm.adapter.d_model):
+            raise ConfigError(
+                f"these directions are [{self.n_layers}, {self.diffs.shape[1]}] but {lm.spec} has "
+                f"{lm.adapter.n_layers} layers of width {lm.adapter.d_model}"
+                "; compute directions on this model"
+            )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write as safetensors (tensor + JSON metadata), atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": "neurogate.directions",
+            "best_layer": str(self.best_layer),
+            "separation": json.dumps(self.separation),
+            "n_positive": str(self.n_positive),
+            "n_negative": str(self.n_negative),
+            "model": json.dumps(self.model),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        save_file({"diffs": self.diffs.contiguous()}, tmp, metadata=meta)
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ResidualDirections:
+        """Read a file written by :meth:`save`."""
+        from safetensors import safe_open
+
+        p = Path(path)
+        if not p.is_file():
+            raise NeurogateError(f"directions file {str(p)!r} does not exist")
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("kind") != "neurogate.directions":
+            raise NeurogateError(f"{p} is not a neurogate directions file")
+        return cls(
+            diffs=load_file(str(p))["diffs"],
+            best_layer=int(meta["best_layer"]),
+            separation=[float(s) for s in json.loads(meta["separation"])],
+            n_positive=int(meta.get("n_positive", 0)),
+            n_negative=int(meta.get("n_negative", 0)),
+            model=json.loads(meta.get("model", "{}")),
+        )
+
+
+@torch.no_grad()
+def residual_last_token(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    system_prompt: str | None = None,
+    chat: bool = True,
+) -> torch.Tensor:
+    """Residual stream after every layer at each prompt's last token.
+
+    Returns ``[n_prompts, n_layers, d_model]`` float32 on the CPU, in prompt order.
+    """
+    texts = format_prompts(lm, prompts, system_prompt=system_prompt, chat=chat)
+    templated = uses_template(lm, chat)
+    seqs = [tokenize(lm, t, templated=templated) for t in texts]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty(len(seqs), lm.adapter.n_layers, lm.adapter.d_model, dtype=torch.float32)
+    captured: dict[int, torch.Tensor] = {}
+
+    def grab(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[layer] = hidden[:, -1, :].float().cpu()
+
+        return hook
+
+    hooks = [lm.adapter.layer(i).register_forward_hook(grab(i)) for i in range(lm.adapter.n_layers)]
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = pad_left([seqs[i] for i in rows], pad_id(lm)).to(lm.device)
+            lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            stacked = torch.stack([captured[i] for i in range(lm.adapter.n_layers)], dim=1)
+            out[torch.tensor(rows)] = stacked
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def _accuracy(
+    pos: torch.Tensor, neg: torch.Tensor, train_pos: torch.Tensor, train_neg: torch.Tensor
+) -> float:
+    """Held-out accuracy of a midpoint threshold on the projection onto the training mean difference."""
+    mp, mn = train_pos.mean(0), train_neg.mean(0)
+    direction = mp - mn
+    threshold = float(((mp + mn) / 2) @ direction)
+    right = int(((pos @ direction) > threshold).sum()) + int(((neg @ direction) <= threshold).sum())
+    return right / (len(pos) + len(neg))
+
+
+def compute_directions(
+    lm: LoadedModel,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    heldout_fraction: float = 0.25,
+    batch_size: int | Literal["auto"] = "auto",
+    system_prompt: str | None = None,
+    chat: bool = True,
+    seed: int = 0,
+) -> ResidualDirections:
+    """Difference-of-means residual directions for every layer, and the layer that separates best.
+
+    ``heldout_fraction`` of each set (shuffled with ``seed``) scores the layers; the returned ``diffs`` use
+    all prompts. With fewer than 2 held-out prompts per side the layers are scored in-sample (warned).
+    """
+    if not positive or not negative:
+        raise ConfigError("compute_directions needs at least one positive and one negative prompt")
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ConfigError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    bs = (32 if lm.device.type == "cuda" else 16) if batch_size == "auto" else int(batch_size)
+    if bs < 1:
+        raise ConfigError(f"batch_size must be positive, got {bs}")
+    acts_pos = residual_last_token(lm, positive, batch_size=bs, system_prompt=system_prompt, chat=chat)
+    acts_neg = residual_last_token(lm, negative, batch_size=bs, system_prompt=system_prompt, chat=chat)
+    rng = random.Random(seed)
+    perm_pos = list(range(len(positive)))
+    perm_neg = list(range(len(negative)))
+    rng.shuffle(perm_pos)
+    rng.shuffle(perm_neg)
+    k_pos = int(len(positive) * heldout_fraction)
+    k_neg = int(len(negative) * heldout_fraction)
+    if min(k_pos, k_neg) < 2 or k_pos == len(positive) or k_neg == len(negative):
+        logger.warning("too few prompts to hold some out; scoring layers on the prompts the means come from")
+        held_pos = train_pos = perm_pos
+        held_neg = train_neg = perm_neg
+    else:
+        held_pos, train_pos = perm_pos[:k_pos], perm_pos[k_pos:]
+        held_neg, train_neg = perm_neg[:k_neg], perm_neg[k_neg:]
+    separation = [
+        _accuracy(a_pos[held_pos], a_neg[held_neg], a_pos[train_pos], a_neg[train_neg])
+        for a_pos, a_neg in zip(acts_pos.unbind(1), acts_neg.unbind(1), strict=True)
+    ]
+    best = max(range(len(separation)), key=lambda i: (separation[i], i))
+    return ResidualDirections(
+        diffs=acts_pos.mean(0) - acts_neg.mean(0),
+        best_layer=best,
+        separation=separation,
+        n_positive=len(positive),
+        n_negative=len(negative),
+        model={"spec": lm.spec, "fingerprint": lm.fingerprint},
+    )
