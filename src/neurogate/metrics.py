@@ -1,0 +1,272 @@
+"""Metrics over generated replies: refusal rates with Wilson intervals, repetition quality, perplexity
+under the unsteered model, steered-vs-unsteered KL, and an optional lm-eval capability check.
+
+Generation happens once per condition; every metric here reads those same replies (or teacher-forces
+their tokens), so adding a metric never costs another generation pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from neurogate.chat import format_prompts, pad_id, pad_left, tokenize, uses_template
+from neurogate.errors import ConfigError
+from neurogate.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+#: Anything that steers the model while its context is open (an intervention).
+Steering = contextlib.AbstractContextManager[Any]
+
+
+# ---------------------------------------- rates
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for ``k`` successes in ``n`` trials (95% by default); (0, 1) when n = 0."""
+    if n < 0 or not 0 <= k <= n:
+        raise ConfigError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``k`` of ``n`` with its 95% Wilson interval ``[low, high]``."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "value": self.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rate:
+        return cls(int(data["k"]), int(data["n"]), float(data["low"]), float(data["high"]))
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.0f}% [{100 * self.low:.0f}-{100 * self.high:.0f}]"
+
+
+def rate_of(scores: Sequence[float], threshold: float = 0.5) -> Rate:
+    """Count scores at or above ``threshold`` as hits and return the rate with its Wilson interval."""
+    k = sum(1 for s in scores if s >= threshold)
+    low, high = wilson_interval(k, len(scores))
+    return Rate(k, len(scores), low, high)
+
+
+# ---------------------------------------- quality
+
+
+def distinct_ngram_quality(text: str, n: int = 4) -> float:
+    """The paper's generation quality: distinct word ``n``-grams / all word ``n``-grams of the reply.
+
+    1.0 means no repeated n-gram. A reply with fewer than ``n`` words has no n-grams and scores 1.0 (it
+    cannot repeat itself), so an empty reply is not penalised here; look at the reply lengths too.
+    A refusal also scores about 1.0: quality alone does not tell a good answer from a refusal.
+    """
+    words = text.split()
+    if len(words) < n:
+        return 1.0
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams)
+
+
+def mean_quality(texts: Sequence[str], n: int = 4) -> float:
+    """Mean :func:`distinct_ngram_quality` over replies (1.0 for none)."""
+    if not texts:
+        return 1.0
+    return sum(distinct_ngram_quality(t, n) for t in texts) / len(texts)
+
+
+# ---------------------------------------- teacher forcing
+
+
+def _batches(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def _prompt_ids(
+    lm: LoadedModel, prompts: Sequence[str], system_prompt: str | None, chat: bool
+) -> list[list[int]]:
+    texts = format_prompts(lm, prompts, system_prompt=system_prompt, chat=chat)
+    templated = uses_template(lm, chat)
+    return [tokenize(lm, t, templated=templated) for t in texts]
+
+
+@torch.no_grad()
+def _continuation_logprobs(
+    lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], cont_ids: Sequence[Sequence[int]]
+) -> list[torch.Tensor]:
+    """Per row, float32 log-probabilities ``[len(cont), vocab]`` of the positions predicting each
+    continuation token (teacher forcing), in one left-padded forward pass."""
+    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, cont_ids, strict=True)]
+    batch = pad_left(seqs, pad_id(lm)).to(lm.device)
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = lm.model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
+    ).logits
+    width = logits.shape[1]
+    out = []
+    for row, cont in enumerate(cont_ids):
+        c = len(cont)
+        # position t predicts token t+1; the continuation occupies the last c positions
+        out.append(torch.log_softmax(logits[row, width - 1 - c : width - 1].float(), dim=-1))
+    return out
+
+
+def _maybe(steering: Steering | None) -> contextlib.AbstractContextManager[Any]:
+    return steering if steering is not None else contextlib.nullcontext()
+
+
+def perplexity(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[int]],
+    *,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+) -> float:
+    """Perplexity of the replies' tokens (e.g. a steered model's) under ``lm`` as it is (unsteered):
+    exp of the mean negative log-likelihood over all reply tokens. High values flag broken text.
+    Empty replies are skipped; NaN when every reply is empty."""
+    if len(prompts) != len(replies):
+        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
+    conts = [list(r)[:max_tokens] if max_tokens else list(r) for r in replies]
+    keep = [i for i, c in enumerate(conts) if c]
+    if not keep:
+        return float("nan")
+    pids = _prompt_ids(lm, [prompts[i] for i in keep], system_prompt, chat)
+    conts = [conts[i] for i in keep]
+    total, count = 0.0, 0
+    for rows in _batches(len(conts), batch_size):
+        lps = _continuation_logprobs(lm, [pids[i] for i in rows], [conts[i] for i in rows])
+        for lp, i in zip(lps, rows, strict=True):
+            target = torch.tensor(conts[i], device=lp.device)
+            total -= float(lp.gather(-1, target[:, None]).sum())
+            count += len(conts[i])
+    return math.exp(total / count)
+
+
+@dataclass(frozen=True)
+class KLResult:
+    """KL(unsteered || steered) in nats: at the first generated token, and the mean over the first
+    ``n_tokens`` positions of every reply (per-token mean, all prompts pooled)."""
+
+    first_token: float
+    mean: float
+    n_tokens: int
+    n_prompts: int
+
+
+def kl_divergence(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[int]],
+    steering: Steering,
+    *,
+    n_tokens: int = 16,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+) -> KLResult:
+    """How far an intervention moves the next-token distribution on (typically benign) prompts.
+
+    The *unsteered* model's own replies (``replies``: its generated token ids) are teacher-forced through
+    the model twice, without and with ``steering``; KL(unsteered || steered) is taken at each of the first
+    ``n_tokens`` positions. Using the unsteered tokens keeps both runs on the same, natural text, so the
+    number measures the intervention and not a diverged continuation. Position 0 (predicting the first reply
+    token from the prompt alone) is the first-token KL.
+    """
+    if n_tokens < 1:
+        raise ConfigError(f"n_tokens must be at least 1, got {n_tokens}")
+    if len(prompts) != len(replies):
+        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
+    if not prompts:
+        return KLResult(float("nan"), float("nan"), n_tokens, 0)
+    pids = _prompt_ids(lm, prompts, system_prompt, chat)
+    # the first position needs no reply token; later ones need the reply tokens before them
+    conts = [list(r)[: n_tokens - 1] for r in replies]
+    first: list[float] = []
+    pooled: list[float] = []
+    for rows in _batches(len(prompts), batch_size):
+        p = [pids[i] for i in rows]
+        # a dummy last token turns "c reply tokens" into c+1 predicting positions (its value is never read)
+        c = [[*conts[i], 0] for i in rows]
+        base = _continuation_logprobs(lm, p, c)
+        with _maybe(steering):
+            steered = _continuation_logprobs(lm, p, c)
+        for b, s in zip(base, steered, strict=True):
+            kl = (b.exp() * (b - s)).sum(-1).clamp(min=0)
+            first.append(float(kl[0]))
+            pooled.extend(float(x) for x in kl)
+    return KLResult(sum(first) / len(first), sum(pooled) / len(pooled), n_tokens, len(prompts))
+
+
+# ---------------------------------------- capability
+
+LM_EVAL_MISSING = (
+    "capability check skipped: lm-eval is not installed. Install it with `pip install 'neurogate[eval]'` "
+    "(or `pip install lm-eval`) to score the steered model on e.g. an MMLU subset"
+)
+
+
+@dataclass
+class CapabilityResult:
+    """lm-eval scores by task (``None`` values and ``skipped`` set when the check could not run)."""
+
+    scores: dict[str, float]
+    skipped: str | None = None
+
+
+def capability(
+    lm: LoadedModel,
+    steering: Steering | None = None,
+    *,
+    tasks: Sequence[str] = ("mmlu_abstract_algebra",),
+    limit: int | None = 20,
+    batch_size: int = 8,
+) -> CapabilityResult:
+    """Run lm-eval tasks on ``lm`` (steered while ``steering`` is open, via the same hooks).
+
+    When ``lm_eval`` is not importable, returns a result with ``skipped`` set to a message saying how to
+    install it, and logs that message, instead of failing the whole run.
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        logger.warning(LM_EVAL_MISSING)
+        return CapabilityResult({}, skipped=LM_EVAL_MISSING)
+    wrapped = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size)
+    with _maybe(steering):
+        out = lm_eval.simple_evaluate(model=wrapped, tasks=list(tasks), limit=limit)
+    scores: dict[str, float] = {}
+    for task, values in (out or {}).get("results", {}).items():
+        for key in ("acc,none", "acc_norm,none", "exact_match,none"):
+            if key in values:
+                scores[task] = float(values[key])
+                break
+    return CapabilityResult(scores)
