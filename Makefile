@@ -17,10 +17,11 @@ $(VENV)/.stamp: pyproject.toml Makefile
 
 venv: $(VENV)/.stamp
 
-## demo: pull the default zoo model and run the main job on it
+## demo: pull the default zoo model, then run the reduced study on it (about 20 minutes on 2 CPU cores)
 demo: venv
 	$(VENV)/bin/neurogate models pull $(MODEL:zoo:%=%)
 	$(VENV)/bin/neurogate info --model $(MODEL)
+	$(VENV)/bin/neurogate run --quick --model $(MODEL) --out runs
 
 ## test: the default test suite (tiny random models + the smallest zoo model), then lint and types
 test: venv

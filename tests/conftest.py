@@ -16,6 +16,12 @@ ZOO_TEST_MODEL = "zoo:smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    """Tiny models are dominated by threading overhead; one thread is faster and steadier on shared CPUs."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep caches written by tests (universal neurons, judge replies) out of the user's cache, while
     sharing the real zoo so the smallest model is pulled at most once per machine."""

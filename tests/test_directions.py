@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurogate.directions import ResidualDirections, compute_directions, residual_last_token
+from neurogate.directions import ResidualDirections, candidate_layers, compute_directions, residual_last_token
 from neurogate.errors import ConfigError
 from neurogate.interventions import make
 from neurogate.loading import LoadedModel
@@ -30,9 +30,11 @@ def test_compute_directions_diffs_and_best_layer(lm: LoadedModel) -> None:
     acts_neg = residual_last_token(lm, NEG)
     assert torch.allclose(dirs.diffs, acts_pos.mean(0) - acts_neg.mean(0), atol=1e-5)
     assert len(dirs.separation) == 3 and all(0.0 <= s <= 1.0 for s in dirs.separation)
-    best = max(dirs.separation)
-    assert dirs.separation[dirs.best_layer] == best
-    assert all(s < best for s in dirs.separation[dirs.best_layer + 1 :])  # ties go to the later layer
+    candidates = list(candidate_layers(len(dirs.separation)))
+    assert candidates == [0, 1]  # 3 layers: the last 20% (layer 2) is not a candidate
+    best = max(dirs.separation[i] for i in candidates)
+    assert dirs.best_layer in candidates and dirs.separation[dirs.best_layer] == best
+    assert all(dirs.separation[i] < best for i in candidates if i > dirs.best_layer)  # ties -> later layer
     assert dirs.model["fingerprint"] == lm.fingerprint and dirs.n_positive == 8
     assert torch.allclose(dirs.unit().norm(), torch.tensor(1.0))
 

@@ -4,7 +4,9 @@ For each layer ``i`` the residual stream after that layer is read at the last pr
 is ``mean_pos - mean_neg``. The *best layer* is the one whose direction best separates held-out prompts:
 project each held-out prompt onto the direction (computed on the other prompts) and call it positive when
 the projection is above the midpoint of the two training means; the layer with the highest held-out
-accuracy wins, ties going to the later layer.
+accuracy wins, ties going to the later layer. As in Arditi et al. (2024), the last 20% of the layers are
+not candidates: their directions mostly encode the next output token, and removing them everywhere hurts
+unrelated prompts (on Qwen2.5-Coder-1.5B the last layer's direction raised benign refusal to 29%).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class ResidualDirections:
 
     ``diffs``: ``[n_layers, d_model]`` float32, ``mean_pos - mean_neg`` over all prompts.
     ``separation``: held-out accuracy per layer (0.5 = chance, 1 = perfect).
-    ``best_layer``: the layer with the highest separation (ties -> later layer).
+    ``best_layer``: the layer with the highest separation among the first 80% (ties -> later layer).
     """
 
     diffs: torch.Tensor
@@ -174,6 +176,11 @@ def _accuracy(
     return right / (len(pos) + len(neg))
 
 
+def candidate_layers(n_layers: int) -> range:
+    """Layers eligible as the best layer: all but the last 20% (at least one)."""
+    return range(max(1, int(0.8 * n_layers)))
+
+
 def compute_directions(
     lm: LoadedModel,
     positive: Sequence[str],
@@ -217,7 +224,7 @@ def compute_directions(
         _accuracy(a_pos[held_pos], a_neg[held_neg], a_pos[train_pos], a_neg[train_neg])
         for a_pos, a_neg in zip(acts_pos.unbind(1), acts_neg.unbind(1), strict=True)
     ]
-    best = max(range(len(separation)), key=lambda i: (separation[i], i))
+    best = max(candidate_layers(len(separation)), key=lambda i: (separation[i], i))
     return ResidualDirections(
         diffs=acts_pos.mean(0) - acts_neg.mean(0),
         best_layer=best,

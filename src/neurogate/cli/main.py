@@ -13,9 +13,7 @@ COMMAND_MODULES = ("info", "models", "discover", "steer", "export", "chat", "eva
 
 def _register() -> None:
     for name in COMMAND_MODULES:
-        module = f"neurogate.cli.{name}"
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(f"neurogate.cli.{name}")
 
 
 _register()
