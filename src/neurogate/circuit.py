@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from neurogate.atomic import write_json_atomic
 from neurogate.errors import CircuitError
 
 if TYPE_CHECKING:
@@ -151,14 +151,7 @@ class Circuit:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the circuit as JSON, atomically (a crash never leaves a half-written file)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, target)
-        return target
+        return write_json_atomic(path, self.to_dict(), allow_nan=True)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> Circuit:

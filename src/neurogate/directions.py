@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from neurogate.atomic import atomic_path
 from neurogate.chat import format_prompts, pad_id, pad_left, tokenize, uses_template
 from neurogate.errors import ConfigError, NeurogateError
 from neurogate.loading import LoadedModel
@@ -96,10 +96,8 @@ class ResidualDirections:
             "n_negative": str(self.n_negative),
             "model": json.dumps(self.model),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        save_file({"diffs": self.diffs.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            save_file({"diffs": self.diffs.contiguous()}, str(tmp), metadata=meta)
         return target
 
     @classmethod

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError, NeurogateError
 
 logger = logging.getLogger(__name__)
@@ -264,12 +264,8 @@ class LLMJudge:
             return None
 
     def _store(self, key: str, reply: str) -> None:
-        folder = self.cache_dir / key[:2]
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".judge.", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"model": self.model, "rubric": RUBRIC_VERSION, "reply": reply}, fh)
-        os.replace(tmp, folder / f"{key}.json")
+        record = {"model": self.model, "rubric": RUBRIC_VERSION, "reply": reply}
+        write_json_atomic(self.cache_dir / key[:2] / f"{key}.json", record, indent=None)
 
     def _request(self, content: str) -> str:
         body = json.dumps(

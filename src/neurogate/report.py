@@ -368,7 +368,7 @@ def render_html(results: dict[str, Any]) -> str:
 
 def write_reports(results: dict[str, Any], run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` next to ``results.json``."""
-    from neurogate.sweep import write_text_atomic
+    from neurogate.atomic import write_text_atomic
 
     root = Path(run_dir)
     md = write_text_atomic(root / "report.md", render_markdown(results))

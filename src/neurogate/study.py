@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurogate.atomic import write_json_atomic
 from neurogate.circuit import Circuit
 from neurogate.errors import ConfigError
 from neurogate.experiments import (
@@ -45,7 +46,6 @@ from neurogate.sweep import (
     ResultStore,
     circuit_prefix,
     plan_sweep,
-    write_json_atomic,
 )
 from neurogate.zoo import DEFAULT_MODEL
 

@@ -11,13 +11,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from neurogate.atomic import write_json_atomic
 from neurogate.circuit import Circuit
 from neurogate.errors import ConfigError
 from neurogate.judges import Judge, KeywordJudge
@@ -157,26 +157,6 @@ class ConditionResult:
 
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON atomically (strict: NaN and infinity are refused, so store them as null)."""
-    return write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 class ResultStore:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 
 from neurogate import prompts as prompt_sets
+from neurogate.atomic import write_json_atomic
 from neurogate.capture import BatchSize, collect_stats_many
 from neurogate.errors import ConfigError
 from neurogate.loading import LoadedModel, fingerprint_digest
@@ -123,11 +122,7 @@ def _read(path: Path) -> frozenset[tuple[int, int]] | None:
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, allow_nan=True)
 
 
 def universal_neurons(

@@ -410,8 +410,8 @@ def base_vs_instruct(
     Example: neurogate base-vs-instruct --instruct zoo:qwen2.5-coder-1.5b-instruct --base zoo:gemma-3-270m
     """
     from neurogate import prompts
+    from neurogate.atomic import write_json_atomic
     from neurogate.experiments import behaviour_shift
-    from neurogate.sweep import write_json_atomic
 
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
