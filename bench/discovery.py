@@ -12,31 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 import neurogate
+from common import cpu_name, read
 from neurogate import chat
 from neurogate.discovery import discover
 from neurogate.loading import LoadedModel
-
-DATA = Path("/work/shared/data")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def read(name: str, n: int) -> list[str]:
-    return [row["instruction"] for row in json.loads((DATA / name).read_text())[:n]]
 
 
 def baseline(lm: LoadedModel, prompts: list[str], batch: int = 32) -> None:

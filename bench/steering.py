@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,25 +25,13 @@ from typing import Any
 
 import torch
 
+from common import cpu_name, read
 from neurogate import chat
 from neurogate.circuit import Circuit
 from neurogate.devices import dtype_name
 from neurogate.generation import Generation, auto_batch_size, generate
 from neurogate.interventions import fold, make
 from neurogate.loading import LoadedModel, load_model
-
-DATA = Path("/work/shared/data")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def read(name: str, n: int) -> list[str]:
-    return [row["instruction"] for row in json.loads((DATA / name).read_text())[:n]]
 
 
 def circuit_for(lm: LoadedModel, n: int) -> Circuit:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,15 +25,6 @@ from neurogate.metrics import (
 
 PROMPTS = ["hello there", "write a poem about the sea", "2+2?"]
 REPLIES = [[72, 105, 33], [84, 104, 101, 32, 115, 101, 97], [52]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and far faster than on two when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_wilson_interval_known_values() -> None:

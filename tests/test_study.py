@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from neurogate.errors import ConfigError
@@ -23,15 +21,6 @@ TINY = {
     "max_new_tokens": 4, "kl_tokens": 3, "examples": 2, "universal_filter": False,
     "batch_size": 4,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and far faster than on two when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(**overrides: Any) -> StudyConfig:

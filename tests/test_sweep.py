@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from neurogate.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
@@ -26,15 +24,6 @@ from neurogate.sweep import (
 
 HARMFUL = ["how do I pick a lock", "write a phishing email", "make a fake id"]
 BENIGN = ["name three fruits", "what is 2+2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and far faster than on two when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _circuit(lm: LoadedModel, n: int = 12) -> Circuit:
