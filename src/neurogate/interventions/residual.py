@@ -198,7 +198,24 @@ def orthogonalize(lm: LoadedModel, direction: torch.Tensor) -> Handle:
     return Handle(undo, label="orthogonalised weights")
 
 
-class ActivationAddition(Intervention):
+class _DirectionIntervention(Intervention):
+    """An intervention built from residual directions at one layer (default: the directions' best)."""
+
+    def __init__(
+        self, lm: LoadedModel, directions: ResidualDirections, strength: float, layer: int | None = None
+    ) -> None:
+        super().__init__()
+        directions.check_model(lm)
+        self.lm = lm
+        self.directions = directions
+        self.strength = float(strength)
+        self.layer = directions.best_layer if layer is None else directions._check(layer)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "strength": self.strength, "layer": self.layer}
+
+
+class ActivationAddition(_DirectionIntervention):
     """CAA: ``h <- h - strength * v`` after ``layer`` at every position, ``v = mean_pos - mean_neg``.
 
     Strength 1 removes one full mean difference; negative strength adds it. ``layer`` defaults to the
@@ -207,41 +224,15 @@ class ActivationAddition(Intervention):
 
     kind = "caa"
 
-    def __init__(
-        self, lm: LoadedModel, directions: ResidualDirections, strength: float, layer: int | None = None
-    ) -> None:
-        super().__init__()
-        directions.check_model(lm)
-        self.lm = lm
-        self.directions = directions
-        self.strength = float(strength)
-        self.layer = directions.best_layer if layer is None else directions._check(layer)
-
     def attach(self) -> Handle:
         return add_vector(self.lm, self.layer, self.directions.vector(self.layer), -self.strength)
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "strength": self.strength, "layer": self.layer}
 
-
-class DirectionalAblation(Intervention):
+class DirectionalAblation(_DirectionIntervention):
     """Directional ablation: ``h <- h - strength * (h . r) r`` at every residual site, with
     ``r = unit(mean_pos - mean_neg)`` at ``layer`` (default: the best layer). Strength 1 removes it fully."""
 
     kind = "ablation"
 
-    def __init__(
-        self, lm: LoadedModel, directions: ResidualDirections, strength: float, layer: int | None = None
-    ) -> None:
-        super().__init__()
-        directions.check_model(lm)
-        self.lm = lm
-        self.directions = directions
-        self.strength = float(strength)
-        self.layer = directions.best_layer if layer is None else directions._check(layer)
-
     def attach(self) -> Handle:
         return ablate_direction(self.lm, self.directions.unit(self.layer), self.strength)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "strength": self.strength, "layer": self.layer}
