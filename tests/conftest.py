@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurogate.loading import LoadedModel
-from neurogate.testing import tiny_lm
+from neurogate.models.loading import LoadedModel
+from neurogate.models.tiny import tiny_lm
+from neurogate.paths import cache_dir
 
 ZOO_TEST_MODEL = "zoo:smollm2-135m-instruct"
 
@@ -25,7 +26,7 @@ def _one_thread() -> None:
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep caches written by tests (universal neurons, judge replies) out of the user's cache, while
     sharing the real zoo so the smallest model is pulled at most once per machine."""
-    from neurogate import zoo
+    from neurogate.models import zoo
 
     real_zoo = zoo.home() / "zoo"
     real_zoo.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,6 @@ def lm() -> LoadedModel:
 @pytest.fixture(scope="session")
 def zoo_lm() -> LoadedModel:
     """The smallest real zoo model (SmolLM2-135M-Instruct), pulled once and loaded in float32."""
-    from neurogate.loading import load_model
+    from neurogate.models.loading import load_model
 
     return load_model(ZOO_TEST_MODEL, dtype="float32", device="cpu")

@@ -1,91 +1,90 @@
 """neurogate: find the few MLP neurons that carry a behaviour in a language model, and turn it down or up.
 
-The public API, in the order a study uses it: load a model, load prompt sets, discover a circuit, steer or
-fold it (or a baseline intervention), generate, and evaluate.
+The public API, in the order a study uses it: load a model, discover a circuit, steer it (hooks or folded
+weights) or a baseline intervention, generate, and evaluate. Subpackages follow the same pipeline:
+:mod:`neurogate.models`, :mod:`neurogate.prompts`, :mod:`neurogate.discovery`, :mod:`neurogate.steering`,
+:mod:`neurogate.evaluation`, :mod:`neurogate.study`.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import Any
 
 from neurogate import prompts
-from neurogate.adapters import Adapter, ArchSpec, resolve_adapter, supported_families
-from neurogate.capture import collect_stats, collect_stats_many
-from neurogate.circuit import Circuit, Neuron
-from neurogate.directions import ResidualDirections, compute_directions
-from neurogate.discovery import discover
-from neurogate.errors import (
-    CircuitError,
-    ConfigError,
-    ModelLoadError,
-    NeurogateError,
-    PromptSetError,
-    UnsupportedArchitectureError,
-    ZooError,
-)
-from neurogate.export import export
-from neurogate.generation import Generation, generate
-from neurogate.interventions import Handle, Intervention, fold, make, steer
-from neurogate.judges import Judge, KeywordJudge, LLMJudge, get_judge
-from neurogate.loading import LoadedModel, load_model, wrap_model
-from neurogate.metrics import Rate, distinct_ngram_quality, kl_divergence, perplexity, wilson_interval
-from neurogate.prompts import PromptSet
-from neurogate.stats import SiteStats, score_neurons, select_top
-from neurogate.study import StudyConfig, run_study
-from neurogate.sweep import Condition, ConditionResult, EvalSettings, Evaluator, plan_sweep
-from neurogate.universal import universal_neurons
+from neurogate.discovery import Circuit, DiscoverConfig, ResidualDirections, compute_directions, discover
+from neurogate.errors import NeurogateError
+from neurogate.evaluation import EvalSettings, SweepConfig, get_judge, run_sweep
+from neurogate.models import LoadedModel, generate, load_model, wrap_model
+from neurogate.steering import Handle, Intervention, export_model, fold, make, steer
+from neurogate.study import StudyConfig, StudyResults, run_study
+from neurogate.version import __version__
 
 __all__ = [
-    "Adapter",
-    "ArchSpec",
     "Circuit",
-    "CircuitError",
-    "Condition",
-    "ConditionResult",
-    "ConfigError",
+    "DiscoverConfig",
     "EvalSettings",
-    "Evaluator",
-    "Generation",
     "Handle",
     "Intervention",
-    "Judge",
-    "KeywordJudge",
-    "LLMJudge",
     "LoadedModel",
-    "ModelLoadError",
     "NeurogateError",
-    "Neuron",
-    "PromptSet",
-    "PromptSetError",
-    "Rate",
     "ResidualDirections",
-    "SiteStats",
     "StudyConfig",
-    "UnsupportedArchitectureError",
-    "ZooError",
+    "StudyResults",
+    "SweepConfig",
     "__version__",
-    "collect_stats",
-    "collect_stats_many",
     "compute_directions",
     "discover",
-    "distinct_ngram_quality",
-    "export",
+    "export_model",
     "fold",
     "generate",
     "get_judge",
-    "kl_divergence",
     "load_model",
     "make",
-    "perplexity",
-    "plan_sweep",
     "prompts",
-    "resolve_adapter",
     "run_study",
-    "score_neurons",
-    "select_top",
+    "run_sweep",
     "steer",
-    "supported_families",
-    "universal_neurons",
-    "wilson_interval",
     "wrap_model",
 ]
+
+#: Names of neurogate 0.1 that moved or were renamed, with where they live now.
+_RENAMED = {
+    "export": "neurogate.export_model",
+    "Evaluator": "neurogate.evaluation.Evaluator",
+    "Condition": "neurogate.evaluation.Condition (kind + value on the kind's own scale)",
+    "ConditionResult": "neurogate.evaluation.ConditionResult",
+    "plan_sweep": "neurogate.evaluation.plan_sweep",
+    "Judge": "neurogate.evaluation.Judge",
+    "KeywordJudge": "neurogate.evaluation.KeywordJudge",
+    "LLMJudge": "neurogate.evaluation.LLMJudge",
+    "Rate": "neurogate.evaluation.Rate",
+    "wilson_interval": "neurogate.evaluation.wilson_interval",
+    "distinct_ngram_quality": "neurogate.evaluation.distinct_ngram_quality",
+    "kl_divergence": "neurogate.evaluation.kl_divergence",
+    "perplexity": "neurogate.evaluation.perplexity",
+    "Generation": "neurogate.models.Generation",
+    "Adapter": "neurogate.models.Adapter",
+    "ArchSpec": "neurogate.models.ArchSpec",
+    "resolve_adapter": "neurogate.models.resolve_adapter",
+    "supported_families": "neurogate.models.supported_families",
+    "Neuron": "neurogate.discovery.Neuron",
+    "SiteStats": "neurogate.discovery.stats.SiteStats",
+    "score_neurons": "neurogate.discovery.scoring.score_neurons",
+    "select_top": "neurogate.discovery.selection.select_top",
+    "collect_stats": "neurogate.discovery.collect_stats",
+    "collect_stats_many": "neurogate.discovery.collect_stats_many",
+    "universal_neurons": "neurogate.discovery.universal_neurons",
+    "PromptSet": "neurogate.prompts.PromptSet",
+    "CircuitError": "neurogate.errors.CircuitError",
+    "ConfigError": "neurogate.errors.ConfigError",
+    "ModelLoadError": "neurogate.errors.ModelLoadError",
+    "PromptSetError": "neurogate.errors.PromptSetError",
+    "UnsupportedArchitectureError": "neurogate.errors.UnsupportedArchitectureError",
+    "ZooError": "neurogate.errors.ZooError",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        raise AttributeError(f"neurogate.{name} is no longer at the package root: use {_RENAMED[name]}")
+    raise AttributeError(f"module 'neurogate' has no attribute {name!r}")

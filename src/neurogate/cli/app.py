@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from transformers.utils import logging as hf_logging
 
-from neurogate.zoo import DEFAULT_MODEL
+from neurogate.errors import ConfigError
+from neurogate.models.inputs import BatchSize
+from neurogate.models.loading import LoadedModel, load_model
+from neurogate.models.zoo import DEFAULT_MODEL
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,13 +57,8 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
         force=True,
     )
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 @app.callback()
@@ -73,3 +72,37 @@ def _root(
     Example: neurogate info --model zoo:smollm2-135m-instruct
     """
     setup_logging(verbose)
+
+
+def load(model: str, dtype: str, device: str, trust_remote_code: bool = False) -> LoadedModel:
+    """Load ``--model`` with the common options."""
+    return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    """``"0,0.5,1"`` -> ``[0.0, 0.5, 1.0]``."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers such as 0,0.5,1; got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs at least one number")
+    return values
+
+
+def parse_names(text: str, option: str) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise ConfigError(f"{option} needs at least one name")
+    return names
+
+
+def parse_batch_size(text: str) -> BatchSize:
+    """``"auto"`` or a whole number."""
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--batch-size takes 'auto' or a whole number, got {text!r}") from None

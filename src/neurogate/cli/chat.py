@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
+from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console, load
 from neurogate.cli.steer import (
     CircuitOpt,
     LayerOpt,
@@ -20,17 +20,17 @@ from neurogate.cli.steer import (
     StrengthOpt,
     SystemOpt,
     build_intervention,
-    label,
-    resolve_strength,
+    resolve_value,
 )
 from neurogate.errors import NeurogateError
-from neurogate.interventions import KINDS
-from neurogate.interventions.base import Intervention
-from neurogate.loading import LoadedModel
+from neurogate.models.generation import generate
+from neurogate.models.loading import LoadedModel
+from neurogate.steering.base import Intervention
+from neurogate.steering.registry import KINDS, get_kind
 
 HELP = """commands:
-  /m X         set the neuron multiplier (cna, random): 0 ablates, 1 is off
-  /s X         set the strength of the current method (0 is off)
+  /m X         set the neuron multiplier m (cna, random): 0 ablates, 1 is unchanged
+  /s X         set the strength s (caa, ablation): 0 is unchanged, 1 is full
   /method NAME switch method: cna, caa, ablation or random
   /off, /on    turn steering off or back on
   /reset       forget the conversation
@@ -44,7 +44,7 @@ class ChatSession:
 
     lm: LoadedModel
     method: str
-    strength: float
+    value: float
     settings: dict[str, Any]
     system_prompt: str | None = None
     max_new_tokens: int = 256
@@ -56,26 +56,29 @@ class ChatSession:
     def intervention(self) -> Intervention:
         if self._intervention is None:
             self._intervention = build_intervention(
-                self.lm, self.method, self.strength, cache=self.cache, **self.settings
+                self.lm, self.method, self.value, cache=self.cache, **self.settings
             )
         return self._intervention
 
     def status(self) -> str:
-        return label(self.method, self.strength) if self.enabled else "unsteered"
+        return self.intervention().label if self.enabled else "unsteered"
 
-    def set(self, method: str | None = None, strength: float | None = None) -> None:
-        """Switch method and/or strength; the new intervention is built now so errors show at once."""
+    def set(self, method: str | None = None, value: float | None = None) -> None:
+        """Switch method and/or its value; the new intervention is built now so errors show at once. A new
+        method on another scale starts at that scale's full effect (m = 0, s = 1)."""
         new_method = method or self.method
         if new_method not in KINDS:
             raise NeurogateError(f"unknown method {new_method!r}; choose one of {', '.join(KINDS)}")
-        old = (self.method, self.strength, self._intervention)
+        old = (self.method, self.value, self._intervention)
+        if value is None and get_kind(new_method).scale != get_kind(self.method).scale:
+            value = resolve_value(new_method, None, None)
         self.method, self._intervention = new_method, None
-        if strength is not None:
-            self.strength = strength
+        if value is not None:
+            self.value = value
         try:
             self.intervention()
         except NeurogateError:
-            self.method, self.strength, self._intervention = old
+            self.method, self.value, self._intervention = old
             raise
 
     def render(self) -> str:
@@ -89,13 +92,15 @@ class ChatSession:
         return "\n".join([*turns, "Assistant:"])
 
     def reply(self, user: str) -> str:
-        from neurogate.generation import generate
-
         self.history.append({"role": "user", "content": user})
         steering = self.intervention() if self.enabled else None
         (out,) = generate(
-            self.lm, [self.render()], intervention=steering, max_new_tokens=self.max_new_tokens,
-            batch_size=1, preformatted=True,
+            self.lm,
+            [self.render()],
+            intervention=steering,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=1,
+            preformatted=True,
         )
         self.history.append({"role": "assistant", "content": out.text})
         return out.text
@@ -118,10 +123,8 @@ class ChatSession:
             return True
         elif name in ("m", "s"):
             value = _number(arg, f"/{name}")
-            if name == "m":
-                self.set(strength=resolve_strength(self.method, value, None))
-            else:
-                self.set(strength=value)
+            flags = (value, None) if name == "m" else (None, value)
+            self.set(value=resolve_value(self.method, *flags))
         elif name == "method":
             self.set(method=arg)
         else:
@@ -159,8 +162,6 @@ def chat(
 
     Example: neurogate chat --model zoo:qwen2.5-coder-1.5b-instruct --circuit circuit.json --multiplier 0
     """
-    from neurogate.loading import load_model
-
     settings: dict[str, Any] = {
         "circuit_path": Path(circuit) if circuit else None,
         "positive": positive,
@@ -168,9 +169,9 @@ def chat(
         "layer": layer,
         "seed": seed,
     }
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm = load(model, dtype, device, trust_remote_code)
     session = ChatSession(
-        lm, method, resolve_strength(method, multiplier, strength), settings, system_prompt, max_new_tokens
+        lm, method, resolve_value(method, multiplier, strength), settings, system_prompt, max_new_tokens
     )
     session.intervention()
     console.print(f"chat with {model}; steering: {session.status()}; /help for commands", highlight=False)

@@ -8,8 +8,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurogate.circuit import Circuit
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
+from neurogate.cli.app import (
+    DEFAULT_SPEC,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    TrustOpt,
+    app,
+    console,
+    load,
+    parse_batch_size,
+)
+from neurogate.discovery.circuit import Circuit
+from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.discover import discover as run_discovery
+from neurogate.discovery.scoring import SCORERS
 from neurogate.errors import ConfigError
 
 
@@ -23,16 +36,6 @@ def parse_layers(text: str | None) -> tuple[int, ...]:
         raise ConfigError(
             f"--exclude-layers takes comma-separated layer numbers such as 0,1,-1; got {text!r}"
         ) from None
-
-
-def parse_batch_size(text: str) -> int | str:
-    """``"auto"`` or a whole number."""
-    if text == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"--batch-size takes 'auto' or a whole number, got {text!r}") from None
 
 
 def circuit_table(circuit: Circuit) -> Table:
@@ -72,7 +75,8 @@ def discover(
         int | None, typer.Option("--top-k", help="Keep exactly K neurons (instead of --fraction).")
     ] = None,
     score: Annotated[
-        str, typer.Option("--score", help="mean-diff (the paper) or effect-size.")
+        str,
+        typer.Option("--score", help="Scorer: " + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items())),
     ] = "mean-diff",
     no_universal_filter: Annotated[
         bool, typer.Option("--no-universal-filter", help="Keep neurons that fire for every contrast.")
@@ -102,32 +106,19 @@ def discover(
 
     Example: neurogate discover --model zoo:smollm2-135m-instruct --top-k 50 --out circuit.json
     """
-    from neurogate.discovery import discover as run_discovery
-    from neurogate.loading import load_model
-    from neurogate.stats import SCORES
-
-    if score not in SCORES:
-        raise ConfigError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
-    layers = parse_layers(exclude_layers)
-    size = parse_batch_size(batch_size)
-    if fraction is not None and top_k is not None:
-        raise ConfigError("give --fraction or --top-k, not both")
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    circuit = run_discovery(
-        lm,
-        positive,
-        negative,
+    config = DiscoverConfig(
         fraction=fraction,
         top_k=top_k,
-        score=score,  # type: ignore[arg-type]
-        exclude_layers=layers,
+        score=score,
+        exclude_layers=parse_layers(exclude_layers),
         universal_filter=not no_universal_filter,
         universal_threshold=universal_threshold,
-        batch_size=size,  # type: ignore[arg-type]
+        batch_size=parse_batch_size(batch_size),
         system_prompt=system_prompt,
         chat=not no_chat,
-        progress=not quiet,
     )
+    lm = load(model, dtype, device, trust_remote_code)
+    circuit = run_discovery(lm, positive, negative, config, progress=not quiet)
     path = circuit.save(out)
     console.print(circuit_table(circuit))
     console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
+from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console, load
+from neurogate.discovery.circuit import Circuit
+from neurogate.steering.export import export_model
 
 
 @app.command("export")
@@ -16,7 +18,8 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the model to.")],
     model: ModelOpt = DEFAULT_SPEC,
     multiplier: Annotated[
-        float, typer.Option("--multiplier", help="Neuron multiplier to fold in (0 ablates, >1 amplifies).")
+        float,
+        typer.Option("--multiplier", "-x", help="Neuron multiplier m to fold in (1 = unchanged, 0 ablates)."),
     ] = 0.0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")
@@ -29,13 +32,9 @@ def export_command(
 
     Example: neurogate export --circuit circuit.json --multiplier 0 --out steered-model/
     """
-    from neurogate.circuit import Circuit
-    from neurogate.export import export
-    from neurogate.loading import load_model
-
     loaded = Circuit.load(circuit)
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    path = export(lm, loaded, multiplier, out, overwrite=overwrite)
+    lm = load(model, dtype, device, trust_remote_code)
+    path = export_model(lm, loaded, multiplier, out, overwrite=overwrite)
     console.print(
         f"[green]exported:[/] {path} ({len(loaded)} neurons, multiplier {multiplier:g}); "
         "load it with AutoModelForCausalLM.from_pretrained",

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console
-from neurogate.loading import load_model
+from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console, load
 
 
 @app.command()
@@ -24,7 +23,7 @@ def info(
 
     Example: neurogate info --model zoo:smollm2-135m-instruct --json
     """
-    lm = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm = load(model, dtype, device, trust_remote_code)
     facts = lm.info()
     if as_json:
         console.print_json(json.dumps(facts))

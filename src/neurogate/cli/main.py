@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+from neurogate.cli import chat, discover, experiments, export, info, models, steer, study, sweep
 from neurogate.cli.app import app, err_console
 from neurogate.errors import NeurogateError
 
-COMMAND_MODULES = ("info", "models", "discover", "steer", "export", "chat", "evaluate")
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"neurogate.cli.{name}")
-
-
-_register()
+COMMAND_MODULES = (info, models, discover, steer, export, chat, sweep, study, experiments)
 
 
 def main() -> None:

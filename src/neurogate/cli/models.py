@@ -8,8 +8,10 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from neurogate import zoo
 from neurogate.cli.app import app, console
+from neurogate.errors import ZooError
+from neurogate.models import zoo
+from neurogate.paths import cache_dir
 
 models_app = typer.Typer(help="The offline model zoo: list, pull and locate models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -21,7 +23,7 @@ def list_models() -> None:
 
     Example: neurogate models list
     """
-    table = Table(title=f"neurogate model zoo (cache: {zoo.home() / 'zoo'})")
+    table = Table(title=f"neurogate model zoo (cache: {cache_dir('zoo')})")
     for col in ("name", "what it is", "GGUF size", "pulled"):
         table.add_column(col)
     for name, entry in zoo.ZOO.items():
@@ -85,5 +87,5 @@ def path(name: Annotated[str, typer.Argument(help="Zoo model name.")]) -> None:
     name = name.removeprefix("zoo:")
     zoo.get(name)
     if not zoo.is_pulled(name):
-        raise zoo.ZooError(f"zoo:{name} is not pulled yet: run `neurogate models pull {name}`")
+        raise ZooError(f"zoo:{name} is not pulled yet: run `neurogate models pull {name}`")
     typer.echo(str(zoo.model_dir(name)))

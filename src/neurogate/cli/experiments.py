@@ -1,0 +1,231 @@
+"""The paper's experiments one at a time: `sparsity`, `layers` and `base-vs-instruct`."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from neurogate import prompts
+from neurogate import settings as settings_mod
+from neurogate.atomic import write_json_atomic
+from neurogate.cli.app import (
+    DEFAULT_SPEC,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    TrustOpt,
+    app,
+    console,
+    load,
+    parse_floats,
+    parse_names,
+)
+from neurogate.cli.sweep import (
+    EvalOpt,
+    JudgeModelOpt,
+    JudgeOpt,
+    JudgeUrlOpt,
+    NegativeOpt,
+    NEvalOpt,
+    PositiveOpt,
+    QuietOpt,
+    TokensOpt,
+    condition_progress,
+)
+from neurogate.errors import ConfigError
+from neurogate.evaluation.conditions import baseline
+from neurogate.evaluation.engine import Evaluator
+from neurogate.evaluation.experiments import (
+    behaviour_shift,
+    discover_for_sparsity,
+    layer_localisation,
+    sparsity_conditions,
+    sparsity_sizes,
+)
+from neurogate.evaluation.judges import get_judge
+from neurogate.evaluation.results import ResultStore
+from neurogate.evaluation.settings import EvalSettings
+
+
+@app.command()
+def sparsity(
+    model: ModelOpt = DEFAULT_SPEC,
+    fractions: Annotated[str, typer.Option("--fractions", help="Circuit sizes as shares of all neurons.")] = (
+        "0.0001,0.0003,0.001,0.003,0.01"
+    ),
+    eval_set: EvalOpt = "builtin:harmful-eval",
+    positive: PositiveOpt = "builtin:harmful",
+    negative: NegativeOpt = "builtin:benign",
+    n_eval: NEvalOpt = None,
+    max_new_tokens: TokensOpt = 48,
+    judge: JudgeOpt = "keyword",
+    judge_url: JudgeUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for per-condition results.")] = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Refusal after ablating circuits of several sizes (prefixes of one ranking, discovered once).
+
+    Example: neurogate sparsity --model zoo:qwen2.5-coder-1.5b-instruct --fractions 0.0001,0.001,0.01
+    """
+    lm = load(model, dtype, device, trust_remote_code)
+    sizes = sparsity_sizes(lm.adapter.n_neurons, parse_floats(fractions, "--fractions"))
+    harmful = prompts.load(eval_set, limit=n_eval)
+    prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
+    ranking = discover_for_sparsity(lm, positive, negative, sizes, progress=not quiet)
+    evaluation = EvalSettings(
+        max_new_tokens=max_new_tokens, judge=judge, judge_model=judge_model, judge_url=judge_url
+    )
+    key = settings_mod.digest(
+        {
+            "model": model,
+            "dtype": str(lm.dtype),
+            "ranking": ranking.to_dict()["neurons"],
+            "eval": harmful.sha256,
+            "evaluation": settings_mod.to_dict(evaluation),
+        }
+    )
+    evaluator = Evaluator(
+        lm,
+        harmful.prompts,
+        [],
+        circuit=ranking,
+        settings=evaluation,
+        store=ResultStore(out / key) if out is not None else None,
+    )
+    plan = [baseline(), *sparsity_conditions(sizes)]
+    with condition_progress(len(plan), quiet) as advance:
+        results = evaluator.run_all(plan, advance)
+    table = Table(title=f"sparsity on {model} ({lm.adapter.n_neurons:,} MLP neurons)")
+    for col in ("neurons", "% of all", "refusal % [95% CI]", "quality"):
+        table.add_column(col, justify="right")
+    for r in results:
+        n = r.n_neurons or 0
+        table.add_row(str(n), f"{100 * n / lm.adapter.n_neurons:.3f}", str(r.refusal), f"{r.quality:.3f}")
+    console.print(table)
+
+
+@app.command()
+def layers(
+    model: ModelOpt = DEFAULT_SPEC,
+    behaviours: Annotated[
+        str,
+        typer.Option("--behaviours", help="refusal and/or built-in battery contrast names, comma-separated."),
+    ] = "refusal,code-vs-poetry,french-vs-english",
+    positive: PositiveOpt = "builtin:harmful",
+    negative: NegativeOpt = "builtin:benign",
+    fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Where each behaviour's circuit sits: neurons per layer and the share in the last quarter.
+
+    Example: neurogate layers --model zoo:smollm2-135m-instruct --behaviours refusal,code-vs-poetry
+    """
+    contrasts = {name: (pos, neg) for name, pos, neg in prompts.battery()}
+    chosen: list[tuple[str, Any, Any]] = []
+    for name in parse_names(behaviours, "--behaviours"):
+        if name == "refusal":
+            chosen.append((name, positive, negative))
+        elif name in contrasts:
+            chosen.append((name, *contrasts[name]))
+        else:
+            close = difflib.get_close_matches(name, [*contrasts, "refusal"], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(contrasts)
+            raise ConfigError(f"unknown behaviour {name!r}; use refusal or one of: {known}.{hint}")
+    lm = load(model, dtype, device, trust_remote_code)
+    profiles = layer_localisation(lm, chosen, fraction=fraction, universal_filter=False, progress=False)
+    table = Table(title=f"layer localisation on {model} ({lm.adapter.n_layers} layers)")
+    for col in ("behaviour", "neurons", "late share", "neurons per layer"):
+        table.add_column(col)
+    for p in profiles:
+        per = ", ".join(f"L{k}:{v}" for k, v in p.per_layer.items())
+        table.add_row(p.behaviour, str(p.n_neurons), f"{100 * p.late_share:.0f}%", per)
+    console.print(table)
+
+
+@app.command("base-vs-instruct")
+def base_vs_instruct(
+    instruct: Annotated[str, typer.Option("--instruct", help="The instruction-tuned model.")] = DEFAULT_SPEC,
+    base: Annotated[str, typer.Option("--base", help="The base model (raw prompts).")] = "zoo:gemma-3-270m",
+    eval_set: EvalOpt = "builtin:harmful-eval",
+    positive: PositiveOpt = "builtin:harmful",
+    negative: NegativeOpt = "builtin:benign",
+    n_eval: NEvalOpt = 32,
+    max_new_tokens: TokensOpt = 40,
+    fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
+    judge: JudgeOpt = "keyword",
+    judge_url: JudgeUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+) -> None:
+    """The same pipeline on an instruct and a base model: does ablation change behaviour or only content?
+
+    Example: neurogate base-vs-instruct --instruct zoo:qwen2.5-coder-1.5b-instruct --base zoo:gemma-3-270m
+    """
+    harmful = prompts.load(eval_set, limit=n_eval)
+    prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
+    settings = EvalSettings(
+        max_new_tokens=max_new_tokens, judge=judge, judge_model=judge_model, judge_url=judge_url
+    )
+    judge_obj = get_judge(judge, **settings.judge_options())
+    shifts = []
+    for spec in (instruct, base):
+        lm = load(spec, dtype, device)
+        shift = behaviour_shift(
+            lm,
+            positive,
+            negative,
+            harmful.prompts,
+            judge=judge_obj,
+            settings=settings,
+            fraction=fraction,
+            progress=False,
+        )
+        shifts.append(shift)
+        del lm
+    table = Table(title="base vs instruct: ablating each model's own circuit")
+    for col in (
+        "model",
+        "prompts",
+        "neurons",
+        "refusal before",
+        "refusal after",
+        "quality before",
+        "quality after",
+        "replies changed",
+        "verdict",
+    ):
+        table.add_column(col)
+    for s in shifts:
+        table.add_row(
+            s.model,
+            "chat" if s.chat else "raw",
+            str(s.n_neurons),
+            str(s.baseline.refusal),
+            str(s.steered.refusal),
+            f"{s.baseline.quality:.3f}",
+            f"{s.steered.quality:.3f}",
+            f"{100 * s.changed_share:.0f}%",
+            s.verdict,
+        )
+    console.print(table)
+    for s in shifts:
+        for ex in s.examples[:2]:
+            console.print(f"[bold]{s.model}[/] | {ex['prompt']}", highlight=False)
+            console.print(f"  before: {ex['baseline'][:200]!r}", highlight=False)
+            console.print(f"  after:  {ex['steered'][:200]!r}", highlight=False)
+    if out is not None:
+        write_json_atomic(out, [s.to_dict() for s in shifts])
+        console.print(f"wrote {out}")

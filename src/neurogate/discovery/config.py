@@ -1,0 +1,72 @@
+"""Discovery settings, declared and validated once: what the CLI, the study and ``discover()`` share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from neurogate import settings
+from neurogate.discovery.capture import CaptureOptions
+from neurogate.discovery.scoring import get_scorer
+from neurogate.discovery.selection import DEFAULT_FRACTION, top_count
+from neurogate.errors import ConfigError
+from neurogate.models.inputs import BatchSize, check_batch_size
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """How a circuit is found.
+
+    ``fraction``: share of ALL MLP neurons to keep (default 0.001 = 0.1%), or ``top_k`` neurons exactly
+    (give at most one). ``score``: a scorer name from :data:`neurogate.discovery.scoring.SCORERS`.
+    ``exclude_layers``: layers never selected (negative indices count from the end).
+    ``universal_filter``/``universal_threshold``: skip neurons in the top ``fraction`` of at least that share
+    of the battery's unrelated contrasts. ``chat``/``system_prompt``: how prompts are formatted.
+    """
+
+    fraction: float | None = None
+    top_k: int | None = None
+    score: str = "mean-diff"
+    exclude_layers: tuple[int, ...] = ()
+    universal_filter: bool = True
+    universal_threshold: float = 0.8
+    batch_size: BatchSize = "auto"
+    system_prompt: str | None = None
+    chat: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and self.top_k is not None:
+            raise ConfigError("give either a fraction or top_k, not both")
+        if self.fraction is not None:
+            settings.number("fraction", self.fraction, low=0.0, high=1.0, low_open=True)
+        settings.whole("top_k", self.top_k, optional=True)
+        get_scorer(self.score)
+        layers = settings.as_tuple("exclude_layers", self.exclude_layers)
+        for layer in layers:
+            if isinstance(layer, bool) or not isinstance(layer, int):
+                raise ConfigError(f"exclude_layers must hold layer numbers, got {layer!r}")
+        object.__setattr__(self, "exclude_layers", layers)
+        settings.number("universal_threshold", self.universal_threshold, low=0.0, high=1.0, low_open=True)
+        check_batch_size(self.batch_size)
+
+    @property
+    def universal_fraction(self) -> float:
+        """The share used for the universal-neuron battery's own top sets."""
+        return self.fraction if self.fraction is not None else DEFAULT_FRACTION
+
+    def k(self, n_neurons: int) -> int:
+        """How many neurons this config keeps on a model with ``n_neurons`` MLP neurons."""
+        return top_count(n_neurons, self.fraction, self.top_k)
+
+    def capture(self, progress: bool = True) -> CaptureOptions:
+        return CaptureOptions(
+            batch_size=self.batch_size, system_prompt=self.system_prompt, chat=self.chat, progress=progress
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base: DiscoverConfig | None = None) -> DiscoverConfig:
+        return settings.build(cls, data, base=base, where="discovery")
+
+    def to_dict(self) -> dict[str, Any]:
+        return settings.to_dict(self)

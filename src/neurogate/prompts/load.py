@@ -1,0 +1,70 @@
+"""One entry point for prompt sets: :func:`load` takes a file path, ``builtin:NAME``,
+``hf:DATASET[:CONFIG]:SPLIT:COLUMN``, a :class:`PromptSet` or a sequence of strings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from neurogate.errors import ConfigError, PromptSetError
+from neurogate.prompts.builtin import BUILTIN_PREFIX, builtin_list, builtin_names, load_builtin
+from neurogate.prompts.files import HF_PREFIX, load_file, load_hf, parse_hf_spec
+from neurogate.prompts.sets import PromptSet, clean
+
+INLINE_NAME = "<inline>"
+
+
+def load(
+    spec: str | os.PathLike[str] | PromptSet | Sequence[str],
+    *,
+    field: str | None = None,
+    limit: int | None = None,
+    name: str | None = None,
+) -> PromptSet:
+    """Load a prompt set from a file, a built-in set, a Hugging Face dataset or an inline sequence.
+
+    Prompts are stripped and blank ones skipped; ``limit`` keeps the first N; ``name`` overrides the
+    set's name (by default the spec as given, or ``"<inline>"`` for sequences).
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+    if isinstance(spec, PromptSet):
+        result = spec if name is None else replace(spec, name=name)
+    elif isinstance(spec, str | os.PathLike):
+        text = os.fspath(spec)
+        if text.startswith(BUILTIN_PREFIX):
+            if field is not None:
+                raise PromptSetError(
+                    f"{text}: built-in sets are plain text, so field= does not apply; drop it"
+                )
+            result = load_builtin(text[len(BUILTIN_PREFIX) :], name)
+        elif text.startswith(HF_PREFIX):
+            result = load_hf(parse_hf_spec(text), field, name or text)
+        else:
+            result = _load_path(Path(text).expanduser(), field, name or text)
+    elif isinstance(spec, Sequence):
+        label = name or INLINE_NAME
+        result = PromptSet(label, clean(list(spec), label), "inline")
+    else:
+        raise PromptSetError(
+            f"cannot load prompts from a {type(spec).__name__}; pass a file path, 'builtin:NAME', "
+            "'hf:DATASET:SPLIT:COLUMN', a PromptSet or a list of strings"
+        )
+    if limit is not None and limit < len(result):
+        result = replace(result, prompts=result.prompts[:limit])
+    return result
+
+
+def _missing_hint(path: Path) -> str:
+    text = str(path)
+    if text in builtin_names():
+        return f"; did you mean '{BUILTIN_PREFIX}{text}'?"
+    return f"; check the path, or use one of the built-in sets: {builtin_list()}"
+
+
+def _load_path(path: Path, field: str | None, name: str) -> PromptSet:
+    if not path.exists():
+        raise PromptSetError(f"prompt file not found: {path}{_missing_hint(path)}")
+    return load_file(path, field, name)

