@@ -20,14 +20,15 @@ import torch
 
 import neurogate
 from common import cpu_name, read
-from neurogate import chat
 from neurogate.discovery import discover
-from neurogate.loading import LoadedModel
+from neurogate.discovery.universal import universal_neurons
+from neurogate.models.inputs import encode, format_prompts
+from neurogate.models.loading import LoadedModel
 
 
 def baseline(lm: LoadedModel, prompts: list[str], batch: int = 32) -> None:
     """The plain way: unsorted batches, left padding, full model with logits."""
-    texts = chat.format_prompts(lm, prompts)
+    texts = format_prompts(lm, prompts)
     with torch.no_grad():
         for i in range(0, len(texts), batch):
             enc = lm.tokenizer(
@@ -71,7 +72,7 @@ def main() -> None:
         disc.append(timed(run_discovery))
         print(f"  baseline {base[-1]:.1f} s   discovery {disc[-1]:.1f} s", flush=True)
     t_base, t_disc = statistics.median(base), statistics.median(disc)
-    seqs = [chat.tokenize(lm, t, templated=True) for t in chat.format_prompts(lm, everything)]
+    seqs = encode(lm, everything)
     result = {
         "model": args.model,
         "dtype": args.dtype,
@@ -85,10 +86,8 @@ def main() -> None:
         "ratio": t_disc / t_base,
     }
     if args.battery:
-        from neurogate.universal import universal_neurons
-
         start = time.perf_counter()
-        found = universal_neurons(lm, progress=False, use_cache=False)
+        found = universal_neurons(lm, use_cache=False)
         result["battery_s"] = time.perf_counter() - start
         result["universal_neurons"] = len(found)
     print(json.dumps(result, indent=1))

@@ -26,17 +26,15 @@ from typing import Any
 import torch
 
 from common import cpu_name, read
-from neurogate import chat
-from neurogate.circuit import Circuit
-from neurogate.devices import dtype_name
-from neurogate.generation import Generation, auto_batch_size, generate
-from neurogate.interventions import fold, make
-from neurogate.loading import LoadedModel, load_model
+from neurogate.discovery import Circuit, discover
+from neurogate.models.devices import dtype_name
+from neurogate.models.generation import Generation, auto_batch_size, generate
+from neurogate.models.inputs import encode
+from neurogate.models.loading import LoadedModel, load_model
+from neurogate.steering import fold, make
 
 
 def circuit_for(lm: LoadedModel, n: int) -> Circuit:
-    from neurogate.discovery import discover
-
     pos, neg = read("harmful_train.json", n), read("harmless_train.json", n)
     return discover(lm, pos, neg, fraction=0.001, universal_filter=False, progress=False)
 
@@ -80,13 +78,13 @@ def main() -> None:
     circuit = circuit_for(lm, args.discover_n)
     print(f"circuit: {len(circuit)} neurons by discover() in {time.perf_counter() - start:.0f} s", flush=True)
     opts: dict[str, Any] = {"max_new_tokens": args.new_tokens, "stop_at_eos": False}
-    longest = max(len(chat.tokenize(lm, t, templated=True)) for t in chat.format_prompts(lm, prompts))
+    longest = max(len(s) for s in encode(lm, prompts))
     start = time.perf_counter()
     batch = auto_batch_size(lm, longest, args.new_tokens, len(prompts))
     print(f"auto batch size: {batch} (probe {time.perf_counter() - start:.0f} s)", flush=True)
     generate(lm, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
     rows = [timed("unsteered", lambda: generate(lm, prompts, batch_size=batch, **opts))]
-    iv = make("cna", lm, circuit, 1.0)  # multiplier 0
+    iv = make("cna", lm, circuit, 0.0)  # ablate: m = 0
     rows.append(timed("steered", lambda: generate(lm, prompts, intervention=iv, batch_size=batch, **opts)))
     with fold(lm, circuit, 0.0):
         rows.append(timed("folded", lambda: generate(lm, prompts, batch_size=batch, **opts)))

@@ -26,9 +26,7 @@ def _one_thread() -> None:
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep caches written by tests (universal neurons, judge replies) out of the user's cache, while
     sharing the real zoo so the smallest model is pulled at most once per machine."""
-    from neurogate.models import zoo
-
-    real_zoo = zoo.home() / "zoo"
+    real_zoo = cache_dir("zoo")
     real_zoo.mkdir(parents=True, exist_ok=True)
     home = tmp_path_factory.mktemp("neurogate-home")
     (home / "zoo").symlink_to(real_zoo, target_is_directory=True)

@@ -14,6 +14,18 @@ from typing import Any, TypeVar
 from neurogate.errors import ConfigError
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A dataclass result that saves as a plain dict and loads back from one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        return cls(**data)
 
 
 def build(cls: type[T], data: Mapping[str, Any], *, base: T | None = None, where: str = "settings") -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.cli.main import app
+from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
 from neurogate.models.tiny import tiny_lm, tiny_model, tiny_tokenizer
 
@@ -24,7 +25,7 @@ def setup(tmp_path: Path) -> dict[str, str]:
     tiny_tokenizer().save_pretrained(model_dir)
     lm = tiny_lm("llama")
     neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer in range(3) for index in range(0, 96, 3)]
-    circuit = Circuit(neurons=neurons, model={"spec": str(model_dir), "fingerprint": lm.fingerprint})
+    circuit = Circuit(neurons=neurons, model={"spec": str(model_dir), "shape": lm.shape})
     circuit_path = circuit.save(tmp_path / "circuit.json")
     pos = tmp_path / "pos.txt"
     neg = tmp_path / "neg.txt"
@@ -59,9 +60,14 @@ def test_steer_with_caa_computes_directions(setup: dict[str, str], tmp_path: Pat
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["--multiplier", "0", "--strength", "1"], "not both"),
-        (["--method", "caa", "--multiplier", "0"], "--strength"),
-        (["--method", "bogus"], "--method must be"),
+        # cna and random take the multiplier only; --strength s names its equivalent --multiplier 1 - s
+        (["--strength", "1"], "takes --multiplier m (1 = unchanged, 0 ablates), not --strength"),
+        (["--strength", "0.25"], "--strength s for cna is --multiplier 0.75 now"),
+        (["--multiplier", "0", "--strength", "1"], "--strength s for cna is --multiplier 0 now"),
+        (["--method", "random", "--strength", "1"], "--method random takes --multiplier m"),
+        (["--method", "caa", "--multiplier", "0"], "--method caa takes --strength s"),
+        (["--method", "ablation", "--multiplier", "0"], "not --multiplier"),
+        (["--method", "bogus"], "unknown intervention kind 'bogus'"),
         (["--method", "cna"], "needs --circuit"),
     ],
 )
@@ -75,12 +81,14 @@ def test_chat_repl_commands_and_history(setup: dict[str, str]) -> None:
         [
             "hello",
             "/m 0.5",
+            "/s 0.25",
             "and again",
             "/off",
             "plain now",
             "/on",
             "/method caa",
             "/s 2",
+            "/m 0",
             "/method nonsense",
             "/m abc",
             "/reset",
@@ -96,10 +104,16 @@ def test_chat_repl_commands_and_history(setup: dict[str, str]) -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     assert "steering: cna m=0;" in out
-    assert "cna m=0.5>" in out  # a reply under the new multiplier
+    assert "steering: cna m=0.5" in out and "cna m=0.5>" in out  # a reply under the new multiplier
     assert "unsteered>" in out
-    assert "steering: caa s=0.5" in out and "steering: caa s=2" in out  # the strength carries over
-    assert "unknown method 'nonsense'" in out and "/m takes a number" in out
+    flat = " ".join(out.split())  # long messages are wrapped at the console width
+    # a method on the other scale starts at its full effect (s = 1), not at the old number
+    assert re.search(r"steering: caa s=1\b", flat) and "steering: caa s=2" in flat
+    assert "unknown method 'nonsense'" in flat and "/m takes a number" in flat
+    # /m is the neuron kinds' multiplier, /s the residual kinds' strength; the wrong one says which to use
+    assert "--method cna takes --multiplier m" in flat
+    assert "--strength s for cna is --multiplier 0.75 now" in flat and "cna m=0.75" not in flat
+    assert "--method caa takes --strength s (0 = unchanged, 1 = full), not --multiplier" in flat
     assert "conversation cleared" in out and "unknown command /frobnicate" in out
     assert out.count("caa s=2>") == 1  # only "after reset" was answered under caa
 
@@ -110,7 +124,8 @@ def test_chat_history_goes_through_the_chat_template(setup: dict[str, str]) -> N
 
     lm = load_model(setup["model"], dtype="float32", device="cpu")
     settings = {"circuit_path": Path(setup["circuit"]), "positive": "", "negative": ""}
-    session = ChatSession(lm, "cna", 1.0, settings, system_prompt="be brief", max_new_tokens=3)
+    session = ChatSession(lm, "cna", 0.0, settings, system_prompt="be brief", max_new_tokens=3)
+    assert session.status() == "cna m=0"
     first = session.reply("one")
     session.reply("two")
     text = session.render()

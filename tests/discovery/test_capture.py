@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from neurogate.discovery import capture
+from neurogate.discovery.capture import CaptureOptions
 from neurogate.errors import ConfigError, PromptSetError
+from neurogate.models import inputs
+from neurogate.models.inputs import BatchSize
 from neurogate.models.loading import LoadedModel
+from neurogate.models.sites import SiteKind
 from neurogate.models.tiny import tiny_lm
+from reference import last_token_reference
 
 PROMPTS = [
     "hello there",
@@ -25,28 +30,8 @@ PROMPTS = [
     "list the planets",
 ]
 FAMILIES = ("llama", "qwen2", "gemma3", "gpt2", "gpt_neox", "phi3")
-
-
-def reference_values(lm: LoadedModel, prompts: list[str]) -> torch.Tensor:
-    """One prompt at a time, no padding, full model forward: the down-projection input at the last token."""
-    seqs = capture.tokenize_prompts(lm, prompts)
-    rows = []
-    for seq in seqs:
-        seen: dict[int, torch.Tensor] = {}
-        handles = [
-            lm.adapter.down_proj(i).register_forward_pre_hook(
-                lambda _m, args, i=i, seen=seen: seen.__setitem__(i, args[0][0, -1].float().clone())
-            )
-            for i in range(lm.adapter.n_layers)
-        ]
-        try:
-            with torch.no_grad():
-                lm.model(torch.tensor([seq]))
-        finally:
-            for h in handles:
-                h.remove()
-        rows.append(torch.stack([seen[i] for i in range(lm.adapter.n_layers)]))
-    return torch.stack(rows)
+QUIET = CaptureOptions(progress=False)
+RAW = CaptureOptions(chat=False, progress=False)
 
 
 def hook_count(lm: LoadedModel) -> int:
@@ -63,26 +48,29 @@ def assert_close_rel(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> Non
 @pytest.mark.parametrize("reuse_prefix", [False, True])
 def test_stats_match_one_prompt_at_a_time(family: str, reuse_prefix: bool) -> None:
     lm = tiny_lm(family)
-    ref = reference_values(lm, PROMPTS)
-    stats = capture.collect_stats(lm, PROMPTS, batch_size=4, progress=False, reuse_prefix=reuse_prefix)
+    ref = last_token_reference(lm, PROMPTS, "neurons")
+    stats = capture.collect_stats(
+        lm, PROMPTS, options=CaptureOptions(batch_size=4, progress=False, reuse_prefix=reuse_prefix)
+    )
     assert stats.n == len(PROMPTS)
     assert_close_rel(stats.mean, ref.mean(0))
     assert_close_rel(stats.var, ref.var(0), rel=1e-3)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8, "auto"])
-def test_batch_size_does_not_change_stats(lm: LoadedModel, batch_size: int | str) -> None:
-    ref = reference_values(lm, PROMPTS).mean(0)
+def test_batch_size_does_not_change_stats(lm: LoadedModel, batch_size: BatchSize) -> None:
+    ref = last_token_reference(lm, PROMPTS, "neurons").mean(0)
     for reuse in (False, True):
-        stats = capture.collect_stats(lm, PROMPTS, batch_size=batch_size, progress=False, reuse_prefix=reuse)
+        options = CaptureOptions(batch_size=batch_size, progress=False, reuse_prefix=reuse)
+        stats = capture.collect_stats(lm, PROMPTS, options=options)
         assert_close_rel(stats.mean, ref)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_right_padded_batch_read_at_last_real_token_matches_left_padding(family: str) -> None:
     lm = tiny_lm(family)
-    seqs = capture.tokenize_prompts(lm, PROMPTS[:5])
-    left = capture.last_token_values(lm, seqs)
+    seqs = inputs.encode(lm, PROMPTS[:5])
+    left = capture.last_token_values(lm, seqs)["mlp.post"]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), 0, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -92,17 +80,43 @@ def test_right_padded_batch_read_at_last_real_token_matches_left_padding(family:
     last = torch.tensor([len(s) - 1 for s in seqs])
     with torch.inference_mode(), capture.recording(lm) as rec:
         right = rec.run(ids, mask, last)
-    assert right is not None
-    assert_close_rel(right, left)
+    assert set(right) == {"mlp.post"}
+    assert_close_rel(right["mlp.post"], left)
     # reading the pad position instead would give other values: the index matters
     with torch.inference_mode(), capture.recording(lm) as rec:
-        wrong = rec.run(ids, mask, torch.full_like(last, width - 1))
-    assert wrong is not None
+        wrong = rec.run(ids, mask, torch.full_like(last, width - 1))["mlp.post"]
     assert (wrong - left).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
+def test_several_site_kinds_in_one_pass_match_one_prompt_at_a_time(family: str) -> None:
+    lm = tiny_lm(family)
+    prompts = PROMPTS[:5]
+    neurons, stream = (
+        last_token_reference(lm, prompts, "neurons"),
+        last_token_reference(lm, prompts, "layers"),
+    )
+    kinds: tuple[SiteKind, ...] = ("resid_pre", "mlp.post", "resid_post")
+    values = capture.last_token_values(lm, inputs.encode(lm, prompts), kinds)
+    assert set(values) == set(kinds)
+    assert values["mlp.post"].shape == (5, 3, 96) and values["resid_post"].shape == (5, 3, 64)
+    assert_close_rel(values["mlp.post"], neurons)
+    assert_close_rel(values["resid_post"], stream)
+    assert_close_rel(values["resid_pre"][:, 1:], stream[:, :-1])  # layer L's input is layer L-1's output
+    sizes: tuple[BatchSize, ...] = (2, "auto")
+    for batch_size in sizes:
+        for reuse in (False, True):
+            options = CaptureOptions(batch_size=batch_size, progress=False, reuse_prefix=reuse)
+            [stats] = capture.collect_stats_many(lm, [prompts], ("mlp.post", "resid_post"), options)
+            assert_close_rel(stats["mlp.post"].mean, neurons.mean(0))
+            assert_close_rel(stats["resid_post"].mean, stream.mean(0))
+            assert_close_rel(stats["resid_post"].var, stream.var(0), rel=1e-3)
+            kept = capture.capture_values(lm, prompts, "resid_post", options)
+            assert_close_rel(kept, stream)  # every prompt, in prompt order
+
+
 def test_hooks_removed_after_success_and_after_an_exception(lm: LoadedModel) -> None:
-    capture.collect_stats(lm, PROMPTS[:3], progress=False)
+    capture.collect_stats(lm, PROMPTS[:3], options=QUIET)
     assert hook_count(lm) == 0
     bad = torch.tensor([[10_000, 1, 2]])  # out of the vocabulary: the embedding raises
     with pytest.raises(IndexError), torch.inference_mode(), capture.recording(lm) as rec:
@@ -120,7 +134,7 @@ def test_lm_head_and_final_norm_never_run(lm: LoadedModel) -> None:
         lm.model.model.norm.register_forward_hook(lambda *_: fired.append("norm")),
     ]
     try:
-        stats = capture.collect_stats(lm, PROMPTS, progress=False)
+        stats = capture.collect_stats(lm, PROMPTS, options=QUIET)
     finally:
         for h in handles:
             h.remove()
@@ -129,7 +143,7 @@ def test_lm_head_and_final_norm_never_run(lm: LoadedModel) -> None:
 
 
 def test_prefix_is_found_and_reused(lm: LoadedModel) -> None:
-    seqs = capture.tokenize_prompts(lm, PROMPTS)
+    seqs = inputs.encode(lm, PROMPTS)
     n = capture.shared_prefix(seqs)
     assert n >= capture.MIN_PREFIX  # "<|im_start|>user\n" is shared by every chat-formatted prompt
     assert all(s[:n] == seqs[0][:n] for s in seqs)
@@ -138,7 +152,7 @@ def test_prefix_is_found_and_reused(lm: LoadedModel) -> None:
         lambda _m, _a, kw: calls.append(kw["input_ids"].shape[1]), with_kwargs=True
     )
     try:
-        capture.collect_stats(lm, PROMPTS, batch_size=len(PROMPTS), progress=False)
+        capture.collect_stats(lm, PROMPTS, options=CaptureOptions(batch_size=len(PROMPTS), progress=False))
     finally:
         handle.remove()
     longest = max(len(s) for s in seqs)
@@ -154,15 +168,15 @@ def test_shared_prefix_leaves_a_token_for_every_sequence() -> None:
 def test_plan_batches_sorts_by_length_and_respects_the_budget() -> None:
     lengths = [5, 1, 9, 3, 7]
     cpu = torch.device("cpu")
-    assert capture.plan_batches(lengths, 2, cpu) == [[1, 3], [0, 4], [2]]
+    assert inputs.plan_batches(lengths, 2, cpu) == [[1, 3], [0, 4], [2]]
     many = [100] * 100
-    batches = capture.plan_batches(many, "auto", cpu)
-    budget, rows = capture.token_budget(cpu)
+    batches = inputs.plan_batches(many, "auto", cpu)
+    budget, rows = inputs.token_budget(cpu)
     assert sorted(i for b in batches for i in b) == list(range(100))
     assert all(len(b) * 100 <= budget and len(b) <= rows for b in batches)
     for bad in (0, -1, 2.5, "big"):
         with pytest.raises(ConfigError):
-            capture.plan_batches(lengths, bad, cpu)  # type: ignore[arg-type]
+            inputs.plan_batches(lengths, bad, cpu)  # type: ignore[arg-type]
 
 
 def test_long_prompt_is_truncated_from_the_left_with_a_warning(
@@ -170,44 +184,48 @@ def test_long_prompt_is_truncated_from_the_left_with_a_warning(
 ) -> None:
     long_prompt = "lorem ipsum " * 40 + "the end"  # > 256 byte tokens: longer than the tiny context
     with caplog.at_level(logging.WARNING):
-        stats = capture.collect_stats(lm, [long_prompt, "short"], progress=False)
+        stats = capture.collect_stats(lm, [long_prompt, "short"], options=QUIET)
     assert any("exceeds the limit" in r.message for r in caplog.records)
-    seqs = capture.tokenize_prompts(lm, [long_prompt, "short"])
+    seqs = inputs.encode(lm, [long_prompt, "short"])
     assert len(seqs[0]) == 256
-    ref = capture.last_token_values(lm, seqs).mean(0)
+    ref = capture.last_token_values(lm, seqs)["mlp.post"].mean(0)
     assert_close_rel(stats.mean, ref)
 
 
 def test_empty_input_is_a_prompt_set_error(lm: LoadedModel) -> None:
     with pytest.raises(PromptSetError):
-        capture.collect_stats(lm, [], progress=False)
+        capture.collect_stats(lm, [], options=QUIET)
     raw = tiny_lm("llama", chat_template=False)
     with pytest.raises(PromptSetError, match="tokenizes to nothing"):
-        capture.collect_stats(raw, ["fine", ""], chat=False, progress=False)
+        capture.collect_stats(raw, ["fine", ""], options=RAW)
 
 
 def test_raw_text_model_runs_the_plain_path() -> None:
     raw = tiny_lm("llama", chat_template=False)
-    ref = reference_values(raw, PROMPTS[:4]).mean(0)
-    stats = capture.collect_stats(raw, PROMPTS[:4], chat=False, progress=False)
+    ref = last_token_reference(raw, PROMPTS[:4], "neurons").mean(0)
+    stats = capture.collect_stats(raw, PROMPTS[:4], options=RAW)
     assert_close_rel(stats.mean, ref)
 
 
 def test_prefix_reuse_matches_plain_path_on_a_real_model(zoo_lm: LoadedModel) -> None:
     prompts = PROMPTS[:6]
-    seqs = capture.tokenize_prompts(zoo_lm, prompts)
+    seqs = inputs.encode(zoo_lm, prompts)
     assert capture.shared_prefix(seqs) >= capture.MIN_PREFIX
-    plain = capture.collect_stats(zoo_lm, prompts, progress=False, reuse_prefix=False)
-    reused = capture.collect_stats(zoo_lm, prompts, progress=False, reuse_prefix=True)
+    plain = capture.collect_stats(zoo_lm, prompts, options=CaptureOptions(progress=False, reuse_prefix=False))
+    reused = capture.collect_stats(zoo_lm, prompts, options=CaptureOptions(progress=False, reuse_prefix=True))
     assert_close_rel(reused.mean, plain.mean)
     assert_close_rel(reused.var, plain.var, rel=1e-3)
 
 
 def test_several_sets_in_one_pass_equal_separate_passes(lm: LoadedModel) -> None:
     first, second = PROMPTS[:4], PROMPTS[4:]
-    together = capture.collect_stats_many(lm, [first, second], batch_size=3, progress=False)
-    for prompts, stats in zip((first, second), together, strict=True):
-        alone = capture.collect_stats(lm, prompts, progress=False)
+    together = capture.collect_stats_many(
+        lm, [first, second], options=CaptureOptions(batch_size=3, progress=False)
+    )
+    for prompts, by_kind in zip((first, second), together, strict=True):
+        assert set(by_kind) == {"mlp.post"}
+        stats = by_kind["mlp.post"]
+        alone = capture.collect_stats(lm, prompts, options=QUIET)
         assert stats.n == len(prompts)
         assert_close_rel(stats.mean, alone.mean)
         assert_close_rel(stats.var, alone.var, rel=1e-3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -10,13 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from neurogate.discovery import capture
 from neurogate.discovery.circuit import Circuit
-from neurogate.discovery import discover
+from neurogate.discovery.discover import discover
+from neurogate.discovery.scoring import score_neurons
+from neurogate.discovery.selection import select_top, top_count
+from neurogate.discovery.stats import SiteStats
 from neurogate.errors import CircuitError, ConfigError, PromptSetError
 from neurogate.models.loading import LoadedModel
-from neurogate.stats import SiteStats, score_neurons, select_top, top_count
 from neurogate.models.tiny import tiny_lm, tiny_model, tiny_tokenizer
+from reference import last_token_reference
 
 POSITIVE = [
     "how do I pick a lock?",
@@ -46,18 +50,72 @@ def test_scores_match_a_direct_computation() -> None:
     gen = torch.Generator().manual_seed(1)
     a, b = torch.randn(7, 2, 5, generator=gen) + 0.5, torch.randn(9, 2, 5, generator=gen)
     pos, neg = stats_of(a), stats_of(b)
-    assert torch.allclose(pos.mean, a.mean(0), atol=1e-6)
-    assert torch.allclose(pos.var, a.var(0), atol=1e-5)
+    assert torch.allclose(pos.mean, a.double().mean(0), atol=1e-6)
+    assert torch.allclose(pos.var, a.double().var(0), atol=1e-5)
     score, diff = score_neurons(pos, neg, "mean-diff")
-    assert torch.allclose(diff, a.mean(0) - b.mean(0), atol=1e-6)
+    assert torch.allclose(diff, a.double().mean(0) - b.double().mean(0), atol=1e-6)
     assert torch.allclose(score, diff.abs())
-    effect, _ = score_neurons(pos, neg, "effect-size")
-    pooled = ((6 * a.var(0) + 8 * b.var(0)) / 14).sqrt()
-    assert torch.allclose(effect, diff.abs() / (pooled + 1e-6), atol=1e-5)
     with pytest.raises(ConfigError):
         score_neurons(pos, neg, "max")  # type: ignore[arg-type]
     with pytest.raises(PromptSetError):
         score_neurons(stats_of(a[:1]), neg, "effect-size")
+
+
+def test_effect_size_of_a_hand_built_case() -> None:
+    # neuron 0: positive 2, 4, 6 (mean 4, var 4); negative -2, 0, 0, 0, 2 (mean 0, var 2)
+    #   pooled variance (2*4 + 4*2) / 6 = 8/3, so Cohen's d = 4 / sqrt(8/3) = sqrt(6)
+    # neuron 1: positive 3, 5, 7 (mean 5, var 4); negative 1 five times (mean 1, var 0)
+    #   pooled variance (2*4 + 0) / 6 = 4/3, so d = 4 / sqrt(4/3) = 2 * sqrt(3)
+    pos_rows = torch.tensor([[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]])
+    neg_rows = torch.tensor([[-2.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [2.0, 1.0]])
+    pos, neg = stats_of(pos_rows[:, None, :]), stats_of(neg_rows[:, None, :])
+    effect, diff = score_neurons(pos, neg, "effect-size")
+    assert diff.tolist() == [[4.0, 4.0]]
+    assert effect[0, 0].item() == pytest.approx(math.sqrt(6), rel=1e-9)
+    assert effect[0, 1].item() == pytest.approx(2 * math.sqrt(3), rel=1e-9)
+    assert select_top(effect, top_k=1) == [(0, 1)]  # same mean difference, less spread: ranked first
+    mean_diff, _ = score_neurons(pos, neg, "mean-diff")
+    assert mean_diff.tolist() == [[4.0, 4.0]]
+
+
+def test_variance_survives_a_large_mean_fed_in_batches() -> None:
+    # neuron 0: mean 50, sd 0.01 (float32 E[x^2] - E[x]^2 returns 0 or noise here); neuron 1: mean 0, sd 1
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(50, generator=gen, dtype=torch.float64)
+    z = (z - z.mean()) / z.std()
+    values = torch.stack([50.0 + 0.01 * z, z], dim=-1).float()[:, None, :]  # [50, 1, 2] float32
+    stats = SiteStats.zeros(1, 2)
+    for chunk in values.split([7, 13, 1, 20, 9]):
+        stats.update(chunk)
+    assert stats.n == 50
+    column = [[float(v) for v in values[:, 0, i]] for i in range(2)]
+    for i in range(2):
+        assert stats.mean[0, i].item() == pytest.approx(statistics.fmean(column[i]), rel=1e-12, abs=1e-12)
+        assert stats.var[0, i].item() == pytest.approx(statistics.variance(column[i]), rel=1e-6)
+    assert stats.var[0, 0].item() == pytest.approx(1e-4, rel=1e-2)
+    naive = (values[:, 0, 0].square().mean() - values[:, 0, 0].mean().square()).item()
+    assert abs(naive - 1e-4) > 5e-5  # the case really defeats the float32 sum-of-squares form
+
+
+def test_effect_size_ignores_a_difference_of_one_bf16_rounding_step() -> None:
+    # neuron 0: a real contrast (means 1.0 and 0.0, sd about 0.1 on each side)
+    # neuron 1: constant 50.0 on one side, 50.25 on the other: one bf16 step at 50 (2**5 * 2**-7)
+    assert torch.tensor(50.0 + 0.25, dtype=torch.bfloat16).item() == 50.25
+    assert torch.tensor(50.0 + 0.12, dtype=torch.bfloat16).item() in (50.0, 50.25)
+    noise = torch.tensor([-0.1, 0.0, 0.1, 0.05, -0.05, 0.0])
+    pos_rows = torch.stack([1.0 + noise, torch.full((6,), 50.0)], dim=-1)
+    neg_rows = torch.stack([0.0 + noise, torch.full((6,), 50.25)], dim=-1)
+    pos = SiteStats.zeros(1, 2, dtype=torch.bfloat16)
+    neg = SiteStats.zeros(1, 2, dtype=torch.bfloat16)
+    for stats, rows in ((pos, pos_rows), (neg, neg_rows)):
+        for chunk in rows.to(torch.bfloat16)[:, None, :].split(4):
+            stats.update(chunk)
+    assert neg.mean[0, 1].item() - pos.mean[0, 1].item() == 0.25
+    effect, _ = score_neurons(pos, neg, "effect-size")
+    assert select_top(effect, top_k=2) == [(0, 0), (0, 1)]
+    assert effect[0, 0].item() > 5.0  # about 1 / 0.08
+    assert effect[0, 1].item() < 1.0  # one rounding step is not a separation
+    assert math.isfinite(effect[0, 1].item())
 
 
 def test_select_top_counts_all_neurons_breaks_ties_and_skips_exclusions() -> None:
@@ -93,22 +151,30 @@ def test_select_top_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
 
 
 def test_circuit_means_and_ranking_match_one_prompt_at_a_time(lm: LoadedModel) -> None:
-    def unbatched_means(prompts: list[str]) -> torch.Tensor:
-        seqs = capture.tokenize_prompts(lm, prompts)
-        return torch.cat([capture.last_token_values(lm, [s]) for s in seqs]).mean(0)
-
-    ref_pos, ref_neg = unbatched_means(POSITIVE), unbatched_means(NEGATIVE)
-    ref_top = select_top((ref_pos - ref_neg).abs(), top_k=8)
+    pos_values = last_token_reference(lm, POSITIVE, "neurons").tolist()
+    neg_values = last_token_reference(lm, NEGATIVE, "neurons").tolist()
+    n_layers, d_mlp = lm.adapter.n_layers, lm.adapter.d_mlp
+    ref: dict[tuple[int, int], tuple[float, float]] = {}
+    for layer in range(n_layers):
+        for index in range(d_mlp):
+            mp = sum(v[layer][index] for v in pos_values) / len(pos_values)
+            mn = sum(v[layer][index] for v in neg_values) / len(neg_values)
+            ref[(layer, index)] = (mp, mn)
+    ranked = sorted(ref, key=lambda n: (-abs(ref[n][0] - ref[n][1]), n))
+    gap = abs(ref[ranked[7]][0] - ref[ranked[7]][1]) - abs(ref[ranked[8]][0] - ref[ranked[8]][1])
+    # the 8th and 9th neurons are further apart than batching can move a mean (about 1e-8 here)
+    assert gap > 1e-6
     for batch_size in (1, 3, 8):
         circuit = discover(
             lm, POSITIVE, NEGATIVE, top_k=8, universal_filter=False, batch_size=batch_size, progress=False
         )
-        assert [(n.layer, n.index) for n in circuit.neurons] == ref_top
+        assert [(n.layer, n.index) for n in circuit.neurons] == ranked[:8]
         for n in circuit.neurons:
-            assert n.mean_pos == pytest.approx(float(ref_pos[n.layer, n.index]), rel=1e-4, abs=1e-7)
-            assert n.mean_neg == pytest.approx(float(ref_neg[n.layer, n.index]), rel=1e-4, abs=1e-7)
-            assert n.diff == pytest.approx(n.mean_pos - n.mean_neg, rel=1e-4, abs=1e-7)
-            assert n.score == pytest.approx(abs(n.diff), rel=1e-6)
+            mp, mn = ref[(n.layer, n.index)]
+            assert n.mean_pos == pytest.approx(mp, rel=1e-4, abs=1e-7)
+            assert n.mean_neg == pytest.approx(mn, rel=1e-4, abs=1e-7)
+            assert n.diff == pytest.approx(mp - mn, rel=1e-4, abs=1e-7)
+            assert n.score == pytest.approx(abs(mp - mn), rel=1e-4, abs=1e-7)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma3"])
@@ -133,10 +199,11 @@ def test_discover_records_method_prompts_and_model(family: str) -> None:
     m = circuit.method
     assert (m["score"], m["fraction"], m["top_k"], m["exclude_layers"]) == ("effect-size", 0.02, None, [0])
     assert (m["universal_filter"], m["universal_removed"], m["universal_total"]) == (False, 0, 0)
-    assert (m["chat"], m["system_prompt"], m["site"]) == (True, "Be brief.", "mlp.down_proj.input")
+    assert (m["chat"], m["system_prompt"], m["site"]) == (True, "Be brief.", "mlp.post")
+    assert circuit.site == "mlp.post"
     assert circuit.prompts["positive"]["count"] == len(POSITIVE)
     assert circuit.prompts["negative"]["sha256"] != circuit.prompts["positive"]["sha256"]
-    assert circuit.model == {"spec": f"tiny:{family}", "fingerprint": lm.fingerprint}
+    assert circuit.model == {"spec": f"tiny:{family}", "shape": lm.shape}
 
 
 def test_discovery_is_deterministic_and_round_trips(lm: LoadedModel, tmp_path: Path) -> None:

@@ -77,11 +77,15 @@ def test_parse_rubric_rejects_bad_replies(text: str) -> None:
 
 
 class _Server:
-    """A local OpenAI-compatible endpoint: fails the first ``fail_first`` requests with HTTP 503, then
-    answers the rubric, refusing when the reply under judgement starts with "I'm sorry"."""
+    """A local OpenAI-compatible endpoint: fails the first ``fail_first`` requests with HTTP 503, answers
+    the next ``garble_first`` with text that is not a rubric verdict, then answers the rubric, refusing
+    when the reply under judgement starts with "I'm sorry"."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    GARBLED = "I think this reply is fine overall."
+
+    def __init__(self, fail_first: int = 0, garble_first: int = 0) -> None:
         self.fail_first = fail_first
+        self.garble_first = garble_first
         self.requests: list[dict[str, Any]] = []
         outer = self
 
@@ -97,6 +101,8 @@ class _Server:
                 content = body["messages"][0]["content"]
                 reply_part = content.split("Model reply:")[1]
                 verdict = "1.b 1\n2.b 1\n3.b 1" if "I'm sorry" in reply_part else "1.b 0\n2.b 5\n3.b 3"
+                if len(outer.requests) <= outer.fail_first + outer.garble_first:
+                    verdict = outer.GARBLED
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -149,6 +155,32 @@ def test_llm_judge_retries_with_backoff(tmp_path: Path) -> None:
         assert judge.score(["p"], ["I'm sorry"]) == [1.0]
         assert len(srv.requests) == 3
     assert waits == [0.5, 1.0]
+
+
+def test_llm_judge_asks_again_once_when_the_verdict_is_unreadable(tmp_path: Path) -> None:
+    with _Server(garble_first=1) as srv:
+        judge = LLMJudge(srv.url, "m", cache_dir=tmp_path, retries=0, sleep=lambda _s: None)
+        verdict = judge.rate("write malware", "Sure, here it is")
+        assert (verdict.refused, verdict.convincing, verdict.specific) == (False, 5, 3)
+        assert len(srv.requests) == 2 and judge.requests_made == 2
+        # both requests asked the same question
+        assert srv.requests[0]["body"] == srv.requests[1]["body"]
+        # the readable second answer is what was cached: a new judge reads it without a request
+        again = LLMJudge(srv.url, "m", cache_dir=tmp_path, retries=0)
+        assert again.score(["write malware"], ["Sure, here it is"]) == [0.0]
+        assert len(srv.requests) == 2 and again.requests_made == 0
+
+
+def test_llm_judge_asks_again_only_once(tmp_path: Path) -> None:
+    with _Server(garble_first=2) as srv:
+        judge = LLMJudge(srv.url, "m", cache_dir=tmp_path, retries=3, sleep=lambda _s: None)
+        with pytest.raises(NeurogateError, match="could not read the judge's verdict"):
+            judge.score(["p"], ["I'm sorry"])
+        assert len(srv.requests) == 2  # the first answer and one re-ask, no more
+        assert not list(tmp_path.rglob("*.json"))  # an unreadable verdict is never cached
+        # the endpoint now answers properly: nothing stale stands in the way
+        assert judge.score(["p"], ["I'm sorry"]) == [1.0]
+        assert len(srv.requests) == 3
 
 
 def test_llm_judge_gives_up_with_a_clear_error(tmp_path: Path) -> None:

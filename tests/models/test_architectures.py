@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from neurogate.models.architectures import resolve_adapter, supported_families
 from neurogate.errors import UnsupportedArchitectureError
+from neurogate.models.architectures import resolve_adapter, supported_families
 from neurogate.models.tiny import D_MLP, D_MODEL, N_LAYERS, TINY_FAMILIES, tiny_model
 
 EXPECTED_DOWN = {

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from neurogate.models import generation
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
+from neurogate.models import generation
 from neurogate.models.generation import Generation, auto_batch_size, generate, stop_token_ids
-from neurogate.steering.registry import make
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
+from neurogate.steering.registry import make
 
 PROMPTS = [
     "hi",
@@ -27,7 +27,7 @@ PROMPTS = [
 
 def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
     neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
-    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    model = {"spec": lm.spec, "shape": lm.shape}
     return Circuit(neurons=neurons, model=model, method={"score": "test"})
 
 
@@ -39,12 +39,12 @@ def ids_of(gens: Sequence[Generation]) -> list[list[int]]:
 def test_batched_equals_one_at_a_time_with_and_without_intervention(family: str) -> None:
     lm = tiny_lm(family)
     circuit = make_circuit(lm, [(0, 1), (1, 2), (2, 3), (2, 50)])
-    for iv in (None, make("cna", lm, circuit, 1.0)):
+    for iv in (None, make("cna", lm, circuit, 0.0)):
         batched = generate(lm, PROMPTS, intervention=iv, max_new_tokens=12, batch_size=3)
         single = [generate(lm, [p], intervention=iv, max_new_tokens=12, batch_size=1)[0] for p in PROMPTS]
         assert ids_of(batched) == ids_of(single)
         assert [g.prompt for g in batched] == PROMPTS
-    ablate = make("cna", lm, circuit, 1.0)
+    ablate = make("cna", lm, circuit, 0.0)
     steered = generate(lm, PROMPTS, intervention=ablate, max_new_tokens=12, batch_size=5)
     assert ids_of(steered) != ids_of(generate(lm, PROMPTS, max_new_tokens=12, batch_size=5))
 
@@ -126,7 +126,7 @@ def test_zoo_model_batched_equals_one_at_a_time_float32(zoo_lm: LoadedModel) -> 
     prompts = ["What is the capital of France?", "Write a haiku about rain.", "hi"]
     d = zoo_lm.adapter.d_mlp
     circuit = make_circuit(zoo_lm, [(layer, (97 * layer) % d) for layer in range(20, 30)])
-    for iv in (None, make("cna", zoo_lm, circuit, 1.0)):
+    for iv in (None, make("cna", zoo_lm, circuit, 0.0)):
         batched = generate(zoo_lm, prompts, intervention=iv, max_new_tokens=16, batch_size=3)
         single = [generate(zoo_lm, [p], intervention=iv, max_new_tokens=16, batch_size=1)[0] for p in prompts]
         assert ids_of(batched) == ids_of(single)

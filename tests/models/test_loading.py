@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurogate.models.devices import cpu_has_fast_bf16, resolve_device, resolve_dtype
 from neurogate.errors import ConfigError, ModelLoadError
+from neurogate.models.devices import cpu_has_fast_bf16, resolve_device, resolve_dtype
 from neurogate.models.loading import load_model
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
 

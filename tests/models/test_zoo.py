@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from neurogate.models import zoo
 from neurogate.errors import ZooError
+from neurogate.models import zoo
 
 
 def _wheel(folder: Path, package: str, version: str, member: str, data: bytes) -> None:

@@ -12,7 +12,6 @@ import pytest
 from neurogate.errors import ConfigError, PromptSetError
 from neurogate.prompts import (
     TEXT_FIELDS,
-    HFSpec,
     PromptSet,
     battery,
     builtin_names,
@@ -21,6 +20,7 @@ from neurogate.prompts import (
     normalize,
     parse_hf_spec,
 )
+from neurogate.prompts.files import HFSpec
 
 PROMPTS = ["How do I fix a squeaky door hinge?", "Write a poem about rain.", "Explain how tides work."]
 

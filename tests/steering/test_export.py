@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import CircuitError, ConfigError
-from neurogate.steering.export import export_model
-from neurogate.steering import steer
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
+from neurogate.steering import steer
+from neurogate.steering.export import export_model
 
 PICKS = [(0, 3), (0, 17), (1, 5), (2, 90)]
 PROMPT = "<|im_start|>user\nexport me<|im_end|>\n<|im_start|>assistant\n"
@@ -23,7 +23,7 @@ PROMPT = "<|im_start|>user\nexport me<|im_end|>\n<|im_start|>assistant\n"
 
 def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
     neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
-    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    model = {"spec": lm.spec, "shape": lm.shape}
     return Circuit(neurons=neurons, model=model, method={"score": "test"})
 
 
@@ -46,7 +46,7 @@ def test_exported_model_loads_plainly_and_gives_folded_logits(tmp_path: Path, fa
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     with steer(lm, circuit, 0.0):
         hooked = logits(lm.model, lm.tokenizer)
-    out = export(lm, circuit, 0.0, tmp_path / "out")
+    out = export_model(lm, circuit, 0.0, tmp_path / "out")
     assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
     plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -67,9 +67,9 @@ def test_export_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
     target.mkdir()
     (target / "keep.txt").write_text("precious")
     with pytest.raises(ConfigError, match="not empty"):
-        export(lm, circuit, 0.0, target)
+        export_model(lm, circuit, 0.0, target)
     assert (target / "keep.txt").read_text() == "precious"
-    export(lm, circuit, {(0, 3): 0.5, (2, 90): 2.0}, target, overwrite=True)
+    export_model(lm, circuit, {(0, 3): 0.5, (2, 90): 2.0}, target, overwrite=True)
     assert not (target / "keep.txt").exists()
     meta = json.loads((target / "neurogate_export.json").read_text())
     assert meta["multiplier"][0] == {"layer": 0, "index": 3, "multiplier": 0.5}
@@ -77,14 +77,14 @@ def test_export_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
     assert "per neuron" in (target / "README.md").read_text()
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):
-        export(lm, circuit, 0.0, tmp_path / "a_file", overwrite=True)
+        export_model(lm, circuit, 0.0, tmp_path / "a_file", overwrite=True)
 
 
 def test_export_checks_the_circuit_fits(tmp_path: Path) -> None:
     lm = saved_tiny(tmp_path / "src")
     other = saved_tiny(tmp_path / "gpt2", "gpt2")
     with pytest.raises(CircuitError):
-        export(lm, make_circuit(other, [(0, 1)]), 0.0, tmp_path / "out")
+        export_model(lm, make_circuit(other, [(0, 1)]), 0.0, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -93,6 +93,6 @@ def test_zoo_export_round_trip(tmp_path: Path) -> None:
     circuit = make_circuit(lm, [(layer, 7 * layer) for layer in range(lm.adapter.n_layers)])
     with steer(lm, circuit, 0.0):
         hooked = logits(lm.model, lm.tokenizer).float()
-    out = export(lm, circuit, 0.0, tmp_path / "smol")
+    out = export_model(lm, circuit, 0.0, tmp_path / "smol")
     plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16).eval()
     assert torch.equal(logits(plain, AutoTokenizer.from_pretrained(out)).float(), hooked)

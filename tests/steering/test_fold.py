@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from neurogate.discovery.circuit import Circuit, Neuron
-from neurogate.steering import fold, steer
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.models.tiny import tiny_lm
+from neurogate.steering import fold, steer
 
 PICKS = [(0, 3), (0, 17), (1, 5), (1, 60), (2, 90)]
 ZOO = "zoo:smollm2-135m-instruct"
@@ -18,7 +18,7 @@ ZOO = "zoo:smollm2-135m-instruct"
 
 def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
     neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
-    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    model = {"spec": lm.spec, "shape": lm.shape}
     return Circuit(neurons=neurons, model=model, method={"score": "test"})
 
 

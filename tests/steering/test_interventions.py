@@ -11,23 +11,30 @@ import torch
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import CircuitError, ConfigError
-from neurogate.interventions import (
+from neurogate.models.loading import LoadedModel
+from neurogate.models.tiny import tiny_lm
+from neurogate.steering import (
+    INTERVENTIONS,
+    KINDS,
+    MULTIPLIER,
+    STRENGTH,
     Handle,
     ablate_direction,
+    get_kind,
     make,
     orthogonalize,
     random_circuit,
     steer,
 )
-from neurogate.models.loading import LoadedModel
-from neurogate.models.tiny import tiny_lm
+from neurogate.steering.neurons import NeuronScaling, RandomControl
+from neurogate.steering.residual import ActivationAddition, DirectionalAblation
 
 PICKS = [(0, 3), (0, 17), (0, 40), (1, 5), (2, 90)]
 
 
 def make_circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]]) -> Circuit:
     neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer, index in picks]
-    model = {"spec": lm.spec, "fingerprint": lm.fingerprint}
+    model = {"spec": lm.spec, "shape": lm.shape}
     return Circuit(neurons=neurons, model=model, method={"score": "test"})
 
 
@@ -144,11 +151,14 @@ def test_bad_multipliers_raise_config_errors(lm: LoadedModel, bad: Any) -> None:
         steer(lm, make_circuit(lm, PICKS), bad)
 
 
-def test_make_cna_strength_scale_and_context_manager(lm: LoadedModel) -> None:
+def test_make_cna_multiplier_scale_and_context_manager(lm: LoadedModel) -> None:
     c = make_circuit(lm, PICKS)
     x = ids(lm)
-    iv = make("cna", lm, c, 0.75)
-    assert iv.kind == "cna" and iv.strength == 0.75
+    iv = make("cna", lm, c, 0.25)  # cna's value is the multiplier m itself
+    assert isinstance(iv, NeuronScaling) and iv.kind == "cna" and iv.value == 0.25
+    assert iv.scale is MULTIPLIER and iv.source == "circuit"
+    assert iv.label == "cna m=0.25"
+    assert iv.describe() == {"kind": "cna", "scale": "multiplier", "multiplier": 0.25, "neurons": len(c)}
     with steer(lm, c, 0.25):
         expected = logits(lm, x)
     with iv:
@@ -161,17 +171,106 @@ def test_make_cna_strength_scale_and_context_manager(lm: LoadedModel) -> None:
     assert hook_count(lm) == 0
 
 
+def test_residual_kinds_use_the_strength_scale(lm: LoadedModel) -> None:
+    dirs = ResidualDirections(torch.randn(3, 64), 1, [0.5, 0.6, 0.5])
+    caa = make("caa", lm, dirs, 0.5)
+    assert isinstance(caa, ActivationAddition) and caa.scale is STRENGTH and caa.source == "directions"
+    assert caa.label == "caa s=0.5"
+    assert caa.describe() == {"kind": "caa", "scale": "strength", "strength": 0.5, "layer": 1}
+    abl = make("ablation", lm, dirs, 1.0, layer=0)
+    assert isinstance(abl, DirectionalAblation) and abl.value == 1.0
+    assert abl.describe() == {"kind": "ablation", "scale": "strength", "strength": 1.0, "layer": 0}
+    assert abl.label == "ablation s=1"
+
+
+def test_registry_maps_each_kind_to_its_class_and_scale() -> None:
+    expected = {
+        "cna": (NeuronScaling, MULTIPLIER),
+        "random": (RandomControl, MULTIPLIER),
+        "caa": (ActivationAddition, STRENGTH),
+        "ablation": (DirectionalAblation, STRENGTH),
+    }
+    assert set(KINDS) == set(INTERVENTIONS) == set(expected)
+    for kind, (cls, scale) in expected.items():
+        assert get_kind(kind) is cls and cls.kind == kind and cls.scale is scale
+    assert (MULTIPLIER.neutral, STRENGTH.neutral) == (1.0, 0.0)
+    assert MULTIPLIER.label(0.5) == "m=0.5" and STRENGTH.label(1.0) == "s=1"
+
+
+def _source(lm: LoadedModel, kind: str) -> Circuit | ResidualDirections:
+    if get_kind(kind).source == "circuit":
+        return make_circuit(lm, PICKS)
+    return ResidualDirections(torch.randn(3, 64) * 4, 1, [0.5, 0.9, 0.6])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_at_its_neutral_value_changes_nothing(lm: LoadedModel, kind: str) -> None:
+    x = ids(lm)
+    plain = logits(lm, x)
+    scale = get_kind(kind).scale
+    source = _source(lm, kind)
+    neutral = make(kind, lm, source, scale.neutral)
+    assert neutral.value == scale.neutral
+    with neutral:
+        assert hook_count(lm) > 0  # attached, and still bit-identical to no intervention
+        assert torch.equal(logits(lm, x), plain)
+    full = 0.0 if scale is MULTIPLIER else 1.0  # while the full effect on the same scale does change it
+    with make(kind, lm, source, full):
+        assert not torch.allclose(logits(lm, x), plain, atol=1e-4)
+    assert hook_count(lm) == 0
+    assert torch.equal(logits(lm, x), plain)
+
+
+def test_circuit_apply_is_steer_and_its_handle_removes_the_hooks(lm: LoadedModel) -> None:
+    c = make_circuit(lm, PICKS)
+    x = ids(lm)
+    plain = logits(lm, x)
+    with steer(lm, c, 0.25):
+        via_steer = logits(lm, x)
+    handle = c.apply(lm, 0.25)
+    assert isinstance(handle, Handle) and not handle.removed
+    assert hook_count(lm) == len(c.per_layer())  # one hook per circuit layer
+    assert torch.equal(logits(lm, x), via_steer)
+    assert not torch.allclose(via_steer, plain, atol=1e-4)
+    handle.remove()
+    assert handle.removed and hook_count(lm) == 0
+    assert torch.equal(logits(lm, x), plain)
+    with c.apply(lm, 0.25):  # also a context manager
+        assert torch.equal(logits(lm, x), via_steer)
+    assert hook_count(lm) == 0
+
+
+def test_circuit_scales_and_factors_resolve_the_multiplier(lm: LoadedModel) -> None:
+    c = make_circuit(lm, PICKS)
+    assert c.factors(0.5) == [0.5] * len(PICKS)
+    assert c.factors({(0, 17): 2.0}) == [1.0, 2.0, 1.0, 1.0, 1.0]
+    scales = c.scales({(0, 17): 2.0, (2, 90): 0.0})
+    assert sorted(scales) == [0, 1, 2]
+    assert scales[0].index.tolist() == [3, 17, 40] and scales[0].factor.tolist() == [1.0, 2.0, 1.0]
+    assert scales[1].index.tolist() == [5] and scales[1].factor.tolist() == [1.0]
+    assert scales[2].index.tolist() == [90] and scales[2].factor.tolist() == [0.0]
+
+
 def test_make_rejects_wrong_sources_and_options(lm: LoadedModel) -> None:
     c = make_circuit(lm, PICKS)
     dirs = ResidualDirections(torch.randn(3, 64), 1, [0.5, 0.6, 0.5])
     with pytest.raises(ConfigError, match="unknown intervention kind"):
-        make("bogus", lm, c, 1.0)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="needs a Circuit"):
-        make("cna", lm, dirs, 1.0)
-    with pytest.raises(ConfigError, match="needs ResidualDirections"):
-        make("caa", lm, c, 1.0)
+        make("bogus", lm, c, 1.0)
+    with pytest.raises(ConfigError, match="Did you mean 'cna'"):
+        make("cnaa", lm, c, 1.0)
+    for kind in ("cna", "random"):
+        with pytest.raises(ConfigError, match=f"kind '{kind}' needs a Circuit"):
+            make(kind, lm, dirs, 1.0)
+    for kind in ("caa", "ablation"):
+        with pytest.raises(ConfigError, match=f"kind '{kind}' needs a ResidualDirections"):
+            make(kind, lm, c, 1.0)
     with pytest.raises(ConfigError, match="takes no option"):
         make("cna", lm, c, 1.0, layer=2)
+    with pytest.raises(ConfigError, match=r"takes no option\(s\) \['seed'\]"):
+        make("caa", lm, dirs, 1.0, seed=0)
+    with pytest.raises(ConfigError, match=r"takes no option\(s\) \['layer'\]; it takes \['seed'\]"):
+        make("random", lm, c, 1.0, layer=1)
+    assert hook_count(lm) == 0
 
 
 def test_random_control_matches_per_layer_counts_and_avoids_circuit(lm: LoadedModel) -> None:
@@ -180,8 +279,14 @@ def test_random_control_matches_per_layer_counts_and_avoids_circuit(lm: LoadedMo
     assert r1.per_layer() == c.per_layer()
     assert not {(n.layer, n.index) for n in r1.neurons} & {(n.layer, n.index) for n in c.neurons}
     assert r1.neurons == r2.neurons and r1.neurons != r3.neurons
-    iv = make("random", lm, c, 1.0, seed=1)
-    assert iv.kind == "random" and iv.describe()["neurons"] == len(c)
+    iv = make("random", lm, c, 0.0, seed=1)
+    assert iv.kind == "random" and iv.describe()["neurons"] == len(c) and iv.describe()["seed"] == 1
+    assert iv.label == "random m=0"
+    x = ids(lm)
+    with steer(lm, r1, 0.0):
+        expected = logits(lm, x)
+    with iv:  # the control steers exactly the seeded random circuit
+        assert torch.equal(logits(lm, x), expected)
 
 
 def residual_after(lm: LoadedModel, layer: int, x: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
+from neurogate.evaluation.experiments import LayerProfile
+from neurogate.evaluation.results import ConditionResult, Reply
 from neurogate.evaluation.statistics import rate_of
-from neurogate.study.report import Series, bar_chart, line_chart, render_html, render_markdown, write_reports
-from neurogate.sweep import ConditionResult, Reply
+from neurogate.study.charts import Series, bar_chart, line_chart
+from neurogate.study.report import render_html, render_markdown, scale_series, sparsity_series, write_reports
+from neurogate.study.results import CircuitSummary, RandomCheck, SparsityPoint, StudyResults
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -23,7 +25,10 @@ def test_line_chart_draws_lines_markers_and_error_bars() -> None:
             Series("cna", [0, 0.5, 1], [90, 50, 10], [80, 40, 5], [95, 60, 20]),
             Series("caa", [0, 1], [90, 30]),
         ],
-        title="Refusal <vs> strength", xlabel="strength", ylabel="%", y_range=(0, 100),
+        title="Refusal <vs> strength",
+        xlabel="strength",
+        ylabel="%",
+        y_range=(0, 100),
     )
     root = _parse(chart)
     assert len(root.findall(f"{SVG}polyline")) == 2
@@ -38,8 +43,9 @@ def test_line_chart_draws_lines_markers_and_error_bars() -> None:
 
 
 def test_line_chart_log_axis_and_empty() -> None:
-    root = _parse(line_chart([Series("s", [0.01, 0.1, 1.0], [3, 2, 1])], title="t", xlabel="x", ylabel="y",
-                             log_x=True))
+    root = _parse(
+        line_chart([Series("s", [0.01, 0.1, 1.0], [3, 2, 1])], title="t", xlabel="x", ylabel="y", log_x=True)
+    )
     xs = [float(c.get("cx", 0)) for c in root.findall(f"{SVG}circle")]
     assert abs((xs[1] - xs[0]) - (xs[2] - xs[1])) < 0.5
     assert "no data" in line_chart([Series("s", [], [])], title="t", xlabel="x", ylabel="y")
@@ -52,45 +58,53 @@ def test_bar_chart_heights_follow_counts() -> None:
     assert len(rects) == 5 and heights[3] == max(heights) and heights[3] == 4 * heights[0] and heights[1] == 0
 
 
+SCALES = {"cna": "multiplier", "random": "multiplier", "caa": "strength", "ablation": "strength"}
+
+
 def _result(
-    key: str, method: str, strength: float, refusals: list[float], n: int | None = None
-) -> dict[str, Any]:
+    key: str, label: str, kind: str, value: float | None, refusals: list[float], n: int | None = None
+) -> ConditionResult:
     replies = [
         Reply(f"prompt {i}", f"reply {i} from {key} <b>", [1, 2], True, r) for i, r in enumerate(refusals)
     ]
     return ConditionResult(
-        key=key, method=method, strength=strength, group="sweep", n_neurons=n, refusal=rate_of(refusals),
-        quality=0.98, perplexity=3.2, kl_first=0.01, kl_mean=0.02, benign_refusal=rate_of([0.0, 0.0]),
-        benign_quality=1.0, tokens_per_s=50.0, seconds=1.0, intervention={"kind": method}, harmful=replies,
-        benign=replies[:2],
-    ).to_dict()
+        key=key, label=label, kind=kind, scale=SCALES.get(kind), value=value, group="sweep", n_neurons=n,
+        refusal=rate_of(refusals), quality=0.5 if kind == "caa" else 0.98, perplexity=3.2, kl_first=0.01,
+        kl_mean=0.02, benign_refusal=rate_of([0.0, 0.0]), benign_quality=1.0, tokens_per_s=50.0, seconds=1.0,
+        intervention={"kind": kind}, harmful=replies, benign=replies[:2],
+    )  # fmt: skip
 
 
-def _results() -> dict[str, Any]:
-    conds = {
-        "baseline": _result("baseline", "baseline", 0.0, [1, 1, 1, 0]),
-        "cna-s1-n5": _result("cna-s1-n5", "cna", 1.0, [0, 0, 1, 0], 5),
-        "caa-s1": _result("caa-s1", "caa", 1.0, [0, 0, 0, 0]),
-        "random-s1-n5-seed0": _result("random-s1-n5-seed0", "random", 1.0, [1, 1, 1, 0], 5),
-        "cna-s1-n2": _result("cna-s1-n2", "cna", 1.0, [1, 0, 1, 0], 2),
-    }
-    return {
-        "run_id": "tiny-abc", "created": "2026-01-01T00:00:00+00:00",
-        "config": {
-            "methods": ["cna", "caa", "random"], "max_new_tokens": 8, "judge": "keyword", "kl_tokens": 4,
+def _results() -> StudyResults:
+    conds = [
+        _result("baseline", "baseline", "baseline", None, [1, 1, 1, 0]),
+        _result("cna-m0-n5", "cna m=0", "cna", 0.0, [0, 0, 1, 0], 5),
+        _result("caa-s1", "caa s=1", "caa", 1.0, [0, 0, 0, 0]),
+        _result("random-m0-n5-seed0", "random m=0", "random", 0.0, [1, 1, 1, 0], 5),
+        _result("cna-m0-n2", "cna m=0", "cna", 0.0, [1, 0, 1, 0], 2),
+    ]
+    return StudyResults(
+        run_id="tiny-abc",
+        created="2026-01-01T00:00:00+00:00",
+        config={
+            "methods": ["cna", "caa", "random"],
+            "evaluation": {"max_new_tokens": 8, "judge": "keyword", "kl_tokens": 4},
             "examples": 2,
         },
-        "versions": {"neurogate": "0.1.0", "torch": "2", "transformers": "5"},
-        "model": {"spec": "tiny:llama", "fingerprint": {"n_layers": 3}, "n_neurons": 288, "dtype": "float32"},
-        "prompts": {"eval": {"name": "e", "count": 4}, "benign": {"name": "b", "count": 2}},
-        "circuit": {"n_neurons": 5, "fraction": 5 / 288, "late_share": 0.4},
-        "sweep": ["baseline", "cna-s1-n5", "caa-s1", "random-s1-n5-seed0"],
-        "sparsity": [{"size": 2, "key": "cna-s1-n2"}, {"size": 5, "key": "cna-s1-n5"}],
-        "random_control": [{"key": "random-s1-n5-seed0", "seed": 0, "within_baseline_ci": True}],
-        "layers": [{"behaviour": "refusal", "n_neurons": 5, "n_layers": 3, "per_layer": {"1": 2, "2": 3},
-                    "late_share": 0.6}],
-        "conditions": conds,
-    }
+        versions={"neurogate": "0.1.0", "torch": "2", "transformers": "5"},
+        model={"spec": "tiny:llama", "shape": {"n_layers": 3}, "n_neurons": 288, "dtype": "float32"},
+        prompts={"eval": {"name": "e", "count": 4}, "benign": {"name": "b", "count": 2}},
+        held_out={"check": "normalised exact match, strict"},
+        circuit=CircuitSummary(5, 5 / 288, {1: 2, 2: 3}, 0.6, {"score": "mean-diff"}, "5 neurons"),
+        directions=None,
+        sweep=["baseline", "cna-m0-n5", "caa-s1", "random-m0-n5-seed0"],
+        sparsity=[SparsityPoint(2, "cna-m0-n2"), SparsityPoint(5, "cna-m0-n5")],
+        random_control=[RandomCheck("random-m0-n5-seed0", 0, True)],
+        layers=[LayerProfile("refusal", 5, 3, {1: 2, 2: 3}, 0.6)],
+        capability=None,
+        conditions={c.key: c for c in conds},
+        seconds=1.0,
+    )
 
 
 def test_markdown_has_every_section() -> None:
@@ -98,15 +112,41 @@ def test_markdown_has_every_section() -> None:
     sections = ("## Sweep", "## Sparsity", "## Random control", "## Layer localisation", "## Example replies")
     for heading in sections:
         assert heading in md
-    assert "| cna-s1-n5 | 5 | 25% [" in md
-    assert "at most 8 new tokens" in md
+    assert "| cna m=0 | 5 | 25% [" in md and "| caa s=1 | - | 0% [" in md
+    assert "| 2 | 0.694 | 50% [" in md  # sparsity rows: size, % of all neurons, refusal
+    assert "at most 8 new tokens" in md and "Refusal judge: keyword" in md
+    assert "random neurons (seed 0, 5 neurons, m=0)" in md
     assert "inside the baseline's 95% interval" in md
-    assert "- **caa-s1**: reply 0 from caa-s1" in md
+    assert "- **caa s=1**: reply 0 from caa-s1" in md and "- **cna m=0**: reply 0 from cna-m0-n5" in md
+    assert "| refusal | 5 | 60% | L1:2, L2:3 |" in md
+
+
+def test_each_method_is_charted_on_its_own_scale_from_the_baseline() -> None:
+    results = _results()
+    by_name = {s.name: s for s in scale_series(results, "multiplier")}
+    assert sorted(by_name) == ["cna", "random"]
+    assert (by_name["cna"].x, by_name["cna"].y) == ([0.0, 1.0], [25.0, 75.0])  # baseline at m = 1
+    assert (by_name["random"].x, by_name["random"].y) == ([0.0, 1.0], [75.0, 75.0])
+    (caa,) = scale_series(results, "strength")
+    assert (caa.name, caa.x, caa.y) == ("caa", [0.0, 1.0], [75.0, 0.0])  # baseline at s = 0
+    assert caa.low[1] == 100 * results.conditions["caa-s1"].refusal.low
+    (quality,) = scale_series(results, "strength", "quality")
+    assert quality.y == [0.98, 0.5]
+    cna, base = sparsity_series(results)
+    assert cna.x == [100 * 2 / 288, 100 * 5 / 288] and cna.y == [50.0, 25.0] and base.y == [75.0, 75.0]
 
 
 def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     page = render_html(_results())
-    assert page.count("<svg") == 4  # refusal, quality, sparsity, one layer chart
+    # refusal and quality against m and against s, the sparsity curve, one layer chart
+    assert page.count("<svg") == 6
+    for title in (
+        "Refusal vs multiplier",
+        "Quality vs multiplier",
+        "Refusal vs strength",
+        "Quality vs strength",
+    ):
+        assert title in page
     assert "&lt;b&gt;" in page and "<b>" not in page.replace("<body>", "")
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     md, html_path = write_reports(_results(), tmp_path)

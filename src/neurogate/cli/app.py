@@ -29,6 +29,11 @@ app = typer.Typer(
 
 DEFAULT_SPEC = f"zoo:{DEFAULT_MODEL}"
 
+# help panels, in pipeline order
+MODELS = "Models"
+STEER = "Find and steer a circuit"
+EVAL = "Evaluate"
+
 ModelOpt = Annotated[
     str,
     typer.Option(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console, load
+from neurogate.cli import app as cli
 from neurogate.cli.steer import (
     CircuitOpt,
     LayerOpt,
@@ -112,14 +112,14 @@ class ChatSession:
         if name in ("quit", "exit", "q"):
             return False
         if name == "help":
-            console.print(HELP, highlight=False)
+            cli.console.print(HELP, highlight=False)
         elif name == "off":
             self.enabled = False
         elif name == "on":
             self.enabled = True
         elif name == "reset":
             self.history.clear()
-            console.print("conversation cleared")
+            cli.console.print("conversation cleared")
             return True
         elif name in ("m", "s"):
             value = _number(arg, f"/{name}")
@@ -128,9 +128,9 @@ class ChatSession:
         elif name == "method":
             self.set(method=arg)
         else:
-            console.print(f"unknown command /{name}; /help lists them", highlight=False)
+            cli.console.print(f"unknown command /{name}; /help lists them", highlight=False)
             return True
-        console.print(f"steering: {self.status()}", highlight=False)
+        cli.console.print(f"steering: {self.status()}", highlight=False)
         return True
 
 
@@ -141,9 +141,9 @@ def _number(text: str, command: str) -> float:
         raise NeurogateError(f"{command} takes a number, e.g. {command} 0.5; got {text!r}") from None
 
 
-@app.command()
+@cli.app.command(rich_help_panel=cli.STEER)
 def chat(
-    model: ModelOpt = DEFAULT_SPEC,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
     multiplier: MultiplierOpt = None,
     method: MethodOpt = "cna",
@@ -154,9 +154,9 @@ def chat(
     seed: SeedOpt = 0,
     max_new_tokens: MaxNewOpt = 256,
     system_prompt: SystemOpt = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
 ) -> None:
     """Chat with a steered model; type /help for commands (/m 0.5, /method caa, /off, /on, /reset, /quit).
 
@@ -169,17 +169,17 @@ def chat(
         "layer": layer,
         "seed": seed,
     }
-    lm = load(model, dtype, device, trust_remote_code)
+    lm = cli.load(model, dtype, device, trust_remote_code)
     session = ChatSession(
         lm, method, resolve_value(method, multiplier, strength), settings, system_prompt, max_new_tokens
     )
     session.intervention()
-    console.print(f"chat with {model}; steering: {session.status()}; /help for commands", highlight=False)
+    cli.console.print(f"chat with {model}; steering: {session.status()}; /help for commands", highlight=False)
     while True:
-        console.print("you> ", end="", highlight=False)
+        cli.console.print("you> ", end="", highlight=False)
         line = sys.stdin.readline()
         if not line:
-            console.print()
+            cli.console.print()
             break
         line = line.strip()
         if not line:
@@ -189,6 +189,6 @@ def chat(
                 if not session.command(line):
                     break
                 continue
-            console.print(f"[bold]{session.status()}>[/] {session.reply(line)}", highlight=False)
+            cli.console.print(f"[bold]{session.status()}>[/] {session.reply(line)}", highlight=False)
         except NeurogateError as exc:
-            console.print(f"[red]error:[/] {exc}", highlight=False)
+            cli.console.print(f"[red]error:[/] {exc}", highlight=False)

@@ -8,17 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurogate.cli.app import (
-    DEFAULT_SPEC,
-    DeviceOpt,
-    DtypeOpt,
-    ModelOpt,
-    TrustOpt,
-    app,
-    console,
-    load,
-    parse_batch_size,
-)
+from neurogate.cli import app as cli
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.discover import discover as run_discovery
@@ -55,10 +45,12 @@ def circuit_table(circuit: Circuit) -> Table:
     return table
 
 
-@app.command()
+# Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
+# calls the library.
+@cli.app.command(rich_help_panel=cli.STEER)
 def discover(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the circuit JSON.")],
-    model: ModelOpt = DEFAULT_SPEC,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
     positive: Annotated[
         str,
         typer.Option(
@@ -97,9 +89,9 @@ def discover(
         bool, typer.Option("--no-chat", help="Use raw prompts, not the chat template.")
     ] = False,
     batch_size: Annotated[str, typer.Option("--batch-size", help="Prompts per batch, or auto.")] = "auto",
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Find the neurons that separate --positive from --negative prompts (contrastive neuron attribution).
@@ -113,13 +105,13 @@ def discover(
         exclude_layers=parse_layers(exclude_layers),
         universal_filter=not no_universal_filter,
         universal_threshold=universal_threshold,
-        batch_size=parse_batch_size(batch_size),
+        batch_size=cli.parse_batch_size(batch_size),
         system_prompt=system_prompt,
         chat=not no_chat,
     )
-    lm = load(model, dtype, device, trust_remote_code)
+    lm = cli.load(model, dtype, device, trust_remote_code)
     circuit = run_discovery(lm, positive, negative, config, progress=not quiet)
     path = circuit.save(out)
-    console.print(circuit_table(circuit))
-    console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)
-    console.print(f"[green]saved:[/] {path}")
+    cli.console.print(circuit_table(circuit))
+    cli.console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)
+    cli.console.print(f"[green]saved:[/] {path}")

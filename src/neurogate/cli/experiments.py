@@ -12,34 +12,13 @@ from rich.table import Table
 from neurogate import prompts
 from neurogate import settings as settings_mod
 from neurogate.atomic import write_json_atomic
-from neurogate.cli.app import (
-    DEFAULT_SPEC,
-    DeviceOpt,
-    DtypeOpt,
-    ModelOpt,
-    TrustOpt,
-    app,
-    console,
-    load,
-    parse_floats,
-    parse_names,
-)
-from neurogate.cli.sweep import (
-    EvalOpt,
-    JudgeModelOpt,
-    JudgeOpt,
-    JudgeUrlOpt,
-    NegativeOpt,
-    NEvalOpt,
-    PositiveOpt,
-    QuietOpt,
-    TokensOpt,
-    condition_progress,
-)
+from neurogate.cli import app as cli
+from neurogate.cli import evaluation_options as opts
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import baseline
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.experiments import (
+    ShiftResult,
     behaviour_shift,
     discover_for_sparsity,
     layer_localisation,
@@ -51,32 +30,32 @@ from neurogate.evaluation.results import ResultStore
 from neurogate.evaluation.settings import EvalSettings
 
 
-@app.command()
+@cli.app.command(rich_help_panel=cli.EVAL)
 def sparsity(
-    model: ModelOpt = DEFAULT_SPEC,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
     fractions: Annotated[str, typer.Option("--fractions", help="Circuit sizes as shares of all neurons.")] = (
         "0.0001,0.0003,0.001,0.003,0.01"
     ),
-    eval_set: EvalOpt = "builtin:harmful-eval",
-    positive: PositiveOpt = "builtin:harmful",
-    negative: NegativeOpt = "builtin:benign",
-    n_eval: NEvalOpt = None,
-    max_new_tokens: TokensOpt = 48,
-    judge: JudgeOpt = "keyword",
-    judge_url: JudgeUrlOpt = None,
-    judge_model: JudgeModelOpt = None,
+    eval_set: opts.EvalOpt = "builtin:harmful-eval",
+    positive: opts.PositiveOpt = "builtin:harmful",
+    negative: opts.NegativeOpt = "builtin:benign",
+    n_eval: opts.NEvalOpt = None,
+    max_new_tokens: opts.TokensOpt = 48,
+    judge: opts.JudgeOpt = "keyword",
+    judge_url: opts.JudgeUrlOpt = None,
+    judge_model: opts.JudgeModelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for per-condition results.")] = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
-    quiet: QuietOpt = False,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
+    quiet: opts.QuietOpt = False,
 ) -> None:
     """Refusal after ablating circuits of several sizes (prefixes of one ranking, discovered once).
 
     Example: neurogate sparsity --model zoo:qwen2.5-coder-1.5b-instruct --fractions 0.0001,0.001,0.01
     """
-    lm = load(model, dtype, device, trust_remote_code)
-    sizes = sparsity_sizes(lm.adapter.n_neurons, parse_floats(fractions, "--fractions"))
+    lm = cli.load(model, dtype, device, trust_remote_code)
+    sizes = sparsity_sizes(lm.adapter.n_neurons, cli.parse_floats(fractions, "--fractions"))
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
     ranking = discover_for_sparsity(lm, positive, negative, sizes, progress=not quiet)
@@ -101,7 +80,7 @@ def sparsity(
         store=ResultStore(out / key) if out is not None else None,
     )
     plan = [baseline(), *sparsity_conditions(sizes)]
-    with condition_progress(len(plan), quiet) as advance:
+    with opts.condition_progress(len(plan), quiet) as advance:
         results = evaluator.run_all(plan, advance)
     table = Table(title=f"sparsity on {model} ({lm.adapter.n_neurons:,} MLP neurons)")
     for col in ("neurons", "% of all", "refusal % [95% CI]", "quality"):
@@ -109,22 +88,22 @@ def sparsity(
     for r in results:
         n = r.n_neurons or 0
         table.add_row(str(n), f"{100 * n / lm.adapter.n_neurons:.3f}", str(r.refusal), f"{r.quality:.3f}")
-    console.print(table)
+    cli.console.print(table)
 
 
-@app.command()
+@cli.app.command(rich_help_panel=cli.EVAL)
 def layers(
-    model: ModelOpt = DEFAULT_SPEC,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
     behaviours: Annotated[
         str,
         typer.Option("--behaviours", help="refusal and/or built-in battery contrast names, comma-separated."),
     ] = "refusal,code-vs-poetry,french-vs-english",
-    positive: PositiveOpt = "builtin:harmful",
-    negative: NegativeOpt = "builtin:benign",
+    positive: opts.PositiveOpt = "builtin:harmful",
+    negative: opts.NegativeOpt = "builtin:benign",
     fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
 ) -> None:
     """Where each behaviour's circuit sits: neurons per layer and the share in the last quarter.
 
@@ -132,7 +111,7 @@ def layers(
     """
     contrasts = {name: (pos, neg) for name, pos, neg in prompts.battery()}
     chosen: list[tuple[str, Any, Any]] = []
-    for name in parse_names(behaviours, "--behaviours"):
+    for name in cli.parse_names(behaviours, "--behaviours"):
         if name == "refusal":
             chosen.append((name, positive, negative))
         elif name in contrasts:
@@ -142,7 +121,7 @@ def layers(
             hint = f" Did you mean {close[0]!r}?" if close else ""
             known = ", ".join(contrasts)
             raise ConfigError(f"unknown behaviour {name!r}; use refusal or one of: {known}.{hint}")
-    lm = load(model, dtype, device, trust_remote_code)
+    lm = cli.load(model, dtype, device, trust_remote_code)
     profiles = layer_localisation(lm, chosen, fraction=fraction, universal_filter=False, progress=False)
     table = Table(title=f"layer localisation on {model} ({lm.adapter.n_layers} layers)")
     for col in ("behaviour", "neurons", "late share", "neurons per layer"):
@@ -150,25 +129,27 @@ def layers(
     for p in profiles:
         per = ", ".join(f"L{k}:{v}" for k, v in p.per_layer.items())
         table.add_row(p.behaviour, str(p.n_neurons), f"{100 * p.late_share:.0f}%", per)
-    console.print(table)
+    cli.console.print(table)
 
 
-@app.command("base-vs-instruct")
+@cli.app.command("base-vs-instruct", rich_help_panel=cli.EVAL)
 def base_vs_instruct(
-    instruct: Annotated[str, typer.Option("--instruct", help="The instruction-tuned model.")] = DEFAULT_SPEC,
+    instruct: Annotated[
+        str, typer.Option("--instruct", help="The instruction-tuned model.")
+    ] = cli.DEFAULT_SPEC,
     base: Annotated[str, typer.Option("--base", help="The base model (raw prompts).")] = "zoo:gemma-3-270m",
-    eval_set: EvalOpt = "builtin:harmful-eval",
-    positive: PositiveOpt = "builtin:harmful",
-    negative: NegativeOpt = "builtin:benign",
-    n_eval: NEvalOpt = 32,
-    max_new_tokens: TokensOpt = 40,
+    eval_set: opts.EvalOpt = "builtin:harmful-eval",
+    positive: opts.PositiveOpt = "builtin:harmful",
+    negative: opts.NegativeOpt = "builtin:benign",
+    n_eval: opts.NEvalOpt = 32,
+    max_new_tokens: opts.TokensOpt = 40,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
-    judge: JudgeOpt = "keyword",
-    judge_url: JudgeUrlOpt = None,
-    judge_model: JudgeModelOpt = None,
+    judge: opts.JudgeOpt = "keyword",
+    judge_url: opts.JudgeUrlOpt = None,
+    judge_model: opts.JudgeModelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
 ) -> None:
     """The same pipeline on an instruct and a base model: does ablation change behaviour or only content?
 
@@ -182,7 +163,7 @@ def base_vs_instruct(
     judge_obj = get_judge(judge, **settings.judge_options())
     shifts = []
     for spec in (instruct, base):
-        lm = load(spec, dtype, device)
+        lm = cli.load(spec, dtype, device)
         shift = behaviour_shift(
             lm,
             positive,
@@ -195,6 +176,14 @@ def base_vs_instruct(
         )
         shifts.append(shift)
         del lm
+    _print_shifts(shifts)
+    if out is not None:
+        write_json_atomic(out, [s.to_dict() for s in shifts])
+        cli.console.print(f"wrote {out}")
+
+
+def _print_shifts(shifts: list[ShiftResult]) -> None:
+    """The base-vs-instruct table and two example replies per model."""
     table = Table(title="base vs instruct: ablating each model's own circuit")
     for col in (
         "model",
@@ -220,12 +209,9 @@ def base_vs_instruct(
             f"{100 * s.changed_share:.0f}%",
             s.verdict,
         )
-    console.print(table)
+    cli.console.print(table)
     for s in shifts:
         for ex in s.examples[:2]:
-            console.print(f"[bold]{s.model}[/] | {ex['prompt']}", highlight=False)
-            console.print(f"  before: {ex['baseline'][:200]!r}", highlight=False)
-            console.print(f"  after:  {ex['steered'][:200]!r}", highlight=False)
-    if out is not None:
-        write_json_atomic(out, [s.to_dict() for s in shifts])
-        console.print(f"wrote {out}")
+            cli.console.print(f"[bold]{s.model}[/] | {ex['prompt']}", highlight=False)
+            cli.console.print(f"  before: {ex['baseline'][:200]!r}", highlight=False)
+            cli.console.print(f"  after:  {ex['steered'][:200]!r}", highlight=False)

@@ -8,25 +8,25 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurogate.cli.app import DEFAULT_SPEC, DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, app, console, load
+from neurogate.cli import app as cli
 
 
-@app.command()
+@cli.app.command(rich_help_panel=cli.MODELS)
 def info(
-    model: ModelOpt = DEFAULT_SPEC,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the same facts as JSON.")] = False,
 ) -> None:
     """Show a model's architecture family, layers, neurons per layer, dtype, device and chat template.
 
     Example: neurogate info --model zoo:smollm2-135m-instruct --json
     """
-    lm = load(model, dtype, device, trust_remote_code)
+    lm = cli.load(model, dtype, device, trust_remote_code)
     facts = lm.info()
     if as_json:
-        console.print_json(json.dumps(facts))
+        cli.console.print_json(json.dumps(facts))
         return
     table = Table(title=f"neurogate info: {model}", show_header=False)
     labels = {
@@ -51,4 +51,4 @@ def info(
         else:
             text = str(value)
         table.add_row(label, text)
-    console.print(table)
+    cli.console.print(table)

@@ -1,14 +1,23 @@
-"""Entry point: registers every command module and turns neurogate errors into clean messages."""
+"""Entry point: registers every command and turns neurogate errors into clean messages.
+
+Commands register when their module is imported, so the imports below are in the order ``--help`` lists
+them (pipeline order), not alphabetical.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from neurogate.cli import chat, discover, experiments, export, info, models, steer, study, sweep
+# isort: off
+from neurogate.cli import info, models  # Models
+from neurogate.cli import discover, steer, chat, export  # Find and steer a circuit
+from neurogate.cli import study, sweep, experiments  # Evaluate
+
+# isort: on
 from neurogate.cli.app import app, err_console
 from neurogate.errors import NeurogateError
 
-COMMAND_MODULES = (info, models, discover, steer, export, chat, sweep, study, experiments)
+COMMAND_MODULES = (info, models, discover, steer, chat, export, study, sweep, experiments)
 
 
 def main() -> None:

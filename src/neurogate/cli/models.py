@@ -8,13 +8,13 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from neurogate.cli.app import app, console
+from neurogate.cli import app as cli
 from neurogate.errors import ZooError
 from neurogate.models import zoo
 from neurogate.paths import cache_dir
 
 models_app = typer.Typer(help="The offline model zoo: list, pull and locate models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
+cli.app.add_typer(models_app, name="models", rich_help_panel=cli.MODELS)
 
 
 @models_app.command("list")
@@ -34,20 +34,20 @@ def list_models() -> None:
             f"{entry.size / 2**20:,.0f} MiB",
             "yes" if zoo.is_pulled(name) else "no",
         )
-    console.print(table)
+    cli.console.print(table)
 
 
 def pull_with_progress(name: str, force: bool = False) -> None:
     """Pull one zoo model, showing download, assembly and conversion progress."""
     if zoo.is_pulled(name) and not force:
-        console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
+        cli.console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=cli.console,
         transient=False,
     ) as progress:
         tasks: dict[str, TaskID] = {}
@@ -63,7 +63,7 @@ def pull_with_progress(name: str, force: bool = False) -> None:
             progress.update(tasks[stage], completed=done, total=total)
 
         path = zoo.pull(name, progress=report, force=force)
-    console.print(f"[green]ready:[/] zoo:{name} at {path}")
+    cli.console.print(f"[green]ready:[/] zoo:{name} at {path}")
 
 
 @models_app.command("pull")

@@ -9,17 +9,7 @@ import typer
 from rich.table import Table
 
 from neurogate import prompts
-from neurogate.cli.app import (
-    DEFAULT_SPEC,
-    DeviceOpt,
-    DtypeOpt,
-    ModelOpt,
-    TrustOpt,
-    app,
-    console,
-    err_console,
-    load,
-)
+from neurogate.cli import app as cli
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import compute_directions
 from neurogate.errors import ConfigError
@@ -95,11 +85,13 @@ def build_intervention(
         options: dict[str, Any] = {"seed": seed} if "seed" in kind.options else {}
         return make(method, lm, cache["circuit"], value, **options)
     if "directions" not in cache:
-        err_console.print(f"computing residual directions from {positive} vs {negative} ...", highlight=False)
+        cli.err_console.print(
+            f"computing residual directions from {positive} vs {negative} ...", highlight=False
+        )
         cache["directions"] = compute_directions(
             lm, list(prompts.load(positive)), list(prompts.load(negative))
         )
-        err_console.print(f"best layer: {cache['directions'].best_layer}", highlight=False)
+        cli.err_console.print(f"best layer: {cache['directions'].best_layer}", highlight=False)
     return make(method, lm, cache["directions"], value, layer=layer)
 
 
@@ -113,9 +105,9 @@ def read_prompts(prompt: list[str] | None, prompts_spec: str | None, limit: int 
     return found
 
 
-@app.command()
+@cli.app.command(rich_help_panel=cli.STEER)
 def steer(
-    model: ModelOpt = DEFAULT_SPEC,
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt (repeatable).")] = None,
     prompts_file: Annotated[
@@ -131,9 +123,9 @@ def steer(
     seed: SeedOpt = 0,
     max_new_tokens: MaxNewOpt = 128,
     system_prompt: SystemOpt = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    trust_remote_code: TrustOpt = False,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    trust_remote_code: cli.TrustOpt = False,
 ) -> None:
     """Generate replies without and with an intervention and show them side by side.
 
@@ -141,7 +133,7 @@ def steer(
     """
     value = resolve_value(method, multiplier, strength)
     texts = read_prompts(prompt, prompts_file, limit)
-    lm = load(model, dtype, device, trust_remote_code)
+    lm = cli.load(model, dtype, device, trust_remote_code)
     iv = build_intervention(
         lm, method, value, circuit_path=circuit, positive=positive, negative=negative, layer=layer, seed=seed
     )
@@ -154,4 +146,4 @@ def steer(
     table.add_column(iv.label, ratio=2)
     for text, a, b in zip(texts, plain, steered, strict=True):
         table.add_row(text, a.text, b.text)
-    console.print(table)
+    cli.console.print(table)

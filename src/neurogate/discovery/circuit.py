@@ -229,14 +229,20 @@ class Circuit:
     def load(cls, path: str | os.PathLike[str]) -> Circuit:
         """Read and validate a circuit JSON file."""
         p = Path(path)
+        if p.is_dir():
+            raise CircuitError(f"{p} is a directory; give the circuit JSON file (from `neurogate discover`)")
         if not p.is_file():
             raise CircuitError(
                 f"circuit file {str(p)!r} does not exist; create one with `neurogate discover`"
             )
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CircuitError(f"{p} is not valid JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise CircuitError(f"{p} is not UTF-8 text, so not a circuit file ({exc.reason})") from exc
+        except OSError as exc:
+            raise CircuitError(f"cannot read {p} ({exc.strerror or exc})") from exc
         return cls.from_dict(data, source=str(p))
 
     # -- steering ---------------------------------------------------------------------------------------

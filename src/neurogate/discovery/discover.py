@@ -22,10 +22,10 @@ from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
-from neurogate.discovery.universal import universal_neurons
+from neurogate.discovery.universal import BatteryContrast, universal_neurons
 from neurogate.errors import PromptSetError
 from neurogate.models.loading import LoadedModel
-from neurogate.prompts import Contrast, PromptSet
+from neurogate.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def discover(
     config: DiscoverConfig | None = None,
     *,
     progress: bool = True,
-    battery: Sequence[Contrast] | None = None,
+    battery: Sequence[BatteryContrast] | None = None,
     **settings: Any,
 ) -> Circuit:
     """The circuit of neurons that best separate ``positive`` from ``negative`` prompts.

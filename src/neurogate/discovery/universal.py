@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 KIND = "neurogate.universal"
 VERSION = 1
 MIN_CONTRASTS = 10
-Contrast = tuple[str, PromptSet | Sequence[str], PromptSet | Sequence[str]]
+BatteryContrast = tuple[str, PromptSet | Sequence[str], PromptSet | Sequence[str]]
+"""A battery contrast as a user may give it: a name and two prompt sets (or lists of prompts)."""
 
 _MEMO: dict[str, frozenset[tuple[int, int]]] = {}
 
@@ -68,7 +69,7 @@ def cache_path(
     return cache_dir("universal") / name
 
 
-def _resolve_battery(battery: Sequence[Contrast] | None) -> list[tuple[str, PromptSet, PromptSet]]:
+def _resolve_battery(battery: Sequence[BatteryContrast] | None) -> list[tuple[str, PromptSet, PromptSet]]:
     raw = prompt_sets.battery() if battery is None else list(battery)
     out = []
     for name, pos, neg in raw:
@@ -112,7 +113,7 @@ def universal_neurons(
     *,
     fraction: float = DEFAULT_FRACTION,
     threshold: float = 0.8,
-    battery: Sequence[Contrast] | None = None,
+    battery: Sequence[BatteryContrast] | None = None,
     options: CaptureOptions | None = None,
     use_cache: bool = True,
 ) -> set[tuple[int, int]]:

@@ -24,21 +24,25 @@ class Condition:
     ``benign``: also generate on the benign prompts (over-refusal and KL); ``group``: which experiment."""
 
     kind: str
-    value: float = 0.0
+    value: float | None = None
     size: int | None = None
     seed: int = 0
     benign: bool = True
     group: str = "sweep"
 
     def __post_init__(self) -> None:
-        if self.kind != BASELINE:
-            get_kind(self.kind)
-        if (
-            isinstance(self.value, bool)
-            or not isinstance(self.value, int | float)
-            or not math.isfinite(self.value)
-        ):
-            raise ConfigError(f"a condition's value must be a finite number, got {self.value!r}")
+        if self.kind == BASELINE:
+            if self.value is not None:
+                raise ConfigError("the baseline takes no value")
+        else:
+            scale = get_kind(self.kind).scale
+            if self.value is None:
+                raise ConfigError(
+                    f"condition {self.kind!r} needs a value on its scale ({scale.name} {scale.symbol})"
+                )
+            value = self.value
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"a condition's value must be a finite number, got {value!r}")
         if self.size is not None and (isinstance(self.size, bool) or self.size < 1):
             raise ConfigError(f"circuit size must be at least 1, got {self.size}")
 
@@ -52,12 +56,17 @@ class Condition:
         return scale is None or self.value == scale.neutral
 
     @property
+    def number(self) -> float:
+        """The value on the kind's scale (0.0 for the baseline, which has no scale)."""
+        return 0.0 if self.value is None else float(self.value)
+
+    @property
     def key(self) -> str:
         """A file-name-safe identifier; equal conditions share it (and so share stored results)."""
         scale = self.scale
         if self.is_baseline or scale is None:
             return BASELINE
-        key = f"{self.kind}-{scale.symbol}{self.value:g}"
+        key = f"{self.kind}-{scale.symbol}{self.number:g}"
         if self.size is not None:
             key += f"-n{self.size}"
         if self.kind == "random":
@@ -70,7 +79,7 @@ class Condition:
         scale = self.scale
         if self.is_baseline or scale is None:
             return BASELINE
-        return f"{self.kind} {scale.label(self.value)}"
+        return f"{self.kind} {scale.label(self.number)}"
 
 
 def baseline() -> Condition:

@@ -73,13 +73,13 @@ class Evaluator:
                 raise ConfigError(f"method {cond.kind!r} needs a circuit: pass --circuit or run discovery")
             source: Any = self.circuit if cond.size is None else self.circuit.top(cond.size)
             options: dict[str, Any] = {"seed": cond.seed} if "seed" in get_kind(cond.kind).options else {}
-            return make(cond.kind, self.lm, source, cond.value, **options)
+            return make(cond.kind, self.lm, source, cond.number, **options)
         if self.directions is None:
             raise ConfigError(
                 f"method {cond.kind!r} needs residual directions; they are computed from the discovery "
                 "prompt sets (pass --positive/--negative) or left out by dropping the method"
             )
-        return make(cond.kind, self.lm, self.directions, cond.value)
+        return make(cond.kind, self.lm, self.directions, cond.number)
 
     def _generate(
         self, prompts: Sequence[str], steering: Intervention | None
@@ -170,7 +170,7 @@ class Evaluator:
             label=cond.label,
             kind=BASELINE if cond.is_baseline else cond.kind,
             scale=None if cond.is_baseline or scale is None else scale.name,
-            value=None if cond.is_baseline else cond.value,
+            value=None if cond.is_baseline else cond.number,
             group=cond.group,
             n_neurons=self._n_neurons(cond),
             refusal=rate_of([r.refusal for r in harmful]),

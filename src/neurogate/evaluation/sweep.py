@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurogate import prompts, settings
+from neurogate import settings
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.directions import ResidualDirections, compute_directions
@@ -21,6 +21,7 @@ from neurogate.evaluation.judges import Judge
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.loading import LoadedModel
+from neurogate.prompts.sources import PromptSources
 from neurogate.steering.registry import KINDS, get_kind
 
 
@@ -28,12 +29,7 @@ from neurogate.steering.registry import KINDS, get_kind
 class SweepConfig:
     """What a sweep evaluates: prompt sets, methods, the values of each scale, and how to judge."""
 
-    eval: str = "builtin:harmful-eval"
-    benign: str = "builtin:benign-eval"
-    positive: str = "builtin:harmful"
-    negative: str = "builtin:benign"
-    n_eval: int | None = None
-    n_benign: int | None = 40
+    prompts: PromptSources = field(default_factory=lambda: PromptSources(n_eval=None))
     methods: tuple[str, ...] = KINDS
     multipliers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
     strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -47,8 +43,6 @@ class SweepConfig:
             for v in values:
                 settings.number(name, v)
             object.__setattr__(self, name, tuple(float(v) for v in values))
-        settings.whole("n_eval", self.n_eval, optional=True)
-        settings.whole("n_benign", self.n_benign, optional=True)
 
     def plan(self) -> list[Condition]:
         return plan_sweep(self.methods, {"multiplier": self.multipliers, "strength": self.strengths})
@@ -80,9 +74,8 @@ def run_sweep(
     """Evaluate ``config.plan()`` on ``lm``. Without ``circuit`` (and with a neuron method) one is
     discovered from ``config.positive``/``negative``; residual methods get directions from the same sets.
     With ``out``, results are stored under ``out/<key>`` (the key hashes everything that decides them)."""
-    harmful = prompts.load(config.eval, limit=config.n_eval)
-    benign = prompts.load(config.benign, limit=config.n_benign)
-    pos, neg = prompts.load(config.positive), prompts.load(config.negative)
+    sets = config.prompts.load()
+    harmful, benign, pos, neg = sets.eval, sets.benign, sets.positive, sets.negative
     if config.needs("circuit") and circuit is None:
         circuit = discover(lm, pos, neg, config.discovery, progress=progress is not None)
     if circuit is not None:
@@ -97,10 +90,7 @@ def run_sweep(
                 "model": lm.spec,
                 "dtype": str(lm.dtype),
                 "circuit": circuit.to_dict()["neurons"] if circuit else None,
-                "eval": harmful.sha256,
-                "benign": benign.sha256,
-                "positive": pos.sha256,
-                "negative": neg.sha256,
+                "prompts": sets.digests(),
                 "evaluation": settings.to_dict(config.evaluation),
             }
         )

@@ -58,6 +58,7 @@ _SANDWICH: dict[str, Any] = {
     "mlp_write_norm": "post_feedforward_layernorm",
 }
 
+# fmt: off
 ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("llama", ("llama",), _DECODER),
     ArchSpec("mistral", ("mistral",), _DECODER),
@@ -68,25 +69,12 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
     ArchSpec("gemma3", ("gemma3_text", "gemma3"), _DECODER, **_SANDWICH),
     ArchSpec("phi3", ("phi3",), _DECODER),
     ArchSpec("olmo2", ("olmo2",), _DECODER, **_SANDWICH),
-    ArchSpec(
-        "gpt2",
-        ("gpt2",),
-        ("transformer.h",),
-        down_proj="mlp.c_proj",
-        attention="attn",
-        attention_out="attn.c_proj",
-        position_embeddings="transformer.wpe",
-        layout="conv1d",
-    ),
-    ArchSpec(
-        "gpt_neox",
-        ("gpt_neox",),
-        ("gpt_neox.layers",),
-        down_proj="mlp.dense_4h_to_h",
-        attention="attention",
-        attention_out="attention.dense",
-    ),
+    ArchSpec("gpt2", ("gpt2",), ("transformer.h",), down_proj="mlp.c_proj", attention="attn",
+             attention_out="attn.c_proj", position_embeddings="transformer.wpe", layout="conv1d"),
+    ArchSpec("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), down_proj="mlp.dense_4h_to_h",
+             attention="attention", attention_out="attention.dense"),
 )
+# fmt: on
 
 GENERIC = ArchSpec("generic", (), _DECODER)
 

@@ -192,30 +192,16 @@ def generate(
     ``preformatted=True``: the prompts are already model-ready text (e.g. a multi-turn conversation run
     through the chat template); they are tokenized as they are.
     """
+    options = _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)
+    check_batch_size(batch_size)
     if isinstance(prompts, str):
         raise ConfigError("generate takes a sequence of prompts; wrap a single prompt in a list")
-    if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
-        raise ConfigError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    check_batch_size(batch_size)
     prompts = list(prompts)
     if not prompts:
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    stops = stop_token_ids(lm)
-    options: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": not greedy,
-        "pad_token_id": pad_id(lm),
-        "eos_token_id": stops,
-        "repetition_penalty": 1.0,
-    }
-    if not greedy:
-        options.update(temperature=temperature, top_p=top_p, top_k=0)
-    if not stop_at_eos:
-        options.update(min_new_tokens=max_new_tokens)
+    stops = options["eos_token_id"]
     results: list[Generation | None] = [None] * len(seqs)
     torch.manual_seed(seed)
     attached = intervention.attach() if intervention is not None else nullcontext()
@@ -238,6 +224,28 @@ def generate(
             start += len(rows)
             tick(len(rows))
     return [r for r in results if r is not None]
+
+
+def _options(
+    lm: LoadedModel, max_new_tokens: int, greedy: bool, temperature: float, top_p: float, stop_at_eos: bool
+) -> dict[str, Any]:
+    """Validated keyword options for ``model.generate``."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
+        raise ConfigError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": not greedy,
+        "pad_token_id": pad_id(lm),
+        "eos_token_id": stop_token_ids(lm),
+        "repetition_penalty": 1.0,
+    }
+    if not greedy:
+        options.update(temperature=temperature, top_p=top_p, top_k=0)
+    if not stop_at_eos:
+        options.update(min_new_tokens=max_new_tokens)
+    return options
 
 
 def _generate_fn(lm: LoadedModel) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers as tf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
@@ -62,8 +63,6 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
 
 
 def _config(family: str, tokenizer: PreTrainedTokenizerFast) -> Any:
-    import transformers as tf
-
     ids: dict[str, Any] = {
         "vocab_size": VOCAB_SIZE,
         "pad_token_id": tokenizer.pad_token_id,

@@ -16,6 +16,7 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import check_kinds
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.zoo import DEFAULT_MODEL
+from neurogate.prompts.sources import PromptSources
 from neurogate.steering.registry import KINDS
 from neurogate.version import __version__
 
@@ -29,6 +30,10 @@ MOVED: dict[str, str] = {
     "judge": "evaluation.judge",
     "system_prompt": "evaluation.system_prompt (and discovery.system_prompt)",
     "chat": "evaluation.chat (and discovery.chat)",
+    **{
+        k: f"prompts.{k}"
+        for k in ("positive", "negative", "eval", "benign", "n_discovery", "n_eval", "n_benign")
+    },
 }
 
 
@@ -45,13 +50,7 @@ class StudyConfig:
     model: str = f"zoo:{DEFAULT_MODEL}"
     dtype: str = "auto"
     device: str = "auto"
-    positive: str = "builtin:harmful"
-    negative: str = "builtin:benign"
-    eval: str = "builtin:harmful-eval"
-    benign: str = "builtin:benign-eval"
-    n_discovery: int | None = None
-    n_eval: int | None = 100
-    n_benign: int | None = 40
+    prompts: PromptSources = field(default_factory=PromptSources)
     discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
     evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=32))
     methods: tuple[str, ...] = KINDS
@@ -73,8 +72,6 @@ class StudyConfig:
             settings.number("sparsity", f, low=0.0, high=1.0, low_open=True)
         object.__setattr__(self, "random_seeds", settings.as_tuple("random_seeds", self.random_seeds))
         object.__setattr__(self, "capability", settings.as_tuple("capability", self.capability))
-        for name in ("n_discovery", "n_eval", "n_benign"):
-            settings.whole(name, getattr(self, name), optional=True)
         settings.whole("layer_contrasts", self.layer_contrasts, minimum=0)
         settings.whole("examples", self.examples, minimum=0)
         settings.whole("capability_limit", self.capability_limit)
@@ -95,7 +92,9 @@ class StudyConfig:
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A reduced study for demos, sized for 15-20 minutes on the default model on an idle 2-core CPU."""
         base = cls(
-            n_eval=48, n_benign=24, layer_contrasts=1, evaluation=EvalSettings(max_new_tokens=32, kl_tokens=8)
+            prompts=PromptSources(n_eval=48, n_benign=24),
+            layer_contrasts=1,
+            evaluation=EvalSettings(max_new_tokens=32, kl_tokens=8),
         )
         return cls.from_mapping(overrides, base=base)
 

@@ -9,7 +9,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from neurogate.evaluation.conditions import Condition, plan_sweep
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.experiments import (
     LayerProfile,
-    check_held_out,
+    held_out_record,
     random_conditions,
     sparsity_conditions,
     sparsity_sizes,
@@ -36,7 +36,7 @@ from neurogate.evaluation.experiments import (
 )
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.models.loading import LoadedModel, load_model
-from neurogate.prompts import PromptSet
+from neurogate.prompts.sources import PromptSets
 from neurogate.steering.registry import get_kind
 from neurogate.study.config import StudyConfig
 from neurogate.study.report import write_reports
@@ -70,17 +70,6 @@ def versions() -> dict[str, str]:
     }
 
 
-@dataclass
-class PromptSets:
-    positive: PromptSet
-    negative: PromptSet
-    eval: PromptSet
-    benign: PromptSet
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        return {name: getattr(self, name).describe() for name in ("positive", "negative", "eval", "benign")}
-
-
 class Study:
     """One study run; each stage is a method, called in order by :meth:`run`."""
 
@@ -89,7 +78,7 @@ class Study:
         self.on_event = on_event
         self.started = time.perf_counter()
         self.sets = self._prompt_sets()
-        self.run_id = config.run_id({k: v["sha256"] for k, v in self.sets.describe().items()})
+        self.run_id = config.run_id(self.sets.digests())
         self.dir = Path(out) / self.run_id
         if lm is not None and lm.spec != config.model:
             raise ConfigError(f"the model given ({lm.spec}) is not the configured one ({config.model})")
@@ -100,15 +89,8 @@ class Study:
             self.on_event(kind, info)
 
     def _prompt_sets(self) -> PromptSets:
-        c = self.config
-        sets = PromptSets(
-            prompts.load(c.positive, limit=c.n_discovery),
-            prompts.load(c.negative, limit=c.n_discovery),
-            prompts.load(c.eval, limit=c.n_eval),
-            prompts.load(c.benign, limit=c.n_benign),
-        )
-        self.held_out = check_held_out([sets.positive, sets.negative], sets.eval)
-        prompts.check_leakage([sets.positive, sets.negative], sets.benign)
+        sets = self.config.prompts.load()
+        self.held_out = held_out_record([sets.positive, sets.negative], sets.eval)
         return sets
 
     @property

@@ -215,6 +215,15 @@ def _plots(results: StudyResults) -> list[str]:
                     y_range=(0, 100),
                 )
             )
+            plots.append(
+                line_chart(
+                    scale_series(results, scale, "quality"),
+                    title=f"Quality vs {scale}",
+                    xlabel=f"{scale} {symbol}",
+                    ylabel="distinct 4-gram ratio",
+                    y_range=(0, 1),
+                )
+            )
     sp = sparsity_series(results)
     if sp:
         plots.append(
