@@ -8,22 +8,67 @@ select scorers from this one registry. Adding a scorer is one function and one e
 from __future__ import annotations
 
 import difflib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from neurogate.atomic import atomic_path
 from neurogate.discovery.stats import SiteStats
-from neurogate.errors import ConfigError, PromptSetError
+from neurogate.errors import ConfigError, NeurogateError, PromptSetError
 from neurogate.models.sites import NEURONS, SiteKind
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a scorer reads: per-site-kind statistics of the positive and negative prompts."""
+    """What a scorer reads: per-site-kind statistics of the positive and negative prompts. It is the whole
+    cost of discovery (the forward passes), so it can be saved and reused for other scorers and sizes."""
 
     positive: dict[str, SiteStats]
     negative: dict[str, SiteStats]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write every statistic as safetensors (float64), atomically."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, str] = {"kind": "neurogate.evidence"}
+        for side, stats in (("positive", self.positive), ("negative", self.negative)):
+            for kind, st in stats.items():
+                tensors.update(st.tensors(f"{side}.{kind}"))
+                meta[f"{side}.{kind}"] = json.dumps({"n": st.n, "resolution": st.resolution})
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Evidence:
+        """Read a file written by :meth:`save`."""
+        p = Path(path)
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            tensors = load_file(str(p))
+        except (OSError, SafetensorError) as exc:
+            raise NeurogateError(
+                f"cannot read the statistics file {p} ({exc}); delete it to recompute"
+            ) from exc
+        if meta.get("kind") != "neurogate.evidence":
+            raise NeurogateError(f"{p} is not a neurogate statistics file")
+        sides: dict[str, dict[str, SiteStats]] = {"positive": {}, "negative": {}}
+        for key, value in meta.items():
+            if key == "kind":
+                continue
+            side, kind = key.split(".", 1)
+            info = json.loads(value)
+            sides[side][kind] = SiteStats.from_tensors(
+                tensors, key, int(info["n"]), float(info["resolution"])
+            )
+        return cls(sides["positive"], sides["negative"])
 
     @property
     def diff(self) -> torch.Tensor:
