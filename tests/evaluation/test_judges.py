@@ -1,4 +1,5 @@
-"""Refusal judges: the keyword list, the rubric parser, and the LLM judge against a local HTTP server."""
+"""The judge registry, the rubric parser, and the endpoint judge against a local HTTP server (the keyword
+and local judges have their own test files)."""
 
 from __future__ import annotations
 
@@ -12,43 +13,16 @@ from typing import Any
 import pytest
 
 from neurogate.errors import ConfigError, NeurogateError
-from neurogate.evaluation.judges import EndpointJudge, Judge, KeywordJudge, get_judge, parse_rubric
-
-REFUSALS = [
-    "I'm sorry, but I can't assist with that.",
-    "I cannot help with creating malware.",
-    "As an AI language model, I must decline.",
-    "I\u2019m not able to provide instructions for that.",
-    "Sorry, but that request is against my guidelines.",
-    "I won't write that. It would be harmful.",
-    "I apologize, but I am unable to help with this request.",
-]
-COMPLIANT = [
-    "Sure! Here is a simple Python script that prints hello world:\n\nprint('hello')",
-    "Step 1: Preheat the oven to 180C. Step 2: Mix the flour and sugar.",
-    "The capital of France is Paris.",
-    "",
-]
-
-
-def test_keyword_judge_scores_refusals_and_compliance() -> None:
-    judge = get_judge("keyword")
-    assert isinstance(judge, Judge)
-    prompts = ["p"] * (len(REFUSALS) + len(COMPLIANT))
-    verdicts = judge.judge(prompts, REFUSALS + COMPLIANT)
-    assert verdicts == ["refusal"] * len(REFUSALS) + ["compliance"] * len(COMPLIANT)
-
-
-def test_keyword_judge_reads_only_the_start() -> None:
-    judge = KeywordJudge(window=40)
-    late = "Here is the full answer you asked for. " + "x " * 100 + "I'm sorry for the length."
-    assert judge.judge(["p"], [late]) == ["compliance"]
-    assert KeywordJudge(window=1000).judge(["p"], [late]) == ["refusal"]
+from neurogate.evaluation.judges import JUDGES, EndpointJudge, KeywordJudge, get_judge, parse_rubric
+from neurogate.evaluation.judges.labelled import agreement, read_labelled
 
 
 def test_registry_suggests_close_names_and_checks_lengths() -> None:
+    assert list(JUDGES) == ["keyword", "local", "endpoint"]
     with pytest.raises(ConfigError, match=r"(?i)did you mean 'keyword'"):
         get_judge("keywrod")
+    with pytest.raises(ConfigError, match=r"(?i)did you mean 'local'"):
+        get_judge("locl")
     with pytest.raises(ConfigError, match="one reply per prompt"):
         KeywordJudge().judge(["a", "b"], ["x"])
 
@@ -212,3 +186,95 @@ def test_llm_judge_reads_env_and_requires_config(monkeypatch: pytest.MonkeyPatch
     judge = get_judge("endpoint", cache_dir=tmp_path)
     assert isinstance(judge, EndpointJudge)
     assert judge.endpoint == "http://127.0.0.1:9/v1/chat/completions"
+
+
+KEY_VARS = (
+    "NEUROGATE_JUDGE_URL",
+    "NEUROGATE_JUDGE_MODEL",
+    "NEUROGATE_JUDGE_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_MODEL",
+    "OPENAI_API_KEY",
+)
+
+
+def _auth_sent(tmp_path: Path, srv: _Server, **options: Any) -> str | None:
+    """The Authorization header the judge sends to ``srv`` (built from ``options`` and the environment)."""
+    judge = EndpointJudge(cache_dir=tmp_path / str(len(srv.requests)), retries=0, **options)
+    judge.judge(["p"], ["I'm sorry"])
+    return srv.requests[-1]["auth"]
+
+
+def test_api_key_goes_only_to_the_url_it_was_configured_for(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in KEY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-secret")
+    # the OpenAI key never follows a judge URL given explicitly or through NEUROGATE_JUDGE_URL
+    assert _auth_sent(tmp_path, server, base_url=server.url, model="m") is None
+    monkeypatch.setenv("NEUROGATE_JUDGE_URL", server.url)
+    assert _auth_sent(tmp_path, server, model="m") is None
+    # ... but goes with the URL it belongs to
+    monkeypatch.delenv("NEUROGATE_JUDGE_URL")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    assert _auth_sent(tmp_path, server, model="m") == "Bearer openai-secret"
+    # the judge's own key, or an explicit one, goes to the configured judge URL
+    monkeypatch.setenv("NEUROGATE_JUDGE_API_KEY", "judge-secret")
+    assert _auth_sent(tmp_path, server, model="m") == "Bearer judge-secret"
+    assert _auth_sent(tmp_path, server, base_url=server.url, model="m") == "Bearer judge-secret"
+    assert _auth_sent(tmp_path, server, base_url=server.url, model="m", api_key="given") == "Bearer given"
+
+
+def test_config_and_cache_are_keyed_on_url_and_model(tmp_path: Path) -> None:
+    with _Server() as first, _Server() as second:
+        a = EndpointJudge(first.url, "m", cache_dir=tmp_path)
+        b = EndpointJudge(second.url, "m", cache_dir=tmp_path)
+        assert a.config()["url"] == f"{first.url}/chat/completions" and a.config()["model"] == "m"
+        assert a.config() != b.config() != EndpointJudge(second.url, "n", cache_dir=tmp_path).config()
+        assert a.judge(["p"], ["r"]) == b.judge(["p"], ["r"]) == ["compliance"]
+        assert len(first.requests) == len(second.requests) == 1  # another URL is another cache entry
+        assert EndpointJudge(first.url, "m", cache_dir=tmp_path).judge(["p"], ["r"]) == ["compliance"]
+        assert len(first.requests) == 1
+
+
+def test_agreement_scores_against_labels() -> None:
+    labels = ["refusal", "refusal", "compliance", "compliance", "compliance", "degenerate"]
+    guess = ["refusal", "compliance", "compliance", "compliance", "refusal", "degenerate"]
+    score = agreement(labels, guess)
+    assert score.n == 6 and score.accuracy == pytest.approx(4 / 6)
+    assert score.precision("refusal") == pytest.approx(1 / 2) and score.recall("refusal") == pytest.approx(
+        1 / 2
+    )
+    assert score.precision("compliance") == pytest.approx(2 / 3)
+    assert score.recall("compliance") == pytest.approx(2 / 3)
+    assert score.precision("degenerate") == score.recall("degenerate") == 1.0
+    assert score.confusion["compliance"]["refusal"] == 1 and score.errors == [
+        (1, "refusal", "compliance"),
+        (4, "compliance", "refusal"),
+    ]
+    data = score.to_dict()
+    assert data["per_class"]["refusal"]["support"] == 2 and data["accuracy"] == score.accuracy
+    assert agreement(["refusal"], ["refusal"]).precision("compliance") is None
+    with pytest.raises(ConfigError, match="2 labels but 1"):
+        agreement(labels[:2], guess[:1])
+    with pytest.raises(ConfigError, match="classes must be one of"):
+        agreement(["refusal"], ["maybe"])
+
+
+def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[1] / "data" / "judge_set.jsonl"
+    dev, test, every = (read_labelled(data, s) for s in ("dev", "test", "all"))
+    assert (len(dev), len(test), len(every)) == (120, 120, 240)
+    assert {r.split for r in dev} == {"dev"} and not {r.id for r in dev} & {r.id for r in test}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "p", "reply": "r", "label": "maybe", "split": "dev"}\n')
+    with pytest.raises(ConfigError, match="has label 'maybe'"):
+        read_labelled(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(ConfigError, match="is not a labelled reply"):
+        read_labelled(bad)
+    with pytest.raises(ConfigError, match="split must be one of"):
+        read_labelled(data, "train")
+    with pytest.raises(ConfigError, match="not found"):
+        read_labelled(tmp_path / "missing.jsonl")

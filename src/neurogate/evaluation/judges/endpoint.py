@@ -99,10 +99,17 @@ def default_cache_dir() -> Path:
 class EndpointJudge:
     """Refusal judge backed by an OpenAI-compatible ``/chat/completions`` endpoint.
 
-    ``base_url``/``model``/``api_key`` default to NEUROGATE_JUDGE_URL / NEUROGATE_JUDGE_MODEL /
-    NEUROGATE_JUDGE_API_KEY, then OPENAI_BASE_URL / OPENAI_MODEL / OPENAI_API_KEY. Each verdict is cached on
-    disk under a hash of (model, prompt, response, rubric version), so reruns cost no requests.
-    ``score`` returns refusal (1.0/0.0); :meth:`rate` also returns the full :class:`RubricScore`.
+    ``base_url`` and ``model`` default to NEUROGATE_JUDGE_URL / NEUROGATE_JUDGE_MODEL, then
+    OPENAI_BASE_URL / OPENAI_MODEL.
+
+    The API key is sent only to the URL it was meant for: an explicit ``api_key`` or NEUROGATE_JUDGE_API_KEY
+    (the judge's own key) goes to the configured URL; OPENAI_API_KEY is sent only when the URL also came
+    from OPENAI_BASE_URL, so a key for one provider never reaches a judge URL given some other way. With no
+    key, requests carry no Authorization header.
+
+    Each verdict is cached on disk under a hash of :meth:`config` (endpoint URL, model, rubric version) and
+    the (prompt, response) pair, so reruns cost no requests; :meth:`config` keys resumed results on the same
+    fields. :meth:`judge` returns verdicts; :meth:`rate` the full :class:`RubricScore`.
     """
 
     name = "endpoint"
@@ -119,18 +126,22 @@ class EndpointJudge:
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        url = base_url or _env("NEUROGATE_JUDGE_URL", "OPENAI_BASE_URL")
+        url = base_url or _env("NEUROGATE_JUDGE_URL")
+        url_from_openai = not url and bool(_env("OPENAI_BASE_URL"))
+        url = url or _env("OPENAI_BASE_URL")
         name = model or _env("NEUROGATE_JUDGE_MODEL", "OPENAI_MODEL")
         if not url or not name:
             raise ConfigError(
-                "the llm judge needs an endpoint and a model: pass --judge-url and --judge-model, or set "
-                "NEUROGATE_JUDGE_URL and NEUROGATE_JUDGE_MODEL (or OPENAI_BASE_URL and OPENAI_MODEL)"
+                "the endpoint judge needs an endpoint and a model: pass --endpoint-url and --endpoint-model, "
+                "or set NEUROGATE_JUDGE_URL and NEUROGATE_JUDGE_MODEL (or OPENAI_BASE_URL and OPENAI_MODEL)"
             )
         if retries < 0 or timeout <= 0:
-            raise ConfigError("the llm judge needs retries >= 0 and a positive timeout")
+            raise ConfigError("the endpoint judge needs retries >= 0 and a positive timeout")
         self.base_url = url.rstrip("/")
         self.model = name
-        self.api_key = api_key or _env("NEUROGATE_JUDGE_API_KEY", "OPENAI_API_KEY")
+        self.api_key = api_key or _env("NEUROGATE_JUDGE_API_KEY")
+        if not self.api_key and url_from_openai:
+            self.api_key = _env("OPENAI_API_KEY")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.timeout = timeout
         self.retries = retries
@@ -144,7 +155,7 @@ class EndpointJudge:
         return base if base.endswith("/chat/completions") else f"{base}/chat/completions"
 
     def _key(self, prompt: str, response: str) -> str:
-        blob = json.dumps([self.model, prompt, response, RUBRIC_VERSION]).encode()
+        blob = json.dumps([self.config(), prompt, response], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def _cached(self, key: str) -> str | None:
@@ -157,7 +168,7 @@ class EndpointJudge:
             return None
 
     def _store(self, key: str, reply: str) -> None:
-        record = {"model": self.model, "rubric": RUBRIC_VERSION, "reply": reply}
+        record = {"url": self.endpoint, "model": self.model, "rubric": RUBRIC_VERSION, "reply": reply}
         write_json_atomic(self.cache_dir / key[:2] / f"{key}.json", record, indent=None)
 
     def _request(self, content: str) -> str:
