@@ -23,6 +23,7 @@ from neurogate.cli import app as cli
 from neurogate.errors import ConfigError
 from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import Condition
+from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from neurogate.evaluation.results import ConditionResult
 
 EvalOpt = Annotated[
@@ -46,7 +47,10 @@ JudgeOpt = Annotated[
 ]
 LocalJudgeOpt = Annotated[
     str | None,
-    typer.Option("--local-judge-model", help="Model the local judge runs (default: the evaluated model)."),
+    typer.Option(
+        "--local-judge-model",
+        help=f"Model the local judge runs (default: {DEFAULT_JUDGE_MODEL}, see docs/judges.md).",
+    ),
 ]
 EndpointUrlOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="Endpoint judge: base URL (or NEUROGATE_JUDGE_URL).")

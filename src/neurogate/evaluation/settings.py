@@ -8,6 +8,7 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.errors import ConfigError
+from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from neurogate.models.inputs import BatchSize, check_batch_size
 
 
@@ -16,8 +17,9 @@ class EvalSettings:
     """Shared by every condition of a run. ``max_new_tokens``: greedy reply length; ``kl_tokens``: reply
     positions the mean KL averages over; ``judges``: registry names of the judges that classify every
     reply, the primary (headline) judge first. ``local_judge_model``: the model the ``local`` judge runs
-    (default: the evaluated model itself, unsteered); ``endpoint_url``/``endpoint_model``: the server the
-    ``endpoint`` judge asks."""
+    (default: the one chosen on the labelled judge set, see docs/judges.md; ``None``: the evaluated model
+    itself, unsteered; the evaluated model is reused whenever it is the judge model);
+    ``endpoint_url``/``endpoint_model``: the server the ``endpoint`` judge asks."""
 
     max_new_tokens: int = 64
     batch_size: BatchSize = "auto"
@@ -26,7 +28,7 @@ class EvalSettings:
     kl_tokens: int = 16
     metric_batch_size: int = 8
     judges: tuple[str, ...] = ("keyword",)
-    local_judge_model: str | None = None
+    local_judge_model: str | None = DEFAULT_JUDGE_MODEL
     endpoint_url: str | None = None
     endpoint_model: str | None = None
 

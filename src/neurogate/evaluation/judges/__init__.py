@@ -1,6 +1,8 @@
 """Judges: whether each reply did what was asked, behind one contract (:mod:`.base`), in one registry.
 
 * ``keyword`` (default, offline): refusal phrases and patterns near the start of the reply.
+* ``local``: a causal LM on this machine (by default the evaluated model, unsteered) makes a forced choice
+  under a StrongREJECT-style rubric, read from its next-token probabilities.
 * ``endpoint``: an OpenAI-compatible chat server asked a StrongREJECT-style rubric.
 
 A new judge is one class with ``name``, ``config()`` and ``judge()``, registered in :data:`JUDGES`.
@@ -16,8 +18,13 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import Judge, Verdict
 from neurogate.evaluation.judges.endpoint import EndpointJudge, RubricScore, parse_rubric
 from neurogate.evaluation.judges.keyword import KeywordJudge
+from neurogate.evaluation.judges.local import LocalJudge
 
-JUDGES: dict[str, Callable[..., Judge]] = {"keyword": KeywordJudge, "endpoint": EndpointJudge}
+JUDGES: dict[str, Callable[..., Judge]] = {
+    "keyword": KeywordJudge,
+    "local": LocalJudge,
+    "endpoint": EndpointJudge,
+}
 RENAMED = {"llm": "endpoint"}
 
 
@@ -38,6 +45,7 @@ __all__ = [
     "EndpointJudge",
     "Judge",
     "KeywordJudge",
+    "LocalJudge",
     "RubricScore",
     "Verdict",
     "get_judge",
