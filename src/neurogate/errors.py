@@ -29,3 +29,7 @@ class CircuitError(NeurogateError):
 
 class ConfigError(NeurogateError):
     """An argument or configuration value is out of range or inconsistent."""
+
+
+class EndpointError(NeurogateError):
+    """A generation server (an OpenAI-compatible endpoint) could not be reached or refused a request."""

