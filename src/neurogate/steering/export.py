@@ -12,11 +12,9 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.models.loading import LoadedModel
-from neurogate.steering.fold import fold
+from neurogate.steering.fold import fold, writable_weight
 from neurogate.steering.output import check_finite, circuit_lines, staged_dir, write_meta
 
 logger = logging.getLogger(__name__)
@@ -49,8 +47,7 @@ def check_folded_finite(lm: LoadedModel, circuit: Circuit, multiplier: Multiplie
     """Raise before anything is written when a folded weight would overflow the model's dtype."""
     conv = lm.adapter.spec.layout == "conv1d"
     for layer, scale in circuit.scales(multiplier).items():
-        weight = lm.adapter.down_proj(layer).weight
-        assert isinstance(weight, torch.Tensor)
+        weight = writable_weight(lm.adapter.down_proj(layer), layer)
         index = scale.index.to(weight.device)
         columns = weight.index_select(0 if conv else 1, index).float()
         factor = scale.factor.to(weight.device).view((-1, 1) if conv else (1, -1))

@@ -26,6 +26,7 @@ from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
 from neurogate.models.devices import dtype_name, resolve_dtype
 from neurogate.models.loading import LoadedModel
+from neurogate.steering.fold import resident_weight
 from neurogate.steering.output import check_finite, circuit_lines, staged_dir, write_meta
 
 logger = logging.getLogger(__name__)
@@ -63,15 +64,15 @@ class LoraLayer:
 
 
 def lora_layers(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> list[LoraLayer]:
-    """The exact LoRA factors of folding ``multiplier`` into each circuit layer, on the CPU in float32."""
+    """The exact LoRA factors of folding ``multiplier`` into each circuit layer, on the CPU in float32.
+    Only the circuit's columns are read, from whichever device (or offloaded copy) holds each layer."""
     circuit.check_model(lm)
     names = {id(module): name for name, module in lm.model.named_modules()}
     conv = lm.adapter.spec.layout == "conv1d"
     out = []
     for layer, scale in circuit.scales(multiplier).items():
         module = lm.adapter.down_proj(layer)
-        weight = module.weight
-        assert isinstance(weight, torch.Tensor)
+        weight = resident_weight(module)
         k = int(scale.index.numel())
         rank = padded_rank(k)
         index = scale.index.to(weight.device)
