@@ -62,10 +62,14 @@ def test_adapter_layout_ranks_and_scaling(tmp_path: Path) -> None:
     out = export_lora(lm, circuit, {(0, 3): 0.0, (1, 20): 3.0}, tmp_path / "a")
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == config["lora_alpha"] == 32
-    assert config["rank_pattern"] == config["alpha_pattern"] == {
-        "model.layers.0.mlp.down_proj": 8,
-        "model.layers.2.mlp.down_proj": 8,
-    }
+    assert (
+        config["rank_pattern"]
+        == config["alpha_pattern"]
+        == {
+            "model.layers.0.mlp.down_proj": 8,
+            "model.layers.2.mlp.down_proj": 8,
+        }
+    )
     assert config["layers_to_transform"] == [0, 1, 2] and config["target_modules"] == ["mlp.down_proj"]
     tensors = load_file(str(out / "adapter_model.safetensors"))
     a = tensors["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"]
@@ -120,7 +124,9 @@ def test_zoo_adapter_greedy_replies_equal_fold_on_32_prompts(zoo_lm: LoadedModel
     plain = generate(zoo_lm, prompts, max_new_tokens=24)
     with fold(zoo_lm, circuit, 0.0):
         folded = generate(zoo_lm, prompts, max_new_tokens=24)
-    peft_model = PeftModel.from_pretrained(zoo_lm.model, str(export_lora(zoo_lm, circuit, 0.0, tmp_path / "a")))
+    peft_model = PeftModel.from_pretrained(
+        zoo_lm.model, str(export_lora(zoo_lm, circuit, 0.0, tmp_path / "a"))
+    )
     try:
         served = generate(zoo_lm, prompts, max_new_tokens=24)  # the PEFT wrapper patched the modules in place
     finally:

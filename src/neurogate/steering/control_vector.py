@@ -77,5 +77,5 @@ def read_control_vector(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
         prefix, _, number = tensor.name.partition(".")
         if prefix != "direction" or not number.isdigit():
             continue
-        out[int(number)] = np.asarray(tensor.data, dtype=np.float32).reshape(-1)
+        out[int(number)] = np.array(tensor.data, dtype=np.float32).reshape(-1)
     return out
