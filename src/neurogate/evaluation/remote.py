@@ -25,7 +25,7 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -238,3 +238,25 @@ def _first_model(endpoint: Endpoint) -> str:
     if not names:
         raise EndpointError(f"{endpoint.base_url} serves no model")
     return names[0]
+
+
+def wait_until_ready(
+    endpoint: Endpoint | str, timeout: float = 300.0, alive: Callable[[], bool] | None = None
+) -> list[str]:
+    """Poll ``GET /models`` until the server answers (a starting vLLM takes about a minute on CPU) and
+    return the served names; raise :class:`EndpointError` after ``timeout`` seconds, or as soon as
+    ``alive()`` (e.g. "the server process still runs") turns false."""
+    base = endpoint.base_url if isinstance(endpoint, Endpoint) else endpoint
+    probe = Endpoint(base, retries=0, timeout=10.0, api_key=getattr(endpoint, "api_key", None))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return served_models(probe)
+        except EndpointError as exc:
+            if alive is not None and not alive():
+                raise EndpointError(f"the server at {base} stopped before it was ready") from exc
+            if time.monotonic() > deadline:
+                raise EndpointError(
+                    f"the server at {base} was not ready after {timeout:g} s ({exc})"
+                ) from exc
+        time.sleep(1.0)
