@@ -7,16 +7,14 @@ Needs ``.venv-vllm`` (``make vllm``; ``make test-all`` creates it). One server s
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from neurogate.discovery.circuit import Circuit
-from neurogate.evaluation.remote import Endpoint, generate_remote, wait_until_ready
+from neurogate.evaluation.remote import Endpoint, generate_remote, local_server
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.prompts import load as load_prompts
@@ -38,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VllmPlan, LoadedModel, Circuit]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, LoadedModel, Circuit]]:
     if not VLLM_PYTHON.is_file():
         pytest.skip(f"vLLM is not installed at {VLLM_PYTHON}: run `make vllm` to create .venv-vllm")
     lm = load_model(ZOO, dtype="float32", device="cpu")
@@ -54,25 +52,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VllmPlan,
         dtype="float32",
         max_model_len=1024,
     )
-    log = (folder / "vllm.log").open("w")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
-    proc = subprocess.Popen(
-        plan.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    try:
-        wait_until_ready(plan.base_url, timeout=420, alive=lambda: proc.poll() is None)
-        yield plan, lm, circuit
-    except Exception:
-        log.flush()
-        print((folder / "vllm.log").read_text()[-3000:])
-        raise
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with local_server(plan, folder / "vllm.log", env={"VLLM_CPU_KVCACHE_SPACE": "2"}) as endpoint:
+        yield endpoint, lm, circuit
 
 
 def differences(a: list[Generation], b: list[Generation]) -> list[str]:
@@ -84,11 +65,10 @@ def differences(a: list[Generation], b: list[Generation]) -> list[str]:
 
 
 def test_vllm_lora_replies_equal_neurogate_steered_replies(
-    served: tuple[VllmPlan, LoadedModel, Circuit],
+    served: tuple[Endpoint, LoadedModel, Circuit],
 ) -> None:
-    plan, lm, circuit = served
+    endpoint, lm, circuit = served
     prompts = [*load_prompts("builtin:harmful", limit=6), *load_prompts("builtin:benign", limit=4)]
-    endpoint = Endpoint(plan.base_url, concurrency=8)
     base = generate_remote(endpoint, prompts, model="base", max_new_tokens=MAX_NEW)
     steered = generate_remote(endpoint, prompts, model=adapter_name(0.0), max_new_tokens=MAX_NEW)
     local_base = generate(lm, prompts, max_new_tokens=MAX_NEW)

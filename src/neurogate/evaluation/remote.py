@@ -25,14 +25,17 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from neurogate.errors import ConfigError, EndpointError
 from neurogate.models.generation import Generation
 from neurogate.progress import progress_bar
+from neurogate.steering.serving import VllmPlan, stop_server
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 VLLM_EXTRAS: Mapping[str, Any] = {"return_token_ids": True, "repetition_penalty": 1.0}
@@ -260,3 +263,22 @@ def wait_until_ready(
                     f"the server at {base} was not ready after {timeout:g} s ({exc})"
                 ) from exc
         time.sleep(1.0)
+
+
+@contextmanager
+def local_server(
+    plan: VllmPlan, log: Path, *, env: dict[str, str] | None = None, timeout: float = 420.0
+) -> Iterator[Endpoint]:
+    """Run the vLLM server of ``plan`` for the duration of the block and yield its endpoint once it
+    answers; the server (and its workers) is stopped however the block ends. Its output goes to ``log``;
+    the end of the log is part of the error when it fails to start."""
+    proc = plan.start(log, env)
+    try:
+        try:
+            wait_until_ready(plan.base_url, timeout=timeout, alive=lambda: proc.poll() is None)
+        except EndpointError as exc:
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            raise EndpointError(f"{exc}; the end of its log ({log}):\n{tail}") from None
+        yield Endpoint(plan.base_url, concurrency=64)
+    finally:
+        stop_server(proc)

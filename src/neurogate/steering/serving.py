@@ -10,7 +10,10 @@ vLLM's LoRA kernels cost more than they save; on GPUs the LoRA path batches many
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +71,30 @@ class VllmPlan:
     def shell(self) -> str:
         """:meth:`command` as one copy-paste shell line."""
         return shlex.join(self.command())
+
+    def start(self, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the server in its own process group, its output going to ``log``; stop it with
+        :func:`stop_server`. ``env`` adds to the environment (e.g. ``VLLM_CPU_KVCACHE_SPACE``)."""
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """Stop a server started by :meth:`VllmPlan.start` and the workers it spawned (its process group)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def engine_rank(rank: int) -> int:
