@@ -15,24 +15,23 @@ from neurogate.cli.serve import default_python
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
-from neurogate.models.tiny import tiny_lm, tiny_model, tiny_tokenizer
+from neurogate.models.tiny import tiny_lm
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> dict[str, str]:
-    model_dir = tmp_path / "model"
-    tiny_model("llama").save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    """A tiny Llama saved as a model directory, a 30-neuron circuit on it, and residual directions."""
     lm = tiny_lm("llama")
-    neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer in range(3) for index in range(0, 30, 3)]
-    circuit = Circuit(neurons=neurons, model={"spec": str(model_dir), "shape": lm.shape})
-    directions = ResidualDirections(
-        diffs=lm.model.model.embed_tokens.weight[:3].detach().clone(), best_layer=1, separation=[0.5] * 3
-    )
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    picks = [Neuron(i % 3, 3 * (i // 3), 1.0, 1.0, 1.0, 0.0) for i in range(30)]
+    circuit = Circuit(neurons=picks, model={"spec": "tiny", "shape": lm.shape})
+    diffs = lm.model.model.embed_tokens.weight[:3].detach().clone()
+    directions = ResidualDirections(diffs=diffs, best_layer=1, separation=[0.5] * 3)
     return {
-        "model": str(model_dir),
+        "model": str(tmp_path / "model"),
         "circuit": str(circuit.save(tmp_path / "circuit.json")),
         "directions": str(directions.save(tmp_path / "directions.safetensors")),
     }

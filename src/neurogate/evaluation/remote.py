@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from neurogate.errors import ConfigError, EndpointError
-from neurogate.models.generation import Generation
+from neurogate.models.generation import Generation, check_sampling
 from neurogate.progress import progress_bar
 from neurogate.steering.serving import VllmPlan, stop_server
 
@@ -169,10 +169,7 @@ def sampling_options(
     max_new_tokens: int, greedy: bool, temperature: float, top_p: float, seed: int, stop_at_eos: bool
 ) -> dict[str, Any]:
     """The request fields for these generation options (greedy is temperature 0)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
-    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
-        raise ConfigError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    check_sampling(max_new_tokens, greedy, temperature, top_p)
     options: dict[str, Any] = {"max_tokens": max_new_tokens, "seed": seed}
     options.update(
         {"temperature": 0.0, "top_p": 1.0} if greedy else {"temperature": temperature, "top_p": top_p}
