@@ -123,3 +123,22 @@ def test_zoo_lists_the_four_models_with_hashes() -> None:
     assert zoo.DEFAULT_MODEL in zoo.ZOO and zoo.TEST_MODEL in zoo.ZOO
     assert all(len(m.sha256) == 64 for m in zoo.ZOO.values())
     assert len(zoo.ZOO["qwen2.5-coder-1.5b-instruct"].parts) == 22
+
+
+def test_pull_keeps_the_gguf_and_ensure_gguf_fetches_a_missing_one(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    path = zoo.pull("fake")
+    assert (path / "fake.gguf").read_bytes() == fake_zoo[1] == zoo.ensure_gguf("fake").read_bytes()
+    (path / "fake.gguf").unlink()  # a model directory pulled before GGUFs were kept
+    monkeypatch.setattr(
+        zoo, "pull", lambda *a, **k: pytest.fail("the model is pulled; only the GGUF is missing")
+    )
+    assert zoo.ensure_gguf("fake") == path / "fake.gguf"
+    assert (path / "fake.gguf").read_bytes() == fake_zoo[1]
+    assert [p.name for p in path.parent.iterdir()] == ["fake"]  # no work folders left behind
