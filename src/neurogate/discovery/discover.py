@@ -84,7 +84,8 @@ def discover(
     if evidence is None:
         evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
     _check_evidence(evidence, lm, cfg)
-    scores, diff = score(evidence, cfg.score)
+    scores, _signed = score(evidence, cfg.score, lm=lm, sign=cfg.sign)
+    diff = evidence.diff
     plain = select_top(scores, top_k=k, exclude_layers=layers)
     universal: set[tuple[int, int]] = set()
     if cfg.universal_filter:
@@ -105,7 +106,6 @@ def discover(
         "universal_removed": removed,
         "universal_total": len(universal),
         "site": SITE,
-        "position": "last prompt token",
     }
     circuit = Circuit(
         neurons=_neurons(chosen, scores, diff, evidence),
