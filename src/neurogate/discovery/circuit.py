@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -37,10 +37,16 @@ Multiplier = float | Mapping[tuple[int, int], float] | torch.Tensor
 
 @dataclass(frozen=True)
 class LayerScale:
-    """Neurons of one layer and the factor for each (``index`` and ``factor`` have the same length)."""
+    """Neurons of one layer, the factor for each, and an optional offset: each neuron becomes
+    ``factor * a + offset`` (``index``, ``factor`` and ``offset`` have the same length)."""
 
     index: torch.Tensor  # long [k]
     factor: torch.Tensor  # float32 [k]
+    offset: torch.Tensor | None = None  # float32 [k]
+
+
+Toward = Literal["zero", "mean"]
+"""What ``m = 0`` sets a neuron to: zero (ablation), or its mean on the negative prompts (mean-ablation)."""
 
 
 @dataclass(frozen=True)
@@ -278,22 +284,34 @@ class Circuit:
             raise ConfigError(f"multipliers must be finite numbers, got {bad[0]}")
         return values
 
-    def scales(self, multiplier: Multiplier) -> dict[int, LayerScale]:
-        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit."""
-        grouped: dict[int, tuple[list[int], list[float]]] = {}
+    def scales(self, multiplier: Multiplier, toward: Toward = "zero") -> dict[int, LayerScale]:
+        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit. With
+        ``toward="mean"`` each neuron ``a`` becomes ``m * a + (1 - m) * mean_neg`` (so ``m = 0`` sets it to
+        its mean on the negative prompts) instead of ``m * a``."""
+        if toward not in ("zero", "mean"):
+            raise ConfigError(f"toward must be 'zero' or 'mean', got {toward!r}")
+        grouped: dict[int, tuple[list[int], list[float], list[float]]] = {}
         for neuron, m in zip(self.neurons, self.factors(multiplier), strict=True):
-            idx, fac = grouped.setdefault(neuron.layer, ([], []))
+            idx, fac, off = grouped.setdefault(neuron.layer, ([], [], []))
             idx.append(neuron.index)
             fac.append(m)
+            off.append((1.0 - m) * neuron.mean_neg)
         return {
-            layer: LayerScale(torch.tensor(idx, dtype=torch.long), torch.tensor(fac, dtype=torch.float32))
-            for layer, (idx, fac) in sorted(grouped.items())
+            layer: LayerScale(
+                torch.tensor(idx, dtype=torch.long),
+                torch.tensor(fac, dtype=torch.float32),
+                torch.tensor(off, dtype=torch.float32) if toward == "mean" else None,
+            )
+            for layer, (idx, fac, off) in sorted(grouped.items())
         }
 
-    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0) -> Handle:
-        """Multiply each neuron's activation by ``multiplier`` at every position, through hooks, until the
-        returned :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0``
-        ablates. Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
+    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0, toward: Toward = "zero") -> Handle:
+        """Multiply each neuron's activation by ``multiplier`` at every position (``toward="mean"``: move it
+        toward its negative-prompt mean instead of toward zero), through hooks, until the returned
+        :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0`` ablates.
+        Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
         self.check_model(lm)
-        scales = {layer: (s.index, s.factor) for layer, s in self.scales(multiplier).items()}
+        scales = {
+            layer: (s.index, s.factor, s.offset) for layer, s in self.scales(multiplier, toward).items()
+        }
         return scale_neurons(lm, scales, label=f"steer {len(self)} neurons")

@@ -15,7 +15,8 @@ import torch
 
 @dataclass
 class SiteStats:
-    """Count, mean and sum of squared deviations (``m2``) per unit, ``[n_layers, width]`` float64 each.
+    """Count, mean, sum of squared deviations (``m2``) and mean absolute value (``abs_mean``, the unit's
+    typical magnitude) per unit, ``[n_layers, width]`` float64 each.
 
     ``resolution``: the relative precision of the activations' dtype (``torch.finfo(dtype).eps``).
     Memory is fixed by the model's shape, however many prompts are added.
@@ -24,6 +25,7 @@ class SiteStats:
     n: int
     mean: torch.Tensor
     m2: torch.Tensor
+    abs_mean: torch.Tensor
     resolution: float = 2.0**-23
 
     @classmethod
@@ -31,12 +33,11 @@ class SiteStats:
         cls, n_layers: int, width: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> SiteStats:
         shape = (n_layers, width)
-        return cls(
-            0,
-            torch.zeros(shape, dtype=torch.float64, device=device),
-            torch.zeros(shape, dtype=torch.float64, device=device),
-            float(torch.finfo(dtype).eps),
-        )
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(shape, dtype=torch.float64, device=device)
+
+        return cls(0, zeros(), zeros(), zeros(), float(torch.finfo(dtype).eps))
 
     def update(self, values: torch.Tensor) -> None:
         """Add a batch of per-prompt values ``[batch, n_layers, width]``."""
@@ -52,6 +53,7 @@ class SiteStats:
         delta = batch_mean - self.mean
         self.mean += delta * (k / total)
         self.m2 += batch_m2 + delta.square() * (self.n * k / total)
+        self.abs_mean += (x.abs().mean(0) - self.abs_mean) * (k / total)
         self.n = total
 
     @property
@@ -67,4 +69,19 @@ class SiteStats:
         return (self.resolution * self.mean.abs()).square() + 1e-12
 
     def to(self, device: torch.device | str) -> SiteStats:
-        return SiteStats(self.n, self.mean.to(device), self.m2.to(device), self.resolution)
+        return SiteStats(
+            self.n, self.mean.to(device), self.m2.to(device), self.abs_mean.to(device), self.resolution
+        )
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The statistics as named tensors (for saving)."""
+        return {f"{prefix}.mean": self.mean, f"{prefix}.m2": self.m2, f"{prefix}.abs_mean": self.abs_mean}
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], prefix: str, n: int, resolution: float
+    ) -> SiteStats:
+        """The inverse of :meth:`tensors`."""
+        return cls(
+            n, tensors[f"{prefix}.mean"], tensors[f"{prefix}.m2"], tensors[f"{prefix}.abs_mean"], resolution
+        )
