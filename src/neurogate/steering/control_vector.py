@@ -4,7 +4,7 @@ llama.cpp adds tensor ``direction.{L}`` (float32, ``[n_embd]``) to the residual 
 decoder layer ``L`` (counted from 0, as neurogate counts), at every position; it has no slot for layer 0.
 CAA at strength ``s`` subtracts ``s * v`` after layer ``L`` at every position, so the file holds
 ``direction.{L} = -s * v`` and nothing else (llama.cpp treats missing layers as zero). ``--control-vector``
-applies it as exported; ``--control-vector-scaled FILE k`` applies ``k`` times it.
+applies it as exported; ``--control-vector-scaled FILE:k`` applies ``k`` times it.
 """
 
 from __future__ import annotations
