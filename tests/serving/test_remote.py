@@ -194,3 +194,11 @@ def test_unreachable_server_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match="wrap a single prompt"):
         generate_remote("http://127.0.0.1:8000/v1", "a", model="x")
     assert generate_remote("http://127.0.0.1:8000/v1", [], model="x") == []
+
+
+def test_a_slow_answer_is_an_error_not_a_retry(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.delay = 0.5
+    with pytest.raises(EndpointError, match=r"did not answer within 0.1 s"):
+        generate_remote(Endpoint(url, timeout=0.1, retries=3), ["a"], model="base")
+    assert len(script.bodies) == 1  # a busy server is not sent the same request again

@@ -113,8 +113,15 @@ def request(endpoint: Endpoint, path: str, body: Mapping[str, Any] | None = None
             if exc.code not in RETRY_STATUS:
                 raise EndpointError(f"{url} answered HTTP {exc.code}: {message or exc.reason}") from None
             last = f"HTTP {exc.code}: {message or exc.reason}"
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except TimeoutError:  # the server is busy, not gone: sending the request again adds to its load
+            raise EndpointError(
+                f"{url} did not answer within {endpoint.timeout:g} s; raise Endpoint.timeout for long "
+                "generations or lower concurrency"
+            ) from None
+        except (urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise EndpointError(f"{url} did not answer within {endpoint.timeout:g} s") from None
             last = f"{type(reason).__name__}: {reason}"
         except ValueError as exc:
             raise EndpointError(f"{url} did not answer with JSON ({exc})") from None
@@ -217,19 +224,18 @@ def generate_remote(
         data = request(ep, path, _body(prompts[i], name, options, chat, system_prompt))
         results[i] = _generation(prompts[i], data, chat, tokenizer)
 
-    with (
-        progress_bar(progress, len(prompts), f"generating via {name}") as tick,
-        ThreadPoolExecutor(max_workers=min(ep.concurrency, len(prompts))) as pool,
-    ):
-        pending: set[Future[None]] = {pool.submit(one, i) for i in range(len(prompts))}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            tick(len(done))
-            failed = next((f for f in done if f.exception() is not None), None)
-            if failed is not None:
-                for f in pending:
-                    f.cancel()
-                raise failed.exception()  # type: ignore[misc]
+    pool = ThreadPoolExecutor(max_workers=min(ep.concurrency, len(prompts)))
+    try:
+        with progress_bar(progress, len(prompts), f"generating via {name}") as tick:
+            pending: set[Future[None]] = {pool.submit(one, i) for i in range(len(prompts))}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                tick(len(done))
+                failed = next((f for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    raise failed.exception()  # type: ignore[misc]
+    finally:  # on an error or Ctrl-C, drop the queued requests and do not wait for those in flight
+        pool.shutdown(wait=False, cancel_futures=True)
     return [r for r in results if r is not None]
 
 
