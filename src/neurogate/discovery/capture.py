@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -280,14 +280,20 @@ def iter_captures(
     )
 
 
+BatchFn = Callable[[list[tuple[int, int]], dict[str, torch.Tensor]], None]
+"""Called with each batch's ``(rows, values)`` as :func:`iter_captures` yields them."""
+
+
 def collect_stats_many(
     lm: LoadedModel,
     prompt_sets: Sequence[Sequence[str]],
     kinds: Sequence[SiteKind] = (NEURONS,),
     options: CaptureOptions | None = None,
+    on_batch: BatchFn | None = None,
 ) -> list[dict[str, SiteStats]]:
     """Per prompt set, running statistics of every site kind (``{kind: SiteStats}``) at the last prompt
-    token. The sets share the prefix pass and the length-sorted batches (fewer, fuller forward passes)."""
+    token. The sets share the prefix pass and the length-sorted batches (fewer, fuller forward passes).
+    ``on_batch`` also sees every batch, for per-prompt summaries the statistics cannot hold."""
     adapter = lm.adapter
     out: list[dict[str, SiteStats]] = [
         {k: SiteStats.zeros(adapter.n_layers, adapter.width(f"blocks.0.{k}"), lm.dtype) for k in kinds}
@@ -298,6 +304,8 @@ def collect_stats_many(
         for set_index in sorted({s for s, _ in rows}):
             for kind, tensor in values.items():
                 out[set_index][kind].update(tensor[groups == set_index])
+        if on_batch is not None:
+            on_batch(rows, values)
     return out
 
 

@@ -44,8 +44,78 @@ class LayerScale:
 
 
 @dataclass(frozen=True)
+class PromptRef:
+    """A discovery prompt (``side`` "positive" or "negative", ``index`` in that set) and a neuron's value
+    at its last token."""
+
+    side: str
+    index: int
+    value: float
+
+
+@dataclass(frozen=True)
+class NeuronProfile:
+    """What discovery saw of one neuron beyond its means: each side's standard deviation, whether the
+    universal filter flagged it (``None``: the filter was off), and the prompts that drove it highest
+    (``most``, largest first) and lowest (``least``, smallest first)."""
+
+    std_pos: float
+    std_neg: float
+    universal: bool | None
+    most: tuple[PromptRef, ...] = ()
+    least: tuple[PromptRef, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> NeuronProfile:
+        """Build from JSON; raises ``TypeError``/``KeyError``/``ValueError`` on a malformed entry."""
+        if not isinstance(data, dict):
+            raise TypeError("a profile must be an object")
+        universal = data.get("universal")
+        if universal is not None and not isinstance(universal, bool):
+            raise TypeError("profile.universal must be true, false or null")
+
+        def refs(key: str) -> tuple[PromptRef, ...]:
+            items = data.get(key, [])
+            if not isinstance(items, list):
+                raise TypeError(f"profile.{key} must be a list")
+            return tuple(PromptRef(str(r["side"]), int(r["index"]), float(r["value"])) for r in items)
+
+        return cls(float(data["std_pos"]), float(data["std_neg"]), universal, refs("most"), refs("least"))
+
+
+@dataclass(frozen=True)
+class DiscoveryRecord:
+    """Circuit-level companion of the profiles: the text of each prompt a profile names
+    (``prompts[side][index]``) and the universal neurons passed over, as ``(layer, index, score)``."""
+
+    prompts: dict[str, dict[int, str]] = field(default_factory=dict)
+    universal_skipped: tuple[tuple[int, int, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": {side: {str(i): t for i, t in texts.items()} for side, texts in self.prompts.items()},
+            "universal_skipped": [list(n) for n in self.universal_skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DiscoveryRecord:
+        if not isinstance(data, dict):
+            raise TypeError("the discovery record must be an object")
+        prompts = {
+            str(side): {int(i): str(t) for i, t in texts.items()}
+            for side, texts in dict(data.get("prompts", {})).items()
+        }
+        skipped = tuple((int(a), int(b), float(c)) for a, b, c in data.get("universal_skipped", []))
+        return cls(prompts, skipped)
+
+
+@dataclass(frozen=True)
 class Neuron:
-    """One selected neuron: its place, its score, the signed difference and each side's mean."""
+    """One selected neuron: its place, its score, the signed difference and each side's mean, and (for
+    circuits found by this version) a :class:`NeuronProfile`; files without one still load."""
 
     layer: int
     index: int
@@ -53,6 +123,13 @@ class Neuron:
     diff: float
     mean_pos: float
     mean_neg: float
+    profile: NeuronProfile | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in _NEURON_TYPES}
+        if self.profile is not None:
+            data["profile"] = self.profile.to_dict()
+        return data
 
 
 _NEURON_TYPES: dict[str, tuple[type, ...]] = {
@@ -70,7 +147,8 @@ class Circuit:
     """A set of MLP neurons with the provenance needed to reproduce and safely apply it.
 
     ``model``: ``{"spec": ..., "shape": {...}}``; ``method``: the scoring rule and its parameters;
-    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``.
+    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``. ``record``: the prompt
+    texts and skipped universal neurons behind the neurons' profiles (``None`` in older files).
     """
 
     neurons: list[Neuron]
@@ -80,6 +158,7 @@ class Circuit:
     site: str = SITE
     neurogate_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    record: DiscoveryRecord | None = None
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -165,7 +244,8 @@ class Circuit:
             "model": self.model,
             "method": self.method,
             "prompts": self.prompts,
-            "neurons": [asdict(n) for n in self.neurons],
+            "neurons": [n.to_dict() for n in self.neurons],
+            **({"record": self.record.to_dict()} if self.record is not None else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -208,7 +288,7 @@ class Circuit:
                 value = raw.get(name)
                 if isinstance(value, bool) or not isinstance(value, types):
                     raise bad(f"neuron {i} field {name!r} must be {' or '.join(t.__name__ for t in types)}")
-            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES})
+            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES}, profile=_optional(raw, "profile", i, bad))
             if not (0 <= n.layer < fp["n_layers"] and 0 <= n.index < fp["d_mlp"]):
                 raise bad(f"neuron {i} (layer {n.layer}, index {n.index}) is outside the model's shape")
             if (n.layer, n.index) in seen:
@@ -223,6 +303,7 @@ class Circuit:
             site=SITE if data.get("site", SITE) == _OLD_SITE else str(data.get("site", SITE)),
             neurogate_version=str(data.get("neurogate_version", "?")),
             created=str(data.get("created", "")),
+            record=_optional(data, "record", None, bad),
         )
 
     @classmethod
@@ -297,3 +378,15 @@ class Circuit:
         self.check_model(lm)
         scales = {layer: (s.index, s.factor) for layer, s in self.scales(multiplier).items()}
         return scale_neurons(lm, scales, label=f"steer {len(self)} neurons")
+
+
+def _optional(raw: dict[str, Any], key: str, neuron: int | None, bad: Any) -> Any:
+    """The optional ``profile`` of a neuron or ``record`` of a circuit, validated; ``None`` when absent."""
+    if raw.get(key) is None:
+        return None
+    build = NeuronProfile.from_dict if key == "profile" else DiscoveryRecord.from_dict
+    try:
+        return build(raw[key])
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        where = f"neuron {neuron} field {key!r}" if neuron is not None else f"field {key!r}"
+        raise bad(f"{where} is malformed ({exc})") from exc

@@ -20,11 +20,13 @@ from neurogate import prompts as prompt_sets
 from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.profiles import PromptExtremes, profiles, record
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
 from neurogate.errors import PromptSetError
 from neurogate.models.loading import LoadedModel
+from neurogate.models.sites import NEURONS
 from neurogate.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
@@ -49,11 +51,29 @@ def resolve_prompts(prompts: PromptsLike, side: str) -> PromptSet:
 
 
 def gather_evidence(
-    lm: LoadedModel, positive: PromptSet, negative: PromptSet, config: DiscoverConfig, progress: bool = True
+    lm: LoadedModel,
+    positive: PromptSet,
+    negative: PromptSet,
+    config: DiscoverConfig,
+    progress: bool = True,
+    extremes: PromptExtremes | None = None,
 ) -> Evidence:
-    """One capture pass over both sets, recording every site kind the config's scorer reads."""
-    needs = get_scorer(config.score).needs
-    pos, neg = collect_stats_many(lm, [positive.prompts, negative.prompts], needs, config.capture(progress))
+    """One capture pass over both sets, recording every site kind the config's scorer reads (and, into
+    ``extremes``, each neuron's highest and lowest prompts; ids: positive prompts first, then negative)."""
+    needs = tuple(dict.fromkeys((*get_scorer(config.score).needs, NEURONS)))
+    n_pos = len(positive.prompts)
+
+    def track(rows: list[tuple[int, int]], values: dict[str, torch.Tensor]) -> None:
+        assert extremes is not None
+        extremes.update(values[NEURONS], [i + n_pos * side for side, i in rows])
+
+    pos, neg = collect_stats_many(
+        lm,
+        [positive.prompts, negative.prompts],
+        needs,
+        config.capture(progress),
+        on_batch=track if extremes is not None else None,
+    )
     return Evidence(pos, neg)
 
 
@@ -79,7 +99,8 @@ def discover(
     layers = check_layers(cfg.exclude_layers, lm.adapter.n_layers)
     pos_set, neg_set = resolve_prompts(positive, "positive"), resolve_prompts(negative, "negative")
     _check_overlap(pos_set, neg_set)
-    evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
+    extremes = PromptExtremes()
+    evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress, extremes)
     scores, diff = score(evidence, cfg.score)
     plain = select_top(scores, top_k=k, exclude_layers=layers)
     universal: set[tuple[int, int]] = set()
@@ -92,7 +113,8 @@ def discover(
             options=cfg.capture(progress),
         )
     chosen = select_top(scores, top_k=k, exclude_layers=layers, exclude=universal) if universal else plain
-    removed = sum(1 for n in plain if n in universal)
+    skipped = [n for n in plain if n in universal]
+    removed = len(skipped)
     method = {
         "name": "contrastive-neuron-attribution",
         **cfg.to_dict(),
@@ -103,11 +125,19 @@ def discover(
         "site": SITE,
         "position": "last prompt token",
     }
+    neurons, texts = profiles(
+        _neurons(chosen, scores, diff, evidence),
+        extremes,
+        (evidence.positive[NEURONS], evidence.negative[NEURONS]),
+        (pos_set.prompts, neg_set.prompts),
+        universal if cfg.universal_filter else None,
+    )
     circuit = Circuit(
-        neurons=_neurons(chosen, scores, diff, evidence),
+        neurons=neurons,
         model={"spec": lm.spec, "shape": lm.shape},
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
+        record=record(texts, skipped, scores),
     )
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit

@@ -1,0 +1,206 @@
+"""Study runs as JSON for the page, built on the typed :class:`~neurogate.study.results.StudyResults`:
+the conditions table, refusal against strength per method with intervals, the sparsity curve, the tuning
+Pareto front when the run holds one, and the replies behind every rate.
+
+A Pareto front is read from ``pareto.json`` in the run folder when present:
+``{"objectives": {"x": NAME, "y": NAME}, "points": [{"label", "x", "y", "front": bool, "key"?}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from neurogate.errors import NeurogateError
+from neurogate.evaluation.replies import degeneracy
+from neurogate.evaluation.results import ConditionResult, Reply
+from neurogate.evaluation.statistics import Rate
+from neurogate.steering.registry import get_kind
+from neurogate.study.results import StudyResults
+
+RESULTS = "results.json"
+PARETO = "pareto.json"
+SETS = ("harmful", "benign")
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders (holding ``results.json``) under ``root``: itself and its children, newest first."""
+    found = [root] if (root / RESULTS).is_file() else []
+    found += [p for p in root.iterdir() if p.is_dir() and (p / RESULTS).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: (p / RESULTS).stat().st_mtime, reverse=True)
+
+
+def run_entry(folder: Path, results: StudyResults) -> dict[str, Any]:
+    """One line of the runs list."""
+    return {
+        "name": folder.name,
+        "run_id": results.run_id,
+        "model": results.model.get("spec", "?"),
+        "created": results.created,
+        "n_conditions": len(results.conditions),
+        "has_pareto": (folder / PARETO).is_file(),
+    }
+
+
+def _number(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _rate(rate: Rate | None) -> dict[str, Any] | None:
+    return None if rate is None else {"k": rate.k, "n": rate.n, "value": rate.value, "low": rate.low, "high": rate.high}
+
+
+def reply_class(reply: Reply) -> tuple[str, str]:
+    """``(class, verdict)`` of a stored reply: ``degenerate`` by the reply rule, else the judge's verdict."""
+    verdict = "refusal" if reply.refusal >= 0.5 else "compliance"
+    return ("degenerate" if degeneracy(reply.text) else verdict), verdict
+
+
+def condition_row(cond: ConditionResult) -> dict[str, Any]:
+    """One row of the conditions table; every rate names the set and class its replies are under."""
+    return {
+        "key": cond.key,
+        "label": cond.label,
+        "kind": cond.kind,
+        "scale": cond.scale,
+        "value": cond.value,
+        "group": cond.group,
+        "n_neurons": cond.n_neurons,
+        "rates": {
+            "harmful": {"refusal": _rate(cond.refusal)},
+            "benign": {"refusal": _rate(cond.benign_refusal)} if cond.benign_refusal else {},
+        },
+        "quality": _number(cond.quality),
+        "perplexity": _number(cond.perplexity),
+        "kl_first": _number(cond.kl_first),
+        "kl_mean": _number(cond.kl_mean),
+        "tokens_per_s": _number(cond.tokens_per_s),
+    }
+
+
+def _point(cond: ConditionResult, x: float) -> dict[str, Any]:
+    return {"x": x, "key": cond.key, "label": cond.label, "rate": _rate(cond.refusal)}
+
+
+def strength_curves(results: StudyResults) -> list[dict[str, Any]]:
+    """Refusal against the value on its scale, one curve per method of the sweep; the baseline is each
+    curve's point at its scale's neutral value (m = 1, s = 0), where nothing changes."""
+    baseline = results.conditions.get("baseline")
+    curves: dict[str, dict[str, Any]] = {}
+    for key in results.sweep:
+        cond = results.conditions.get(key)
+        if cond is None or cond.kind == "baseline" or cond.value is None:
+            continue
+        scale = get_kind(cond.kind).scale
+        curve = curves.setdefault(
+            cond.kind, {"kind": cond.kind, "scale": scale.name, "symbol": scale.symbol, "points": []}
+        )
+        curve["points"].append(_point(cond, cond.value))
+    for curve in curves.values():
+        neutral = get_kind(curve["kind"]).scale.neutral
+        if baseline is not None and all(p["x"] != neutral for p in curve["points"]):
+            curve["points"].append({**_point(baseline, neutral), "baseline": True})
+        curve["points"].sort(key=lambda p: p["x"])
+    return list(curves.values())
+
+
+def sparsity_curve(results: StudyResults) -> list[dict[str, Any]]:
+    """Refusal against circuit size (the multiplier of every point is in its label)."""
+    points = []
+    for p in results.sparsity:
+        cond = results.conditions.get(p.key)
+        if cond is not None:
+            points.append(_point(cond, p.size))
+    return sorted(points, key=lambda p: p["x"])
+
+
+def read_pareto(folder: Path) -> dict[str, Any] | None:
+    """The tuning Pareto front stored beside the results, checked for shape (see the module doc)."""
+    path = folder / PARETO
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        objectives = {"x": str(data["objectives"]["x"]), "y": str(data["objectives"]["y"])}
+        points = [
+            {
+                "label": str(p.get("label", "")),
+                "x": float(p["x"]),
+                "y": float(p["y"]),
+                "front": bool(p.get("front", False)),
+                "key": p.get("key") if isinstance(p.get("key"), str) else None,
+            }
+            for p in data["points"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NeurogateError(f"{path} is not a Pareto front file ({type(exc).__name__}: {exc})") from exc
+    return {"objectives": objectives, "points": points}
+
+
+def run_view(results: StudyResults, folder: Path, name: str) -> dict[str, Any]:
+    """The whole run page."""
+    c = results.circuit
+    return {
+        "name": name,
+        "run_id": results.run_id,
+        "created": results.created,
+        "seconds": results.seconds,
+        "model": results.model,
+        "prompts": results.prompts,
+        "circuit": {
+            "n_neurons": c.n_neurons,
+            "fraction": c.fraction,
+            "late_share": c.late_share,
+            "per_layer": {str(k): v for k, v in c.per_layer.items()},
+            "summary": c.summary,
+        },
+        "directions": results.directions,
+        "conditions": [condition_row(r) for r in results.conditions.values()],
+        "curves": strength_curves(results),
+        "sparsity": sparsity_curve(results),
+        "random_control": [
+            {"key": r.key, "seed": r.seed, "within_baseline_ci": r.within_baseline_ci}
+            for r in results.random_control
+        ],
+        "pareto": read_pareto(folder),
+    }
+
+
+def replies_view(results: StudyResults, key: str, which: str, cls: str | None = None) -> dict[str, Any]:
+    """Every reply of one condition on one prompt set (``harmful`` or ``benign``) with its class; with
+    ``cls``, each row says whether it is counted in that rate (``k`` of them, as the rate's own count)."""
+    cond = results.conditions.get(key)
+    if cond is None:
+        raise NeurogateError(f"this run has no condition {key!r}")
+    if which not in SETS:
+        raise NeurogateError(f"the prompt set must be one of {', '.join(SETS)}, not {which!r}")
+    replies = cond.harmful if which == "harmful" else cond.benign
+    rows = []
+    for i, reply in enumerate(replies):
+        reply_cls, verdict = reply_class(reply)
+        rows.append(
+            {
+                "i": i,
+                "prompt": reply.prompt,
+                "text": reply.text,
+                "class": reply_cls,
+                "verdict": verdict,
+                "degenerate": degeneracy(reply.text).reason,
+                "finished": reply.finished,
+                # the stored rates count the judge's verdict
+                "counted": cls is not None and verdict == cls,
+            }
+        )
+    judge = str(results.config.get("evaluation", {}).get("judge", "keyword"))
+    return {
+        "key": key,
+        "label": cond.label,
+        "set": which,
+        "cls": cls,
+        "judge": judge,
+        "k": sum(r["counted"] for r in rows),
+        "n": len(rows),
+        "replies": rows,
+    }
