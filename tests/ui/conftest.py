@@ -13,18 +13,15 @@ from neurogate.discovery.discover import discover
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.study import StudyConfig, run_study
+from study.test_results import QUICK as STUDY_QUICK  # tests/ is on the path, as for `reference`
 
+# the study tests' quick settings, with two values per method so each curve has several points
 QUICK: dict[str, Any] = {
-    "model": "tiny:llama",
+    **STUDY_QUICK,
     "prompts": {"n_discovery": 8, "n_eval": 4, "n_benign": 3},
     "multipliers": (0.0, 0.5),
     "strengths": (0.5, 1.0),
-    "sparsity": (0.01,),
-    "random_seeds": (0,),
-    "layer_contrasts": 1,
-    "examples": 2,
-    "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4},
-    "evaluation": {"max_new_tokens": 6, "kl_tokens": 2, "batch_size": 4},
+    "evaluation": {**STUDY_QUICK["evaluation"], "max_new_tokens": 6},
 }
 
 
@@ -42,7 +39,9 @@ def explorer_data(tmp_path_factory: pytest.TempPathFactory, shared_lm: LoadedMod
     circuits = root / "circuits"
     circuits.mkdir()
     lm = shared_lm
-    main = discover(lm, "builtin:harmful", "builtin:benign", fraction=0.05, universal_filter=False, progress=False)
+    main = discover(
+        lm, "builtin:harmful", "builtin:benign", fraction=0.05, universal_filter=False, progress=False
+    )
     main.save(circuits / "circuit.json")
     main.top(5).save(circuits / "top5.json")
     runs = root / "runs"

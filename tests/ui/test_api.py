@@ -23,7 +23,9 @@ HEADERS = {"host": "127.0.0.1:8765"}
 @pytest.fixture(scope="module")
 def client(explorer_data: dict[str, Path], shared_lm: LoadedModel) -> TestClient:
     settings = UISettings(
-        circuits=(explorer_data["circuit"], explorer_data["top5"]), runs=explorer_data["runs"], max_new_tokens=12
+        circuits=(explorer_data["circuit"], explorer_data["top5"]),
+        runs=explorer_data["runs"],
+        max_new_tokens=12,
     )
     app = create_app(settings, loader=lambda: shared_lm)
     assert app.state.live.wait_ready(30)
@@ -43,7 +45,7 @@ def circuit_id(client: TestClient, name: str) -> str:
 
 def test_page_and_assets_are_served_with_a_strict_policy(client: TestClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and "<script type=\"module\" src=\"/static/app.js\">" in page.text
+    assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
     total = len(page.content)
     for asset in ("app.js", "charts.js", "style.css"):
@@ -89,7 +91,9 @@ def test_overlay_counts_shared_neurons_by_layer(client: TestClient, main_circuit
     assert data["jaccard"] == pytest.approx(5 / len(main_circuit))
 
 
-def test_runs_list_and_run_view_follow_the_results_file(client: TestClient, explorer_data: dict[str, Path]) -> None:
+def test_runs_list_and_run_view_follow_the_results_file(
+    client: TestClient, explorer_data: dict[str, Path]
+) -> None:
     (entry,) = client.get("/api/runs").json()
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
     view = client.get("/api/run", params={"id": entry["id"]}).json()
@@ -103,7 +107,9 @@ def test_runs_list_and_run_view_follow_the_results_file(client: TestClient, expl
     assert view["pareto"] is None
 
 
-def test_a_rate_links_to_exactly_the_replies_it_counts(client: TestClient, explorer_data: dict[str, Path]) -> None:
+def test_a_rate_links_to_exactly_the_replies_it_counts(
+    client: TestClient, explorer_data: dict[str, Path]
+) -> None:
     (entry,) = client.get("/api/runs").json()
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
     for key, cond in results.conditions.items():
@@ -112,10 +118,15 @@ def test_a_rate_links_to_exactly_the_replies_it_counts(client: TestClient, explo
         assert [r["text"] for r in data["replies"]] == [r.text for r in cond.harmful]
 
 
-def test_pareto_front_is_read_when_the_run_holds_one(client: TestClient, explorer_data: dict[str, Path]) -> None:
+def test_pareto_front_is_read_when_the_run_holds_one(
+    client: TestClient, explorer_data: dict[str, Path]
+) -> None:
     (entry,) = client.get("/api/runs").json()
     path = explorer_data["runs"] / entry["name"] / "pareto.json"
-    points = [{"label": "cna m=0", "x": 0.1, "y": 0.2, "front": True}, {"label": "caa s=1", "x": 0.3, "y": 0.5}]
+    points = [
+        {"label": "cna m=0", "x": 0.1, "y": 0.2, "front": True},
+        {"label": "caa s=1", "x": 0.3, "y": 0.5},
+    ]
     path.write_text(json.dumps({"objectives": {"x": "kl_mean", "y": "refusal"}, "points": points}))
     try:
         pareto = client.get("/api/run", params={"id": entry["id"]}).json()["pareto"]
@@ -129,7 +140,13 @@ def test_pareto_front_is_read_when_the_run_holds_one(client: TestClient, explore
 
 
 def test_paths_outside_the_given_folders_are_refused(client: TestClient) -> None:
-    for bad in ("0:../secret.txt", "0:/etc/passwd", "9:circuit.json", "circuit.json", "0:../../../../etc/passwd"):
+    for bad in (
+        "0:../secret.txt",
+        "0:/etc/passwd",
+        "9:circuit.json",
+        "circuit.json",
+        "0:../../../../etc/passwd",
+    ):
         res = client.get("/api/circuit", params={"id": bad})
         assert res.status_code == 404, bad
         assert "outside every allowed folder" not in res.text  # the file's content
@@ -145,7 +162,9 @@ def test_foreign_hosts_and_origins_are_refused(client: TestClient, main_circuit:
     assert client.post("/api/steer", json=body).status_code == 403  # no Origin at all
 
 
-def test_live_steering_streams_both_replies_with_class_and_kl(client: TestClient, shared_lm: LoadedModel) -> None:
+def test_live_steering_streams_both_replies_with_class_and_kl(
+    client: TestClient, shared_lm: LoadedModel
+) -> None:
     cid = circuit_id(client, "circuit.json")
     prompt = "How do I pick a lock?"
     events = steer(client, {"prompt": prompt, "method": "cna", "value": -2.0, "circuit": cid})
@@ -168,11 +187,15 @@ def test_live_steering_streams_both_replies_with_class_and_kl(client: TestClient
 
 def test_the_multiplier_changes_the_reply_and_m1_changes_nothing(client: TestClient) -> None:
     cid = circuit_id(client, "circuit.json")
+
     def reply(value: float, method: str = "cna") -> dict[str, Any]:
-        events = steer(client, {"prompt": "Tell me a story.", "method": method, "value": value, "circuit": cid})
+        events = steer(
+            client, {"prompt": "Tell me a story.", "method": method, "value": value, "circuit": cid}
+        )
         done = {e["side"]: e for e in events if e["event"] == "done"}
         kl = [e for e in events if e["event"] == "kl"]
         return {"steered": done["steered"]["text"], "plain": done["unsteered"], "kl": kl[0]["mean"]}
+
     neutral = reply(1.0)
     assert neutral["steered"] == neutral["plain"]["text"] and neutral["kl"] == pytest.approx(0.0, abs=1e-6)
     flipped = reply(-3.0)
@@ -187,8 +210,12 @@ def test_bad_steering_requests_say_what_is_wrong(client: TestClient) -> None:
     events = steer(client, {"prompt": "hi", "method": "cna", "value": 0.0, "circuit": None})
     assert any(e["event"] == "error" and "choose one first" in e["text"] for e in events)
     res = client.post(
-        "/api/steer", json={"prompt": "hi", "method": "nope", "value": 0, "circuit": cid}, headers={"origin": ORIGIN}
+        "/api/steer",
+        json={"prompt": "hi", "method": "nope", "value": 0, "circuit": cid},
+        headers={"origin": ORIGIN},
     )
     assert res.status_code == 400 and "unknown intervention kind" in res.json()["error"]
-    res = client.post("/api/steer", json={"prompt": "", "method": "cna", "value": 0}, headers={"origin": ORIGIN})
+    res = client.post(
+        "/api/steer", json={"prompt": "", "method": "cna", "value": 0}, headers={"origin": ORIGIN}
+    )
     assert res.status_code == 422

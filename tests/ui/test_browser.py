@@ -6,7 +6,6 @@ a run's rate leads to the replies behind it. Screenshots of each view go to $NEU
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +15,9 @@ import pytest
 
 from neurogate.models.loading import LoadedModel
 from neurogate.ui import UISettings, create_app
+from neurogate.ui.browser import CHROMIUM_FLAGS, find_chromium
 
-CHROMIUM = os.environ.get("NEUROGATE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-# no network of any kind from the browser itself (updates, sync, safe browsing, QUIC probes)
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+CHROMIUM = find_chromium()
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 pytestmark = pytest.mark.skipif(
@@ -44,7 +33,9 @@ def server(explorer_data: dict[str, Path], shared_lm: LoadedModel) -> Iterator[s
     from neurogate.ui.serve import bind, url_of
 
     settings = UISettings(
-        circuits=(explorer_data["circuit"], explorer_data["top5"]), runs=explorer_data["runs"], max_new_tokens=16
+        circuits=(explorer_data["circuit"], explorer_data["top5"]),
+        runs=explorer_data["runs"],
+        max_new_tokens=16,
     )
     app = create_app(settings, loader=lambda: shared_lm)
     sock = bind("127.0.0.1", 0)
@@ -68,7 +59,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS))
         yield b
         b.close()
 

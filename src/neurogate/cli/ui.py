@@ -18,13 +18,17 @@ def ui(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Model for live steering (default: the first circuit's model, else the default)."
+            "--model",
+            "-m",
+            help="Model for live steering (default: the first circuit's model, else the default).",
         ),
     ] = None,
     circuit: Annotated[
         list[Path] | None, typer.Option("--circuit", "-c", help="Circuit JSON to show (repeat to compare).")
     ] = None,
-    runs: Annotated[Path | None, typer.Option("--runs", help="Folder of study runs (`neurogate run --out`).")] = None,
+    runs: Annotated[
+        Path | None, typer.Option("--runs", help="Folder of study runs (`neurogate run --out`).")
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 is reachable by others.")
     ] = "127.0.0.1",
@@ -59,7 +63,9 @@ def ui(
     )
     serve(
         settings,
-        announce=lambda url: cli.console.print(f"neurogate explorer: {url}  (Ctrl+C stops it)", highlight=False),
+        announce=lambda url: cli.console.print(
+            f"neurogate explorer: {url}  (Ctrl+C stops it)", highlight=False
+        ),
         warn=lambda text: cli.err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False),
     )
 

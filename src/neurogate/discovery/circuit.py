@@ -66,7 +66,8 @@ class NeuronProfile:
     least: tuple[PromptRef, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        refs = {"most": [asdict(r) for r in self.most], "least": [asdict(r) for r in self.least]}
+        return {**asdict(self), **refs}
 
     @classmethod
     def from_dict(cls, data: Any) -> NeuronProfile:

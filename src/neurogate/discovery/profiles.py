@@ -60,7 +60,9 @@ class PromptExtremes:
         return self._read(self._bottom, layer, index)
 
     @staticmethod
-    def _read(kept: tuple[torch.Tensor, torch.Tensor] | None, layer: int, index: int) -> list[tuple[int, float]]:
+    def _read(
+        kept: tuple[torch.Tensor, torch.Tensor] | None, layer: int, index: int
+    ) -> list[tuple[int, float]]:
         if kept is None:
             return []
         vals, ids = kept

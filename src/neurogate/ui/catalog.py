@@ -66,7 +66,7 @@ class Catalog:
 
     def circuits(self) -> list[dict[str, Any]]:
         """One entry per circuit: id, a readable name, its model and size (unreadable files say why)."""
-        out = []
+        out: list[dict[str, Any]] = []
         for path in self.circuit_paths():
             item = self._id(path)
             name = item.split(":", 1)[1]

@@ -29,16 +29,14 @@ def late_start(n_layers: int) -> int:
     return n_layers - max(1, n_layers // 4)
 
 
+def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named attributes of ``obj`` as a dict."""
+    return {name: getattr(obj, name) for name in names}
+
+
 def neuron_row(n: Neuron) -> dict[str, Any]:
-    return {
-        "layer": n.layer,
-        "index": n.index,
-        "score": n.score,
-        "diff": n.diff,
-        "mean_pos": n.mean_pos,
-        "mean_neg": n.mean_neg,
-        "universal": None if n.profile is None else n.profile.universal,
-    }
+    fields = ("layer", "index", "score", "diff", "mean_pos", "mean_neg")
+    return {**pick(n, fields), "universal": None if n.profile is None else n.profile.universal}
 
 
 def circuit_map(circuit: Circuit) -> dict[str, Any]:
@@ -73,18 +71,22 @@ def circuit_map(circuit: Circuit) -> dict[str, Any]:
 def neuron_detail(circuit: Circuit, layer: int, index: int) -> dict[str, Any]:
     """One neuron: its numbers, rank, and (when stored) its profile with the prompts' text."""
     ranked = sorted(circuit.neurons, key=lambda n: -n.score)
-    for rank, n in enumerate(ranked, start=1):
-        if (n.layer, n.index) == (layer, index):
-            break
-    else:
+    places = [i for i, n in enumerate(ranked) if (n.layer, n.index) == (layer, index)]
+    if not places:
         raise CircuitError(f"neuron (layer {layer}, index {index}) is not in this circuit")
-    out = {**neuron_row(n), "rank": rank, "of": len(ranked), "profile": None}
+    n = ranked[places[0]]
+    out = {**neuron_row(n), "rank": places[0] + 1, "of": len(ranked), "profile": None}
     if n.profile is not None:
         texts = circuit.record.prompts if circuit.record else {}
 
         def refs(items: Any) -> list[dict[str, Any]]:
             return [
-                {"side": r.side, "index": r.index, "value": r.value, "text": texts.get(r.side, {}).get(r.index)}
+                {
+                    "side": r.side,
+                    "index": r.index,
+                    "value": r.value,
+                    "text": texts.get(r.side, {}).get(r.index),
+                }
                 for r in items
             ]
 

@@ -173,7 +173,15 @@ class LiveSteering:
         if cancel.is_set():
             return
         kl = kl_divergence(lm, [req.prompt], [plain.token_ids], iv, n_tokens=len(plain.token_ids) + 1)
-        emit({"event": "kl", "side": "steered", "first": kl.first_token, "mean": kl.mean, "n_tokens": kl.n_tokens})
+        emit(
+            {
+                "event": "kl",
+                "side": "steered",
+                "first": kl.first_token,
+                "mean": kl.mean,
+                "n_tokens": kl.n_tokens,
+            }
+        )
 
     def _done(self, side: str, prompt: str, reply: Generation) -> dict[str, Any]:
         reason = degeneracy(reply.text).reason

@@ -19,6 +19,7 @@ from neurogate.evaluation.results import ConditionResult, Reply
 from neurogate.evaluation.statistics import Rate
 from neurogate.steering.registry import get_kind
 from neurogate.study.results import StudyResults
+from neurogate.ui.circuits import pick
 
 RESULTS = "results.json"
 PARETO = "pareto.json"
@@ -49,7 +50,11 @@ def _number(x: float | None) -> float | None:
 
 
 def _rate(rate: Rate | None) -> dict[str, Any] | None:
-    return None if rate is None else {"k": rate.k, "n": rate.n, "value": rate.value, "low": rate.low, "high": rate.high}
+    return (
+        None
+        if rate is None
+        else {"k": rate.k, "n": rate.n, "value": rate.value, "low": rate.low, "high": rate.high}
+    )
 
 
 def reply_class(reply: Reply) -> tuple[str, str]:
@@ -61,13 +66,7 @@ def reply_class(reply: Reply) -> tuple[str, str]:
 def condition_row(cond: ConditionResult) -> dict[str, Any]:
     """One row of the conditions table; every rate names the set and class its replies are under."""
     return {
-        "key": cond.key,
-        "label": cond.label,
-        "kind": cond.kind,
-        "scale": cond.scale,
-        "value": cond.value,
-        "group": cond.group,
-        "n_neurons": cond.n_neurons,
+        **pick(cond, ("key", "label", "kind", "scale", "value", "group", "n_neurons")),
         "rates": {
             "harmful": {"refusal": _rate(cond.refusal)},
             "benign": {"refusal": _rate(cond.benign_refusal)} if cond.benign_refusal else {},

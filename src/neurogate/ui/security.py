@@ -24,9 +24,14 @@ class PathNotAllowed(NeurogateError):
     """A requested path is outside the folders given on the command line, or does not exist."""
 
 
-def allowed_hosts(host: str, loopback_only: bool) -> frozenset[str]:
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def allowed_hosts(host: str, loopback_only: bool) -> frozenset[str] | None:
     """Host names (without port) a request may address: the bound host, and the local names when bound to
-    loopback."""
+    loopback; ``None`` (any name) for a wildcard bind, whose names this server cannot know."""
+    if host in WILDCARDS:
+        return None
     names = {host.lower(), f"[{host.lower()}]" if ":" in host else host.lower()}
     if loopback_only:
         names.update(LOCAL_NAMES)
@@ -41,10 +46,12 @@ def _host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-def check_request(request: Request, hosts: frozenset[str]) -> str | None:
-    """Why ``request`` is refused, or ``None`` when it may go on."""
+def check_request(request: Request, hosts: frozenset[str] | None) -> str | None:
+    """Why ``request`` is refused, or ``None`` when it may go on. A foreign Host header means a page on
+    another site reached this server by a name that resolves here (DNS rebinding); a foreign Origin means
+    another site's page is sending the request."""
     host = request.headers.get("host", "")
-    if _host_name(host) not in hosts:
+    if hosts is not None and _host_name(host) not in hosts:
         return f"host {host!r} is not this server"
     if request.method in SAFE_METHODS:
         return None
@@ -56,7 +63,9 @@ def check_request(request: Request, hosts: frozenset[str]) -> str | None:
     return None
 
 
-def guard(hosts: frozenset[str]) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+def guard(
+    hosts: frozenset[str] | None,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
     """HTTP middleware: refuse foreign hosts and cross-origin writes (403); add security headers."""
 
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

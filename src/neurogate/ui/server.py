@@ -68,8 +68,14 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
             "live": live.status(),
             "has_runs": settings.runs is not None,
             "methods": [
-                {"kind": k, "source": c.source, "scale": c.scale.name, "symbol": c.scale.symbol,
-                 "neutral": c.scale.neutral, "summary": c.summary}
+                {
+                    "kind": k,
+                    "source": c.source,
+                    "scale": c.scale.name,
+                    "symbol": c.scale.symbol,
+                    "neutral": c.scale.neutral,
+                    "summary": c.summary,
+                }
                 for k, c in INTERVENTIONS.items()
             ],
         }
@@ -100,9 +106,7 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
         return {"id": id, **run_views.run_view(catalog.run(id), folder, folder.name)}
 
     @app.get("/api/replies")
-    def replies(
-        id: str, key: str, set: str = Query("harmful"), cls: str | None = None
-    ) -> dict[str, Any]:
+    def replies(id: str, key: str, set: str = Query("harmful"), cls: str | None = None) -> dict[str, Any]:
         return run_views.replies_view(catalog.run(id), key, set, cls)
 
     @app.post("/api/steer")
@@ -125,7 +129,9 @@ async def _events(live: LiveSteering, req: SteerRequest) -> AsyncIterator[bytes]
     def emit(event: dict[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    threading.Thread(target=live.run, args=(req, emit, cancel), name="neurogate-ui-steer", daemon=True).start()
+    threading.Thread(
+        target=live.run, args=(req, emit, cancel), name="neurogate-ui-steer", daemon=True
+    ).start()
     try:
         while True:
             event = await queue.get()

@@ -39,7 +39,9 @@ class UISettings:
         if self.runs is not None:
             runs = Path(self.runs)
             if not runs.is_dir():
-                raise ConfigError(f"--runs {str(runs)!r} is not a folder; give the folder `neurogate run` wrote")
+                raise ConfigError(
+                    f"--runs {str(runs)!r} is not a folder; give the folder `neurogate run` wrote"
+                )
             object.__setattr__(self, "runs", runs.resolve())
         settings.whole("port", self.port, minimum=0)
         if self.port > 65535:

@@ -102,7 +102,9 @@ class _Cancelled(StoppingCriteria):
         self.cancel = cancel
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full(
+            (input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def stream_reply(
@@ -113,8 +115,9 @@ def stream_reply(
     (ids,) = encode(lm, [prompt])
     input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
     streamer = _TextStreamer(lm, set(stops), on_text)
+    generate: Any = lm.model.generate  # typed loosely by transformers
     with torch.inference_mode(), contiguous_head(lm):
-        out = lm.model.generate(
+        out = generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=max_new_tokens,
