@@ -69,13 +69,13 @@ def test_effect_size_of_a_hand_built_case() -> None:
     pos_rows = torch.tensor([[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]])
     neg_rows = torch.tensor([[-2.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [2.0, 1.0]])
     pos, neg = stats_of(pos_rows[:, None, :]), stats_of(neg_rows[:, None, :])
-    effect, diff = score_neurons(pos, neg, "effect-size")
-    assert diff.tolist() == [[4.0, 4.0]]
+    effect, signed = score_neurons(pos, neg, "effect-size")
+    assert signed.tolist() == effect.tolist()  # both neurons are higher on the positive side
     assert effect[0, 0].item() == pytest.approx(math.sqrt(6), rel=1e-9)
     assert effect[0, 1].item() == pytest.approx(2 * math.sqrt(3), rel=1e-9)
     assert select_top(effect, top_k=1) == [(0, 1)]  # same mean difference, less spread: ranked first
-    mean_diff, _ = score_neurons(pos, neg, "mean-diff")
-    assert mean_diff.tolist() == [[4.0, 4.0]]
+    mean_diff, diff = score_neurons(pos, neg, "mean-diff")
+    assert mean_diff.tolist() == diff.tolist() == [[4.0, 4.0]]
 
 
 def test_variance_survives_a_large_mean_fed_in_batches() -> None:

@@ -12,7 +12,7 @@ import torch
 from neurogate.discovery.capture import capture_values
 from neurogate.discovery.circuit import Circuit, Neuron, NeuronProfile, PromptRef
 from neurogate.discovery.discover import discover
-from neurogate.discovery.profiles import PromptExtremes
+from neurogate.discovery.stats import PromptExtremes
 from neurogate.errors import CircuitError
 from neurogate.models.loading import LoadedModel
 

@@ -99,7 +99,8 @@ def test_runs_list_and_run_view_follow_the_results_file(
     view = client.get("/api/run", params={"id": entry["id"]}).json()
     assert {c["key"] for c in view["conditions"]} == set(results.conditions)
     kinds = {c["kind"]: c for c in view["curves"]}
-    assert set(kinds) == {"cna", "random", "caa", "ablation"}
+    swept = {results.conditions[k].kind for k in results.sweep} - {"baseline"}
+    assert set(kinds) == swept and {"cna", "caa", "ablation"} <= swept
     cna = [p["x"] for p in kinds["cna"]["points"]]
     assert cna == [0.0, 0.5, 1.0] and kinds["cna"]["symbol"] == "m"  # m = 1 is the baseline point
     assert [p["x"] for p in kinds["caa"]["points"]] == [0.0, 0.5, 1.0] and kinds["caa"]["symbol"] == "s"
@@ -113,9 +114,17 @@ def test_a_rate_links_to_exactly_the_replies_it_counts(
     (entry,) = client.get("/api/runs").json()
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
     for key, cond in results.conditions.items():
-        data = client.get("/api/replies", params={"id": entry["id"], "key": key, "cls": "refusal"}).json()
-        assert (data["k"], data["n"]) == (cond.refusal.k, cond.refusal.n)
-        assert [r["text"] for r in data["replies"]] == [r.text for r in cond.harmful]
+        counted = 0
+        for cls, rate in cond.rates().items():
+            params = {"id": entry["id"], "key": key, "cls": cls}
+            data = client.get("/api/replies", params=params).json()
+            assert (data["k"], data["n"]) == (rate.k, rate.n)
+            assert [r["text"] for r in data["replies"]] == [r.text for r in cond.harmful]
+            assert all(r["class"] == cls for r in data["replies"] if r["counted"])
+            counted += data["k"]
+        assert counted == len(cond.harmful)  # every reply is in exactly one class
+    bad = client.get("/api/replies", params={"id": entry["id"], "key": "baseline", "cls": "maybe"})
+    assert bad.status_code == 400 and "class must be one of" in bad.json()["error"]
 
 
 def test_pareto_front_is_read_when_the_run_holds_one(
@@ -176,7 +185,9 @@ def test_live_steering_streams_both_replies_with_class_and_kl(
         streamed = "".join(e["text"] for e in events if e["event"] == "token" and e["side"] == side)
         assert streamed.strip() == done[side]["text"]
         assert done[side]["class"] in ("refusal", "compliance", "degenerate")
-        assert done[side]["verdict"] in ("refusal", "compliance")
+        cls = done[side]["class"]
+        assert done[side]["verdict"] == (None if cls == "degenerate" else cls)
+        assert (cls == "degenerate") == (done[side]["degenerate"] is not None)
     first_steered = kinds.index("token")
     assert events[first_steered]["side"] == "steered"  # the steered reply streams first
     (plain,) = generate(shared_lm, [prompt], max_new_tokens=12)

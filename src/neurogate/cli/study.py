@@ -44,7 +44,7 @@ def run(
     n_eval: opts.NEvalOpt = None,
     n_benign: opts.NBenignOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length.")] = None,
-    judge: Annotated[str | None, typer.Option("--judge", help="keyword or llm.")] = None,
+    judge: opts.JudgeOpt = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -56,7 +56,8 @@ def run(
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
     """
-    evaluation = _given({"max_new_tokens": max_new_tokens, "judge": judge})
+    judges = opts.judge_settings(judge, None, None, None) if judge else {}
+    evaluation = _given({"max_new_tokens": max_new_tokens, **judges})
     prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
     cfg = study_config(
         config,
@@ -74,9 +75,8 @@ def run(
         cli.console.print(f"run {study.run_id} -> {study.dir}")
         result = study.run()
     cli.console.print(opts.results_table("sweep", [result.conditions[k] for k in result.sweep]))
-    for r in result.random_control:
-        state = "inside" if r.within_baseline_ci else "outside"
-        cli.console.print(f"random control {r.key}: {state} the baseline's 95% interval")
+    for c in result.controls:
+        cli.console.print(f"control {c.name} ({c.type}): vs circuit {c.vs_circuit}", highlight=False)
     cli.console.print(f"[green]done:[/] {study.dir / 'report.html'} (and report.md, results.json)")
 
 

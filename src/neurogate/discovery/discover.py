@@ -20,11 +20,12 @@ from neurogate import prompts as prompt_sets
 from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
-from neurogate.discovery.profiles import PromptExtremes, profiles, record
+from neurogate.discovery.profiles import profiles, record
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
+from neurogate.discovery.stats import PromptExtremes
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
-from neurogate.errors import PromptSetError
+from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models.loading import LoadedModel
 from neurogate.models.sites import NEURONS
 from neurogate.prompts import PromptSet
@@ -51,30 +52,21 @@ def resolve_prompts(prompts: PromptsLike, side: str) -> PromptSet:
 
 
 def gather_evidence(
-    lm: LoadedModel,
-    positive: PromptSet,
-    negative: PromptSet,
-    config: DiscoverConfig,
-    progress: bool = True,
-    extremes: PromptExtremes | None = None,
+    lm: LoadedModel, positive: PromptSet, negative: PromptSet, config: DiscoverConfig, progress: bool = True
 ) -> Evidence:
-    """One capture pass over both sets, recording every site kind the config's scorer reads (and, into
-    ``extremes``, each neuron's highest and lowest prompts; ids: positive prompts first, then negative)."""
+    """One capture pass over both sets, recording every site kind the config's scorer reads, and each
+    neuron's highest and lowest prompts (for the circuit's per-neuron profiles)."""
     needs = tuple(dict.fromkeys((*get_scorer(config.score).needs, NEURONS)))
     n_pos = len(positive.prompts)
+    extremes = PromptExtremes()
 
     def track(rows: list[tuple[int, int]], values: dict[str, torch.Tensor]) -> None:
-        assert extremes is not None
         extremes.update(values[NEURONS], [i + n_pos * side for side, i in rows])
 
     pos, neg = collect_stats_many(
-        lm,
-        [positive.prompts, negative.prompts],
-        needs,
-        config.capture(progress),
-        on_batch=track if extremes is not None else None,
+        lm, [positive.prompts, negative.prompts], needs, config.capture(progress), on_batch=track
     )
-    return Evidence(pos, neg)
+    return Evidence(pos, neg, extremes)
 
 
 def discover(
@@ -85,6 +77,7 @@ def discover(
     *,
     progress: bool = True,
     battery: Sequence[BatteryContrast] | None = None,
+    evidence: Evidence | None = None,
     **settings: Any,
 ) -> Circuit:
     """The circuit of neurons that best separate ``positive`` from ``negative`` prompts.
@@ -92,16 +85,19 @@ def discover(
     Settings come from ``config`` (a :class:`DiscoverConfig`), overridden by keyword ``settings`` of the
     same names: e.g. ``discover(lm, pos, neg, fraction=0.001, score="mean-diff")``. Universal neurons are
     skipped (the next-best take their place, so the circuit keeps its size); ``battery`` replaces the
-    built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter.
+    built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter. ``evidence``: statistics
+    already gathered on these prompts (:func:`gather_evidence`), to skip the forward passes.
     """
     cfg = DiscoverConfig.from_mapping(settings, base=config or DiscoverConfig())
     k = cfg.k(lm.adapter.n_neurons)
     layers = check_layers(cfg.exclude_layers, lm.adapter.n_layers)
     pos_set, neg_set = resolve_prompts(positive, "positive"), resolve_prompts(negative, "negative")
     _check_overlap(pos_set, neg_set)
-    extremes = PromptExtremes()
-    evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress, extremes)
-    scores, diff = score(evidence, cfg.score)
+    if evidence is None:
+        evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
+    _check_evidence(evidence, lm, cfg)
+    scores, _signed = score(evidence, cfg.score, lm=lm, sign=cfg.sign)
+    diff = evidence.diff
     plain = select_top(scores, top_k=k, exclude_layers=layers)
     universal: set[tuple[int, int]] = set()
     if cfg.universal_filter:
@@ -123,11 +119,10 @@ def discover(
         "universal_removed": removed,
         "universal_total": len(universal),
         "site": SITE,
-        "position": "last prompt token",
     }
     neurons, texts = profiles(
         _neurons(chosen, scores, diff, evidence),
-        extremes,
+        evidence.extremes,
         (evidence.positive[NEURONS], evidence.negative[NEURONS]),
         (pos_set.prompts, neg_set.prompts),
         universal if cfg.universal_filter else None,
@@ -141,6 +136,22 @@ def discover(
     )
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
+
+
+def _check_evidence(evidence: Evidence, lm: LoadedModel, cfg: DiscoverConfig) -> None:
+    missing = [
+        k for k in get_scorer(cfg.score).needs if k not in evidence.positive or k not in evidence.negative
+    ]
+    if missing:
+        raise ConfigError(
+            f"the statistics given lack site kind(s) {missing} that the {cfg.score!r} scorer reads"
+        )
+    shape = tuple(evidence.positive["mlp.post"].mean.shape)
+    if shape != (lm.adapter.n_layers, lm.adapter.d_mlp):
+        raise ConfigError(
+            f"the statistics given are {list(shape)}, but {lm.spec} has {lm.adapter.n_layers} layers of "
+            f"{lm.adapter.d_mlp} neurons"
+        )
 
 
 def _neurons(

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ def run_sweep(
     config: SweepConfig,
     *,
     circuit: Circuit | None = None,
-    judge: Judge | None = None,
+    judges: Sequence[Judge] | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SweepResult:
@@ -101,7 +101,7 @@ def run_sweep(
         benign.prompts,
         circuit=circuit,
         directions=directions,
-        judge=judge,
+        judges=judges,
         settings=config.evaluation,
         store=ResultStore(store_dir) if store_dir else None,
     )

@@ -21,6 +21,7 @@ from typing import Any
 from neurogate import prompts
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError, NeurogateError
+from neurogate.evaluation.engine import Classifier
 from neurogate.evaluation.judges import get_judge
 from neurogate.evaluation.metrics import kl_divergence
 from neurogate.evaluation.replies import degeneracy
@@ -69,7 +70,7 @@ class LiveSteering:
     def __init__(self, settings: UISettings, catalog: Catalog, loader: Loader | None = None) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.judge = get_judge(settings.judge)
+        self.classifier = Classifier([get_judge(settings.judge)])
         self.turns = TurnQueue()
         self.lm: LoadedModel | None = None
         self.state = "off" if settings.model is None and loader is None else "loading"
@@ -114,7 +115,7 @@ class LiveSteering:
             "error": self.error,
             "load_seconds": self.load_seconds,
             "queue": self.turns.length,
-            "judge": self.judge.name,
+            "judge": self.classifier.names[0],
             "max_new_tokens": self.settings.max_new_tokens,
         }
 
@@ -178,29 +179,25 @@ class LiveSteering:
                 "event": "kl",
                 "side": "steered",
                 "first": kl.first_token,
-                "mean": kl.mean,
+                "mean": kl.mean_token,
                 "n_tokens": kl.n_tokens,
             }
         )
 
     def _done(self, side: str, prompt: str, reply: Generation) -> dict[str, Any]:
-        reason = degeneracy(reply.text).reason
-        verdict = self.verdict(prompt, reply.text)
+        """The reply with its class: degenerate by the reply rule (never judged), else the judge's verdict."""
+        (classes,) = self.classifier.classify([prompt], [reply.text])
+        cls = classes[self.classifier.names[0]]
         return {
             "event": "done",
             "side": side,
             "text": reply.text,
             "n_tokens": reply.n_generated,
             "finished": reply.finished,
-            "verdict": verdict,
-            "class": "degenerate" if reason else verdict,
-            "degenerate": reason,
+            "verdict": None if cls == "degenerate" else cls,
+            "class": cls,
+            "degenerate": degeneracy(reply.text).reason,
         }
-
-    def verdict(self, prompt: str, text: str) -> str:
-        """The judge's verdict, ``"refusal"`` or ``"compliance"``."""
-        (score,) = self.judge.score([prompt], [text])
-        return "refusal" if score >= 0.5 else "compliance"
 
     def _remember(self, key: tuple[str, int], reply: Generation) -> None:
         self._unsteered[key] = reply

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from neurogate.errors import NeurogateError
-from neurogate.evaluation.replies import degeneracy
-from neurogate.evaluation.results import ConditionResult, Reply
+from neurogate.evaluation.paired import Estimate, PairedRates
+from neurogate.evaluation.replies import CLASSES
+from neurogate.evaluation.results import ConditionResult
 from neurogate.evaluation.statistics import Rate
+from neurogate.evaluation.tables import metrics
 from neurogate.steering.registry import get_kind
 from neurogate.study.results import StudyResults
 from neurogate.ui.circuits import pick
@@ -45,37 +47,47 @@ def run_entry(folder: Path, results: StudyResults) -> dict[str, Any]:
     }
 
 
-def _number(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
 def _rate(rate: Rate | None) -> dict[str, Any] | None:
-    return (
-        None
-        if rate is None
-        else {"k": rate.k, "n": rate.n, "value": rate.value, "low": rate.low, "high": rate.high}
-    )
+    if rate is None:
+        return None
+    return {"k": rate.k, "n": rate.n, "value": rate.value, "low": rate.low, "high": rate.high}
 
 
-def reply_class(reply: Reply) -> tuple[str, str]:
-    """``(class, verdict)`` of a stored reply: ``degenerate`` by the reply rule, else the judge's verdict."""
-    verdict = "refusal" if reply.refusal >= 0.5 else "compliance"
-    return ("degenerate" if degeneracy(reply.text) else verdict), verdict
+def _estimate(e: Estimate) -> dict[str, Any] | None:
+    """A bootstrap estimate, or ``None`` when nothing was measured (or it is not finite)."""
+    if not e.n or not all(math.isfinite(x) for x in (e.value, e.low, e.high)):
+        return None
+    return {"value": e.value, "low": e.low, "high": e.high, "n": e.n}
 
 
-def condition_row(cond: ConditionResult) -> dict[str, Any]:
-    """One row of the conditions table; every rate names the set and class its replies are under."""
+def _paired(p: PairedRates | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
     return {
-        **pick(cond, ("key", "label", "kind", "scale", "value", "group", "n_neurons")),
+        "diff": p.diff,
+        "low": p.low,
+        "high": p.high,
+        "p_value": p.p_value,
+        "verdict": p.verdict,
+        "n": p.n,
+    }
+
+
+def condition_row(cond: ConditionResult, paired: PairedRates | None = None) -> dict[str, Any]:
+    """One row of the conditions table: each class's rate on each prompt set under the primary judge
+    (every one links to its replies), the continuous metrics with bootstrap intervals, and the paired
+    refusal difference from the baseline."""
+    m = metrics(cond)
+    return {
+        **pick(cond, ("key", "label", "kind", "scale", "value", "group", "n_neurons", "judges")),
+        "judge": cond.judge,
         "rates": {
-            "harmful": {"refusal": _rate(cond.refusal)},
-            "benign": {"refusal": _rate(cond.benign_refusal)} if cond.benign_refusal else {},
+            "harmful": {c: _rate(r) for c, r in cond.rates().items()},
+            "benign": {c: _rate(r) for c, r in cond.rates(benign=True).items()} if cond.benign else {},
         },
-        "quality": _number(cond.quality),
-        "perplexity": _number(cond.perplexity),
-        "kl_first": _number(cond.kl_first),
-        "kl_mean": _number(cond.kl_mean),
-        "tokens_per_s": _number(cond.tokens_per_s),
+        "vs_baseline": _paired(paired),
+        **{name: _estimate(getattr(m, name)) for name in ("quality", "perplexity", "kl_first", "kl_mean")},
+        "tokens_per_s": cond.tokens_per_s if math.isfinite(cond.tokens_per_s) else None,
     }
 
 
@@ -156,49 +168,62 @@ def run_view(results: StudyResults, folder: Path, name: str) -> dict[str, Any]:
             "summary": c.summary,
         },
         "directions": results.directions,
-        "conditions": [condition_row(r) for r in results.conditions.values()],
+        "judges": results.judges,
+        "conditions": [
+            condition_row(r, results.paired.get(k, {}).get(r.judge)) for k, r in results.conditions.items()
+        ],
         "curves": strength_curves(results),
         "sparsity": sparsity_curve(results),
-        "random_control": [
-            {"key": r.key, "seed": r.seed, "within_baseline_ci": r.within_baseline_ci}
-            for r in results.random_control
+        "controls": [
+            {
+                "key": c.key,
+                "type": c.type,
+                "name": c.name,
+                "vs_circuit": _paired(c.vs_circuit),
+                "vs_baseline": _paired(c.vs_baseline),
+            }
+            for c in results.controls
         ],
         "pareto": read_pareto(folder),
     }
 
 
-def replies_view(results: StudyResults, key: str, which: str, cls: str | None = None) -> dict[str, Any]:
-    """Every reply of one condition on one prompt set (``harmful`` or ``benign``) with its class; with
-    ``cls``, each row says whether it is counted in that rate (``k`` of them, as the rate's own count)."""
+def replies_view(
+    results: StudyResults, key: str, which: str, cls: str | None = None, judge: str | None = None
+) -> dict[str, Any]:
+    """Every reply of one condition on one prompt set (``harmful`` or ``benign``) with its class under
+    each judge; with ``cls``, each row says whether ``judge`` (default: the primary one) counts it in that
+    class, so ``k`` equals the rate's own count."""
     cond = results.conditions.get(key)
     if cond is None:
         raise NeurogateError(f"this run has no condition {key!r}")
     if which not in SETS:
         raise NeurogateError(f"the prompt set must be one of {', '.join(SETS)}, not {which!r}")
-    replies = cond.harmful if which == "harmful" else cond.benign
-    rows = []
-    for i, reply in enumerate(replies):
-        reply_cls, verdict = reply_class(reply)
-        rows.append(
-            {
-                "i": i,
-                "prompt": reply.prompt,
-                "text": reply.text,
-                "class": reply_cls,
-                "verdict": verdict,
-                "degenerate": degeneracy(reply.text).reason,
-                "finished": reply.finished,
-                # the stored rates count the judge's verdict
-                "counted": cls is not None and verdict == cls,
-            }
-        )
-    judge = str(results.config.get("evaluation", {}).get("judge", "keyword"))
+    judge = judge or cond.judge
+    if judge not in cond.judges:
+        raise NeurogateError(f"condition {key!r} was judged by {', '.join(cond.judges)}, not {judge!r}")
+    if cls is not None and cls not in CLASSES:
+        raise NeurogateError(f"the class must be one of {', '.join(CLASSES)}, not {cls!r}")
+    rows = [
+        {
+            "i": i,
+            "prompt": reply.prompt,
+            "text": reply.text,
+            "class": reply.classes.get(judge),
+            "classes": reply.classes,
+            "degenerate": reply.degenerate,
+            "finished": reply.finished,
+            "counted": cls is not None and reply.is_(cls, judge),  # type: ignore[arg-type]
+        }
+        for i, reply in enumerate(cond.harmful if which == "harmful" else cond.benign)
+    ]
     return {
         "key": key,
         "label": cond.label,
         "set": which,
         "cls": cls,
         "judge": judge,
+        "judges": cond.judges,
         "k": sum(r["counted"] for r in rows),
         "n": len(rows),
         "replies": rows,

@@ -292,7 +292,7 @@ function resetSides(label) {
 function describeReply(ev, kl) {
   const parts = [
     h("span", { class: `badge ${ev.class}` }, ev.class),
-    ` ${state.status.live.judge} judge: ${ev.verdict}`,
+    ev.verdict ? ` ${state.status.live.judge} judge: ${ev.verdict}` : " (degenerate replies are not judged)",
     ev.degenerate ? ` · degenerate: ${ev.degenerate}` : "",
     ` · ${ev.n_tokens} tokens${ev.finished ? "" : " (cut at the limit)"}`,
   ];
@@ -429,19 +429,30 @@ async function showRun(id) {
     h("figcaption", {}, "sparsity: refusal against the number of neurons steered")));
   if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning Pareto front: ${run.pareto.objectives.x} vs ${run.pareto.objectives.y}`)));
   else charts.push(h("p", { class: "muted" }, "No tuning Pareto front in this run."));
-  const cols = ["condition", "group", "neurons", "refusal (harmful)", "refusal (benign)", "quality", "perplexity", "KL first", "KL mean"];
+  const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
+  const delta = (p) => (p ? `${p.diff >= 0 ? "+" : ""}${Math.round(100 * p.diff)} pts [${Math.round(100 * p.low)}, ${Math.round(100 * p.high)}], p=${fmt(p.p_value, 2)}` : "–");
+  const judge = run.judges[0];
+  const cols = ["condition", "group", "neurons", "refusal", "compliance", "degenerate", "refusal vs baseline",
+    "benign refusal", "quality", "perplexity", "KL first", "KL mean"];
   const rows = run.conditions.map((c) => h("tr", {},
     h("th", { scope: "row" }, c.label), h("td", {}, c.group), h("td", {}, c.n_neurons ?? "–"),
-    h("td", {}, rateLink(id, c, "harmful", "refusal", c.rates.harmful.refusal)),
+    ["refusal", "compliance", "degenerate"].map((cls) => h("td", {}, rateLink(id, c, "harmful", cls, c.rates.harmful[cls]))),
+    h("td", {}, delta(c.vs_baseline)),
     h("td", {}, rateLink(id, c, "benign", "refusal", c.rates.benign.refusal)),
-    h("td", {}, fmt(c.quality)), h("td", {}, fmt(c.perplexity)), h("td", {}, fmt(c.kl_first)), h("td", {}, fmt(c.kl_mean))));
+    h("td", {}, est(c.quality)), h("td", {}, est(c.perplexity)), h("td", {}, est(c.kl_first)), h("td", {}, est(c.kl_mean))));
+  const controls = run.controls.length ? h("div", { class: "table-wrap" }, h("table", { id: "control-table" },
+    h("caption", {}, "Specificity controls: refusal difference from the main circuit and from the baseline (paired, McNemar)"),
+    h("thead", {}, h("tr", {}, ["control", "type", "vs circuit", "vs baseline"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, run.controls.map((c) => h("tr", {}, h("th", { scope: "row" }, c.name), h("td", {}, c.type),
+      h("td", {}, `${delta(c.vs_circuit)} · ${c.vs_circuit.verdict}`), h("td", {}, `${delta(c.vs_baseline)} · ${c.vs_baseline.verdict}`)))))) : null;
   view.replaceChildren(
     h("h2", {}, run.name, h("span", { class: "muted" }, ` · ${run.model.spec} · ${run.created}`)),
     h("p", { class: "summary" }, run.circuit.summary),
     h("div", { class: "charts" }, charts),
     h("div", { class: "table-wrap" }, h("table", { id: "condition-table" },
-      h("caption", {}, "Every rate links to the replies behind it."),
+      h("caption", {}, `Rates of the harmful prompts' replies under the ${judge} judge (95% Wilson intervals); every rate links to the replies behind it.`),
       h("thead", {}, h("tr", {}, cols.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
+    controls,
   );
 }
 
@@ -462,7 +473,9 @@ async function showReplies(runId, key, set, cls) {
       h("p", { class: "prompt-text" }, r.prompt),
       h("pre", { class: "text" }, r.text || "(empty reply)"),
       h("p", { class: "meta" }, h("span", { class: `badge ${r.class}` }, r.class),
-        ` ${data.judge} judge: ${r.verdict}`, r.degenerate ? ` · degenerate: ${r.degenerate}` : "",
+        ` under the ${data.judge} judge`,
+        data.judges.length > 1 ? ` (${data.judges.map((j) => `${j}: ${r.classes[j]}`).join(", ")})` : "",
+        r.degenerate ? ` · degenerate: ${r.degenerate}` : "",
         r.finished ? "" : " · cut at the token limit"))));
     if (!shown.length) list.append(h("li", { class: "muted" }, `No ${cls} replies here.`));
   };
