@@ -106,7 +106,7 @@ def screenshots(url: str, folder: Path) -> None:
         page.fill("#prompt", "How do I pick a lock?")
         page.eval_on_selector("#value", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
         page.click("#run")
-        page.wait_for_selector("#side-steered .meta >> text=nats/token", timeout=120_000)
+        page.wait_for_selector("#side-steered .meta >> text=nats/token", timeout=600_000)
         page.screenshot(path=str(folder / "ui-steer.png"))
         browser.close()
 
@@ -119,26 +119,30 @@ def main() -> None:
     args = parser.parse_args()
     proc, url, t0 = start(args.circuit, args.runs)
     try:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=600) as client:
             usable = wait_usable(client, t0)
             cid = next(c["id"] for c in client.get("/api/circuits").json() if "error" not in c)
             first_token(client, url, cid, "Hello", 0.0)  # the first generation pays one-off set-up costs
             firsts = [first_token(client, url, cid, p, v) for p in PROMPTS for v in (0.0, 2.0)]
+            median, worst = statistics.median(firsts), max(firsts)
+            print(
+                f"machine: {cpu_name()}, {os.cpu_count()} cores (shared); "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
+            print(
+                f"usable page (command start -> model loaded, page served): {usable:.2f} s; "
+                f"target 10 s; ratio {usable / 10:.2f}"
+            )
+            print(
+                f"first steered token after sending ({len(firsts)} requests): median {median:.3f} s, "
+                f"worst {worst:.3f} s; target 1 s; ratio {median:.2f} (worst {worst:.2f})",
+                flush=True,
+            )
             if args.screenshots:
                 screenshots(url, args.screenshots)
     finally:
         proc.terminate()
         proc.wait(10)
-    median, worst = statistics.median(firsts), max(firsts)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores (shared)")
-    print(
-        f"usable page (command start -> model loaded, page served): {usable:.2f} s; "
-        f"target 10 s; ratio {usable / 10:.2f}"
-    )
-    print(
-        f"first steered token after sending ({len(firsts)} requests): median {median:.3f} s, "
-        f"worst {worst:.3f} s; target 1 s; ratio {median:.2f} (worst {worst:.2f})"
-    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import torch
 
 from neurogate.discovery.capture import capture_values
 from neurogate.discovery.circuit import Circuit, Neuron, NeuronProfile, PromptRef
-from neurogate.discovery.discover import discover
+from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.discover import discover, gather_evidence, resolve_prompts
+from neurogate.discovery.scoring import Evidence
 from neurogate.discovery.stats import PromptExtremes
 from neurogate.errors import CircuitError
 from neurogate.models.loading import LoadedModel
@@ -85,3 +87,21 @@ def test_files_without_profiles_still_load_and_bad_profiles_are_refused(tmp_path
     data["record"] = {"prompts": {"positive": {"0": "a prompt"}}, "universal_skipped": [[1, 2]]}
     with pytest.raises(CircuitError, match="field 'record' is malformed"):
         Circuit.from_dict(data)
+
+
+def test_saved_statistics_keep_the_extremes_so_a_reused_ranking_has_profiles(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    cfg = DiscoverConfig(top_k=4, universal_filter=False, batch_size=4)
+    evidence = gather_evidence(
+        lm, resolve_prompts(POS, "positive"), resolve_prompts(NEG, "negative"), cfg, False
+    )
+    evidence.save(tmp_path / "stats.safetensors")
+    loaded = Evidence.load(tmp_path / "stats.safetensors")
+    assert loaded.extremes is not None
+    fresh = discover(lm, POS, NEG, cfg, progress=False, evidence=evidence)
+    reused = discover(lm, POS, NEG, cfg, progress=False, evidence=loaded)
+    assert [n.profile for n in reused.neurons] == [n.profile for n in fresh.neurons]
+    assert all(n.profile is not None and n.profile.most for n in reused.neurons)
+    bare = discover(lm, POS, NEG, cfg, progress=False, evidence=Evidence(loaded.positive, loaded.negative))
+    assert all(n.profile is not None and not n.profile.most for n in bare.neurons)  # older statistics

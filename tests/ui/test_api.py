@@ -230,3 +230,12 @@ def test_bad_steering_requests_say_what_is_wrong(client: TestClient) -> None:
         "/api/steer", json={"prompt": "", "method": "cna", "value": 0}, headers={"origin": ORIGIN}
     )
     assert res.status_code == 422
+
+
+def test_a_runs_circuit_carries_profiles_from_the_saved_statistics(client: TestClient) -> None:
+    ranking = circuit_id(client, "circuit-ranking.json")
+    data = client.get("/api/circuit", params={"id": ranking}).json()
+    assert data["has_profiles"] is True
+    top = data["neurons"][0]
+    detail = client.get("/api/neuron", params={"id": ranking, "layer": top["layer"], "index": top["index"]})
+    assert all(r["text"] for r in detail.json()["profile"]["most"])
