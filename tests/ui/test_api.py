@@ -53,6 +53,8 @@ def test_page_and_assets_are_served_with_a_strict_policy(client: TestClient) -> 
         assert res.status_code == 200
         text = res.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace name, never fetched
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
+        for html_sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert html_sink not in text  # server text only ever becomes text nodes
         total += len(res.content)
     assert total < 500_000
 
