@@ -76,8 +76,9 @@ def first_token(client: httpx.Client, url: str, circuit_id: str, prompt: str, va
     with client.stream("POST", "/api/steer", json=body, headers={"origin": url.rstrip("/")}) as res:
         for line in res.iter_lines():
             event = json.loads(line)
-            if event["event"] == "token" and event["side"] == "steered" and first is None:
+            if event["event"] == "token" and event["side"] == "steered":
                 first = time.perf_counter() - t0
+                break  # closing the stream stops the generation (the page does the same on a new request)
             if event["event"] == "error":
                 raise SystemExit(event["text"])
     if first is None:

@@ -126,7 +126,8 @@ async function showCircuit(id) {
   circuitView.selected = null;
   await updateOverlay();
   const d = circuitView.data;
-  const skipped = d.universal_skipped.length ? ` ${d.universal_skipped.length} universal neurons were passed over.` : "";
+  const u = d.universal_skipped.length;
+  const skipped = u ? ` ${u} universal neuron${u === 1 ? " was" : "s were"} passed over.` : "";
   $("circuit-summary").textContent =
     `${d.n_neurons} neurons on ${d.spec} (${d.n_layers} layers); ` +
     `${Math.round(100 * d.late_share)}% in the last quarter (layers ${d.late_start}–${d.n_layers - 1}).` + skipped;

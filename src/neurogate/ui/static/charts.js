@@ -31,13 +31,14 @@ export function barChart(d, overlay) {
   const bw = (W - left - right) / n;
   const svg = frame(W, H, `neurons per layer and score spread of ${d.n_neurons} neurons over ${d.n_layers} layers`);
   const counts = overlay ? overlay.layers.map((l) => Math.max(l.a, l.b)) : d.layers.map((l) => l.count);
-  const maxCount = Math.max(1, ...counts);
+  const step = Math.max(1, Math.ceil(Math.max(1, ...counts) / 4));
+  const maxCount = step * Math.ceil(Math.max(1, ...counts) / step);
   const x0 = (layer) => left + layer * bw;
   const base = mid - 8;
   svg.append(s("rect", { x: x0(d.late_start), y: top, width: (n - d.late_start) * bw, height: bottom - top, class: "late" }));
   const yCount = (c) => base - (c / maxCount) * (base - top - 4);
-  for (const t of ticks(0, maxCount, Math.min(4, maxCount))) {
-    svg.append(s("text", { x: left - 6, y: yCount(t) + 4, class: "tick", "text-anchor": "end" }, String(Math.round(t))));
+  for (let t = 0; t <= maxCount; t += step) {
+    svg.append(s("text", { x: left - 6, y: yCount(t) + 4, class: "tick", "text-anchor": "end" }, String(t)));
   }
   svg.append(s("text", { x: 4, y: (top + base) / 2, class: "axis-label" }, "neurons"));
   const bar = (x, y, w, cls, tip) => {
