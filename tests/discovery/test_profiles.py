@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from neurogate.discovery.capture import capture_values
-from neurogate.discovery.circuit import Circuit, Neuron, NeuronProfile, PromptRef
+from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.discover import discover, gather_evidence, resolve_prompts
+from neurogate.discovery.profiles import NeuronProfile, PromptRef
 from neurogate.discovery.scoring import Evidence
 from neurogate.discovery.stats import PromptExtremes
 from neurogate.errors import CircuitError

@@ -13,7 +13,9 @@ from neurogate.discovery.discover import discover
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.study import StudyConfig, run_study
+from neurogate.tuning import TuneConfig, run_tune
 from study.test_results import QUICK as STUDY_QUICK  # tests/ is on the path, as for `reference`
+from tuning.test_tune import SMALL as TUNE_SMALL
 
 # the study tests' quick settings, with two values per method so each curve has several points
 QUICK: dict[str, Any] = {
@@ -34,7 +36,7 @@ def shared_lm() -> LoadedModel:
 @pytest.fixture(scope="session")
 def explorer_data(tmp_path_factory: pytest.TempPathFactory, shared_lm: LoadedModel) -> dict[str, Path]:
     """A circuit file (with per-neuron profiles), a second smaller circuit, and a runs folder holding one
-    quick study."""
+    quick study and one small tuning search."""
     root = tmp_path_factory.mktemp("explorer")
     circuits = root / "circuits"
     circuits.mkdir()
@@ -46,6 +48,7 @@ def explorer_data(tmp_path_factory: pytest.TempPathFactory, shared_lm: LoadedMod
     main.top(5).save(circuits / "top5.json")
     runs = root / "runs"
     run_study(StudyConfig.from_mapping(QUICK), runs, lm=lm)
+    run_tune(TuneConfig.from_mapping(TUNE_SMALL), runs, lm=lm)
     (root / "secret.txt").write_text("outside every allowed folder")
     return {"root": root, "circuit": circuits / "circuit.json", "top5": circuits / "top5.json", "runs": runs}
 

@@ -14,6 +14,7 @@ from neurogate.discovery.circuit import Circuit
 from neurogate.models.generation import generate
 from neurogate.models.loading import LoadedModel
 from neurogate.study.results import StudyResults
+from neurogate.tuning import TuneResults
 from neurogate.ui import UISettings, create_app
 
 ORIGIN = "http://127.0.0.1:8765"
@@ -37,6 +38,12 @@ def steer(client: TestClient, body: dict[str, Any], origin: str | None = ORIGIN)
     res = client.post("/api/steer", json=body, headers=headers)
     assert res.status_code == 200, res.text
     return [json.loads(line) for line in res.text.splitlines() if line]
+
+
+def run_of(client: TestClient, kind: str) -> dict[str, Any]:
+    """The runs folder's one run of ``kind`` (``study`` or ``tune``)."""
+    (entry,) = [r for r in client.get("/api/runs").json() if r["kind"] == kind]
+    return entry
 
 
 def circuit_id(client: TestClient, name: str) -> str:
@@ -96,7 +103,7 @@ def test_overlay_counts_shared_neurons_by_layer(client: TestClient, main_circuit
 def test_runs_list_and_run_view_follow_the_results_file(
     client: TestClient, explorer_data: dict[str, Path]
 ) -> None:
-    (entry,) = client.get("/api/runs").json()
+    entry = run_of(client, "study")
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
     view = client.get("/api/run", params={"id": entry["id"]}).json()
     assert {c["key"] for c in view["conditions"]} == set(results.conditions)
@@ -107,13 +114,12 @@ def test_runs_list_and_run_view_follow_the_results_file(
     assert cna == [0.0, 0.5, 1.0] and kinds["cna"]["symbol"] == "m"  # m = 1 is the baseline point
     assert [p["x"] for p in kinds["caa"]["points"]] == [0.0, 0.5, 1.0] and kinds["caa"]["symbol"] == "s"
     assert [p["x"] for p in view["sparsity"]] == sorted(p.size for p in results.sparsity)
-    assert view["pareto"] is None
 
 
 def test_a_rate_links_to_exactly_the_replies_it_counts(
     client: TestClient, explorer_data: dict[str, Path]
 ) -> None:
-    (entry,) = client.get("/api/runs").json()
+    entry = run_of(client, "study")
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
     for key, cond in results.conditions.items():
         counted = 0
@@ -129,25 +135,20 @@ def test_a_rate_links_to_exactly_the_replies_it_counts(
     assert bad.status_code == 400 and "class must be one of" in bad.json()["error"]
 
 
-def test_pareto_front_is_read_when_the_run_holds_one(
+def test_a_tuning_search_shows_its_pareto_front_and_held_out_replies(
     client: TestClient, explorer_data: dict[str, Path]
 ) -> None:
-    (entry,) = client.get("/api/runs").json()
-    path = explorer_data["runs"] / entry["name"] / "pareto.json"
-    points = [
-        {"label": "cna m=0", "x": 0.1, "y": 0.2, "front": True},
-        {"label": "caa s=1", "x": 0.3, "y": 0.5},
-    ]
-    path.write_text(json.dumps({"objectives": {"x": "kl_mean", "y": "refusal"}, "points": points}))
-    try:
-        pareto = client.get("/api/run", params={"id": entry["id"]}).json()["pareto"]
-        assert pareto["objectives"] == {"x": "kl_mean", "y": "refusal"}
-        assert [p["front"] for p in pareto["points"]] == [True, False]
-        path.write_text("{}")
-        res = client.get("/api/run", params={"id": entry["id"]})
-        assert res.status_code == 400 and "not a Pareto front file" in res.json()["error"]
-    finally:
-        path.unlink()
+    entry = run_of(client, "tune")
+    results = TuneResults.load(explorer_data["runs"] / entry["name"] / "tune.json")
+    view = client.get("/api/run", params={"id": entry["id"]}).json()
+    points = view["pareto"]["points"]
+    assert len(points) == len(results.trials)
+    assert [p["front"] for p in points] == [t.pareto for t in results.trials]
+    assert [p["y"] for p in points] == [t.scores["compliance"] for t in results.trials]
+    assert {c["key"] for c in view["conditions"]} == set(results.final)
+    key, cond = next(iter(results.final.items()))
+    data = client.get("/api/replies", params={"id": entry["id"], "key": key, "cls": "degenerate"}).json()
+    assert (data["k"], data["n"]) == (cond.degenerate.k, cond.degenerate.n)
 
 
 def test_paths_outside_the_given_folders_are_refused(client: TestClient) -> None:

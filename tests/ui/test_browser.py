@@ -117,7 +117,7 @@ def test_explorer_end_to_end(server: str, browser: Any, shots: Path) -> None:
 
     # runs: open the run, follow a rate to its replies
     page.click("#tab-runs")
-    page.click("#run-list button[data-run]")
+    page.click("#run-list button[data-kind=study]")
     page.wait_for_selector("#condition-table button.rate")
     assert page.locator(".charts svg").count() >= 4  # cna, caa, ablation and the sparsity curve
     # the tiny random model's replies are mostly degenerate: follow that rate, so the list is not empty
@@ -134,6 +134,9 @@ def test_explorer_end_to_end(server: str, browser: Any, shots: Path) -> None:
     assert page.locator("#reply-view li.reply-item").count() == n
     assert page.locator("#reply-view li.reply-item .badge").count() == n
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
+    page.click("#run-list button[data-kind=tune]")
+    page.wait_for_selector(".charts figure:has-text('Pareto front') svg circle")
+    page.screenshot(path=str(shots / "tune.png"), full_page=True)
 
     # a phone-width window: nothing runs off the side
     page.set_viewport_size({"width": 390, "height": 844})

@@ -36,7 +36,8 @@ def test_ui_prints_its_url_and_serves_runs_without_a_model(explorer_data: dict[s
         status = httpx.get(url + "api/status", timeout=30).json()
         assert status["live"]["state"] == "off" and status["has_runs"] is True
         runs = httpx.get(url + "api/runs", timeout=30).json()
-        assert len(runs) == 1 and runs[0]["model"] == "tiny:llama"
+        assert sorted(r["kind"] for r in runs) == ["study", "tune"]
+        assert all(r["model"] == "tiny:llama" for r in runs)
 
 
 def test_binding_beyond_loopback_warns(explorer_data: dict[str, Path]) -> None:

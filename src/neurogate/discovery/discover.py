@@ -133,7 +133,7 @@ def discover(
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
         record=record(texts, skipped, scores),
-    )
+    ).weighted(cfg.weights)
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
 

@@ -10,13 +10,87 @@ spread from the running statistics.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from neurogate.discovery.circuit import DiscoveryRecord, Neuron, NeuronProfile, PromptRef
 from neurogate.discovery.stats import PromptExtremes, SiteStats
 
+if TYPE_CHECKING:  # the circuit imports these types; the neuron type is only named here
+    from neurogate.discovery.circuit import Neuron
+
 SIDES = ("positive", "negative")
+
+
+@dataclass(frozen=True)
+class PromptRef:
+    """A discovery prompt (``side`` "positive" or "negative", ``index`` in that set) and a neuron's value
+    at its last token."""
+
+    side: str
+    index: int
+    value: float
+
+
+@dataclass(frozen=True)
+class NeuronProfile:
+    """What discovery saw of one neuron beyond its means: each side's standard deviation, whether the
+    universal filter flagged it (``None``: the filter was off), and the prompts that drove it highest
+    (``most``, largest first) and lowest (``least``, smallest first)."""
+
+    std_pos: float
+    std_neg: float
+    universal: bool | None
+    most: tuple[PromptRef, ...] = ()
+    least: tuple[PromptRef, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        refs = {"most": [asdict(r) for r in self.most], "least": [asdict(r) for r in self.least]}
+        return {**asdict(self), **refs}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> NeuronProfile:
+        """Build from JSON; raises ``TypeError``/``KeyError``/``ValueError`` on a malformed entry."""
+        if not isinstance(data, dict):
+            raise TypeError("a profile must be an object")
+        universal = data.get("universal")
+        if universal is not None and not isinstance(universal, bool):
+            raise TypeError("profile.universal must be true, false or null")
+
+        def refs(key: str) -> tuple[PromptRef, ...]:
+            items = data.get(key, [])
+            if not isinstance(items, list):
+                raise TypeError(f"profile.{key} must be a list")
+            return tuple(PromptRef(str(r["side"]), int(r["index"]), float(r["value"])) for r in items)
+
+        return cls(float(data["std_pos"]), float(data["std_neg"]), universal, refs("most"), refs("least"))
+
+
+@dataclass(frozen=True)
+class DiscoveryRecord:
+    """Circuit-level companion of the profiles: the text of each prompt a profile names
+    (``prompts[side][index]``) and the universal neurons passed over, as ``(layer, index, score)``."""
+
+    prompts: dict[str, dict[int, str]] = field(default_factory=dict)
+    universal_skipped: tuple[tuple[int, int, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": {side: {str(i): t for i, t in texts.items()} for side, texts in self.prompts.items()},
+            "universal_skipped": [list(n) for n in self.universal_skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DiscoveryRecord:
+        if not isinstance(data, dict):
+            raise TypeError("the discovery record must be an object")
+        prompts = {
+            str(side): {int(i): str(t) for i, t in texts.items()}
+            for side, texts in dict(data.get("prompts", {})).items()
+        }
+        skipped = tuple((int(a), int(b), float(c)) for a, b, c in data.get("universal_skipped", []))
+        return cls(prompts, skipped)
 
 
 def profiles(
@@ -50,7 +124,7 @@ def profiles(
             most=tuple(ref(p, v) for p, v in extremes.most(n.layer, n.index)) if extremes else (),
             least=tuple(ref(p, v) for p, v in extremes.least(n.layer, n.index)) if extremes else (),
         )
-        out.append(Neuron(n.layer, n.index, n.score, n.diff, n.mean_pos, n.mean_neg, profile=profile))
+        out.append(replace(n, profile=profile))
     return out, {side: dict(sorted(t.items())) for side, t in texts.items()}
 
 

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.study.results import StudyResults
-from neurogate.ui.runs import RESULTS, find_runs, run_entry
+from neurogate.tuning import TuneResults
+from neurogate.ui.runs import RESULTS, TUNE, find_runs, run_entry
 from neurogate.ui.security import PathNotAllowed, confine
 from neurogate.ui.settings import UISettings
 
 T = TypeVar("T")
-RUN_CIRCUITS = ("circuit.json", "circuit-ranking.json")
+RUN_CIRCUITS = ("circuit.json", "circuit-ranking.json", "tuned-circuit.json")
 DIRECTIONS = "directions.safetensors"
 
 
@@ -100,12 +101,16 @@ class Catalog:
 
     def run_folder(self, item: str) -> Path:
         folder = self.resolve(item)
-        if not (folder / RESULTS).is_file():
-            raise PathNotAllowed(f"{item!r} is not a study run (no {RESULTS})")
+        if not (folder / RESULTS).is_file() and not (folder / TUNE).is_file():
+            raise PathNotAllowed(f"{item!r} is not a run (no {RESULTS} or {TUNE})")
         return folder
 
-    def run(self, item: str) -> StudyResults:
-        return self._load(self.run_folder(item) / RESULTS, StudyResults.load)
+    def run(self, item: str) -> StudyResults | TuneResults:
+        """A study's results, or a tuning search's when the folder holds ``tune.json``."""
+        folder = self.run_folder(item)
+        if (folder / RESULTS).is_file():
+            return self._load(folder / RESULTS, StudyResults.load)
+        return self._load(folder / TUNE, TuneResults.load)
 
     def directions(self, fits: Callable[[ResidualDirections], bool]) -> ResidualDirections | None:
         """Residual directions stored in a run that ``fits`` accepts (the newest run first)."""

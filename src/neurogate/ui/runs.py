@@ -1,14 +1,10 @@
-"""Study runs as JSON for the page, built on the typed :class:`~neurogate.study.results.StudyResults`:
-the conditions table, refusal against strength per method with intervals, the sparsity curve, the tuning
-Pareto front when the run holds one, and the replies behind every rate.
-
-A Pareto front is read from ``pareto.json`` in the run folder when present:
-``{"objectives": {"x": NAME, "y": NAME}, "points": [{"label", "x", "y", "front": bool, "key"?}]}``.
-"""
+"""Runs as JSON for the page, built on the typed results: a study's
+(:class:`~neurogate.study.results.StudyResults`: the conditions table, refusal against strength per method
+with intervals, the sparsity curve) and a tuning search's (:class:`~neurogate.tuning.TuneResults`: every
+trial against the Pareto front, and the held-out check), each with the replies behind every rate."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,29 +17,39 @@ from neurogate.evaluation.statistics import Rate
 from neurogate.evaluation.tables import metrics
 from neurogate.steering.registry import get_kind
 from neurogate.study.results import StudyResults
+from neurogate.tuning import TuneResults
 from neurogate.ui.circuits import pick
 
 RESULTS = "results.json"
-PARETO = "pareto.json"
+TUNE = "tune.json"
 SETS = ("harmful", "benign")
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run folders (holding ``results.json``) under ``root``: itself and its children, newest first."""
-    found = [root] if (root / RESULTS).is_file() else []
-    found += [p for p in root.iterdir() if p.is_dir() and (p / RESULTS).is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: (p / RESULTS).stat().st_mtime, reverse=True)
+    """Run folders (a study's ``results.json`` or a search's ``tune.json``) under ``root``: itself and its
+    children, newest first."""
+
+    def is_run(p: Path) -> bool:
+        return (p / RESULTS).is_file() or (p / TUNE).is_file()
+
+    found = [root] if is_run(root) else []
+    found += [p for p in root.iterdir() if p.is_dir() and is_run(p)] if root.is_dir() else []
+    return sorted(found, key=lambda p: max(f.stat().st_mtime for f in p.iterdir()), reverse=True)
 
 
-def run_entry(folder: Path, results: StudyResults) -> dict[str, Any]:
+def run_entry(folder: Path, results: StudyResults | TuneResults) -> dict[str, Any]:
     """One line of the runs list."""
+    if isinstance(results, TuneResults):
+        model, created, n = str(results.config.get("model", "?")), "", len(results.final)
+    else:
+        model, created, n = results.model.get("spec", "?"), results.created, len(results.conditions)
     return {
         "name": folder.name,
+        "kind": "tune" if isinstance(results, TuneResults) else "study",
         "run_id": results.run_id,
-        "model": results.model.get("spec", "?"),
-        "created": results.created,
-        "n_conditions": len(results.conditions),
-        "has_pareto": (folder / PARETO).is_file(),
+        "model": model,
+        "created": created,
+        "n_conditions": n,
     }
 
 
@@ -127,33 +133,46 @@ def sparsity_curve(results: StudyResults) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["x"])
 
 
-def read_pareto(folder: Path) -> dict[str, Any] | None:
-    """The tuning Pareto front stored beside the results, checked for shape (see the module doc)."""
-    path = folder / PARETO
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        objectives = {"x": str(data["objectives"]["x"]), "y": str(data["objectives"]["y"])}
-        points = [
-            {
-                "label": str(p.get("label", "")),
-                "x": float(p["x"]),
-                "y": float(p["y"]),
-                "front": bool(p.get("front", False)),
-                "key": p.get("key") if isinstance(p.get("key"), str) else None,
-            }
-            for p in data["points"]
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise NeurogateError(f"{path} is not a Pareto front file ({type(exc).__name__}: {exc})") from exc
-    return {"objectives": objectives, "points": points}
+def tune_view(results: TuneResults, name: str) -> dict[str, Any]:
+    """A tuning search: every trial's compliance against its benign KL with the Pareto front marked, and
+    the held-out check of the chosen point beside the paper's circuit (its rates link to the replies)."""
+    points = [
+        {
+            "label": f"trial {t.number}: {t.point.get('intervention', '?')} "
+            f"m={t.point.get('multiplier', 0):.2f}, {int(t.scores.get('neurons', 0))} neurons",
+            "x": t.scores["kl"],
+            "y": t.scores["compliance"],
+            "front": t.pareto,
+        }
+        for t in results.trials
+        if math.isfinite(t.scores.get("kl", math.nan)) and math.isfinite(t.scores.get("compliance", math.nan))
+    ]
+    conditions = results.final
+    return {
+        "kind": "tune",
+        "name": name,
+        "run_id": results.run_id,
+        "created": "",
+        "seconds": results.seconds,
+        "model": {"spec": results.config.get("model", "?")},
+        "circuit": {"summary": "chosen: " + ", ".join(f"{k} {v}" for k, v in results.chosen.items())},
+        "judges": next(iter(conditions.values())).judges if conditions else [],
+        "conditions": [
+            {**condition_row(r, results.paired.get(k, {}).get(r.judge)), "key": k}
+            for k, r in conditions.items()
+        ],
+        "curves": [],
+        "sparsity": [],
+        "controls": [],
+        "pareto": {"objectives": {"x": "benign KL", "y": "compliance"}, "points": points},
+    }
 
 
-def run_view(results: StudyResults, folder: Path, name: str) -> dict[str, Any]:
-    """The whole run page."""
+def run_view(results: StudyResults, name: str) -> dict[str, Any]:
+    """The whole page of a study run."""
     c = results.circuit
     return {
+        "kind": "study",
         "name": name,
         "run_id": results.run_id,
         "created": results.created,
@@ -170,7 +189,8 @@ def run_view(results: StudyResults, folder: Path, name: str) -> dict[str, Any]:
         "directions": results.directions,
         "judges": results.judges,
         "conditions": [
-            condition_row(r, results.paired.get(k, {}).get(r.judge)) for k, r in results.conditions.items()
+            {**condition_row(r, results.paired.get(k, {}).get(r.judge)), "key": k}
+            for k, r in results.conditions.items()
         ],
         "curves": strength_curves(results),
         "sparsity": sparsity_curve(results),
@@ -184,17 +204,21 @@ def run_view(results: StudyResults, folder: Path, name: str) -> dict[str, Any]:
             }
             for c in results.controls
         ],
-        "pareto": read_pareto(folder),
+        "pareto": None,
     }
 
 
 def replies_view(
-    results: StudyResults, key: str, which: str, cls: str | None = None, judge: str | None = None
+    conditions: dict[str, ConditionResult],
+    key: str,
+    which: str,
+    cls: str | None = None,
+    judge: str | None = None,
 ) -> dict[str, Any]:
     """Every reply of one condition on one prompt set (``harmful`` or ``benign``) with its class under
     each judge; with ``cls``, each row says whether ``judge`` (default: the primary one) counts it in that
     class, so ``k`` equals the rate's own count."""
-    cond = results.conditions.get(key)
+    cond = conditions.get(key)
     if cond is None:
         raise NeurogateError(f"this run has no condition {key!r}")
     if which not in SETS:

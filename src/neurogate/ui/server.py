@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from neurogate.errors import NeurogateError
 from neurogate.steering.registry import INTERVENTIONS
+from neurogate.tuning import TuneResults
 from neurogate.ui import circuits as circuit_views
 from neurogate.ui import runs as run_views
 from neurogate.ui.catalog import Catalog
@@ -102,12 +103,16 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
 
     @app.get("/api/run")
     def run(id: str) -> dict[str, Any]:
-        folder = catalog.run_folder(id)
-        return {"id": id, **run_views.run_view(catalog.run(id), folder, folder.name)}
+        results, name = catalog.run(id), catalog.run_folder(id).name
+        if isinstance(results, TuneResults):
+            return {"id": id, **run_views.tune_view(results, name)}
+        return {"id": id, **run_views.run_view(results, name)}
 
     @app.get("/api/replies")
     def replies(id: str, key: str, set: str = Query("harmful"), cls: str | None = None) -> dict[str, Any]:
-        return run_views.replies_view(catalog.run(id), key, set, cls)
+        results = catalog.run(id)
+        conditions = results.final if isinstance(results, TuneResults) else results.conditions
+        return run_views.replies_view(conditions, key, set, cls)
 
     @app.post("/api/steer")
     async def steer(body: SteerBody) -> StreamingResponse:

@@ -397,9 +397,9 @@ async function loadRuns() {
   const runs = await api("/api/runs");
   const head = h("tr", {}, ["run", "model", "created", "conditions", ""].map((t) => h("th", { scope: "col" }, t)));
   const rows = runs.map((r) => h("tr", {},
-    h("td", {}, h("button", { type: "button", class: "link", "data-run": r.id, onclick: () => showRun(r.id) }, r.name)),
+    h("td", {}, h("button", { type: "button", class: "link", "data-run": r.id, "data-kind": r.kind, onclick: () => showRun(r.id) }, r.name)),
     h("td", {}, r.model ?? ""), h("td", {}, r.created ?? ""), h("td", {}, r.n_conditions ?? ""),
-    h("td", { class: "error" }, r.error ?? (r.has_pareto ? "Pareto front" : ""))));
+    h("td", { class: r.error ? "error" : null }, r.error ?? (r.kind === "tune" ? "tuning search (Pareto front)" : "study"))));
   list.replaceChildren(h("caption", {}, `${runs.length} run(s)`), h("thead", {}, head), h("tbody", {}, rows));
 }
 
@@ -428,8 +428,8 @@ async function showRun(id) {
   ];
   if (run.sparsity.length) charts.push(h("figure", {}, curveChart(run.sparsity, "refusal vs circuit size", "neurons", openReplies, true),
     h("figcaption", {}, "sparsity: refusal against the number of neurons steered")));
-  if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning Pareto front: ${run.pareto.objectives.x} vs ${run.pareto.objectives.y}`)));
-  else charts.push(h("p", { class: "muted" }, "No tuning Pareto front in this run."));
+  if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning: every trial's ${run.pareto.objectives.y} against its ${run.pareto.objectives.x}; large dots and the line: the Pareto front`)));
+  else charts.push(h("p", { class: "muted" }, "A study run: tuning searches (neurogate tune) show their Pareto front here."));
   const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
   const delta = (p) => (p ? `${p.diff >= 0 ? "+" : ""}${Math.round(100 * p.diff)} pts [${Math.round(100 * p.low)}, ${Math.round(100 * p.high)}], p=${fmt(p.p_value, 2)}` : "–");
   const judge = run.judges[0];
@@ -453,7 +453,7 @@ async function showRun(id) {
     h("div", { class: "table-wrap" }, h("table", { id: "condition-table" },
       h("caption", {}, `Rates of the harmful prompts' replies under the ${judge} judge (95% Wilson intervals); every rate links to the replies behind it.`),
       h("thead", {}, h("tr", {}, cols.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
-    controls,
+    ...(controls ? [controls] : []),
   );
 }
 

@@ -115,7 +115,7 @@ export function curveChart(points, label, xName, onPick, logX = false) {
 
 /** The tuning Pareto front: every trial as a dot, the front joined by a line. */
 export function scatterChart(pareto) {
-  const W = 360, H = 220, left = 44, right = 12, top = 12, bottom = 180;
+  const W = 360, H = 220, left = 44, right = 34, top = 12, bottom = 180;
   const svg = frame(W, H, `Pareto front: ${pareto.objectives.x} against ${pareto.objectives.y}`);
   const pts = pareto.points;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
