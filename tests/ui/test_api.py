@@ -46,6 +46,12 @@ def run_of(client: TestClient, kind: str) -> dict[str, Any]:
     return entry
 
 
+def opened(client: TestClient, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run of ``kind`` as listed, and its page."""
+    entry = run_of(client, kind)
+    return entry, client.get("/api/run", params={"id": entry["id"]}).json()
+
+
 def circuit_id(client: TestClient, name: str) -> str:
     return next(c["id"] for c in client.get("/api/circuits").json() if c["name"].endswith(name))
 
@@ -103,9 +109,8 @@ def test_overlay_counts_shared_neurons_by_layer(client: TestClient, main_circuit
 def test_runs_list_and_run_view_follow_the_results_file(
     client: TestClient, explorer_data: dict[str, Path]
 ) -> None:
-    entry = run_of(client, "study")
+    entry, view = opened(client, "study")
     results = StudyResults.load(explorer_data["runs"] / entry["name"] / "results.json")
-    view = client.get("/api/run", params={"id": entry["id"]}).json()
     assert {c["key"] for c in view["conditions"]} == set(results.conditions)
     kinds = {c["kind"]: c for c in view["curves"]}
     swept = {results.conditions[k].kind for k in results.sweep} - {"baseline"}
@@ -138,9 +143,8 @@ def test_a_rate_links_to_exactly_the_replies_it_counts(
 def test_a_tuning_search_shows_its_pareto_front_and_held_out_replies(
     client: TestClient, explorer_data: dict[str, Path]
 ) -> None:
-    entry = run_of(client, "tune")
+    entry, view = opened(client, "tune")
     results = TuneResults.load(explorer_data["runs"] / entry["name"] / "tune.json")
-    view = client.get("/api/run", params={"id": entry["id"]}).json()
     points = view["pareto"]["points"]
     assert len(points) == len(results.trials)
     assert [p["front"] for p in points] == [t.pareto for t in results.trials]
