@@ -17,7 +17,7 @@ from neurogate.models.loading import LoadedModel
 
 
 def test_same_prompts_in_another_order_are_refused(lm: LoadedModel, caplog: pytest.LogCaptureFixture) -> None:
-    shuffled = [p.upper() for p in reversed(POSITIVE)]
+    shuffled = [f"  {p} " for p in reversed(POSITIVE)]
     with pytest.raises(DegenerateError, match="hold the same prompts"):
         discover(lm, POSITIVE, shuffled, top_k=3, universal_filter=False, progress=False)
     with caplog.at_level(logging.WARNING):

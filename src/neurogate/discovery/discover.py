@@ -179,16 +179,15 @@ def _check_overlap(pos: PromptSet, neg: PromptSet, allow_degenerate: bool = Fals
         raise PromptSetError(
             f"the positive and negative prompt sets are identical ({pos.name!r}); give two different sets"
         )
-    pos_norm = {prompt_sets.normalize(p) for p in pos.prompts}
-    neg_norm = {prompt_sets.normalize(p) for p in neg.prompts}
-    if pos_norm == neg_norm:
+    if {" ".join(p.split()) for p in pos.prompts} == {" ".join(p.split()) for p in neg.prompts}:
         _degenerate(
             f"the positive set {pos.name!r} and the negative set {neg.name!r} hold the same prompts (in "
-            "another order or spelling), so there is no contrast to find",
+            "another order), so there is no contrast to find",
             allow_degenerate,
         )
         return
-    shared = pos_norm & neg_norm
+    pos_norm = {prompt_sets.normalize(p) for p in pos.prompts}
+    shared = pos_norm & {prompt_sets.normalize(p) for p in neg.prompts}
     if shared:
         logger.warning(
             "%d prompt(s) are in both sets (e.g. %r): weaker contrast",
