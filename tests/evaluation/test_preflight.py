@@ -19,7 +19,7 @@ KEY_VARS = ("NEUROGATE_JUDGE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "NEU
 
 
 def test_unknown_judge_is_refused_when_settings_are_built() -> None:
-    with pytest.raises(ConfigError, match="unknown judge 'keywrd'.*Did you mean 'keyword'"):
+    with pytest.raises(ConfigError, match=r"unknown judge 'keywrd'.*Did you mean 'keyword'"):
         EvalSettings(judges=("keyword", "keywrd"))
 
 
