@@ -4,8 +4,9 @@
 A file spec may end in ``#field=COLUMN`` to name the column (or JSON field) that holds the prompts, e.g.
 ``--positive data.csv#field=goal``. A string spec may end in ``#tune`` or ``#test`` to take one half
 of the set: a prompt belongs to ``test`` when the first byte of the sha256 of its normalised text is
-below 128, else to ``tune``. The split depends only on each prompt's own text, so it is the same in every order, every run and every version, and a
-search that tunes on ``#tune`` never sees a ``#test`` prompt."""
+below 128, else to ``tune``. The split depends only on each prompt's own text, so it is the same in
+every order, every run and every version, and a search that tunes on ``#tune`` never sees a ``#test``
+prompt."""
 
 from __future__ import annotations
 
