@@ -29,3 +29,8 @@ class CircuitError(NeurogateError):
 
 class ConfigError(NeurogateError):
     """An argument or configuration value is out of range or inconsistent."""
+
+
+class DegenerateError(NeurogateError):
+    """An input gives a meaningless result (e.g. two prompt sets with the same prompts): refused unless the
+    caller explicitly allows it."""

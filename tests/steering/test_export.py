@@ -69,8 +69,12 @@ def test_export_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not empty"):
         export_model(lm, circuit, 0.0, target)
     assert (target / "keep.txt").read_text() == "precious"
+    with pytest.raises(ConfigError, match="not a neurogate export"):
+        export_model(lm, circuit, 0.0, target, overwrite=True)
+    assert (target / "keep.txt").read_text() == "precious"
+    target = tmp_path / "out2"
+    export_model(lm, circuit, 0.0, target)
     export_model(lm, circuit, {(0, 3): 0.5, (2, 90): 2.0}, target, overwrite=True)
-    assert not (target / "keep.txt").exists()
     meta = json.loads((target / "neurogate_export.json").read_text())
     assert meta["multiplier"][0] == {"layer": 0, "index": 3, "multiplier": 0.5}
     assert meta["multiplier"][1]["multiplier"] == 1.0
