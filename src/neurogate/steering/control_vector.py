@@ -51,8 +51,7 @@ def export_control_vector(
     control-vector GGUF. ``model_hint``: the GGUF architecture it is meant for (``llama``, ``qwen2``, ...)."""
     chosen = directions.best_layer if layer is None else directions.check_layer(layer)
     vec = control_vector(directions, strength, chosen)
-    out = Path(out_path).expanduser().resolve()
-    check_file_target(out, overwrite)
+    out = check_file_target(out_path, overwrite)
     with atomic_path(out) as tmp:
         writer = GGUFWriter(tmp, ARCH)
         writer.add_string(

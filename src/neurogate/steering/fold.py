@@ -16,7 +16,7 @@ from torch import nn
 
 from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
-from neurogate.models.hooks import Handle
+from neurogate.models.hooks import Handle, check_scale
 from neurogate.models.loading import LoadedModel
 
 
@@ -104,6 +104,7 @@ def fold(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier = 0.0, toward
     none, and removed again by the handle).
     """
     circuit.check_model(lm)
+    check_scale(circuit.factors(multiplier), lm.dtype, "multiplier")
     dim = 0 if lm.adapter.spec.layout == "conv1d" else 1
     undo: list[Callable[[], None]] = []
     scales = circuit.scales(multiplier, toward)

@@ -123,8 +123,7 @@ def export_gguf(
         raise ConfigError(f"the folded tensors are stored as f16 or bf16, not {store!r}")
     reader = read_gguf(source)
     check_circuit(circuit, reader, str(source))
-    out = Path(out_path).expanduser().resolve()
-    check_file_target(out, overwrite)
+    out = check_file_target(out_path, overwrite, inputs=(str(source),))
     scales = circuit.scales(multiplier)
     targets = {f"blk.{layer}.ffn_down.weight": scale for layer, scale in scales.items()}
     tensors = {t.name: t for t in reader.tensors}

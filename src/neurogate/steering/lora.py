@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
 from neurogate.models.devices import dtype_name, resolve_dtype
 from neurogate.models.loading import LoadedModel
+from neurogate.steering.export import check_target
 from neurogate.steering.fold import resident_weight
 from neurogate.steering.output import check_finite, circuit_lines, staged_dir, write_meta
 
@@ -150,10 +152,13 @@ def export_lora(
     overwrite: bool = False,
     dtype: str | torch.dtype | None = None,
     base_model: str | None = None,
+    inputs: Sequence[str] = (),
 ) -> Path:
     """Write the fold of ``multiplier`` as a PEFT LoRA adapter folder (``adapter_config.json`` and
     ``adapter_model.safetensors``) at ``out_dir``. ``dtype``: of the stored factors (default: the
-    model's); ``base_model``: what the config names as the base (default: ``lm``'s source)."""
+    model's); ``base_model``: what the config names as the base (default: ``lm``'s source); ``overwrite``
+    and ``inputs`` as in :func:`neurogate.steering.export.export_model`."""
+    out = check_target(out_dir, overwrite, [*inputs, lm.source, lm.spec])
     layers = lora_layers(lm, circuit, multiplier)
     if not layers:
         raise ConfigError("the circuit has no neurons, so there is nothing to export")
@@ -166,23 +171,13 @@ def export_lora(
         tensors[f"{prefix}.lora_B.weight"] = item.lora_b.to(store).contiguous()
     config = adapter_config(lm, layers, base_model or lm.source or lm.spec)
     rank = int(config["r"])  # type: ignore[call-overload]
-    with staged_dir(out_dir, overwrite) as tmp:
+    with staged_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         size = (tmp / WEIGHTS).stat().st_size
         ranks = {str(item.layer): item.rank for item in layers}
-        write_meta(
-            tmp,
-            "lora",
-            lm.spec,
-            circuit,
-            multiplier,
-            rank=rank,
-            ranks=ranks,
-            dtype=dtype_name(store),
-            bytes=size,
-        )
         (tmp / "README.md").write_text(_readme(lm, circuit, multiplier, rank, size))
-    out = Path(out_dir).expanduser().resolve()
+        extra = {"rank": rank, "ranks": ranks, "dtype": dtype_name(store), "bytes": size}
+        write_meta(tmp, "lora", lm.spec, circuit, multiplier, **extra)
     logger.info("exported a rank-%d LoRA adapter (%d bytes) to %s", rank, size, out)
     return out

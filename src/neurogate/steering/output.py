@@ -1,18 +1,17 @@
-"""What every export format shares: safe targets, staged writes renamed into place, finite weights, and
-the description of what was folded in.
+"""What every export format shares: staged writes renamed into place, safe file targets, finite weights,
+and the description of what was folded in.
 
-Rules: a target is written beside itself (a temporary name in the same folder) and renamed into place, so
-a crash never leaves half an export; an existing target is replaced only when it is empty or is an export
-neurogate wrote (it carries :data:`MARKER`), never a folder or file neurogate did not create; and every
-changed weight is checked to be finite in the dtype it is stored in before anything is written.
+The folder rules are :mod:`neurogate.outputs`' (and :func:`neurogate.steering.export.check_target`'s): a
+target is written in a temporary folder this process owns beside it and renamed into place, so a crash
+never leaves half an export; an existing target is replaced only when it is an earlier neurogate export (it
+carries :data:`MARKER`). File formats (GGUF) replace only a file of their own format. Every changed weight is
+checked to be finite in the dtype it is stored in before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,80 +21,56 @@ import torch
 
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
+from neurogate.outputs import OWNER, TEMP_PREFIX, apply_umask, owned_tempdir, release, sweep
+from neurogate.outputs import check_file_target as check_file_path
+from neurogate.outputs import check_target as check_target_path
 
 MARKER = "neurogate_export.json"
 GGUF_MAGIC = b"GGUF"
 
 
-def _is_neurogate_export(path: Path) -> bool:
-    try:
-        meta = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("kind") == "neurogate.export"
-
-
-def check_dir_target(out: Path, overwrite: bool) -> None:
-    """Refuse a target that is a file, or a non-empty folder unless ``overwrite`` and neurogate wrote it."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"{out} is not empty; pass overwrite=True (--overwrite) to replace it, or pick a new --out"
-        )
-    if not _is_neurogate_export(out):
-        raise ConfigError(
-            f"{out} is not empty and is not a neurogate export (no {MARKER}), so --overwrite will not "
-            "replace it: neurogate never deletes what it did not write. Pick a new --out."
-        )
-
-
 @contextmanager
-def staged_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; when the block succeeds it takes ``out_dir``'s place.
-
-    The folder must end up holding :data:`MARKER` (the block writes it), which is what later lets
-    ``overwrite`` replace it. On failure the temporary folder is removed and ``out_dir`` is untouched.
-    """
-    out = Path(out_dir).expanduser().resolve()
-    check_dir_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; an export is an ordinary folder
-    try:
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside the checked target ``out``; when the block succeeds it takes
+    ``out``'s place (an earlier export there is moved aside first and put back if the rename fails). The
+    block must write :data:`MARKER`. On failure the temporary folder goes and ``out`` is untouched."""
+    sweep(out.parent, TEMP_PREFIX)
+    with owned_tempdir(out.parent, f"{TEMP_PREFIX}{out.name}-") as tmp:
         yield tmp
         if not (tmp / MARKER).is_file():
             raise RuntimeError(f"an export must write {MARKER}")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        apply_umask(tmp)
+        release(tmp)
+        if not out.exists():
+            os.replace(tmp, out)
+            return
+        with owned_tempdir(out.parent, f"{TEMP_PREFIX}{out.name}-old-") as old:
             os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            try:
+                os.replace(tmp, out)
+            except BaseException:  # put the earlier export back rather than lose both
+                os.replace(old / out.name, out)
+                raise
 
 
-def check_file_target(out: Path, overwrite: bool, magic: bytes = GGUF_MAGIC) -> None:
-    """Refuse a target that is a folder, or an existing file unless ``overwrite`` and it starts with
-    ``magic`` (a file of the format neurogate writes, not some other file that happens to be there)."""
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; give a file name for --out (e.g. steered.gguf)")
-    if not out.exists():
-        return
+def check_file_target(
+    out: str | os.PathLike[str], overwrite: bool, magic: bytes = GGUF_MAGIC, inputs: tuple[str, ...] = ()
+) -> Path:
+    """Refuse an unsafe file target (:func:`neurogate.outputs.check_target`: no symlinks, not an input), a
+    folder, or an existing file unless ``overwrite`` and it starts with ``magic`` (a file of the format
+    neurogate writes, not some other file that happens to be there); return it resolved."""
+    check_file_path(out, "--out")
+    target = check_target_path(out, inputs=inputs)
+    if not target.exists():
+        return target
     if not overwrite:
         raise ConfigError(
             f"{out} exists; pass overwrite=True (--overwrite) to replace it, or pick a new --out"
         )
-    with out.open("rb") as fh:
+    with target.open("rb") as fh:
         if fh.read(len(magic)) != magic:
             raise ConfigError(f"{out} exists and is not a {magic.decode()} file, so it will not be replaced")
+    return target
 
 
 def check_finite(values: torch.Tensor, dtype: torch.dtype, what: str) -> None:
@@ -130,7 +105,8 @@ def multiplier_json(circuit: Circuit, multiplier: Multiplier) -> float | list[di
 def write_meta(
     folder: Path, fmt: str, source: str, circuit: Circuit, multiplier: Multiplier, **extra: Any
 ) -> None:
-    """Write :data:`MARKER` (what was exported, from what) and the circuit beside it."""
+    """Write the circuit and :data:`MARKER` (what was exported, from what, and every file in the folder,
+    which is what later lets ``overwrite`` replace it): call it last."""
     meta = {
         "kind": "neurogate.export",
         "format": fmt,
@@ -140,8 +116,9 @@ def write_meta(
         "multiplier": multiplier_json(circuit, multiplier),
         **extra,
     }
-    (folder / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
     circuit.save(folder / "neurogate_circuit.json")
+    meta["files"] = sorted(p.name for p in folder.iterdir() if p.name != OWNER)
+    (folder / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def circuit_lines(circuit: Circuit, multiplier: Multiplier, total_neurons: int) -> list[str]:
