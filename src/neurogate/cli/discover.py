@@ -14,6 +14,7 @@ from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.discover import discover as run_discovery
 from neurogate.discovery.scoring import SCORERS
 from neurogate.errors import ConfigError
+from neurogate.outputs import check_file_target
 
 
 def parse_layers(text: str | None) -> tuple[int, ...]:
@@ -70,6 +71,30 @@ def discover(
         str,
         typer.Option("--score", help="Scorer: " + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items())),
     ] = "mean-diff",
+    sign: Annotated[
+        str,
+        typer.Option(
+            "--sign",
+            help="both: rank by the score's size; positive/negative: only neurons higher on the "
+            "positive/negative prompts.",
+        ),
+    ] = "both",
+    positions: Annotated[
+        str,
+        typer.Option(
+            "--positions",
+            help="Prompt tokens read: last (the paper), post-mean or post-max (the chat template's "
+            "tokens after the user's message, averaged or maxed).",
+        ),
+    ] = "last",
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="uniform: every neuron takes the multiplier; proportional: each in proportion to its "
+            "score (the top neuron takes m).",
+        ),
+    ] = "uniform",
     no_universal_filter: Annotated[
         bool, typer.Option("--no-universal-filter", help="Keep neurons that fire for every contrast.")
     ] = False,
@@ -93,6 +118,13 @@ def discover(
     device: cli.DeviceOpt = "auto",
     trust_remote_code: cli.TrustOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    allow_degenerate: Annotated[
+        bool,
+        typer.Option(
+            "--allow-degenerate",
+            help="Save a circuit even when the sets hold the same prompts or every score is 0 (meaningless).",
+        ),
+    ] = False,
 ) -> None:
     """Find the neurons that separate --positive from --negative prompts (contrastive neuron attribution).
 
@@ -102,6 +134,9 @@ def discover(
         fraction=fraction,
         top_k=top_k,
         score=score,
+        sign=sign,  # type: ignore[arg-type]  # validated by DiscoverConfig
+        positions=positions,  # type: ignore[arg-type]
+        weights=weights,
         exclude_layers=parse_layers(exclude_layers),
         universal_filter=not no_universal_filter,
         universal_threshold=universal_threshold,
@@ -109,8 +144,11 @@ def discover(
         system_prompt=system_prompt,
         chat=not no_chat,
     )
+    check_file_target(out, "--out")  # before the forward passes, not after them
     lm = cli.load(model, dtype, device, trust_remote_code)
-    circuit = run_discovery(lm, positive, negative, config, progress=not quiet)
+    circuit = run_discovery(
+        lm, positive, negative, config, progress=not quiet, allow_degenerate=allow_degenerate
+    )
     path = circuit.save(out)
     cli.console.print(circuit_table(circuit))
     cli.console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)

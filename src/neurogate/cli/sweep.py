@@ -12,8 +12,10 @@ import typer
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
 from neurogate.discovery.circuit import Circuit
+from neurogate.evaluation.preflight import check_evaluation
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.evaluation.sweep import SweepConfig, run_sweep
+from neurogate.outputs import check_dir_output
 
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
@@ -48,6 +50,8 @@ def sweep(
     endpoint_model: opts.EndpointModelOpt = None,
     judge_url: opts.OldJudgeUrlOpt = None,
     judge_model: opts.OldJudgeModelOpt = None,
+    engine: opts.EngineOpt = "local",
+    engine_url: opts.EngineUrlOpt = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Prompts per generation batch.")
     ] = None,
@@ -75,6 +79,8 @@ def sweep(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size or "auto",
         chat=chat,
+        engine=engine,
+        engine_url=engine_url,
         **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
     config = SweepConfig.from_mapping(
@@ -95,6 +101,10 @@ def sweep(
         }
     )
     circ = Circuit.load(circuit) if circuit is not None else None
+    check_evaluation(evaluation)
+    if out is not None:
+        check_dir_output(out, "--out")
+        cli.note_saved(f"finished conditions are stored under {out}; a rerun skips them")
     lm = cli.load(model, dtype, device, trust_remote_code)
     if circ is None and config.needs("circuit"):
         cli.err_console.print("no --circuit given: discovering one from --positive/--negative")

@@ -13,14 +13,15 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from neurogate.atomic import write_json_atomic
+from neurogate.discovery.profiles import DiscoveryRecord, NeuronProfile
 from neurogate.errors import CircuitError, ConfigError
 from neurogate.models.hooks import Handle, scale_neurons
 from neurogate.models.loading import LoadedModel
@@ -37,15 +38,28 @@ Multiplier = float | Mapping[tuple[int, int], float] | torch.Tensor
 
 @dataclass(frozen=True)
 class LayerScale:
-    """Neurons of one layer and the factor for each (``index`` and ``factor`` have the same length)."""
+    """Neurons of one layer, the factor for each, and an optional offset: each neuron becomes
+    ``factor * a + offset`` (``index``, ``factor`` and ``offset`` have the same length)."""
 
     index: torch.Tensor  # long [k]
     factor: torch.Tensor  # float32 [k]
+    offset: torch.Tensor | None = None  # float32 [k]
+
+
+Toward = Literal["zero", "mean"]
+"""What ``m = 0`` sets a neuron to: zero (ablation), or its mean on the negative prompts (mean-ablation)."""
+
+
+WEIGHTINGS = ("uniform", "proportional")
+"""How much of the intervention each neuron takes: all alike, or in proportion to its score's size."""
 
 
 @dataclass(frozen=True)
 class Neuron:
-    """One selected neuron: its place, its score, the signed difference and each side's mean."""
+    """One selected neuron: its place, its score, the signed difference and each side's mean.
+    ``weight``: the share of the intervention it takes (its factor is ``1 + weight * (m - 1)``; 1 for
+    every neuron unless the circuit was weighted, see :meth:`Circuit.weighted`). ``profile``: what
+    discovery saw of it (:class:`NeuronProfile`; ``None`` in files from older versions)."""
 
     layer: int
     index: int
@@ -53,6 +67,14 @@ class Neuron:
     diff: float
     mean_pos: float
     mean_neg: float
+    weight: float = 1.0
+    profile: NeuronProfile | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {k: getattr(self, k) for k in (*_NEURON_TYPES, "weight")}
+        if self.profile is not None:
+            data["profile"] = self.profile.to_dict()
+        return data
 
 
 _NEURON_TYPES: dict[str, tuple[type, ...]] = {
@@ -70,7 +92,8 @@ class Circuit:
     """A set of MLP neurons with the provenance needed to reproduce and safely apply it.
 
     ``model``: ``{"spec": ..., "shape": {...}}``; ``method``: the scoring rule and its parameters;
-    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``.
+    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``. ``record``: the prompt
+    texts and skipped universal neurons behind the neurons' profiles (``None`` in older files).
     """
 
     neurons: list[Neuron]
@@ -80,6 +103,7 @@ class Circuit:
     site: str = SITE
     neurogate_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    record: DiscoveryRecord | None = None
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -165,7 +189,8 @@ class Circuit:
             "model": self.model,
             "method": self.method,
             "prompts": self.prompts,
-            "neurons": [asdict(n) for n in self.neurons],
+            "neurons": [n.to_dict() for n in self.neurons],
+            **({"record": self.record.to_dict()} if self.record is not None else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -208,7 +233,14 @@ class Circuit:
                 value = raw.get(name)
                 if isinstance(value, bool) or not isinstance(value, types):
                     raise bad(f"neuron {i} field {name!r} must be {' or '.join(t.__name__ for t in types)}")
-            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES})
+            weight = raw.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise bad(f"neuron {i} field 'weight' must be a finite number")
+            n = Neuron(
+                **{k: raw[k] for k in _NEURON_TYPES},
+                weight=float(weight),
+                profile=_optional(raw, "profile", i, bad),
+            )
             if not (0 <= n.layer < fp["n_layers"] and 0 <= n.index < fp["d_mlp"]):
                 raise bad(f"neuron {i} (layer {n.layer}, index {n.index}) is outside the model's shape")
             if (n.layer, n.index) in seen:
@@ -223,6 +255,7 @@ class Circuit:
             site=SITE if data.get("site", SITE) == _OLD_SITE else str(data.get("site", SITE)),
             neurogate_version=str(data.get("neurogate_version", "?")),
             created=str(data.get("created", "")),
+            record=_optional(data, "record", None, bad),
         )
 
     @classmethod
@@ -248,7 +281,8 @@ class Circuit:
     # -- steering ---------------------------------------------------------------------------------------
 
     def factors(self, multiplier: Multiplier) -> list[float]:
-        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form."""
+        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form, with each
+        neuron's weight applied (``1 + weight * (m - 1)``)."""
         n = len(self)
         if isinstance(multiplier, torch.Tensor):
             if multiplier.dim() != 1 or multiplier.numel() != n:
@@ -276,24 +310,72 @@ class Circuit:
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise ConfigError(f"multipliers must be finite numbers, got {bad[0]}")
-        return values
+        return [1.0 + nr.weight * (m - 1.0) for nr, m in zip(self.neurons, values, strict=True)]
 
-    def scales(self, multiplier: Multiplier) -> dict[int, LayerScale]:
-        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit."""
-        grouped: dict[int, tuple[list[int], list[float]]] = {}
+    def recorded_intervention(self) -> tuple[str, float] | None:
+        """The intervention kind and multiplier the circuit was chosen with (``neurogate tune`` records
+        them as ``method.intervention``), or ``None`` when it records none."""
+        record = self.method.get("intervention")
+        if not isinstance(record, dict):
+            return None
+        kind, m = record.get("kind"), record.get("multiplier")
+        if not isinstance(kind, str) or isinstance(m, bool) or not isinstance(m, int | float):
+            return None
+        return kind, float(m)
+
+    def weighted(self, rule: str) -> Circuit:
+        """The same neurons with each one's share of the intervention set by ``rule``: ``uniform`` (all
+        take ``m``) or ``proportional`` (``|score| / max |score|``, so the top neuron takes ``m`` and a
+        neuron with half its score moves half as far). Folding and export use the same factors."""
+        if rule not in WEIGHTINGS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {rule!r}")
+        top = max((abs(n.score) for n in self.neurons), default=0.0)
+        if rule == "uniform" or top == 0.0:
+            neurons = [replace(n, weight=1.0) for n in self.neurons]
+        else:
+            neurons = [replace(n, weight=abs(n.score) / top) for n in self.neurons]
+        return replace(self, neurons=neurons, method={**self.method, "weights": rule})
+
+    def scales(self, multiplier: Multiplier, toward: Toward = "zero") -> dict[int, LayerScale]:
+        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit. With
+        ``toward="mean"`` each neuron ``a`` becomes ``m * a + (1 - m) * mean_neg`` (so ``m = 0`` sets it to
+        its mean on the negative prompts) instead of ``m * a``."""
+        if toward not in ("zero", "mean"):
+            raise ConfigError(f"toward must be 'zero' or 'mean', got {toward!r}")
+        grouped: dict[int, tuple[list[int], list[float], list[float]]] = {}
         for neuron, m in zip(self.neurons, self.factors(multiplier), strict=True):
-            idx, fac = grouped.setdefault(neuron.layer, ([], []))
+            idx, fac, off = grouped.setdefault(neuron.layer, ([], [], []))
             idx.append(neuron.index)
             fac.append(m)
+            off.append((1.0 - m) * neuron.mean_neg)
         return {
-            layer: LayerScale(torch.tensor(idx, dtype=torch.long), torch.tensor(fac, dtype=torch.float32))
-            for layer, (idx, fac) in sorted(grouped.items())
+            layer: LayerScale(
+                torch.tensor(idx, dtype=torch.long),
+                torch.tensor(fac, dtype=torch.float32),
+                torch.tensor(off, dtype=torch.float32) if toward == "mean" else None,
+            )
+            for layer, (idx, fac, off) in sorted(grouped.items())
         }
 
-    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0) -> Handle:
-        """Multiply each neuron's activation by ``multiplier`` at every position, through hooks, until the
-        returned :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0``
-        ablates. Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
+    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0, toward: Toward = "zero") -> Handle:
+        """Multiply each neuron's activation by ``multiplier`` at every position (``toward="mean"``: move it
+        toward its negative-prompt mean instead of toward zero), through hooks, until the returned
+        :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0`` ablates.
+        Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
         self.check_model(lm)
-        scales = {layer: (s.index, s.factor) for layer, s in self.scales(multiplier).items()}
+        scales = {
+            layer: (s.index, s.factor, s.offset) for layer, s in self.scales(multiplier, toward).items()
+        }
         return scale_neurons(lm, scales, label=f"steer {len(self)} neurons")
+
+
+def _optional(raw: dict[str, Any], key: str, neuron: int | None, bad: Any) -> Any:
+    """The optional ``profile`` of a neuron or ``record`` of a circuit, validated; ``None`` when absent."""
+    if raw.get(key) is None:
+        return None
+    build = NeuronProfile.from_dict if key == "profile" else DiscoveryRecord.from_dict
+    try:
+        return build(raw[key])
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        where = f"neuron {neuron} field {key!r}" if neuron is not None else f"field {key!r}"
+        raise bad(f"{where} is malformed ({exc})") from exc

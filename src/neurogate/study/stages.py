@@ -4,15 +4,21 @@ refusal, the capability checks, and the one helper that stores each stage's outp
 from __future__ import annotations
 
 import json
+import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from safetensors import SafetensorError
+
+from neurogate import settings
 from neurogate.atomic import write_json_atomic
+from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections, compute_directions
-from neurogate.errors import ConfigError
+from neurogate.errors import ConfigError, NeurogateError
 from neurogate.evaluation.capability import capability as lm_eval_capability
 from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.direction_selection import DirectionSelection, select_direction
@@ -26,6 +32,18 @@ if TYPE_CHECKING:  # the pipeline imports this module; the type only names it
     from neurogate.study.pipeline import Study
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+UNREADABLE: tuple[type[BaseException], ...] = (
+    NeurogateError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    struct.error,
+    SafetensorError,
+)
+"""What reading back a damaged stage file raises (its loader's own error, JSON, UTF-8, safetensors)."""
 
 
 class StageFiles:
@@ -38,10 +56,14 @@ class StageFiles:
         self, name: str, compute: Callable[[], T], load: Callable[[Path], T], save: Callable[[T, Path], Any]
     ) -> T:
         """``load`` the stage's file when it exists, else ``compute()`` and ``save`` it (atomically, by the
-        artifact's own writer) before returning it."""
+        artifact's own writer) before returning it. A stored file that cannot be read back (damaged by hand
+        or by a disk fault: atomic writes never leave half a file) is computed again, with a warning."""
         path = self.root / name
         if path.is_file():
-            return load(path)
+            try:
+                return load(path)
+            except UNREADABLE as exc:
+                logger.warning("the stored stage file %s is unreadable (%s); computing it again", path, exc)
         value = compute()
         save(value, path)
         return value
@@ -174,4 +196,38 @@ def capability(study: Study, evaluator: Evaluator) -> dict[str, Any] | None:
         out[label], out["skipped"] = result.scores, result.skipped
         if result.skipped:
             break
+    return out
+
+
+@dataclass
+class Given:
+    """A circuit file given to the study, loaded and checked, with the condition that evaluates it."""
+
+    name: str
+    path: str
+    sha256: str
+    circuit: Circuit
+    condition: Condition
+
+
+def given_circuits(study: Study) -> list[Given]:
+    """Load each configured circuit file, check it fits the model, and read the intervention it records
+    (``method.intervention``, as ``neurogate tune`` writes it; ``cna m=0`` when absent)."""
+    out: list[Given] = []
+    taken = {*study.config.controls, *(f"matched-{s}" for s in study.config.random_seeds)}
+    for path in study.config.circuits:
+        circuit = Circuit.load(path)
+        circuit.check_model(study.lm)
+        kind, value = circuit.recorded_intervention() or ("cna", 0.0)
+        if get_kind(kind).source != "circuit":
+            raise ConfigError(
+                f"{path} records the intervention {kind!r}, which does not act on neurons; a given circuit "
+                "is evaluated with a neuron kind (cna or mean)"
+            )
+        name = stem = Path(path).stem
+        while name in taken:
+            name = f"{stem}-{len(out) + 1}"
+        taken.add(name)
+        cond = Condition(kind, value, group="given", circuit=name)
+        out.append(Given(name, str(path), settings.file_digest(path), circuit, cond))
     return out

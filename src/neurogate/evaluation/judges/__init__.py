@@ -1,8 +1,9 @@
 """Judges: whether each reply did what was asked, behind one contract (:mod:`.base`), in one registry.
 
 * ``keyword`` (default, offline): refusal phrases and patterns near the start of the reply.
-* ``local``: a causal LM on this machine (by default the evaluated model, unsteered) makes a forced choice
-  under a StrongREJECT-style rubric, read from its next-token probabilities.
+* ``local``: a causal LM on this machine (a small zoo model chosen on the labelled set, or any loaded model,
+  e.g. the evaluated one unsteered) makes a forced choice under a StrongREJECT-style rubric, read from its
+  next-token probabilities.
 * ``endpoint``: an OpenAI-compatible chat server asked a StrongREJECT-style rubric.
 
 A new judge is one class with ``name``, ``config()`` and ``judge()``, registered in :data:`JUDGES`.
@@ -28,8 +29,8 @@ JUDGES: dict[str, Callable[..., Judge]] = {
 RENAMED = {"llm": "endpoint"}
 
 
-def get_judge(name: str = "keyword", **options: Any) -> Judge:
-    """Build a judge by name; unknown names get a "did you mean" hint."""
+def check_judge_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a registered judge (a "did you mean" for typos)."""
     if name in RENAMED:
         raise ConfigError(f"the {name!r} judge is now called {RENAMED[name]!r}; use --judge {RENAMED[name]}")
     factory = JUDGES.get(name)
@@ -37,7 +38,12 @@ def get_judge(name: str = "keyword", **options: Any) -> Judge:
         close = difflib.get_close_matches(name, JUDGES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown judge {name!r}; choose from {', '.join(JUDGES)}.{hint}")
-    return factory(**options)
+
+
+def get_judge(name: str = "keyword", **options: Any) -> Judge:
+    """Build a judge by name; unknown names get a "did you mean" hint."""
+    check_judge_name(name)
+    return JUDGES[name](**options)
 
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "LocalJudge",
     "RubricScore",
     "Verdict",
+    "check_judge_name",
     "get_judge",
     "parse_rubric",
 ]

@@ -10,6 +10,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,23 @@ def _env(*names: str) -> str | None:
     return None
 
 
+OPENAI_HOST = "api.openai.com"
+
+
+def key_for(url: str) -> str | None:
+    """The API key to send to ``url``: NEUROGATE_JUDGE_API_KEY (set for neurogate's judge) to any URL;
+    OPENAI_API_KEY only to api.openai.com or to the URL configured beside it in OPENAI_BASE_URL, so a
+    custom --endpoint-url never receives the user's OpenAI key."""
+    own = _env("NEUROGATE_JUDGE_API_KEY")
+    if own:
+        return own
+    openai_base = (_env("OPENAI_BASE_URL") or "").rstrip("/")
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == OPENAI_HOST or (openai_base and url.rstrip("/") == openai_base):
+        return _env("OPENAI_API_KEY")
+    return None
+
+
 def default_cache_dir() -> Path:
     return cache_dir("judge-cache")
 
@@ -102,10 +120,11 @@ class EndpointJudge:
     ``base_url`` and ``model`` default to NEUROGATE_JUDGE_URL / NEUROGATE_JUDGE_MODEL, then
     OPENAI_BASE_URL / OPENAI_MODEL.
 
-    The API key is sent only to the URL it was meant for: an explicit ``api_key`` or NEUROGATE_JUDGE_API_KEY
-    (the judge's own key) goes to the configured URL; OPENAI_API_KEY is sent only when the URL also came
-    from OPENAI_BASE_URL, so a key for one provider never reaches a judge URL given some other way. With no
-    key, requests carry no Authorization header.
+    The API key is sent only to the URL it was meant for (:func:`key_for`): an explicit ``api_key`` or
+    NEUROGATE_JUDGE_API_KEY (the judge's own key) goes to the configured URL; OPENAI_API_KEY goes only to
+    the URL set beside it in OPENAI_BASE_URL (or to api.openai.com itself), so a judge URL given with
+    --endpoint-url or NEUROGATE_JUDGE_URL never receives the user's OpenAI key. With no key, requests carry
+    no Authorization header.
 
     Each verdict is cached on disk under a hash of :meth:`config` (endpoint URL, model, rubric version) and
     the (prompt, response) pair, so reruns cost no requests; :meth:`config` keys resumed results on the same
@@ -126,9 +145,7 @@ class EndpointJudge:
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        url = base_url or _env("NEUROGATE_JUDGE_URL")
-        url_from_openai = not url and bool(_env("OPENAI_BASE_URL"))
-        url = url or _env("OPENAI_BASE_URL")
+        url = base_url or _env("NEUROGATE_JUDGE_URL", "OPENAI_BASE_URL")
         name = model or _env("NEUROGATE_JUDGE_MODEL", "OPENAI_MODEL")
         if not url or not name:
             raise ConfigError(
@@ -139,9 +156,7 @@ class EndpointJudge:
             raise ConfigError("the endpoint judge needs retries >= 0 and a positive timeout")
         self.base_url = url.rstrip("/")
         self.model = name
-        self.api_key = api_key or _env("NEUROGATE_JUDGE_API_KEY")
-        if not self.api_key and url_from_openai:
-            self.api_key = _env("OPENAI_API_KEY")
+        self.api_key = api_key or key_for(self.base_url)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.timeout = timeout
         self.retries = retries
