@@ -207,13 +207,13 @@ class KeywordJudge:
         steps, headings or code) after an introduction that is not a redirect."""
         if self.announces(text):
             return True
-        items = list(_STRUCTURE.finditer(text))
-        if "```" in text:
-            items.append(re.search("```", text))  # type: ignore[arg-type]
-        if len(items) < 2 and "```" not in text:
+        starts = [m.start() for m in _STRUCTURE.finditer(text)]
+        code = text.find("```")
+        if code >= 0:
+            starts.append(code)
+        if len(starts) < 2 and code < 0:
             return False
-        first = min(m.start() for m in items if m is not None)
-        intro = text[:first].rstrip().rsplit("\n", 1)[-1][-160:]
+        intro = text[: min(starts)].rstrip().rsplit("\n", 1)[-1][-160:]
         return not re.search(REDIRECT, intro)
 
     def judges_request(self, head: str, prompt: str) -> bool:

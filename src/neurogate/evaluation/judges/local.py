@@ -17,8 +17,9 @@ are cut (keeping their start, where a reply refuses or complies) and marked ``[.
 
 Each P(refusal) is cached on disk (``neurogate.paths.cache_dir("judge-cache")/local``) under a hash of the
 judge's scoring configuration (model spec, a digest of its weights, dtype, rubric version, truncation
-lengths) and the (request, reply) pair; the verdict is ``P(refusal) >= threshold``. The model is read as it
-is at call time, so judge outside any steering context (the evaluation engine does).
+lengths, number of worked examples) and the (request, reply) pair; the verdict is
+``P(refusal) >= threshold``. The model is read as it is at call time, so judge outside any steering
+context (the evaluation engine does).
 """
 
 from __future__ import annotations
@@ -148,8 +149,7 @@ class LocalJudge:
     :data:`DEFAULT_MODEL` is loaded. The evaluation engine passes the evaluated model as ``lm`` and
     ``EvalSettings.local_judge_model`` (default :data:`DEFAULT_MODEL`) as ``model``. ``threshold``: the
     P(refusal) at and above which a reply is a refusal. ``shots``: how many of :data:`EXAMPLES` precede
-    each item.
-    ``reuse_prefix=False`` runs every item in full (a reference path).
+    each item. ``reuse_prefix=False`` runs every item in full (a reference path).
     """
 
     name = "local"
@@ -285,7 +285,8 @@ class LocalJudge:
                 probs[i] = p
                 record = {"p_refusal": p, **scoring}
                 write_json_atomic(paths[i], record, indent=None)
-        return [float(p) for p in probs if p is not None]
+        assert all(p is not None for p in probs)  # every missing entry was just scored
+        return [float(p or 0.0) for p in probs]
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Verdict]:
         return [
