@@ -9,6 +9,7 @@ replacement, or ``None`` to keep it (after editing it in place, or after only re
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -155,14 +156,28 @@ def cast_cache(vec: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return get
 
 
+NeuronRouter = Callable[[dict[int, tuple[torch.Tensor, torch.Tensor]]], Callable[[], None]]
+_ROUTERS: weakref.WeakKeyDictionary[nn.Module, NeuronRouter] = weakref.WeakKeyDictionary()
+
+
+def register_neuron_router(model: nn.Module, router: NeuronRouter) -> None:
+    """Send every later :func:`scale_neurons` on ``model`` to ``router`` (which applies the scales and
+    returns their undo callback) instead of adding hooks: see :mod:`neurogate.models.gains`."""
+    _ROUTERS[model] = router
+
+
 def scale_neurons(
     lm: LoadedModel, scales: dict[int, tuple[torch.Tensor, torch.Tensor]], label: str
 ) -> Handle:
     """Multiply neurons at the ``mlp.post`` site: ``scales[layer] = (index [k] long, factor [k] float)``.
 
     The down-projection input is a fresh intermediate, so it is scaled in place (one gather and one
-    scatter on ``k`` columns); under autograd a scaled copy is returned instead.
+    scatter on ``k`` columns); under autograd a scaled copy is returned instead. On a model with a gain
+    table (:mod:`neurogate.models.gains`) the factors go into the table and no hook is added.
     """
+    router = _ROUTERS.get(lm.model)
+    if router is not None:
+        return Handle([router(scales)], label=label)
 
     def make(index: torch.Tensor, factor: torch.Tensor) -> SiteFn:
         on_device: dict[torch.device, torch.Tensor] = {}
