@@ -311,6 +311,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--processes", type=int, default=3)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--auto-batch-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
@@ -324,6 +325,8 @@ def machine(lm: LoadedModel) -> str:
 
 def main() -> None:
     args = parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = build(args)
     if args.auto_batch_only:
         prompts = prompt_sets(args.gen_prompts)[0]

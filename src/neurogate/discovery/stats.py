@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+UPDATE_ELEMENTS = 1 << 25  # values per float64 slice in :meth:`SiteStats.update` (256 MiB)
+
 
 @dataclass
 class SiteStats:
@@ -45,13 +47,16 @@ class SiteStats:
         k = int(values.shape[0])
         if k == 0:
             return
-        x = values.to(device=self.mean.device, dtype=torch.float64)
-        batch_mean = x.mean(0)
-        batch_m2 = (x - batch_mean).square().sum(0)
         total = self.n + k
-        delta = batch_mean - self.mean
-        self.mean += delta * (k / total)
-        self.m2 += batch_m2 + delta.square() * (self.n * k / total)
+        # A few layers at a time, so the float64 temporaries stay small next to a large model's weights.
+        step = max(1, UPDATE_ELEMENTS // max(1, k * int(values.shape[2])))
+        for lo in range(0, int(values.shape[1]), step):
+            x = values[:, lo : lo + step].to(device=self.mean.device, dtype=torch.float64)
+            batch_mean = x.mean(0)
+            batch_m2 = (x - batch_mean).square().sum(0)
+            delta = batch_mean - self.mean[lo : lo + step]
+            self.mean[lo : lo + step] += delta * (k / total)
+            self.m2[lo : lo + step] += batch_m2 + delta.square() * (self.n * k / total)
         self.n = total
 
     @property
