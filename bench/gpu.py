@@ -16,7 +16,8 @@ Parts (``--parts``, comma-separated):
   CAA and directional ablation on a smaller job), with peak memory against the batch plan on CUDA.
 - ``batch``: the auto batch size in ``--processes`` fresh processes (they must agree).
 
-Every timed call is run once first (warm-up, compilation included; reported) and then ``--repeats`` times.
+Every timed call is run once first (warm-up, compilation included; reported), then ``--repeats`` rounds run
+every call of a part once each, in rotating order, so drifting load on a shared machine hits all alike.
 
 Run: python bench/gpu.py --tokenizer ~/.cache/neurogate/zoo/qwen2.5-coder-1.5b-instruct --shape 1.5b
      python bench/gpu.py --device cpu --shape tiny --tokenizer tiny --n 8 --gen-prompts 8 --new-tokens 8
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from neurogate.discovery.directions import compute_directions
 from neurogate.models.batching import SAFETY, plan_batch, weight_bytes
 from neurogate.models.decoding import Engine
 from neurogate.models.devices import dtype_name, resolve_dtype
-from neurogate.models.generation import generate
+from neurogate.models.generation import contiguous_head, generate
 from neurogate.models.inputs import encode, format_prompts
 from neurogate.models.loading import LoadedModel, load_model, wrap_model
 from neurogate.models.tiny import tiny_tokenizer
@@ -98,22 +100,33 @@ def clock(lm: LoadedModel) -> float:
     return time.perf_counter()
 
 
-def timed(lm: LoadedModel, label: str, fn: Callable[[], Any], repeats: int, tokens: int = 0) -> Row:
-    """Warm up once, then the median of ``repeats`` runs; tok/s when ``tokens`` is given."""
-    start = clock(lm)
-    fn()
-    warm = clock(lm) - start
-    runs = []
-    for _ in range(repeats):
+Case = tuple[str, Callable[[], Any], int]  # label, the call, tokens it generates (0: not a generation)
+
+
+def measure(lm: LoadedModel, cases: list[Case], repeats: int) -> list[Row]:
+    """Each case once in order (warm-up, compilation included), then ``repeats`` rounds that run every case
+    once, starting each round one case later, so drifting load on a shared machine hits all alike."""
+    warm = []
+    for _, fn, _ in cases:
         start = clock(lm)
         fn()
-        runs.append(clock(lm) - start)
-    row: Row = {"what": label, "seconds": statistics.median(runs), "runs": runs, "warmup_s": warm}
-    if tokens:
-        row["tok_s"] = tokens / row["seconds"]
-    rate = f" = {row['tok_s']:,.0f} tok/s" if tokens else ""
-    print(f"  {label:<44} {row['seconds']:8.3f} s{rate}   (first call {warm:.1f} s)", flush=True)
-    return row
+        warm.append(clock(lm) - start)
+    runs: list[list[float]] = [[] for _ in cases]
+    for round_ in range(repeats):
+        for k in range(len(cases)):
+            i = (k + round_) % len(cases)
+            start = clock(lm)
+            cases[i][1]()
+            runs[i].append(clock(lm) - start)
+    rows = []
+    for (label, _, tokens), times, first in zip(cases, runs, warm, strict=True):
+        row: Row = {"what": label, "seconds": statistics.median(times), "runs": times, "warmup_s": first}
+        if tokens:
+            row["tok_s"] = tokens / row["seconds"]
+        rate = f" = {row['tok_s']:,.0f} tok/s" if tokens else ""
+        print(f"  {label:<44} {row['seconds']:8.3f} s{rate}   (first call {first:.1f} s)", flush=True)
+        rows.append(row)
+    return rows
 
 
 def prompt_sets(n: int) -> tuple[list[str], list[str]]:
@@ -124,19 +137,18 @@ def prompt_sets(n: int) -> tuple[list[str], list[str]]:
 
 def bench_discovery(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
     pos, neg = prompt_sets(args.n)
-    rows = [
-        timed(lm, "plain forward, batch 32", lambda: baseline(lm, pos + neg), args.repeats),
-        timed(lm, "discover, auto batches", lambda: _discover(lm, pos, neg, "auto"), args.repeats),
-        timed(
-            lm,
-            f"discover, batch {args.discover_batch}",
-            lambda: _discover(lm, pos, neg, args.discover_batch),
-            args.repeats,
-        ),
+    batch = args.discover_batch
+    cases: list[Case] = [
+        ("plain forward, batch 32", lambda: baseline(lm, pos + neg), 0),
+        ("discover, auto batches", lambda: _discover(lm, pos, neg, "auto"), 0),
+        (f"discover, batch {batch}", lambda: _discover(lm, pos, neg, batch), 0),
     ]
+    rows = measure(lm, cases, args.repeats)
     seqs = encode(lm, pos + neg)
-    ratios = {"discover_vs_forward": rows[1]["seconds"] / rows[0]["seconds"]}
-    ratios[f"discover_batch{args.discover_batch}_vs_forward"] = rows[2]["seconds"] / rows[0]["seconds"]
+    ratios = {
+        "discover_vs_forward": rows[1]["seconds"] / rows[0]["seconds"],
+        f"discover_batch{batch}_vs_forward": rows[2]["seconds"] / rows[0]["seconds"],
+    }
     mean = sum(map(len, seqs)) / len(seqs)
     return {"rows": rows, "ratios": ratios, "prompts": len(seqs), "mean_tokens": mean}
 
@@ -154,13 +166,12 @@ def bench_phases(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
         for _ in iter_captures(lm, [pos, neg], ("mlp.post",), opts):
             pass
 
-    rows = [
-        timed(lm, "capture (forward + recording)", forward_only, args.repeats),
-        timed(
-            lm, "capture + statistics", lambda: collect_stats_many(lm, [pos, neg], options=opts), args.repeats
-        ),
-        timed(lm, "discover (all)", lambda: _discover(lm, pos, neg, "auto"), args.repeats),
+    cases: list[Case] = [
+        ("capture (forward + recording)", forward_only, 0),
+        ("capture + statistics", lambda: collect_stats_many(lm, [pos, neg], options=opts), 0),
+        ("discover (all)", lambda: _discover(lm, pos, neg, "auto"), 0),
     ]
+    rows = measure(lm, cases, args.repeats)
     capture, stats, total = (r["seconds"] for r in rows)
     shares = {"capture": capture, "statistics": stats - capture, "rest": total - stats}
     shares = {k: v / total for k, v in shares.items()}
@@ -179,14 +190,17 @@ def bench_phases(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
 def hf_generate(
     lm: LoadedModel, prompts: list[str], batch: int, new_tokens: int, **kw: Any
 ) -> list[list[int]]:
-    """Plain transformers generation: chat-formatted, left-padded, fixed batches in prompt order."""
+    """Plain transformers generation: chat-formatted, left-padded, fixed batches in prompt order. On CPU
+    with neurogate's contiguous LM-head input: without it a bf16 1.5B model took 34 s for 4 rows x 4
+    tokens here (the strided head input takes a slow matmul path), which would compare nothing."""
     lm.tokenizer.padding_side = "left"
     texts = format_prompts(lm, prompts)
     out: list[list[int]] = []
     for i in range(0, len(texts), batch):
         enc = lm.tokenizer(texts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(lm.device)
-        with torch.no_grad():
+        head = contiguous_head(lm) if lm.device.type == "cpu" else nullcontext()
+        with torch.no_grad(), head:
             ids = lm.model.generate(
                 **enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **kw
             )
@@ -198,6 +212,7 @@ def bench_generation(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any
     prompts, new, big = prompt_sets(args.gen_prompts)[0], args.new_tokens, args.gen_batch
     tokens = len(prompts) * new
     circuit = discover(lm, *prompt_sets(args.n), fraction=0.001, universal_filter=False, progress=False)
+    cna = make("cna", lm, circuit, 0.0)
 
     def ours(batch: int | str = "auto", **kw: Any) -> Callable[[], Any]:
         return lambda: generate(lm, prompts, batch_size=batch, max_new_tokens=new, stop_at_eos=False, **kw)
@@ -205,18 +220,22 @@ def bench_generation(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any
     def theirs(**kw: Any) -> Callable[[], Any]:
         return lambda: hf_generate(lm, prompts, big, new, **kw)
 
-    def run(label: str, fn: Callable[[], Any]) -> Row:
-        return timed(lm, label, fn, args.repeats, tokens)
+    def folded() -> Any:
+        with fold(lm, circuit, 0.0):
+            return ours("auto")()
 
-    dynamic = run(f"transformers, dynamic cache, batch {big}", theirs())
-    static = run(f"transformers, static cache, batch {big}", theirs(cache_implementation="static"))
-    fixed = [run(f"neurogate, batch {b}", ours(b)) for b in args.sweep]
+    # neurogate's auto batch is compiled first: later sizes may get a dynamic-shape graph
+    cases: list[Case] = [
+        (f"transformers, dynamic cache, batch {big}", theirs(), tokens),
+        (f"transformers, static cache, batch {big}", theirs(cache_implementation="static"), tokens),
+        ("neurogate, auto batch", ours("auto"), tokens),
+        ("neurogate, CNA m=0 (0.1% of neurons), auto", ours(intervention=cna), tokens),
+        ("neurogate, folded m=0, auto", folded, tokens),
+        *[(f"neurogate, batch {b}", ours(b), tokens) for b in args.sweep],
+    ]
+    rows = measure(lm, cases, args.repeats)
+    dynamic, static, auto, steered, fold_row, *fixed = rows
     memory = _peak(lm, ours("auto"), prompts, new)
-    auto = run("neurogate, auto batch", ours("auto"))
-    cna = make("cna", lm, circuit, 0.0)
-    steered = run("neurogate, CNA m=0 (0.1% of neurons), auto", ours(intervention=cna))
-    with fold(lm, circuit, 0.0):
-        folded = run("neurogate, folded m=0, auto", ours("auto"))
     residual = _residual(lm, args)
     best = max(fixed, key=lambda r: r["tok_s"])
     ratios = {
@@ -224,14 +243,13 @@ def bench_generation(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any
         "neurogate_auto_vs_transformers_static": auto["tok_s"] / static["tok_s"],
         "neurogate_auto_vs_transformers_dynamic": auto["tok_s"] / dynamic["tok_s"],
         "steered_vs_unsteered": steered["tok_s"] / auto["tok_s"],
-        "folded_vs_unsteered": folded["tok_s"] / auto["tok_s"],
+        "folded_vs_unsteered": fold_row["tok_s"] / auto["tok_s"],
         f"auto_vs_best_fixed ({best['what']})": auto["tok_s"] / best["tok_s"],
         **residual["ratios"],
     }
     agree = _agreement(theirs()(), [g.token_ids for g in ours("auto")()])
     print(f"  greedy tokens identical to transformers' dynamic-cache run: {agree:.1%}")
-    rows = [dynamic, static, *fixed, auto, steered, folded, *residual["rows"]]
-    return {"rows": rows, "ratios": ratios, "memory": memory, "greedy_agreement": agree}
+    return {"rows": rows + residual["rows"], "ratios": ratios, "memory": memory, "greedy_agreement": agree}
 
 
 def _residual(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
@@ -240,17 +258,18 @@ def _residual(lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
     prompts = prompt_sets(n)[0]
     directions = compute_directions(lm, *prompt_sets(max(8, min(32, args.n))))
 
-    def run(label: str, iv: Any = None) -> Row:
+    def case(label: str, iv: Any = None) -> Case:
         def fn() -> Any:
             return generate(lm, prompts, intervention=iv, max_new_tokens=new, stop_at_eos=False)
 
-        return timed(lm, f"neurogate, {n} x {new}, {label}", fn, args.repeats, n * new)
+        return (f"neurogate, {n} x {new}, {label}", fn, n * new)
 
-    rows = [
-        run("unsteered"),
-        run("CAA s=1", make("caa", lm, directions, 1.0)),
-        run("directional ablation s=1", make("ablation", lm, directions, 1.0)),
+    cases = [
+        case("unsteered"),
+        case("CAA s=1", make("caa", lm, directions, 1.0)),
+        case("directional ablation s=1", make("ablation", lm, directions, 1.0)),
     ]
+    rows = measure(lm, cases, args.repeats)
     base = rows[0]["tok_s"]
     ratios = {"caa_vs_unsteered": rows[1]["tok_s"] / base, "ablation_vs_unsteered": rows[2]["tok_s"] / base}
     return {"rows": rows, "ratios": ratios}
@@ -264,7 +283,6 @@ def _peak(lm: LoadedModel, fn: Callable[[], Any], prompts: list[str], new: int) 
     """Peak CUDA memory of one generation beyond the weights, against the batch plan's estimate."""
     if lm.device.type != "cuda":
         return {}
-    fn()  # compile first: the measured peak is the steady state's
     torch.cuda.synchronize(lm.device)
     torch.cuda.reset_peak_memory_stats(lm.device)
     fn()

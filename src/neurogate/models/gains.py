@@ -41,7 +41,9 @@ class NeuronGains:
         for layer in range(adapter.n_layers):
             weight = adapter.down_proj(layer).weight
             assert isinstance(weight, torch.Tensor)
-            self.gains.append(torch.ones(adapter.d_mlp, dtype=lm.dtype, device=weight.device))
+            gain = torch.ones(adapter.d_mlp, dtype=lm.dtype, device=weight.device)
+            torch._dynamo.mark_static_address(gain)  # CUDA graphs read it in place, as they read weights
+            self.gains.append(gain)
         self._active: dict[int, LayerScales] = {}
         self._next = 0
         handles = [hook_site(lm, f"blocks.{i}.mlp.post", self._hook(i)) for i in range(len(self.gains))]
