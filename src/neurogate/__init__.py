@@ -56,7 +56,7 @@ _RENAMED = {
     "plan_sweep": "neurogate.evaluation.plan_sweep",
     "Judge": "neurogate.evaluation.Judge",
     "KeywordJudge": "neurogate.evaluation.KeywordJudge",
-    "LLMJudge": "neurogate.evaluation.LLMJudge",
+    "LLMJudge": "neurogate.evaluation.EndpointJudge (judge name 'endpoint')",
     "Rate": "neurogate.evaluation.Rate",
     "wilson_interval": "neurogate.evaluation.wilson_interval",
     "distinct_ngram_quality": "neurogate.evaluation.distinct_ngram_quality",

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from neurogate.discovery import capture
+from neurogate.discovery import capture, recorder
 from neurogate.discovery import stats as stats_module
 from neurogate.discovery.capture import CaptureOptions
 from neurogate.discovery.stats import SiteStats
@@ -80,12 +80,12 @@ def test_right_padded_batch_read_at_last_real_token_matches_left_padding(family:
         ids[r, : len(seq)] = torch.tensor(seq)
         mask[r, : len(seq)] = 1
     last = torch.tensor([len(s) - 1 for s in seqs])
-    with torch.inference_mode(), capture.recording(lm) as rec:
+    with torch.inference_mode(), recorder.recording(lm) as rec:
         right = rec.run(ids, mask, last)
     assert set(right) == {"mlp.post"}
     assert_close_rel(right["mlp.post"], left)
     # reading the pad position instead would give other values: the index matters
-    with torch.inference_mode(), capture.recording(lm) as rec:
+    with torch.inference_mode(), recorder.recording(lm) as rec:
         wrong = rec.run(ids, mask, torch.full_like(last, width - 1))["mlp.post"]
     assert (wrong - left).abs().max() > 1e-3
 
@@ -121,7 +121,7 @@ def test_hooks_removed_after_success_and_after_an_exception(lm: LoadedModel) -> 
     capture.collect_stats(lm, PROMPTS[:3], options=QUIET)
     assert hook_count(lm) == 0
     bad = torch.tensor([[10_000, 1, 2]])  # out of the vocabulary: the embedding raises
-    with pytest.raises(IndexError), torch.inference_mode(), capture.recording(lm) as rec:
+    with pytest.raises(IndexError), torch.inference_mode(), recorder.recording(lm) as rec:
         assert hook_count(lm) == lm.adapter.n_layers
         rec.run(bad, torch.ones_like(bad), torch.tensor([2]))
     assert hook_count(lm) == 0

@@ -69,13 +69,13 @@ def test_effect_size_of_a_hand_built_case() -> None:
     pos_rows = torch.tensor([[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]])
     neg_rows = torch.tensor([[-2.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [2.0, 1.0]])
     pos, neg = stats_of(pos_rows[:, None, :]), stats_of(neg_rows[:, None, :])
-    effect, diff = score_neurons(pos, neg, "effect-size")
-    assert diff.tolist() == [[4.0, 4.0]]
+    effect, signed = score_neurons(pos, neg, "effect-size")
+    assert signed.tolist() == effect.tolist()  # both neurons are higher on the positive side
     assert effect[0, 0].item() == pytest.approx(math.sqrt(6), rel=1e-9)
     assert effect[0, 1].item() == pytest.approx(2 * math.sqrt(3), rel=1e-9)
     assert select_top(effect, top_k=1) == [(0, 1)]  # same mean difference, less spread: ranked first
-    mean_diff, _ = score_neurons(pos, neg, "mean-diff")
-    assert mean_diff.tolist() == [[4.0, 4.0]]
+    mean_diff, diff = score_neurons(pos, neg, "mean-diff")
+    assert mean_diff.tolist() == diff.tolist() == [[4.0, 4.0]]
 
 
 def test_variance_survives_a_large_mean_fed_in_batches() -> None:
@@ -229,6 +229,13 @@ def test_discovery_is_deterministic_and_round_trips(lm: LoadedModel, tmp_path: P
     loaded.check_model(lm)
     with pytest.raises(CircuitError, match="does not fit"):
         loaded.check_model(tiny_lm("gpt2"))
+    weighted = discover(
+        lm, POSITIVE, NEGATIVE, top_k=5, universal_filter=False, progress=False, weights="proportional"
+    )
+    assert [(n.layer, n.index) for n in weighted.neurons] == [(n.layer, n.index) for n in first.neurons]
+    top = max(abs(n.score) for n in first.neurons)
+    assert [n.weight for n in weighted.neurons] == pytest.approx([abs(n.score) / top for n in first.neurons])
+    assert weighted.method["weights"] == "proportional" and first.method["weights"] == "uniform"
 
 
 def test_bad_prompt_input_is_a_clear_error(lm: LoadedModel, tmp_path: Path) -> None:
@@ -314,6 +321,16 @@ def test_cli_discover_writes_a_circuit(tmp_path: Path) -> None:
     assert len(circuit) == 4 and all(n.layer != 0 for n in circuit.neurons)
     assert circuit.prompts["positive"]["count"] == len(POSITIVE)
     assert "saved" in result.output and "neurons" in result.output
+    chosen = ["--sign", "positive", "--positions", "post-mean", "--weights", "proportional"]
+    result = CliRunner().invoke(app, [*args, *chosen])
+    assert result.exit_code == 0, result.output
+    method = Circuit.load(out).method
+    assert (method["sign"], method["positions"], method["weights"]) == (
+        "positive",
+        "post-mean",
+        "proportional",
+    )
+    assert all(n.diff > 0 for n in Circuit.load(out).neurons)
 
 
 def test_cli_errors_exit_2_with_a_message(
@@ -326,6 +343,8 @@ def test_cli_errors_exit_2_with_a_message(
         ["--positive", str(tmp_path / "nope.txt")],
         ["--top-k", "2", "--fraction", "0.1"],
         ["--exclude-layers", "a,b"],
+        ["--weights", "linear"],
+        ["--positions", "first"],
     ):
         monkeypatch.setattr(
             sys,

@@ -10,10 +10,11 @@ import pytest
 from neurogate.discovery.capture import CaptureOptions
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
+from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline, plan_sweep
-from neurogate.evaluation.engine import Evaluator, table_rows
+from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.judges import KeywordJudge
-from neurogate.evaluation.metrics import kl_divergence, mean_quality, perplexity
+from neurogate.evaluation.metrics import kl_divergence, mean_quality, perplexity, perplexity_of
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.evaluation.statistics import rate_of
@@ -64,32 +65,38 @@ def test_evaluator_measures_and_stores(lm: LoadedModel, tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "conditions")
     settings = EvalSettings(batch_size=4, max_new_tokens=5, kl_tokens=3, metric_batch_size=2)
     ev = Evaluator(
-        lm, HARMFUL, BENIGN, circuit=_circuit(lm), judge=KeywordJudge(), settings=settings, store=store
+        lm, HARMFUL, BENIGN, circuit=_circuit(lm), judges=[KeywordJudge()], settings=settings, store=store
     )
     seen: list[tuple[str, bool]] = []
     plan = [Condition("cna", 1.0), Condition("cna", 0.0), Condition("cna", 0.0, size=3, benign=False)]
     results = ev.run_all(plan, lambda c, r, cached: seen.append((c.key, cached)))
     base, full, small = results
     assert seen == [("baseline", False), ("cna-m0", False), ("cna-m0-n3", False)]
-    assert base.kl_first == 0.0 and base.n_neurons is None
+    assert base.kl_first == [0.0, 0.0] and base.n_neurons is None and base.judges == ["keyword"]
     assert (base.kind, base.scale, base.value, base.label) == ("baseline", None, None, "baseline")
     assert (full.kind, full.scale, full.value, full.label) == ("cna", "multiplier", 0.0, "cna m=0")
     assert len(base.harmful) == 3 and len(base.benign) == 2
     assert all(0 < len(r.token_ids) <= 5 for r in base.harmful)
     assert full.n_neurons == 12 and small.n_neurons == 3
-    assert full.benign_refusal is not None and small.benign_refusal is None and small.kl_first is None
+    assert full.benign_refusal is not None and small.benign_refusal is None and small.kl_first == []
     assert full.intervention == {"kind": "cna", "scale": "multiplier", "multiplier": 0.0, "neurons": 12}
     assert small.intervention["neurons"] == 3
     # the metrics are the ones computed directly from the stored replies (not just in range)
     ablate = make("cna", lm, _circuit(lm), 0.0)
     kl = kl_divergence(lm, BENIGN, [r.token_ids for r in base.benign], ablate, n_tokens=3, batch_size=2)
-    assert full.kl_first is not None and full.kl_mean is not None
-    assert full.kl_first == pytest.approx(kl.first_token, rel=1e-5)
+    assert full.kl_first == pytest.approx(kl.first, rel=1e-5)
     assert full.kl_mean == pytest.approx(kl.mean, rel=1e-5)
-    assert full.kl_first > 1e-6 and full.kl_mean > 1e-6  # ablating 12 neurons moves the distribution
+    assert (
+        min(full.kl_first) > 1e-6 and min(full.kl_mean) > 1e-6
+    )  # ablating 12 neurons moves the distribution
     ppl = perplexity(lm, HARMFUL, [r.token_ids for r in full.harmful], batch_size=2)
-    assert full.perplexity == pytest.approx(ppl, rel=1e-5)
-    assert full.refusal == rate_of(KeywordJudge().score(HARMFUL, [r.text for r in full.harmful]))
+    assert perplexity_of([(r.nll, r.nll_tokens) for r in full.harmful]) == pytest.approx(ppl, rel=1e-5)
+    assert tables.metrics(full).perplexity.value == pytest.approx(ppl, rel=1e-5)
+    verdicts = KeywordJudge().judge(HARMFUL, [r.text for r in full.harmful])
+    expected = ["degenerate" if r.degenerate else v for r, v in zip(full.harmful, verdicts, strict=True)]
+    assert [r.classes["keyword"] for r in full.harmful] == expected
+    assert full.refusal == rate_of([1.0 if c == "refusal" else 0.0 for c in expected])
+    assert full.refusal.k + full.compliance.k + full.degenerate.k == len(HARMFUL)
     assert full.quality == pytest.approx(mean_quality([r.text for r in full.harmful]))
     assert store.keys() == ["baseline", "cna-m0", "cna-m0-n3"]
     # what is stored reads back equal, and a fresh evaluator reuses it instead of generating
@@ -98,9 +105,9 @@ def test_evaluator_measures_and_stores(lm: LoadedModel, tmp_path: Path) -> None:
     ev2 = Evaluator(lm, HARMFUL, BENIGN, circuit=_circuit(lm), settings=settings, store=store)
     assert ev2.run_all(plan, lambda c, r, cached: again.append(cached)) == results
     assert again == [True, True, True]
-    rows = table_rows(results)
+    rows = tables.rows(results)
     assert rows[0][0] == "baseline" and rows[1][0] == "cna m=0"
-    assert rows[1][1] == "12" and rows[2][7] == "-"
+    assert rows[1][1] == "12" and rows[2][tables.COLUMNS.index("benign refusal %")] == "-"
 
 
 def test_generation_is_greedy_and_repeatable(lm: LoadedModel) -> None:
@@ -132,7 +139,7 @@ def test_missing_sources_are_clear_errors(lm: LoadedModel) -> None:
     with pytest.raises(ConfigError):
         EvalSettings(batch_size=4, max_new_tokens=0)
     with pytest.raises(ConfigError, match=r"(?i)did you mean 'keyword'"):
-        Evaluator(lm, HARMFUL, BENIGN, settings=EvalSettings(judge="keywrod"))
+        Evaluator(lm, HARMFUL, BENIGN, settings=EvalSettings(judges=("keywrod",)))
 
 
 def test_caa_and_ablation_with_directions(lm: LoadedModel) -> None:
@@ -148,7 +155,7 @@ def test_caa_and_ablation_with_directions(lm: LoadedModel) -> None:
     assert caa.intervention["strength"] == 1.0 and caa.intervention["layer"] == directions.best_layer
     assert (caa.key, caa.label, caa.scale, caa.value) == ("caa-s1", "caa s=1", "strength", 1.0)
     assert caa.n_neurons is None and abl.n_neurons is None
-    assert caa.kl_mean is not None and caa.kl_mean > 0
+    assert caa.kl_mean and min(caa.kl_mean) > 0
 
 
 def test_condition_values_are_required_and_typed() -> None:

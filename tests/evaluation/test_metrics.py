@@ -87,16 +87,16 @@ def test_kl_zero_without_change_and_positive_with_ablation(lm: LoadedModel) -> N
     nothing = NeuronScaling(lm, circuit, 1.0)  # m = 1: unchanged
     kl0 = kl_divergence(lm, PROMPTS, REPLIES, nothing, n_tokens=4, batch_size=2)
     assert kl0.first_token == pytest.approx(0.0, abs=1e-6)
-    assert kl0.mean == pytest.approx(0.0, abs=1e-6)
+    assert kl0.mean_token == pytest.approx(0.0, abs=1e-6) and kl0.mean == pytest.approx([0.0] * 3, abs=1e-6)
     ablate = NeuronScaling(lm, circuit, 0.0)  # m = 0: ablated
     kl1 = kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=4, batch_size=2)
-    assert kl1.first_token > 1e-4 and kl1.mean > 1e-4
-    assert kl1.n_prompts == 3
+    assert kl1.first_token > 1e-4 and min(kl1.mean) > 1e-4
+    assert len(kl1.first) == len(kl1.mean) == 3 and kl1.n_tokens == 4
     # batching does not change the numbers
     kl1b = kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=4, batch_size=1)
-    assert kl1b.mean == pytest.approx(kl1.mean, rel=1e-4)
+    assert kl1b.mean == pytest.approx(kl1.mean, rel=1e-4) and kl1b.first == pytest.approx(kl1.first, rel=1e-4)
     # the intervention is removed afterwards: the model is unsteered again
-    assert kl_divergence(lm, PROMPTS, REPLIES, nothing, n_tokens=4).mean == pytest.approx(0.0, abs=1e-6)
+    assert kl_divergence(lm, PROMPTS, REPLIES, nothing, n_tokens=4).mean_token == pytest.approx(0.0, abs=1e-6)
 
 
 def test_kl_first_token_matches_manual(lm: LoadedModel) -> None:

@@ -29,7 +29,7 @@ PROMPTS = ["hi", "Write a long story about a lighthouse keeper and the sea.", "W
 
 def circuit_of(lm: LoadedModel) -> Circuit:
     """Half of every layer's neurons: strong enough that steering them changes greedy replies."""
-    neurons = [Neuron(layer, i, 1.0, 1.0, 1.0, 0.0) for layer in range(3) for i in range(0, 96, 2)]
+    neurons = [Neuron(layer, i, 1.0, 1.0, 1.0, 2.0) for layer in range(3) for i in range(0, 96, 2)]
     return Circuit(neurons=neurons, model={"spec": lm.spec, "shape": lm.shape}, method={"score": "test"})
 
 
@@ -61,7 +61,8 @@ def test_compiled_decoding_follows_neuron_steering_without_retracing(
     lm = tiny_lm("qwen2")
     monkeypatch.setenv(decoding.COMPILE_ENV, "off")
     plain, steered = run(lm), run(lm, make("cna", lm, circuit_of(lm), 30.0))
-    assert plain != steered and gains_of(lm) is None  # eager references, with ordinary hooks
+    to_mean = run(lm, make("mean", lm, circuit_of(lm), -4.0))  # factor and offset per neuron
+    assert plain != steered and plain != to_mean and gains_of(lm) is None  # eager, ordinary hooks
     monkeypatch.setenv(decoding.COMPILE_ENV, "on")
     assert decoding.choose_engine(lm, 10).compiled
     assert run(lm) == plain
@@ -70,6 +71,7 @@ def test_compiled_decoding_follows_neuron_steering_without_retracing(
     iv = make("cna", lm, circuit_of(lm), 30.0)
     assert run(lm, iv) == steered
     assert run(lm) == plain and run(lm, iv) == steered
+    assert run(lm, make("mean", lm, circuit_of(lm), -4.0)) == to_mean
     assert graphs() == traced  # switching the steering on and off changed values, not the graph
     assert all(bool((g == 1).all()) for g in gains_of(lm).gains)  # type: ignore[union-attr]
 
@@ -130,20 +132,28 @@ def test_gains_compose_like_hooks_and_undo_in_any_order() -> None:
     hooked, gained = tiny_lm("llama"), tiny_lm("llama")
     table = install_gains(gained)
     batch = hooked.tokenizer(["The quick brown fox"], return_tensors="pt")
-    a = {0: (torch.tensor([1, 5]), torch.tensor([2.0, 0.0])), 2: (torch.tensor([7]), torch.tensor([-1.5]))}
-    b = {0: (torch.tensor([1]), torch.tensor([3.0]))}
+    a = {
+        0: (torch.tensor([1, 5]), torch.tensor([2.0, 0.0]), None),
+        2: (torch.tensor([7, 8]), torch.tensor([-1.5, 0.5]), torch.tensor([0.25, -3.0])),
+    }
+    b = {0: (torch.tensor([1]), torch.tensor([3.0]), torch.tensor([1.0]))}
     with torch.no_grad():
-        for lm in (hooked, gained):
+        logits = {}
+        for name, lm in (("hooked", hooked), ("gained", gained)):
             with scale_neurons(lm, a, "a"):
-                single = lm.model(**batch).logits
-            lm.single = single  # type: ignore[attr-defined]
-        assert torch.equal(hooked.single, gained.single)  # type: ignore[attr-defined]
+                logits[name] = lm.model(**batch).logits
+        assert torch.equal(logits["hooked"], logits["gained"])  # factor * a + offset, as the hook does it
         first, second = scale_neurons(gained, a, "a"), scale_neurons(gained, b, "b")
-        assert table.gains[0][1].item() == 6.0 and table.gains[0][5].item() == 0.0
+        assert table.gains[0][1].item() == 6.0 and table.biases[0][1].item() == 1.0  # 3 * (2a) + 1
+        assert table.gains[0][5].item() == 0.0 and table.biases[2][8].item() == -3.0
         first.remove()  # out of order: b stays
         assert table.gains[0][1].item() == 3.0 and table.gains[2][7].item() == 1.0
+        assert table.biases[2][8].item() == 0.0
         second.remove()
-        assert not table.active and all(bool((g == 1).all()) for g in table.gains)
+        assert not table.active
+        assert all(bool((g == 1).all()) for g in table.gains) and all(
+            bool((b == 0).all()) for b in table.biases
+        )
         assert torch.equal(gained.model(**batch).logits, hooked.model(**batch).logits)
 
 

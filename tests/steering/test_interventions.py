@@ -26,7 +26,7 @@ from neurogate.steering import (
     random_circuit,
     steer,
 )
-from neurogate.steering.neurons import NeuronScaling, RandomControl
+from neurogate.steering.neurons import MeanAblation, NeuronScaling, RandomControl
 from neurogate.steering.residual import ActivationAddition, DirectionalAblation
 
 PICKS = [(0, 3), (0, 17), (0, 40), (1, 5), (2, 90)]
@@ -186,6 +186,7 @@ def test_residual_kinds_use_the_strength_scale(lm: LoadedModel) -> None:
 def test_registry_maps_each_kind_to_its_class_and_scale() -> None:
     expected = {
         "cna": (NeuronScaling, MULTIPLIER),
+        "mean": (MeanAblation, MULTIPLIER),
         "random": (RandomControl, MULTIPLIER),
         "caa": (ActivationAddition, STRENGTH),
         "ablation": (DirectionalAblation, STRENGTH),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from neurogate.evaluation.experiments import LayerProfile
 from neurogate.evaluation.results import ConditionResult, Reply
-from neurogate.evaluation.statistics import rate_of
+from neurogate.study import analysis
 from neurogate.study.charts import Series, bar_chart, line_chart
 from neurogate.study.report import render_html, render_markdown, scale_series, sparsity_series, write_reports
-from neurogate.study.results import CircuitSummary, RandomCheck, SparsityPoint, StudyResults
+from neurogate.study.results import CircuitSummary, SparsityPoint, StudyResults
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -62,71 +62,118 @@ SCALES = {"cna": "multiplier", "random": "multiplier", "caa": "strength", "ablat
 
 
 def _result(
-    key: str, label: str, kind: str, value: float | None, refusals: list[float], n: int | None = None
+    key: str, label: str, kind: str, value: float | None, classes: list[str], n: int | None = None
 ) -> ConditionResult:
     replies = [
-        Reply(f"prompt {i}", f"reply {i} from {key} <b>", [1, 2], True, r) for i, r in enumerate(refusals)
+        Reply(
+            f"prompt {i}",
+            f"reply {i} from {key} <b>",
+            [1, 2],
+            True,
+            {"keyword": c},  # type: ignore[dict-item]
+            None,
+            0.5 if kind == "caa" else 0.98,
+            2.0,
+            2,
+        )
+        for i, c in enumerate(classes)
     ]
     return ConditionResult(
-        key=key, label=label, kind=kind, scale=SCALES.get(kind), value=value, group="sweep", n_neurons=n,
-        refusal=rate_of(refusals), quality=0.5 if kind == "caa" else 0.98, perplexity=3.2, kl_first=0.01,
-        kl_mean=0.02, benign_refusal=rate_of([0.0, 0.0]), benign_quality=1.0, tokens_per_s=50.0, seconds=1.0,
-        intervention={"kind": kind}, harmful=replies, benign=replies[:2],
-    )  # fmt: skip
+        key=key,
+        label=label,
+        kind=kind,
+        scale=SCALES.get(kind),
+        value=value,
+        group="sweep",
+        n_neurons=n,
+        judges=["keyword"],
+        tokens_per_s=50.0,
+        seconds=1.0,
+        intervention={"kind": kind},
+        harmful=replies,
+        benign=replies[:2],
+        kl_first=[0.01, 0.01],
+        kl_mean=[0.02, 0.02],
+    )
+
+
+R, C = "refusal", "compliance"
 
 
 def _results() -> StudyResults:
     conds = [
-        _result("baseline", "baseline", "baseline", None, [1, 1, 1, 0]),
-        _result("cna-m0-n5", "cna m=0", "cna", 0.0, [0, 0, 1, 0], 5),
-        _result("caa-s1", "caa s=1", "caa", 1.0, [0, 0, 0, 0]),
-        _result("random-m0-n5-seed0", "random m=0", "random", 0.0, [1, 1, 1, 0], 5),
-        _result("cna-m0-n2", "cna m=0", "cna", 0.0, [1, 0, 1, 0], 2),
+        _result("baseline", "baseline", "baseline", None, [R, R, R, C]),
+        _result("cna-m0-n5", "cna m=0", "cna", 0.0, [C, C, R, C], 5),
+        _result("caa-s1", "caa s=1", "caa", 1.0, [C, C, C, "degenerate"]),
+        _result("cna-m0@matched-0", "cna m=0 [matched-0]", "cna", 0.0, [R, R, R, C], 5),
+        _result("cna-m0-n2", "cna m=0", "cna", 0.0, [R, C, R, C], 2),
     ]
+    by_key = {c.key: c for c in conds}
     return StudyResults(
         run_id="tiny-abc",
         created="2026-01-01T00:00:00+00:00",
         config={
-            "methods": ["cna", "caa", "random"],
-            "evaluation": {"max_new_tokens": 8, "judge": "keyword", "kl_tokens": 4},
+            "methods": ["cna", "caa"],
+            "evaluation": {"max_new_tokens": 8, "judges": ["keyword"], "kl_tokens": 4},
             "examples": 2,
+            "equivalence_margin": 0.1,
         },
-        versions={"neurogate": "0.1.0", "torch": "2", "transformers": "5"},
+        versions={"neurogate": "0.2.0", "torch": "2", "transformers": "5"},
         model={"spec": "tiny:llama", "shape": {"n_layers": 3}, "n_neurons": 288, "dtype": "float32"},
-        prompts={"eval": {"name": "e", "count": 4}, "benign": {"name": "b", "count": 2}},
-        held_out={"check": "normalised exact match, strict"},
+        prompts={
+            "eval": {"name": "e", "count": 4},
+            "benign": {"name": "b", "count": 2},
+            "positive": {"name": "p", "count": 8},
+            "negative": {"name": "n", "count": 8},
+        },
+        leakage={"check": "normalised matches", "policy": "drop", "found": {"eval": [], "benign": []}},
+        prompt_format="<|im_start|>user\nprompt 0<|im_end|>\n<|im_start|>assistant\n",
         circuit=CircuitSummary(5, 5 / 288, {1: 2, 2: 3}, 0.6, {"score": "mean-diff"}, "5 neurons"),
-        directions=None,
-        sweep=["baseline", "cna-m0-n5", "caa-s1", "random-m0-n5-seed0"],
+        directions={"caa_layer": 1},
+        judges=["keyword"],
+        sweep=["baseline", "cna-m0-n5", "caa-s1"],
         sparsity=[SparsityPoint(2, "cna-m0-n2"), SparsityPoint(5, "cna-m0-n5")],
-        random_control=[RandomCheck("random-m0-n5-seed0", 0, True)],
+        controls=analysis.controls(
+            by_key, "cna-m0-n5", [("cna-m0@matched-0", "magnitude-matched", "matched-0")], "keyword", 0.1
+        ),
+        caa_match=None,
+        direction_selection=None,
+        paired=analysis.paired_vs_baseline(by_key, ["keyword"], 0.1),
+        agreement={},
         layers=[LayerProfile("refusal", 5, 3, {1: 2, 2: 3}, 0.6)],
         capability=None,
-        conditions={c.key: c for c in conds},
-        seconds=1.0,
+        conditions=by_key,
+        seconds=60.0,
     )
 
 
 def test_markdown_has_every_section() -> None:
     md = render_markdown(_results())
-    sections = ("## Sweep", "## Sparsity", "## Random control", "## Layer localisation", "## Example replies")
+    sections = (
+        "## Setup",
+        "## Headline",
+        "## Every judge",
+        "## Specificity",
+        "## Sparsity",
+        "## Layer localisation",
+        "## Example replies",
+    )
     for heading in sections:
         assert heading in md
     assert "| cna m=0 | 5 | 25% [" in md and "| caa s=1 | - | 0% [" in md
     assert "| 2 | 0.694 | 50% [" in md  # sparsity rows: size, % of all neurons, refusal
-    assert "at most 8 new tokens" in md and "Refusal judge: keyword" in md
-    assert "random neurons (seed 0, 5 neurons, m=0)" in md
-    assert "inside the baseline's 95% interval" in md
-    assert "- **caa s=1**: reply 0 from caa-s1" in md and "- **cna m=0**: reply 0 from cna-m0-n5" in md
+    assert "at most 8 new tokens" in md and "under the keyword judge" in md
+    assert "| matched-0 | magnitude-matched | 75% [" in md
+    assert "- **caa s=1** (compliance): reply 0 from caa-s1" in md
     assert "| refusal | 5 | 60% | L1:2, L2:3 |" in md
+    assert "<|im_start|>user" in md  # the prompt format
 
 
 def test_each_method_is_charted_on_its_own_scale_from_the_baseline() -> None:
     results = _results()
     by_name = {s.name: s for s in scale_series(results, "multiplier")}
-    assert sorted(by_name) == ["cna", "random"]
+    assert sorted(by_name) == ["cna"]
     assert (by_name["cna"].x, by_name["cna"].y) == ([0.0, 1.0], [25.0, 75.0])  # baseline at m = 1
-    assert (by_name["random"].x, by_name["random"].y) == ([0.0, 1.0], [75.0, 75.0])
     (caa,) = scale_series(results, "strength")
     assert (caa.name, caa.x, caa.y) == ("caa", [0.0, 1.0], [75.0, 0.0])  # baseline at s = 0
     assert caa.low[1] == 100 * results.conditions["caa-s1"].refusal.low

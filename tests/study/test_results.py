@@ -19,12 +19,14 @@ from neurogate.study.results import SCHEMA_VERSION
 
 QUICK: dict[str, Any] = {
     "model": "tiny:llama",
-    "prompts": {"n_discovery": 8, "n_eval": 3, "n_benign": 2},
+    "prompts": {"n_discovery": 10, "n_eval": 3, "n_benign": 2},
     "multipliers": (0.0,),
     "strengths": (1.0,),
     "sparsity": (0.01,),
     "random_seeds": (0,),
-    "layer_contrasts": 1,
+    "controls": ("cooking-vs-gardening",),
+    "validation": 4,
+    "corpus": "builtin",
     "examples": 2,
     "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4},
     "evaluation": {"max_new_tokens": 3, "kl_tokens": 2, "batch_size": 4},
@@ -33,8 +35,8 @@ QUICK: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyResults, Path]:
-    """One quick study on a tiny random model (every section filled: sweep of all four kinds, sparsity,
-    random control, two layer profiles, residual directions)."""
+    """One quick study on a tiny random model (every section filled: sweep of three kinds, sparsity, a
+    contrast and a magnitude-matched control, two layer profiles, residual directions and their selection)."""
     out = tmp_path_factory.mktemp("study")
     result = run_study(StudyConfig.from_mapping(QUICK), out, lm=tiny_lm("llama"))
     return result, out / result.run_id
@@ -45,8 +47,9 @@ def test_to_dict_from_dict_round_trip(study: tuple[StudyResults, Path]) -> None:
     data = result.to_dict()
     assert data["kind"] == "neurogate.study" and data["schema_version"] == SCHEMA_VERSION
     # every part of the study is present, so the round trip exercises each typed field
-    assert result.sparsity and result.random_control and len(result.layers) == 2
-    assert result.directions is not None and len(result.conditions) > 4
+    assert result.sparsity and len(result.controls) == 2 and len(result.layers) == 2
+    assert result.directions is not None and result.direction_selection is not None
+    assert len(result.conditions) > 4 and result.baseline.corpus_nll
     again = StudyResults.from_dict(json.loads(json.dumps(data)))
     assert again == result
     assert again.to_dict() == data

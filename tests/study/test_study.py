@@ -20,12 +20,14 @@ from neurogate.study.pipeline import study_dir
 
 TINY: dict[str, Any] = {
     "model": "tiny:llama",
-    "prompts": {"n_discovery": 8, "n_eval": 4, "n_benign": 3},
+    "prompts": {"n_discovery": 10, "n_eval": 4, "n_benign": 3},
     "multipliers": (1.0, 0.0),
     "strengths": (0.0, 1.0),
     "sparsity": (0.01, 0.05),
     "random_seeds": (0, 1),
-    "layer_contrasts": 1,
+    "controls": ("cooking-vs-gardening",),
+    "validation": 4,
+    "corpus": None,
     "examples": 2,
     "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4},
     "evaluation": {"max_new_tokens": 4, "kl_tokens": 3, "batch_size": 4},
@@ -73,10 +75,24 @@ def test_study_end_to_end_and_resume(
     assert result.run_id == cfg.run_id(_digests(cfg))
     run_dir = tmp_path / result.run_id
     assert study_dir(cfg, tmp_path) == run_dir
-    for name in ("results.json", "report.md", "report.html", "circuit.json", "config.json", "layers.json"):
+    for name in (
+        "results.json",
+        "report.md",
+        "report.html",
+        "circuit.json",
+        "config.json",
+        "stats.safetensors",
+        "circuit-ranking.json",
+        "control-cooking-vs-gardening.json",
+        "control-matched-0.json",
+        "directions.safetensors",
+        "ablation-direction.safetensors",
+        "direction-selection.json",
+        "caa-match.json",
+    ):
         assert (run_dir / name).is_file(), name
     data = json.loads((run_dir / "results.json").read_text())
-    assert data["kind"] == "neurogate.study" and data["schema_version"] == 2
+    assert data["kind"] == "neurogate.study" and data["schema_version"] == 3
     assert data["config"]["prompts"]["n_eval"] == 4 and data["versions"]["neurogate"]
     assert data["config"]["evaluation"]["max_new_tokens"] == 4
     assert data["config"]["discovery"]["fraction"] == 0.02
@@ -86,33 +102,45 @@ def test_study_end_to_end_and_resume(
     per_layer = {int(layer): n for layer, n in data["circuit"]["per_layer"].items()}
     assert sum(per_layer.values()) == k
     assert data["circuit"]["late_share"] == pytest.approx(_late_share(per_layer, lm.adapter.n_layers))
-    # the sweep: baseline plus every method at its full effect (m = 0 for neuron kinds, s = 1 otherwise)
-    assert data["sweep"] == ["baseline", f"cna-m0-n{k}", f"random-m0-n{k}-seed0", "caa-s1", "ablation-s1"]
+    # the sweep: baseline plus every method at its full effect (m = 0 for neuron kinds, s = 1 otherwise);
+    # the tiny model never refuses, so CAA needs no strength to match CNA and adds no condition
+    assert data["sweep"] == ["baseline", f"cna-m0-n{k}", "caa-s1", "ablation-s1"]
+    assert result.caa_match is not None and result.caa_match.strength == 0.0
     sweep = [result.conditions[key] for key in result.sweep[1:]]
-    assert {c.kind for c in sweep} == {"cna", "caa", "ablation", "random"}
     assert {(c.kind, c.scale, c.value) for c in sweep} == {
         ("cna", "multiplier", 0.0),
-        ("random", "multiplier", 0.0),
         ("caa", "strength", 1.0),
         ("ablation", "strength", 1.0),
     }
     assert data["conditions"][f"cna-m0-n{k}"]["label"] == "cna m=0"
     base = data["conditions"]["baseline"]
     assert len(base["harmful"]) == 4 and len(base["benign"]) == 3
-    assert all(r["text"] is not None and isinstance(r["token_ids"], list) for r in base["harmful"])
+    assert all(set(r["classes"]) == {"keyword"} for r in base["harmful"])
+    # the controls: a contrast circuit and two magnitude-matched ones, each as large as the circuit
+    assert [(c.name, c.type) for c in result.controls] == [
+        ("cooking-vs-gardening", "contrast"),
+        ("matched-0", "magnitude-matched"),
+        ("matched-1", "magnitude-matched"),
+    ]
+    assert all(result.conditions[c.key].n_neurons == k for c in result.controls)
+    assert set(result.paired) == set(data["conditions"]) - {"baseline"}
+    # the ablation direction was chosen among post-instruction positions and layers
+    selection = result.direction_selection
+    assert selection is not None and selection.candidates and selection.position < 0
+    assert result.directions is not None and result.directions["ablation_layer"] == selection.layer
     # every condition is stored on its own, and sparsity sizes are sorted prefixes
     stored = sorted(p.stem for p in (run_dir / "conditions").glob("*.json"))
     assert stored == sorted(data["conditions"])
     sizes = [d["size"] for d in data["sparsity"]]
     assert sizes == sorted(sizes) and k in sizes
     assert [d["key"] for d in data["sparsity"]] == [f"cna-m0-n{size}" for size in sizes]
-    assert [r["seed"] for r in data["random_control"]] == [0, 1]
     assert [p["behaviour"] for p in data["layers"]] == ["refusal", "cooking-vs-gardening"]
     assert "lm-eval is not installed" in data["capability"]["skipped"]
-    assert "lm-eval is not installed" in (run_dir / "report.md").read_text()
-    plan = next(i for k, i in events if k == "plan")
+    report = (run_dir / "report.md").read_text()
+    assert "lm-eval is not installed" in report and "## Specificity" in report
+    assert "<|im_start|>user" in report  # the prompt format, as the model sees it
     done = [i for k, i in events if k == "condition"]
-    assert len(done) == plan["total"] == len(data["conditions"])
+    assert len(done) == len(data["conditions"])
     assert not any(i["cached"] for i in done)
     # a rerun of the same config generates nothing new
     again: list[dict[str, Any]] = []
@@ -134,7 +162,7 @@ def test_run_id_covers_settings_prompt_contents_and_version(monkeypatch: pytest.
 
 
 def test_interrupted_study_keeps_finished_conditions(lm: LoadedModel, tmp_path: Path) -> None:
-    cfg = _config(methods=("cna", "random"), sparsity=(), layer_contrasts=0)
+    cfg = _config(methods=("cna", "random"), sparsity=(), controls=(), random_seeds=(0,))
     seen: list[str] = []
 
     def stop_after_two(kind: str, info: dict[str, Any]) -> None:
@@ -173,7 +201,7 @@ def test_config_from_toml_and_errors(tmp_path: Path) -> None:
     assert cfg.evaluation.kl_tokens == quick.evaluation.kl_tokens == 8  # untouched nested keys keep the base
     assert cfg.strengths == (1.0,) and cfg.prompts.n_benign == quick.prompts.n_benign
     # the top level works too, with plain [discovery] / [evaluation] tables
-    path.write_text('[prompts]\nn_eval = 5\n[evaluation]\njudge = "keyword"\nmax_new_tokens = 7\n')
+    path.write_text('[prompts]\nn_eval = 5\n[evaluation]\njudges = ["keyword"]\nmax_new_tokens = 7\n')
     cfg = StudyConfig.from_toml(path)
     assert (
         cfg.prompts.n_eval == 5 and cfg.evaluation.max_new_tokens == 7 and cfg.evaluation.judge == "keyword"
@@ -183,7 +211,7 @@ def test_config_from_toml_and_errors(tmp_path: Path) -> None:
     for key, value, place in [
         ("fraction", "0.01", "discovery.fraction"),
         ("max_new_tokens", "8", "evaluation.max_new_tokens"),
-        ("judge", '"keyword"', "evaluation.judge"),
+        ("judge", '"keyword"', "evaluation.judges"),
         ("universal_filter", "false", "discovery.universal_filter"),
         ("n_eval", "5", "prompts.n_eval"),
         ("eval", '"x.json"', "prompts.eval"),
@@ -210,11 +238,20 @@ def test_config_from_toml_and_errors(tmp_path: Path) -> None:
         StudyConfig.from_mapping({"evaluation": {"chat": False}})
 
 
-def test_study_rejects_leaky_eval(lm: LoadedModel, tmp_path: Path) -> None:
+def test_leaky_eval_prompts_are_dropped_or_refused(lm: LoadedModel, tmp_path: Path) -> None:
     from neurogate.errors import PromptSetError
 
-    with pytest.raises(PromptSetError, match="also appear in the discovery"):
-        run_study(_config(prompts={"eval": "builtin:harmful"}), tmp_path, lm=lm)
+    leaky = _config(
+        prompts={"eval": "builtin:harmful"}, methods=("cna",), sparsity=(), controls=(), random_seeds=()
+    )
+    with pytest.raises(PromptSetError, match="also appear, or nearly appear"):
+        run_study(_config(prompts={"eval": "builtin:harmful", "leakage": "error"}), tmp_path, lm=lm)
+    result = run_study(leaky, tmp_path, lm=lm)
+    discovery = set(prompts.load("builtin:harmful", limit=10).prompts)
+    flagged = {row[0] for row in result.leakage["found"]["eval"]}
+    assert discovery <= flagged  # every discovery prompt is caught (exact), others only when near
+    assert not {r.prompt for r in result.baseline.harmful} & flagged
+    assert len(result.baseline.harmful) == 4 and result.leakage["policy"] == "drop"
 
 
 @pytest.fixture
@@ -243,9 +280,9 @@ def _toml(settings: Mapping[str, Any]) -> str:
 def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) -> None:
     from neurogate.cli.main import app
 
-    small = {"methods": ["cna", "random"], "sparsity": [], "random_seeds": [0], "layer_contrasts": 0}
+    small = {"methods": ["cna", "random"], "sparsity": [], "random_seeds": [0], "controls": []}
     settings = {
-        **{k: v for k, v in TINY.items() if k != "model"},
+        **{k: v for k, v in TINY.items() if k not in ("model", "corpus")},
         **small,
         "dtype": "float32",
         "device": "cpu",
@@ -266,11 +303,30 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
     assert (run_dir / "report.html").read_text().count("<svg") == 3
     result = runner.invoke(
         app,
-        ["sweep", "--model", str(tiny_dir), "--circuit", str(run_dir / "circuit.json"),
-         "--methods", "cna,random", "--multipliers", "1,0", "--n-eval", "3",
-         "--n-benign", "2", "--max-new-tokens", "3", "--dtype", "float32", "--batch-size", "4",
-         "--json", "-q"],
-    )  # fmt: skip
+        [
+            "sweep",
+            "--model",
+            str(tiny_dir),
+            "--circuit",
+            str(run_dir / "circuit.json"),
+            "--methods",
+            "cna,random",
+            "--multipliers",
+            "1,0",
+            "--n-eval",
+            "3",
+            "--n-benign",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "4",
+            "--json",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("[") :])
     assert [r["key"] for r in rows] == ["baseline", "cna-m0", "random-m0-seed0"]
@@ -279,12 +335,34 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
     circuit_size = results.circuit.n_neurons
     assert rows[1]["n_neurons"] == rows[2]["n_neurons"] == circuit_size
     assert rows[1]["intervention"] == {
-        "kind": "cna", "scale": "multiplier", "multiplier": 0.0, "neurons": circuit_size
-    }  # fmt: skip
+        "kind": "cna",
+        "scale": "multiplier",
+        "multiplier": 0.0,
+        "neurons": circuit_size,
+    }
     # with --out, finished conditions are kept per setting: a rerun reuses them, a new setting does not
-    args = ["sweep", "--model", str(tiny_dir), "--circuit", str(run_dir / "circuit.json"), "--methods", "cna",
-            "--multipliers", "1,0", "--n-eval", "2", "--n-benign", "2", "--dtype", "float32",
-            "--batch-size", "2", "-q", "--out", str(tmp_path / "sw")]  # fmt: skip
+    args = [
+        "sweep",
+        "--model",
+        str(tiny_dir),
+        "--circuit",
+        str(run_dir / "circuit.json"),
+        "--methods",
+        "cna",
+        "--multipliers",
+        "1,0",
+        "--n-eval",
+        "2",
+        "--n-benign",
+        "2",
+        "--dtype",
+        "float32",
+        "--batch-size",
+        "2",
+        "-q",
+        "--out",
+        str(tmp_path / "sw"),
+    ]
     for tokens in ("3", "3", "2"):
         assert runner.invoke(app, [*args, "--max-new-tokens", tokens]).exit_code == 0
     folders = sorted((tmp_path / "sw").iterdir())
@@ -293,10 +371,32 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
     # residual methods take --strengths: their keys and labels carry s
     result = runner.invoke(
         app,
-        ["sweep", "--model", str(tiny_dir), "--methods", "caa", "--strengths", "0,0.5",
-         "--positive", "builtin:harmful", "--negative", "builtin:benign", "--n-eval", "2", "--n-benign", "2",
-         "--max-new-tokens", "2", "--dtype", "float32", "--batch-size", "2", "--json", "-q"],
-    )  # fmt: skip
+        [
+            "sweep",
+            "--model",
+            str(tiny_dir),
+            "--methods",
+            "caa",
+            "--strengths",
+            "0,0.5",
+            "--positive",
+            "builtin:harmful",
+            "--negative",
+            "builtin:benign",
+            "--n-eval",
+            "2",
+            "--n-benign",
+            "2",
+            "--max-new-tokens",
+            "2",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "2",
+            "--json",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("[") :])
     assert [(r["key"], r["label"], r["scale"]) for r in rows] == [
@@ -329,18 +429,23 @@ def test_behaviour_shift_on_a_base_model_uses_raw_prompts() -> None:
 
     base = tiny_lm("llama", chat_template=False)
     shift = behaviour_shift(
-        base, ["how to steal a car", "make a weapon", "hack a bank"], ["bake bread", "plant a tree", "sing"],
-        ["pick a lock", "forge a cheque"], settings=EvalSettings(max_new_tokens=4, batch_size=4),
-        fraction=0.1, universal_filter=False, progress=False,
-    )  # fmt: skip
+        base,
+        ["how to steal a car", "make a weapon", "hack a bank"],
+        ["bake bread", "plant a tree", "sing"],
+        ["pick a lock", "forge a cheque"],
+        settings=EvalSettings(max_new_tokens=4, batch_size=4),
+        fraction=0.1,
+        universal_filter=False,
+        progress=False,
+    )
     assert shift.chat is False and shift.n_neurons == round(0.1 * base.adapter.n_neurons)
     # the share of changed replies and the verdict, recomputed here from the stored replies and rates
     pairs = list(zip(shift.baseline.harmful, shift.steered.harmful, strict=True))
     assert len(pairs) == 2 and [a.prompt for a, _ in pairs] == ["pick a lock", "forge a cheque"]
     assert shift.changed_share == sum(a.text != b.text for a, b in pairs) / 2
-    b, s = shift.baseline.refusal, shift.steered.refusal
-    separated = s.high < b.low or s.low > b.high
-    expected = "behaviour" if separated else "content" if shift.changed_share >= 0.5 else "none"
+    change = shift.refusal_change
+    assert (change.n, change.diff) == (2, shift.steered.refusal.value - shift.baseline.refusal.value)
+    expected = "behaviour" if change.p_value < 0.05 else "content" if shift.changed_share >= 0.5 else "none"
     assert shift.verdict == expected
     assert shift.examples == [{"prompt": a.prompt, "baseline": a.text, "steered": b.text} for a, b in pairs]
     assert shift.to_dict()["steered"]["key"] == "cna-m0"
@@ -354,7 +459,10 @@ def test_study_on_the_smallest_zoo_model(zoo_lm: LoadedModel, tmp_path: Path) ->
         discovery={"fraction": 0.001},
         evaluation={"max_new_tokens": 8},
         sparsity=(0.0005,),
-        layer_contrasts=0,
+        controls=(),
+        random_seeds=(0,),
+        match_caa=False,
+        select_direction=False,
     )
     result = run_study(cfg, tmp_path, lm=zoo_lm)
     assert result.circuit.n_neurons == round(0.001 * zoo_lm.adapter.n_neurons)
@@ -363,3 +471,52 @@ def test_study_on_the_smallest_zoo_model(zoo_lm: LoadedModel, tmp_path: Path) ->
     assert sum(per_layer.values()) == result.circuit.n_neurons
     assert result.circuit.late_share == pytest.approx(_late_share(per_layer, zoo_lm.adapter.n_layers))
     assert (tmp_path / result.run_id / "report.html").is_file()
+
+
+def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path, tmp_path: Path) -> None:
+    """`run --circuit FILE` evaluates the file's circuit beside the discovered one, keys the run on the
+    file's content, and `report RUN_DIR` rewrites the report from results.json alone."""
+    from neurogate.cli.main import app
+    from neurogate.discovery.circuit import Circuit
+
+    small = {"methods": ["cna"], "sparsity": [], "random_seeds": [0], "controls": [], "examples": 1}
+    settings = {
+        **{k: v for k, v in TINY.items() if k not in ("model", "corpus")},
+        **small,
+        "dtype": "float32",
+        "device": "cpu",
+    }
+    (tmp_path / "s.toml").write_text(_toml(settings))
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    base = ["run", "--model", str(tiny_dir), "--out", str(out), "--config", str(tmp_path / "s.toml"), "-q"]
+    assert runner.invoke(app, base).exit_code == 0
+    (first,) = out.iterdir()
+    found = Circuit.load(first / "circuit.json")
+    tuned = found.top(max(1, len(found) // 2))
+    tuned.method["intervention"] = {"kind": "mean", "multiplier": 0.5}
+    tuned.save(tmp_path / "tuned.json")
+    result = runner.invoke(app, [*base, "--circuit", str(tmp_path / "tuned.json")])
+    assert result.exit_code == 0, result.output
+    (second,) = [p for p in out.iterdir() if p != first]  # a new run: the file is part of the run id
+    results = StudyResults.load(second / "results.json")
+    (given,) = results.given_circuits
+    assert (given.name, given.key) == ("tuned", "mean-m0.5@tuned")
+    assert given.intervention == {"kind": "mean", "multiplier": 0.5}
+    assert given.summary.n_neurons == len(tuned)
+    cond = results.conditions[given.key]
+    assert cond.n_neurons == len(tuned) and cond.kind == "mean"
+    assert given.vs_circuit.n == len(cond.harmful)
+    assert "## Given circuits" in (second / "report.md").read_text()
+    # changing the file's content makes another run
+    tuned.method["intervention"] = {"kind": "cna", "multiplier": 0.0}
+    tuned.save(tmp_path / "tuned.json")
+    assert runner.invoke(app, [*base, "--circuit", str(tmp_path / "tuned.json")]).exit_code == 0
+    assert len(list(out.iterdir())) == 3
+    # the report is rewritten from results.json alone
+    (second / "report.md").unlink()
+    result = runner.invoke(app, ["report", str(second)])
+    assert result.exit_code == 0, result.output
+    assert "## Given circuits" in (second / "report.md").read_text()
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code != 0 and "no results.json" in str(result.exception)

@@ -20,8 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from neurogate.cli import app as cli
+from neurogate.errors import ConfigError
+from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import Condition
-from neurogate.evaluation.engine import TABLE_COLUMNS, table_rows
 from neurogate.evaluation.results import ConditionResult
 
 EvalOpt = Annotated[
@@ -35,21 +36,59 @@ NegativeOpt = Annotated[str, typer.Option("--negative", "-n", help="Discovery pr
 NEvalOpt = Annotated[int | None, typer.Option("--n-eval", help="Use the first N evaluation prompts.")]
 NBenignOpt = Annotated[int | None, typer.Option("--n-benign", help="Use the first N benign prompts.")]
 TokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Greedy reply length in tokens.")]
-JudgeOpt = Annotated[str, typer.Option("--judge", help="Refusal judge: keyword (offline) or llm.")]
-JudgeUrlOpt = Annotated[
-    str | None, typer.Option("--judge-url", help="OpenAI-compatible base URL (or NEUROGATE_JUDGE_URL).")
+JudgeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--judge",
+        help="Judge(s): keyword (offline, instant), local (a local model reads each reply), endpoint (an "
+        "OpenAI-compatible server). Repeat or comma-separate; the first gives the headline numbers.",
+    ),
 ]
-JudgeModelOpt = Annotated[
-    str | None, typer.Option("--judge-model", help="Judge model name (or NEUROGATE_JUDGE_MODEL).")
+LocalJudgeOpt = Annotated[
+    str | None,
+    typer.Option("--local-judge-model", help="Model the local judge runs (default: the evaluated model)."),
 ]
+EndpointUrlOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="Endpoint judge: base URL (or NEUROGATE_JUDGE_URL).")
+]
+EndpointModelOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint-model", help="Endpoint judge: model name (or NEUROGATE_JUDGE_MODEL)."),
+]
+OldJudgeUrlOpt = Annotated[str | None, typer.Option("--judge-url", hidden=True)]
+OldJudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", hidden=True)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def judge_settings(
+    judge: list[str] | None,
+    local_judge_model: str | None,
+    endpoint_url: str | None,
+    endpoint_model: str | None,
+    old_url: str | None = None,
+    old_model: str | None = None,
+) -> dict[str, Any]:
+    """The judge part of :class:`EvalSettings` from the CLI's judge options (renamed flags are refused)."""
+    if old_url is not None:
+        raise ConfigError("--judge-url is now --endpoint-url (the 'llm' judge is now called 'endpoint')")
+    if old_model is not None:
+        raise ConfigError("--judge-model is now --endpoint-model (the 'llm' judge is now called 'endpoint')")
+    names = [n.strip() for item in (judge or ["keyword"]) for n in item.split(",") if n.strip()]
+    out: dict[str, Any] = {"judges": tuple(names)}
+    given = {
+        "local_judge_model": local_judge_model,
+        "endpoint_url": endpoint_url,
+        "endpoint_model": endpoint_model,
+    }
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
 
 
 def results_table(title: str, results: Sequence[ConditionResult]) -> Table:
     table = Table(title=title)
-    for col in TABLE_COLUMNS:
+    for col in tables.COLUMNS:
         table.add_column(col, justify="left" if col == "condition" else "right")
-    for row in table_rows(results):
+    for row in tables.rows(results):
         table.add_row(*row)
     return table
 

@@ -25,7 +25,6 @@ from neurogate.evaluation.experiments import (
     sparsity_conditions,
     sparsity_sizes,
 )
-from neurogate.evaluation.judges import get_judge
 from neurogate.evaluation.results import ResultStore
 from neurogate.evaluation.settings import EvalSettings
 
@@ -41,9 +40,12 @@ def sparsity(
     negative: opts.NegativeOpt = "builtin:benign",
     n_eval: opts.NEvalOpt = None,
     max_new_tokens: opts.TokensOpt = 48,
-    judge: opts.JudgeOpt = "keyword",
-    judge_url: opts.JudgeUrlOpt = None,
-    judge_model: opts.JudgeModelOpt = None,
+    judge: opts.JudgeOpt = None,
+    local_judge_model: opts.LocalJudgeOpt = None,
+    endpoint_url: opts.EndpointUrlOpt = None,
+    endpoint_model: opts.EndpointModelOpt = None,
+    judge_url: opts.OldJudgeUrlOpt = None,
+    judge_model: opts.OldJudgeModelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for per-condition results.")] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -60,7 +62,8 @@ def sparsity(
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
     ranking = discover_for_sparsity(lm, positive, negative, sizes, progress=not quiet)
     evaluation = EvalSettings(
-        max_new_tokens=max_new_tokens, judge=judge, judge_model=judge_model, judge_url=judge_url
+        max_new_tokens=max_new_tokens,
+        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
     key = settings_mod.digest(
         {
@@ -144,9 +147,12 @@ def base_vs_instruct(
     n_eval: opts.NEvalOpt = 32,
     max_new_tokens: opts.TokensOpt = 40,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
-    judge: opts.JudgeOpt = "keyword",
-    judge_url: opts.JudgeUrlOpt = None,
-    judge_model: opts.JudgeModelOpt = None,
+    judge: opts.JudgeOpt = None,
+    local_judge_model: opts.LocalJudgeOpt = None,
+    endpoint_url: opts.EndpointUrlOpt = None,
+    endpoint_model: opts.EndpointModelOpt = None,
+    judge_url: opts.OldJudgeUrlOpt = None,
+    judge_model: opts.OldJudgeModelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -158,9 +164,9 @@ def base_vs_instruct(
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
     settings = EvalSettings(
-        max_new_tokens=max_new_tokens, judge=judge, judge_model=judge_model, judge_url=judge_url
+        max_new_tokens=max_new_tokens,
+        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
-    judge_obj = get_judge(judge, **settings.judge_options())
     shifts = []
     for spec in (instruct, base):
         lm = cli.load(spec, dtype, device)
@@ -169,7 +175,6 @@ def base_vs_instruct(
             positive,
             negative,
             harmful.prompts,
-            judge=judge_obj,
             settings=settings,
             fraction=fraction,
             progress=False,

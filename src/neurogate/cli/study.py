@@ -11,8 +11,11 @@ import typer
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.errors import NeurogateError
 from neurogate.study.config import StudyConfig
 from neurogate.study.pipeline import Study
+from neurogate.study.report import write_reports
+from neurogate.study.results import StudyResults
 
 RUNS = Path("runs")
 
@@ -44,7 +47,16 @@ def run(
     n_eval: opts.NEvalOpt = None,
     n_benign: opts.NBenignOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length.")] = None,
-    judge: Annotated[str | None, typer.Option("--judge", help="keyword or llm.")] = None,
+    judge: opts.JudgeOpt = None,
+    circuit: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--circuit",
+            "-c",
+            help="A circuit file (e.g. tuned-circuit.json from `neurogate tune`) to evaluate at the "
+            "intervention it records, beside the discovered circuit. Repeatable.",
+        ),
+    ] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -56,7 +68,8 @@ def run(
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
     """
-    evaluation = _given({"max_new_tokens": max_new_tokens, "judge": judge})
+    judges = opts.judge_settings(judge, None, None, None) if judge else {}
+    evaluation = _given({"max_new_tokens": max_new_tokens, **judges})
     prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
     cfg = study_config(
         config,
@@ -65,6 +78,7 @@ def run(
             "model": model if model != cli.DEFAULT_SPEC or config is None else None,
             "prompts": prompt_sets or None,
             "evaluation": evaluation or None,
+            "circuits": [str(c) for c in circuit] if circuit else None,
             "dtype": dtype if dtype != "auto" else None,
             "device": device if device != "auto" else None,
         },
@@ -74,9 +88,8 @@ def run(
         cli.console.print(f"run {study.run_id} -> {study.dir}")
         result = study.run()
     cli.console.print(opts.results_table("sweep", [result.conditions[k] for k in result.sweep]))
-    for r in result.random_control:
-        state = "inside" if r.within_baseline_ci else "outside"
-        cli.console.print(f"random control {r.key}: {state} the baseline's 95% interval")
+    for c in result.controls:
+        cli.console.print(f"control {c.name} ({c.type}): vs circuit {c.vs_circuit}", highlight=False)
     cli.console.print(f"[green]done:[/] {study.dir / 'report.html'} (and report.md, results.json)")
 
 
@@ -100,3 +113,20 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
                 )
 
         yield on_event
+
+
+@cli.app.command(rich_help_panel=cli.EVAL)
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holding results.json) or the file itself.")],
+) -> None:
+    """Write report.md and report.html again from a finished run's results.json (no model is loaded).
+
+    Example: neurogate report runs/qwen2.5-coder-1.5b-instruct-1a2b3c4d5e
+    """
+    path = run_dir / "results.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise NeurogateError(
+            f"no results.json at {path}; give a folder written by `neurogate run` (a finished run)"
+        )
+    md, html = write_reports(StudyResults.load(path), path.parent)
+    cli.console.print(f"[green]wrote[/] {html} and {md}")

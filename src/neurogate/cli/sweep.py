@@ -12,7 +12,6 @@ import typer
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
 from neurogate.discovery.circuit import Circuit
-from neurogate.evaluation.judges import get_judge
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.evaluation.sweep import SweepConfig, run_sweep
 
@@ -43,9 +42,12 @@ def sweep(
     n_eval: opts.NEvalOpt = None,
     n_benign: opts.NBenignOpt = 40,
     max_new_tokens: opts.TokensOpt = 48,
-    judge: opts.JudgeOpt = "keyword",
-    judge_url: opts.JudgeUrlOpt = None,
-    judge_model: opts.JudgeModelOpt = None,
+    judge: opts.JudgeOpt = None,
+    local_judge_model: opts.LocalJudgeOpt = None,
+    endpoint_url: opts.EndpointUrlOpt = None,
+    endpoint_model: opts.EndpointModelOpt = None,
+    judge_url: opts.OldJudgeUrlOpt = None,
+    judge_model: opts.OldJudgeModelOpt = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Prompts per generation batch.")
     ] = None,
@@ -73,9 +75,7 @@ def sweep(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size or "auto",
         chat=chat,
-        judge=judge,
-        judge_model=judge_model,
-        judge_url=judge_url,
+        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
     config = SweepConfig.from_mapping(
         {
@@ -94,13 +94,12 @@ def sweep(
             "discovery": {"chat": chat},
         }
     )
-    judge_obj = get_judge(judge, **evaluation.judge_options())
     circ = Circuit.load(circuit) if circuit is not None else None
     lm = cli.load(model, dtype, device, trust_remote_code)
     if circ is None and config.needs("circuit"):
         cli.err_console.print("no --circuit given: discovering one from --positive/--negative")
     with opts.condition_progress(len(config.plan()), quiet or as_json) as advance:
-        result = run_sweep(lm, config, circuit=circ, judge=judge_obj, out=out, progress=advance)
+        result = run_sweep(lm, config, circuit=circ, out=out, progress=advance)
     if result.store is not None:
         cli.err_console.print(f"results stored under {result.store}")
     if as_json:

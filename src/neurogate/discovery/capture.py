@@ -1,14 +1,17 @@
-"""The capture engine: one site kind (or several) at one position per prompt, every layer, in batches.
+"""The capture pass: prompts -> chosen positions of a site kind at every layer, in batches.
 
-A :class:`Recorder` hooks a site kind of every layer (canonical names in :mod:`neurogate.models.sites`:
-``mlp.post`` for the MLP neurons, ``resid_post`` for the residual stream, ...) and copies one position per
-row into a ``[batch, n_layers, width]`` float32 buffer. Once the last layer's last recorded site has been
-read, the hook stops the forward pass, so nothing after it (final norm, LM head) runs.
+:func:`iter_captures` formats and tokenizes the prompts (:func:`neurogate.models.inputs.encode`), feeds them
+through the model in length-sorted batches with a :class:`~neurogate.discovery.recorder.Recorder`, and
+yields each batch's values. When all prompts share a token prefix (a chat template's system turn), the
+prefix runs once and its key/value cache is reused for every batch. :func:`collect_stats_many` folds the
+batches into per-set running statistics (discovery); :func:`capture_values` keeps every prompt's values
+(residual directions).
 
-:func:`iter_captures` feeds prompts through the model in length-sorted batches. When all prompts share a
-token prefix (a chat template's system turn), the prefix runs once and its key/value cache is reused for
-every batch. :func:`collect_stats_many` folds the batches into per-set running statistics (discovery);
-:func:`capture_values` keeps every prompt's values (residual directions).
+Positions (:data:`POSITIONS`): ``last`` reads the last prompt token (the paper); the ``post-*`` modes read
+the template's post-instruction tokens (after the user's message: the end-of-turn marker, the assistant
+header, ...) and reduce them by their mean (``post-mean``) or max (``post-max``), or keep each
+(``post-each``: values gain a position axis, ``[batch, P, n_layers, width]``). Every mode is one forward
+pass per prompt.
 """
 
 from __future__ import annotations
@@ -17,139 +20,56 @@ import copy
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache
 
+from neurogate.discovery.recorder import Recorder, Reduce, recording
 from neurogate.discovery.stats import SiteStats
-from neurogate.errors import PromptSetError
-from neurogate.models.hooks import SiteFn, hook_site
-from neurogate.models.inputs import BatchSize, encode, left_padded, left_positions, pad_id, plan_batches
+from neurogate.errors import ConfigError, PromptSetError
+from neurogate.models.inputs import (
+    BatchSize,
+    encode,
+    left_padded,
+    left_positions,
+    pad_id,
+    plan_batches,
+    post_instruction_tokens,
+)
 from neurogate.models.loading import LoadedModel
-from neurogate.models.sites import NEURONS, SiteKind, check_kind
+from neurogate.models.sites import NEURONS, SiteKind
 from neurogate.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
 MIN_PREFIX = 4  # shorter shared prefixes are not worth a separate cached pass
-# the order in which a decoder layer reaches each site, to know which one is read last
-_SITE_ORDER = {"resid_pre": 0, "attn.out": 1, "mlp.post": 2, "resid_post": 3}
+Positions = Literal["last", "post-mean", "post-max", "post-each"]
+POSITIONS: tuple[str, ...] = ("last", "post-mean", "post-max", "post-each")
+_REDUCE: dict[str, Reduce] = {"last": "first", "post-mean": "mean", "post-max": "max", "post-each": "none"}
 
 
-class _StopForward(Exception):
-    """Raised by the last recorded site's hook once everything needed has been captured."""
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How prompts are turned into captures (shared by every caller of :func:`iter_captures`)."""
 
+    batch_size: BatchSize = "auto"
+    system_prompt: str | None = None
+    chat: bool = True
+    progress: bool = True
+    reuse_prefix: bool = True
+    positions: Positions = "last"
 
-class Recorder:
-    """Hooks that record one position per row at every layer's sites of the given kinds.
+    def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
 
-    Set :attr:`positions` (``[batch]`` indices into the position axis) before each forward pass, or use
-    :meth:`run`; read the values it returns, ``{kind: [batch, n_layers, width]}`` float32. With ``stop=True``
-    the last site's hook raises a private exception that :meth:`run` catches. ``remove()`` takes the hooks
-    off.
-    """
-
-    def __init__(self, lm: LoadedModel, kinds: Sequence[SiteKind] = (NEURONS,), *, stop: bool = True) -> None:
-        self.lm = lm
-        self.kinds = tuple(dict.fromkeys(check_kind(k) for k in kinds))
-        if not self.kinds:
-            raise ValueError("a Recorder needs at least one site kind")
-        self.stop = stop
-        self.record = True
-        self.positions: torch.Tensor | None = None
-        self.values: dict[str, torch.Tensor] = {}
-        self._handles: list[Any] = []
-        n = lm.adapter.n_layers
-        last_kind = max(self.kinds, key=_SITE_ORDER.__getitem__)
-        try:
-            for layer in range(n):
-                for kind in self.kinds:
-                    is_stop = stop and layer == n - 1 and kind == last_kind
-                    fn = self._reader(kind, layer, is_stop)
-                    self._handles.append(hook_site(lm, f"blocks.{layer}.{kind}", fn))
-        except BaseException:
-            self.remove()
-            raise
-
-    def _reader(self, kind: str, layer: int, is_stop: bool) -> SiteFn:
-        def read(site: torch.Tensor) -> None:
-            if self.record:
-                assert self.positions is not None
-                rows = torch.arange(site.shape[0], device=site.device)
-                picked = site[rows, self.positions.to(site.device)]
-                self.values[kind][:, layer] = picked.to(self.values[kind].device, torch.float32)
-            if is_stop:
-                raise _StopForward
-
-        return read
-
-    def run(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        positions: torch.Tensor | None,
-        *,
-        position_ids: torch.Tensor | None = None,
-        cache: Any = None,
-    ) -> dict[str, torch.Tensor]:
-        """One forward pass; returns the recorded values when ``positions`` is set (an empty dict when it
-        is ``None``, which runs without recording, e.g. to fill a key/value cache)."""
-        self.record = positions is not None
-        self.positions = positions
-        batch = int(input_ids.shape[0])
-        adapter = self.lm.adapter
-        self.values = {
-            kind: torch.empty(
-                (batch, adapter.n_layers, adapter.width(f"blocks.0.{kind}")),
-                dtype=torch.float32,
-                device=self.lm.device,
-            )
-            for kind in (self.kinds if self.record else ())
-        }
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "use_cache": cache is not None,
-        }
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids
-        if cache is not None:
-            kwargs[_cache_kwarg(self.lm.model)] = cache
-        try:
-            self.lm.model(**kwargs)
-        except _StopForward:
-            pass
-        else:
-            if self.stop:
-                raise RuntimeError("the forward pass finished without reaching the last recorded site")
-        values, self.values, self.positions = self.values, {}, None
-        return values
-
-    def remove(self) -> None:
-        """Take every hook off (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
-@contextmanager
-def recording(
-    lm: LoadedModel, kinds: Sequence[SiteKind] = (NEURONS,), *, stop: bool = True
-) -> Iterator[Recorder]:
-    """A :class:`Recorder` on ``lm`` whose hooks are removed however the block ends."""
-    recorder = Recorder(lm, kinds, stop=stop)
-    try:
-        yield recorder
-    finally:
-        recorder.remove()
-
-
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    def n_positions(self, lm: LoadedModel) -> int:
+        """How many positions per prompt are read (before any reduction)."""
+        if self.positions == "last":
+            return 1
+        return post_instruction_tokens(lm, system_prompt=self.system_prompt, chat=self.chat)
 
 
 def last_token_values(
@@ -158,7 +78,7 @@ def last_token_values(
     """Values at the last token of each sequence in one left-padded batch, no prefix reuse: the reference
     path for small batches and tests."""
     with torch.inference_mode(), recording(lm, kinds) as rec:
-        return _run_plain(lm, rec, sequences)
+        return _run_plain(lm, rec, sequences, 1)
 
 
 def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -200,17 +120,27 @@ def _prefix_cache(lm: LoadedModel, rec: Recorder, prefix: Sequence[int]) -> Any 
     return cache
 
 
-def _run_plain(lm: LoadedModel, rec: Recorder, seqs: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+def _run_plain(
+    lm: LoadedModel, rec: Recorder, seqs: Sequence[Sequence[int]], n_pos: int
+) -> dict[str, torch.Tensor]:
+    """One left-padded batch; every row's last ``n_pos`` tokens sit in the same last columns."""
     batch = left_padded(lm, seqs)
-    last = torch.full((len(seqs),), batch.input_ids.shape[1] - 1, device=lm.device)
+    width = batch.input_ids.shape[1]
+    read = torch.arange(width - n_pos, width, device=lm.device).expand(len(seqs), n_pos)
     positions = left_positions(batch.attention_mask)
-    return rec.run(batch.input_ids, batch.attention_mask, last, position_ids=positions)
+    return rec.run(batch.input_ids, batch.attention_mask, read, position_ids=positions)
 
 
 def _run_suffix(
-    lm: LoadedModel, rec: Recorder, prefix_cache: Any, n_prefix: int, suffixes: Sequence[Sequence[int]]
+    lm: LoadedModel,
+    rec: Recorder,
+    prefix_cache: Any,
+    n_prefix: int,
+    suffixes: Sequence[Sequence[int]],
+    n_pos: int,
 ) -> dict[str, torch.Tensor]:
-    """Right-padded suffixes after the cached prefix; the last real token of row r is at ``len(r) - 1``."""
+    """Right-padded suffixes after the cached prefix; row r's last ``n_pos`` real tokens end at
+    ``len(r) - 1``."""
     width = max(len(s) for s in suffixes)
     rows = len(suffixes)
     ids = torch.full((rows, width), pad_id(lm), dtype=torch.long)
@@ -219,24 +149,13 @@ def _run_suffix(
     for r, seq in enumerate(suffixes):
         ids[r, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
         mask[r, n_prefix : n_prefix + len(seq)] = 1
-    last = torch.tensor([len(s) - 1 for s in suffixes], device=lm.device)
+    read = torch.stack([torch.arange(len(s) - n_pos, len(s)) for s in suffixes]).to(lm.device)
     positions = (torch.arange(width) + n_prefix).expand(rows, width)
     cache = copy.deepcopy(prefix_cache)
     cache.batch_repeat_interleave(rows)
     return rec.run(
-        ids.to(lm.device), mask.to(lm.device), last, position_ids=positions.to(lm.device), cache=cache
+        ids.to(lm.device), mask.to(lm.device), read, position_ids=positions.to(lm.device), cache=cache
     )
-
-
-@dataclass(frozen=True)
-class CaptureOptions:
-    """How prompts are turned into captures (shared by every caller of :func:`iter_captures`)."""
-
-    batch_size: BatchSize = "auto"
-    system_prompt: str | None = None
-    chat: bool = True
-    progress: bool = True
-    reuse_prefix: bool = True
 
 
 def iter_captures(
@@ -245,10 +164,11 @@ def iter_captures(
     kinds: Sequence[SiteKind] = (NEURONS,),
     options: CaptureOptions | None = None,
 ) -> Iterator[tuple[list[tuple[int, int]], dict[str, torch.Tensor]]]:
-    """Capture the last prompt token's values for every prompt of every set.
+    """Capture the chosen positions' values (``options.positions``) for every prompt of every set.
 
     Yields ``(rows, values)`` per batch: ``rows[i] = (set index, prompt index)`` of row ``i``, and
-    ``values[kind]`` is ``[batch, n_layers, width]`` float32 on the model's device.
+    ``values[kind]`` is ``[batch, n_layers, width]`` (``[batch, P, n_layers, width]`` for ``post-each``)
+    float32 on the model's device.
     """
     opts = options or CaptureOptions()
     if not prompt_sets:
@@ -258,21 +178,27 @@ def iter_captures(
     for set_index, prompts in enumerate(prompt_sets):
         seqs.extend(encode(lm, prompts, system_prompt=opts.system_prompt, chat=opts.chat))
         owner.extend((set_index, i) for i in range(len(prompts)))
+    n_pos = opts.n_positions(lm)
+    short = [i for i, s in enumerate(seqs) if len(s) < n_pos]
+    if short:
+        raise PromptSetError(f"prompt {owner[short[0]]} has fewer than the {n_pos} tokens to read")
     n_prefix = shared_prefix(seqs) if opts.reuse_prefix else 0
-    if n_prefix < MIN_PREFIX or not _prefix_supported(lm, max(len(s) for s in seqs)):
+    if n_prefix < MIN_PREFIX or min(len(s) for s in seqs) - n_prefix < n_pos:
+        n_prefix = 0
+    if n_prefix and not _prefix_supported(lm, max(len(s) for s in seqs)):
         n_prefix = 0
     batches = plan_batches([len(s) - n_prefix for s in seqs], opts.batch_size, lm.device)
     with (
         torch.inference_mode(),
-        recording(lm, kinds) as rec,
+        recording(lm, kinds, reduce=_REDUCE[opts.positions]) as rec,
         progress_bar(opts.progress, len(seqs), "capturing activations") as advance,
     ):
         cache = _prefix_cache(lm, rec, seqs[0][:n_prefix]) if n_prefix else None
         for idx in batches:
             if cache is not None:
-                values = _run_suffix(lm, rec, cache, n_prefix, [seqs[i][n_prefix:] for i in idx])
+                values = _run_suffix(lm, rec, cache, n_prefix, [seqs[i][n_prefix:] for i in idx], n_pos)
             else:
-                values = _run_plain(lm, rec, [seqs[i] for i in idx])
+                values = _run_plain(lm, rec, [seqs[i] for i in idx], n_pos)
             yield [owner[i] for i in idx], values
             advance(len(idx))
     logger.info(
@@ -286,8 +212,11 @@ def collect_stats_many(
     kinds: Sequence[SiteKind] = (NEURONS,),
     options: CaptureOptions | None = None,
 ) -> list[dict[str, SiteStats]]:
-    """Per prompt set, running statistics of every site kind (``{kind: SiteStats}``) at the last prompt
-    token. The sets share the prefix pass and the length-sorted batches (fewer, fuller forward passes)."""
+    """Per prompt set, running statistics of every site kind (``{kind: SiteStats}``) at the chosen
+    positions (reduced to one value per prompt: ``post-each`` is refused here). The sets share the prefix
+    pass and the length-sorted batches (fewer, fuller forward passes)."""
+    if options is not None and options.positions == "post-each":
+        raise ConfigError("statistics need one value per prompt: use positions last, post-mean or post-max")
     adapter = lm.adapter
     out: list[dict[str, SiteStats]] = [
         # on the model's device: copying every batch's values to the CPU and updating there in float64
@@ -319,10 +248,12 @@ def collect_stats(
 def capture_values(
     lm: LoadedModel, prompts: Sequence[str], kind: SiteKind, options: CaptureOptions | None = None
 ) -> torch.Tensor:
-    """Every prompt's value of ``kind`` at its last token, ``[n_prompts, n_layers, width]`` float32 on the
-    CPU, in prompt order."""
-    width = lm.adapter.width(f"blocks.0.{kind}")
-    out = torch.empty(len(prompts), lm.adapter.n_layers, width, dtype=torch.float32)
+    """Every prompt's value of ``kind`` at the chosen positions, ``[n_prompts, n_layers, width]`` (with a
+    position axis after the prompt axis for ``post-each``) float32 on the CPU, in prompt order."""
+    chunks: list[tuple[list[int], torch.Tensor]] = []
     for rows, values in iter_captures(lm, [prompts], (kind,), options):
-        out[torch.tensor([i for _, i in rows])] = values[kind].cpu()
+        chunks.append(([i for _, i in rows], values[kind].cpu()))
+    out = torch.empty((len(prompts), *chunks[0][1].shape[1:]), dtype=torch.float32)
+    for index, value in chunks:
+        out[torch.tensor(index)] = value
     return out

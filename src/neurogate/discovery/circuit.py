@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -37,15 +37,27 @@ Multiplier = float | Mapping[tuple[int, int], float] | torch.Tensor
 
 @dataclass(frozen=True)
 class LayerScale:
-    """Neurons of one layer and the factor for each (``index`` and ``factor`` have the same length)."""
+    """Neurons of one layer, the factor for each, and an optional offset: each neuron becomes
+    ``factor * a + offset`` (``index``, ``factor`` and ``offset`` have the same length)."""
 
     index: torch.Tensor  # long [k]
     factor: torch.Tensor  # float32 [k]
+    offset: torch.Tensor | None = None  # float32 [k]
+
+
+Toward = Literal["zero", "mean"]
+"""What ``m = 0`` sets a neuron to: zero (ablation), or its mean on the negative prompts (mean-ablation)."""
+
+
+WEIGHTINGS = ("uniform", "proportional")
+"""How much of the intervention each neuron takes: all alike, or in proportion to its score's size."""
 
 
 @dataclass(frozen=True)
 class Neuron:
-    """One selected neuron: its place, its score, the signed difference and each side's mean."""
+    """One selected neuron: its place, its score, the signed difference and each side's mean.
+    ``weight``: the share of the intervention it takes (its factor is ``1 + weight * (m - 1)``; 1 for
+    every neuron unless the circuit was weighted, see :meth:`Circuit.weighted`)."""
 
     layer: int
     index: int
@@ -53,6 +65,7 @@ class Neuron:
     diff: float
     mean_pos: float
     mean_neg: float
+    weight: float = 1.0
 
 
 _NEURON_TYPES: dict[str, tuple[type, ...]] = {
@@ -208,7 +221,10 @@ class Circuit:
                 value = raw.get(name)
                 if isinstance(value, bool) or not isinstance(value, types):
                     raise bad(f"neuron {i} field {name!r} must be {' or '.join(t.__name__ for t in types)}")
-            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES})
+            weight = raw.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise bad(f"neuron {i} field 'weight' must be a finite number")
+            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES}, weight=float(weight))
             if not (0 <= n.layer < fp["n_layers"] and 0 <= n.index < fp["d_mlp"]):
                 raise bad(f"neuron {i} (layer {n.layer}, index {n.index}) is outside the model's shape")
             if (n.layer, n.index) in seen:
@@ -248,7 +264,8 @@ class Circuit:
     # -- steering ---------------------------------------------------------------------------------------
 
     def factors(self, multiplier: Multiplier) -> list[float]:
-        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form."""
+        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form, with each
+        neuron's weight applied (``1 + weight * (m - 1)``)."""
         n = len(self)
         if isinstance(multiplier, torch.Tensor):
             if multiplier.dim() != 1 or multiplier.numel() != n:
@@ -276,24 +293,49 @@ class Circuit:
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise ConfigError(f"multipliers must be finite numbers, got {bad[0]}")
-        return values
+        return [1.0 + nr.weight * (m - 1.0) for nr, m in zip(self.neurons, values, strict=True)]
 
-    def scales(self, multiplier: Multiplier) -> dict[int, LayerScale]:
-        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit."""
-        grouped: dict[int, tuple[list[int], list[float]]] = {}
+    def weighted(self, rule: str) -> Circuit:
+        """The same neurons with each one's share of the intervention set by ``rule``: ``uniform`` (all
+        take ``m``) or ``proportional`` (``|score| / max |score|``, so the top neuron takes ``m`` and a
+        neuron with half its score moves half as far). Folding and export use the same factors."""
+        if rule not in WEIGHTINGS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {rule!r}")
+        top = max((abs(n.score) for n in self.neurons), default=0.0)
+        if rule == "uniform" or top == 0.0:
+            neurons = [replace(n, weight=1.0) for n in self.neurons]
+        else:
+            neurons = [replace(n, weight=abs(n.score) / top) for n in self.neurons]
+        return replace(self, neurons=neurons, method={**self.method, "weights": rule})
+
+    def scales(self, multiplier: Multiplier, toward: Toward = "zero") -> dict[int, LayerScale]:
+        """The multiplier resolved into one :class:`LayerScale` per layer of the circuit. With
+        ``toward="mean"`` each neuron ``a`` becomes ``m * a + (1 - m) * mean_neg`` (so ``m = 0`` sets it to
+        its mean on the negative prompts) instead of ``m * a``."""
+        if toward not in ("zero", "mean"):
+            raise ConfigError(f"toward must be 'zero' or 'mean', got {toward!r}")
+        grouped: dict[int, tuple[list[int], list[float], list[float]]] = {}
         for neuron, m in zip(self.neurons, self.factors(multiplier), strict=True):
-            idx, fac = grouped.setdefault(neuron.layer, ([], []))
+            idx, fac, off = grouped.setdefault(neuron.layer, ([], [], []))
             idx.append(neuron.index)
             fac.append(m)
+            off.append((1.0 - m) * neuron.mean_neg)
         return {
-            layer: LayerScale(torch.tensor(idx, dtype=torch.long), torch.tensor(fac, dtype=torch.float32))
-            for layer, (idx, fac) in sorted(grouped.items())
+            layer: LayerScale(
+                torch.tensor(idx, dtype=torch.long),
+                torch.tensor(fac, dtype=torch.float32),
+                torch.tensor(off, dtype=torch.float32) if toward == "mean" else None,
+            )
+            for layer, (idx, fac, off) in sorted(grouped.items())
         }
 
-    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0) -> Handle:
-        """Multiply each neuron's activation by ``multiplier`` at every position, through hooks, until the
-        returned :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0``
-        ablates. Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
+    def apply(self, lm: LoadedModel, multiplier: Multiplier = 0.0, toward: Toward = "zero") -> Handle:
+        """Multiply each neuron's activation by ``multiplier`` at every position (``toward="mean"``: move it
+        toward its negative-prompt mean instead of toward zero), through hooks, until the returned
+        :class:`Handle` (also a context manager) is removed. ``m = 1`` changes nothing, ``0`` ablates.
+        Raises :class:`CircuitError` when the circuit was found on a model of another shape."""
         self.check_model(lm)
-        scales = {layer: (s.index, s.factor) for layer, s in self.scales(multiplier).items()}
+        scales = {
+            layer: (s.index, s.factor, s.offset) for layer, s in self.scales(multiplier, toward).items()
+        }
         return scale_neurons(lm, scales, label=f"steer {len(self)} neurons")

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from neurogate import settings
-from neurogate.discovery.capture import CaptureOptions
-from neurogate.discovery.scoring import get_scorer
+from neurogate.discovery.capture import CaptureOptions, Positions
+from neurogate.discovery.circuit import WEIGHTINGS
+from neurogate.discovery.scoring import SIGNS, Sign, get_scorer
 from neurogate.discovery.selection import DEFAULT_FRACTION, top_count
 from neurogate.errors import ConfigError
 from neurogate.models.inputs import BatchSize, check_batch_size
@@ -20,20 +21,29 @@ class DiscoverConfig:
 
     ``fraction``: share of ALL MLP neurons to keep (default 0.001 = 0.1%), or ``top_k`` neurons exactly
     (give at most one). ``score``: a scorer name from :data:`neurogate.discovery.scoring.SCORERS`.
-    ``exclude_layers``: layers never selected (negative indices count from the end).
+    ``sign``: rank by the scorer's signed value's size (``both``), or keep only neurons that are higher on
+    the positive prompts (``positive``) or on the negative ones (``negative``). ``positions``: which prompt
+    tokens are read (``last``, the paper; ``post-mean``/``post-max``: the template's post-instruction
+    tokens, averaged or maxed). ``exclude_layers``: layers never selected (negative indices count from the
+    end).
     ``universal_filter``/``universal_threshold``: skip neurons in the top ``fraction`` of at least that share
     of the battery's unrelated contrasts. ``chat``/``system_prompt``: how prompts are formatted.
+    ``weights``: how much of the intervention each neuron takes (``uniform``, the paper; ``proportional``
+    to the size of its score, see :meth:`Circuit.weighted`).
     """
 
     fraction: float | None = None
     top_k: int | None = None
     score: str = "mean-diff"
+    sign: Sign = "both"
+    positions: Positions = "last"
     exclude_layers: tuple[int, ...] = ()
     universal_filter: bool = True
     universal_threshold: float = 0.8
     batch_size: BatchSize = "auto"
     system_prompt: str | None = None
     chat: bool = True
+    weights: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.fraction is not None and self.top_k is not None:
@@ -42,6 +52,10 @@ class DiscoverConfig:
             settings.number("fraction", self.fraction, low=0.0, high=1.0, low_open=True)
         settings.whole("top_k", self.top_k, optional=True)
         get_scorer(self.score)
+        if self.sign not in SIGNS:
+            raise ConfigError(f"sign must be one of {', '.join(SIGNS)}, got {self.sign!r}")
+        if self.positions not in ("last", "post-mean", "post-max"):
+            raise ConfigError(f"positions must be last, post-mean or post-max, got {self.positions!r}")
         layers = settings.as_tuple("exclude_layers", self.exclude_layers)
         for layer in layers:
             if isinstance(layer, bool) or not isinstance(layer, int):
@@ -49,6 +63,8 @@ class DiscoverConfig:
         object.__setattr__(self, "exclude_layers", layers)
         settings.number("universal_threshold", self.universal_threshold, low=0.0, high=1.0, low_open=True)
         check_batch_size(self.batch_size)
+        if self.weights not in WEIGHTINGS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {self.weights!r}")
 
     @property
     def universal_fraction(self) -> float:
@@ -61,7 +77,11 @@ class DiscoverConfig:
 
     def capture(self, progress: bool = True) -> CaptureOptions:
         return CaptureOptions(
-            batch_size=self.batch_size, system_prompt=self.system_prompt, chat=self.chat, progress=progress
+            batch_size=self.batch_size,
+            system_prompt=self.system_prompt,
+            chat=self.chat,
+            progress=progress,
+            positions=self.positions,
         )
 
     @classmethod

@@ -23,7 +23,7 @@ from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
-from neurogate.errors import PromptSetError
+from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts import PromptSet
 
@@ -65,6 +65,7 @@ def discover(
     *,
     progress: bool = True,
     battery: Sequence[BatteryContrast] | None = None,
+    evidence: Evidence | None = None,
     **settings: Any,
 ) -> Circuit:
     """The circuit of neurons that best separate ``positive`` from ``negative`` prompts.
@@ -72,15 +73,19 @@ def discover(
     Settings come from ``config`` (a :class:`DiscoverConfig`), overridden by keyword ``settings`` of the
     same names: e.g. ``discover(lm, pos, neg, fraction=0.001, score="mean-diff")``. Universal neurons are
     skipped (the next-best take their place, so the circuit keeps its size); ``battery`` replaces the
-    built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter.
+    built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter. ``evidence``: statistics
+    already gathered on these prompts (:func:`gather_evidence`), to skip the forward passes.
     """
     cfg = DiscoverConfig.from_mapping(settings, base=config or DiscoverConfig())
     k = cfg.k(lm.adapter.n_neurons)
     layers = check_layers(cfg.exclude_layers, lm.adapter.n_layers)
     pos_set, neg_set = resolve_prompts(positive, "positive"), resolve_prompts(negative, "negative")
     _check_overlap(pos_set, neg_set)
-    evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
-    scores, diff = score(evidence, cfg.score)
+    if evidence is None:
+        evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
+    _check_evidence(evidence, lm, cfg)
+    scores, _signed = score(evidence, cfg.score, lm=lm, sign=cfg.sign)
+    diff = evidence.diff
     plain = select_top(scores, top_k=k, exclude_layers=layers)
     universal: set[tuple[int, int]] = set()
     if cfg.universal_filter:
@@ -101,16 +106,31 @@ def discover(
         "universal_removed": removed,
         "universal_total": len(universal),
         "site": SITE,
-        "position": "last prompt token",
     }
     circuit = Circuit(
         neurons=_neurons(chosen, scores, diff, evidence),
         model={"spec": lm.spec, "shape": lm.shape},
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
-    )
+    ).weighted(cfg.weights)
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
+
+
+def _check_evidence(evidence: Evidence, lm: LoadedModel, cfg: DiscoverConfig) -> None:
+    missing = [
+        k for k in get_scorer(cfg.score).needs if k not in evidence.positive or k not in evidence.negative
+    ]
+    if missing:
+        raise ConfigError(
+            f"the statistics given lack site kind(s) {missing} that the {cfg.score!r} scorer reads"
+        )
+    shape = tuple(evidence.positive["mlp.post"].mean.shape)
+    if shape != (lm.adapter.n_layers, lm.adapter.d_mlp):
+        raise ConfigError(
+            f"the statistics given are {list(shape)}, but {lm.spec} has {lm.adapter.n_layers} layers of "
+            f"{lm.adapter.d_mlp} neurons"
+        )
 
 
 def _neurons(

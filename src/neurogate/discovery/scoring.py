@@ -8,22 +8,69 @@ select scorers from this one registry. Adding a scorer is one function and one e
 from __future__ import annotations
 
 import difflib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from neurogate.atomic import atomic_path
 from neurogate.discovery.stats import SiteStats
-from neurogate.errors import ConfigError, PromptSetError
-from neurogate.models.sites import NEURONS, SiteKind
+from neurogate.errors import ConfigError, NeurogateError, PromptSetError
+from neurogate.models.loading import LoadedModel
+from neurogate.models.sites import NEURONS, RESIDUAL, SiteKind
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a scorer reads: per-site-kind statistics of the positive and negative prompts."""
+    """What a scorer reads: per-site-kind statistics of the positive and negative prompts. It is the whole
+    cost of discovery (the forward passes), so it can be saved and reused for other scorers and sizes."""
 
     positive: dict[str, SiteStats]
     negative: dict[str, SiteStats]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write every statistic as safetensors (float64), atomically."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, str] = {"kind": "neurogate.evidence"}
+        for side, stats in (("positive", self.positive), ("negative", self.negative)):
+            for kind, st in stats.items():
+                tensors.update(st.tensors(f"{side}.{kind}"))
+                meta[f"{side}.{kind}"] = json.dumps({"n": st.n, "resolution": st.resolution})
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Evidence:
+        """Read a file written by :meth:`save`."""
+        p = Path(path)
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            tensors = load_file(str(p))
+        except (OSError, SafetensorError) as exc:
+            raise NeurogateError(
+                f"cannot read the statistics file {p} ({exc}); delete it to recompute"
+            ) from exc
+        if meta.get("kind") != "neurogate.evidence":
+            raise NeurogateError(f"{p} is not a neurogate statistics file")
+        sides: dict[str, dict[str, SiteStats]] = {"positive": {}, "negative": {}}
+        for key, value in meta.items():
+            if key == "kind":
+                continue
+            side, kind = key.split(".", 1)
+            info = json.loads(value)
+            sides[side][kind] = SiteStats.from_tensors(
+                tensors, key, int(info["n"]), float(info["resolution"])
+            )
+        return cls(sides["positive"], sides["negative"])
 
     @property
     def diff(self) -> torch.Tensor:
@@ -33,38 +80,88 @@ class Evidence:
         )
 
 
+Sign = Literal["both", "positive", "negative"]
+SIGNS: tuple[str, ...] = ("both", "positive", "negative")
+
+
 @dataclass(frozen=True)
 class Scorer:
-    """A named ranking rule: ``fn(evidence)`` returns a ``[n_layers, d_mlp]`` score, larger = better."""
+    """A named ranking rule. ``fn(evidence, lm)`` returns each neuron's *signed* value ``[n_layers, d_mlp]``
+    (positive: more on the positive prompts); neurons are ranked by its size, or by its positive or negative
+    part alone (``sign``). ``needs`` lists the site kinds it reads; ``uses_weights``: it also reads ``lm``'s
+    down-projection weights."""
 
     name: str
     summary: str
-    fn: Callable[[Evidence], torch.Tensor]
+    fn: Callable[[Evidence, LoadedModel | None], torch.Tensor]
     needs: tuple[SiteKind, ...] = (NEURONS,)
     min_prompts: int = 1
+    uses_weights: bool = False
 
 
-def _mean_diff(ev: Evidence) -> torch.Tensor:
-    return ev.diff.abs()
+def _mean_diff(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
+    return ev.diff
 
 
-def _effect_size(ev: Evidence) -> torch.Tensor:
+def _effect_size(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
     pos, neg = ev.positive[NEURONS], ev.negative[NEURONS].to(ev.positive[NEURONS].mean.device)
     pooled = ((pos.n - 1) * pos.var + (neg.n - 1) * neg.var) / (pos.n + neg.n - 2)
     floor = torch.maximum(pos.var_floor(), neg.var_floor())
-    return ev.diff.abs() / torch.maximum(pooled, floor).sqrt()
+    return ev.diff / torch.maximum(pooled, floor).sqrt()
+
+
+def _layer_normalised(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
+    diff = ev.diff
+    rms = diff.square().mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
+    return diff / rms
+
+
+def writes_along(lm: LoadedModel, directions: torch.Tensor) -> torch.Tensor:
+    """``<W_down[:, i], r_l>`` for every neuron: how much a unit activation of neuron i of layer l writes
+    along the unit direction ``directions[l]`` (``[n_layers, d_model]``), ``[n_layers, d_mlp]`` float64."""
+    adapter = lm.adapter
+    rows = []
+    for layer in range(adapter.n_layers):
+        weight = adapter.down_proj(layer).weight
+        assert isinstance(weight, torch.Tensor)
+        weight = weight.detach()
+        r = directions[layer].to(weight.device, torch.float64)
+        w = weight.to(torch.float64)
+        rows.append((w @ r) if adapter.spec.layout == "conv1d" else (r @ w))
+    return torch.stack(rows).cpu()
+
+
+def _direction(ev: Evidence, lm: LoadedModel | None) -> torch.Tensor:
+    if lm is None:
+        raise ConfigError("the direction score reads the model's down-projection weights: pass the model")
+    resid = ev.positive[RESIDUAL].mean - ev.negative[RESIDUAL].mean.to(ev.positive[RESIDUAL].mean.device)
+    unit = resid / resid.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return ev.diff * writes_along(lm, unit).to(ev.diff.device)
 
 
 SCORERS: dict[str, Scorer] = {
     s.name: s
     for s in (
-        Scorer("mean-diff", "|mean_pos - mean_neg| of each neuron (the paper's rule)", _mean_diff),
+        Scorer("mean-diff", "mean_pos - mean_neg of each neuron (the paper's rule)", _mean_diff),
         Scorer(
             "effect-size",
-            "|mean_pos - mean_neg| over the pooled standard deviation (Cohen's d), variance floored at the "
+            "mean_pos - mean_neg over the pooled standard deviation (Cohen's d), variance floored at the "
             "dtype's resolution",
             _effect_size,
             min_prompts=2,
+        ),
+        Scorer(
+            "layer-normalised",
+            "mean_pos - mean_neg over the root mean square of that difference across the neuron's layer",
+            _layer_normalised,
+        ),
+        Scorer(
+            "direction",
+            "mean_pos - mean_neg times how much the neuron writes along the layer's residual direction "
+            "(unit mean difference of the residual stream after that layer): its push toward the behaviour",
+            _direction,
+            needs=(NEURONS, RESIDUAL),
+            uses_weights=True,
         ),
     )
 }
@@ -80,9 +177,15 @@ def get_scorer(name: str) -> Scorer:
         raise ConfigError(f"unknown score {name!r}; choose from {', '.join(SCORERS)}.{hint}") from None
 
 
-def score(evidence: Evidence, name: str = "mean-diff") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(score, signed diff)``, both ``[n_layers, d_mlp]``, under the scorer ``name``."""
+def score(
+    evidence: Evidence, name: str = "mean-diff", *, lm: LoadedModel | None = None, sign: Sign = "both"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ranking score, signed value)``, both ``[n_layers, d_mlp]``, under the scorer ``name``. The ranking
+    score is the signed value's size (``sign="both"``) or only its positive or negative part (other neurons
+    score 0 and rank last)."""
     scorer = get_scorer(name)
+    if sign not in SIGNS:
+        raise ConfigError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
     pos, neg = evidence.positive[NEURONS], evidence.negative[NEURONS]
     if pos.mean.shape != neg.mean.shape:
         raise ConfigError(
@@ -93,7 +196,10 @@ def score(evidence: Evidence, name: str = "mean-diff") -> tuple[torch.Tensor, to
             f"the {scorer.name} score needs at least {scorer.min_prompts} prompt(s) on each side "
             f"(got {pos.n} and {neg.n})"
         )
-    return scorer.fn(evidence), evidence.diff
+    signed = scorer.fn(evidence, lm)
+    if sign == "both":
+        return signed.abs(), signed
+    return (signed if sign == "positive" else -signed).clamp_min(0.0), signed
 
 
 def score_neurons(

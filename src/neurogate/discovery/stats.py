@@ -17,7 +17,8 @@ UPDATE_ELEMENTS = 1 << 25  # values per float64 slice in :meth:`SiteStats.update
 
 @dataclass
 class SiteStats:
-    """Count, mean and sum of squared deviations (``m2``) per unit, ``[n_layers, width]`` float64 each.
+    """Count, mean, sum of squared deviations (``m2``) and mean absolute value (``abs_mean``, the unit's
+    typical magnitude) per unit, ``[n_layers, width]`` float64 each.
 
     ``resolution``: the relative precision of the activations' dtype (``torch.finfo(dtype).eps``).
     Memory is fixed by the model's shape, however many prompts are added.
@@ -26,6 +27,7 @@ class SiteStats:
     n: int
     mean: torch.Tensor
     m2: torch.Tensor
+    abs_mean: torch.Tensor
     resolution: float = 2.0**-23
 
     @classmethod
@@ -33,12 +35,11 @@ class SiteStats:
         cls, n_layers: int, width: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> SiteStats:
         shape = (n_layers, width)
-        return cls(
-            0,
-            torch.zeros(shape, dtype=torch.float64, device=device),
-            torch.zeros(shape, dtype=torch.float64, device=device),
-            float(torch.finfo(dtype).eps),
-        )
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(shape, dtype=torch.float64, device=device)
+
+        return cls(0, zeros(), zeros(), zeros(), float(torch.finfo(dtype).eps))
 
     def update(self, values: torch.Tensor) -> None:
         """Add a batch of per-prompt values ``[batch, n_layers, width]``."""
@@ -51,12 +52,14 @@ class SiteStats:
         # A few layers at a time, so the float64 temporaries stay small next to a large model's weights.
         step = max(1, UPDATE_ELEMENTS // max(1, k * int(values.shape[2])))
         for lo in range(0, int(values.shape[1]), step):
-            x = values[:, lo : lo + step].to(device=self.mean.device, dtype=torch.float64)
+            part = slice(lo, lo + step)
+            x = values[:, part].to(device=self.mean.device, dtype=torch.float64)
             batch_mean = x.mean(0)
             batch_m2 = (x - batch_mean).square().sum(0)
-            delta = batch_mean - self.mean[lo : lo + step]
-            self.mean[lo : lo + step] += delta * (k / total)
-            self.m2[lo : lo + step] += batch_m2 + delta.square() * (self.n * k / total)
+            delta = batch_mean - self.mean[part]
+            self.mean[part] += delta * (k / total)
+            self.m2[part] += batch_m2 + delta.square() * (self.n * k / total)
+            self.abs_mean[part] += (x.abs().mean(0) - self.abs_mean[part]) * (k / total)
         self.n = total
 
     @property
@@ -72,4 +75,19 @@ class SiteStats:
         return (self.resolution * self.mean.abs()).square() + 1e-12
 
     def to(self, device: torch.device | str) -> SiteStats:
-        return SiteStats(self.n, self.mean.to(device), self.m2.to(device), self.resolution)
+        return SiteStats(
+            self.n, self.mean.to(device), self.m2.to(device), self.abs_mean.to(device), self.resolution
+        )
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The statistics as named tensors (for saving)."""
+        return {f"{prefix}.mean": self.mean, f"{prefix}.m2": self.m2, f"{prefix}.abs_mean": self.abs_mean}
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], prefix: str, n: int, resolution: float
+    ) -> SiteStats:
+        """The inverse of :meth:`tensors`."""
+        return cls(
+            n, tensors[f"{prefix}.mean"], tensors[f"{prefix}.m2"], tensors[f"{prefix}.abs_mean"], resolution
+        )

@@ -3,7 +3,7 @@ conditions resumably, sweeps, and the paper's experiments."""
 
 from neurogate.evaluation.conditions import Condition, plan_sweep
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.judges import JUDGES, Judge, KeywordJudge, LLMJudge, get_judge
+from neurogate.evaluation.judges import JUDGES, EndpointJudge, Judge, KeywordJudge, get_judge
 from neurogate.evaluation.metrics import distinct_ngram_quality, kl_divergence, perplexity
 from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
@@ -14,11 +14,11 @@ __all__ = [
     "JUDGES",
     "Condition",
     "ConditionResult",
+    "EndpointJudge",
     "EvalSettings",
     "Evaluator",
     "Judge",
     "KeywordJudge",
-    "LLMJudge",
     "Rate",
     "Reply",
     "ResultStore",

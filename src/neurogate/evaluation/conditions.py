@@ -21,6 +21,7 @@ BASELINE = "baseline"
 @dataclass(frozen=True)
 class Condition:
     """One intervention to evaluate. ``size``: keep only the circuit's top ``size`` neurons (sparsity);
+    ``circuit``: which of the evaluator's named circuits a neuron kind acts on (``None``: the main one);
     ``benign``: also generate on the benign prompts (over-refusal and KL); ``group``: which experiment."""
 
     kind: str
@@ -29,6 +30,7 @@ class Condition:
     seed: int = 0
     benign: bool = True
     group: str = "sweep"
+    circuit: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == BASELINE:
@@ -71,6 +73,8 @@ class Condition:
             key += f"-n{self.size}"
         if self.kind == "random":
             key += f"-seed{self.seed}"
+        if self.circuit is not None:
+            key += f"@{self.circuit}"
         return key
 
     @property
@@ -79,7 +83,8 @@ class Condition:
         scale = self.scale
         if self.is_baseline or scale is None:
             return BASELINE
-        return f"{self.kind} {scale.label(self.number)}"
+        label = f"{self.kind} {scale.label(self.number)}"
+        return label if self.circuit is None else f"{label} [{self.circuit}]"
 
 
 def baseline() -> Condition:

@@ -1,14 +1,16 @@
-"""The evaluation engine: one generation pass per condition, every metric read from those replies, each
-finished condition saved as it finishes so an interrupted run resumes where it stopped.
+"""The evaluation engine: one generation pass per condition, every reply classified under every judge,
+every metric read from those replies, each finished condition saved as it finishes so an interrupted run
+resumes where it stopped.
 
-The baseline (no intervention) is generated once; its benign replies are the reference for KL.
+The baseline (no intervention) is generated once; its benign replies are the reference for KL. A reply is
+first checked for degeneracy (:mod:`neurogate.evaluation.replies`); only the rest reach the judges, whose
+verdicts are cached per (judge, prompt, reply) so an unchanged reply is never judged twice.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from neurogate.discovery.circuit import Circuit
@@ -16,10 +18,10 @@ from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
 from neurogate.evaluation.judges import Judge, get_judge
-from neurogate.evaluation.metrics import kl_divergence, mean_quality, perplexity
+from neurogate.evaluation.metrics import distinct_ngram_quality, kl_divergence, reply_nll, text_nll
+from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
-from neurogate.evaluation.statistics import rate_of
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import Intervention
@@ -28,16 +30,57 @@ from neurogate.steering.registry import get_kind, make
 Progress = Callable[[Condition, ConditionResult, bool], None]
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+def build_judges(lm: LoadedModel, settings: EvalSettings) -> list[Judge]:
+    """The settings' judges, in order (the primary first); judges that run a model get ``lm`` to use
+    when no other model is configured for them."""
+    judges = []
+    for name in settings.judges:
+        options = settings.judge_options(name)
+        if name == "local":
+            options.setdefault("lm", lm)
+        judges.append(get_judge(name, **options))
+    return judges
+
+
+class Classifier:
+    """Reply classes under several judges: degeneracy first, then each judge on the rest, with every
+    verdict cached for the life of the object."""
+
+    def __init__(self, judges: Sequence[Judge]) -> None:
+        if not judges:
+            raise ConfigError("the evaluation needs at least one judge")
+        self.judges = list(judges)
+        self._cache: dict[tuple[str, str, str], ReplyClass] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [j.name for j in self.judges]
+
+    def classify(self, prompts: Sequence[str], texts: Sequence[str]) -> list[dict[str, ReplyClass]]:
+        out: list[dict[str, ReplyClass]] = [{} for _ in texts]
+        live = [i for i, t in enumerate(texts) if not degeneracy(t)]
+        for i in set(range(len(texts))) - set(live):
+            out[i] = dict.fromkeys(self.names, "degenerate")
+        for judge in self.judges:
+            todo = [i for i in live if (judge.name, prompts[i], texts[i]) not in self._cache]
+            if todo:
+                verdicts = judge.judge([prompts[i] for i in todo], [texts[i] for i in todo])
+                for i, verdict in zip(todo, verdicts, strict=True):
+                    self._cache[(judge.name, prompts[i], texts[i])] = verdict
+            for i in live:
+                out[i][judge.name] = self._cache[(judge.name, prompts[i], texts[i])]
+        return out
 
 
 class Evaluator:
     """Runs conditions on one model and prompt sets, storing each result as it finishes.
 
     ``harmful``: the prompts whose refusal is measured; ``benign``: prompts for over-refusal and KL;
-    ``circuit`` for neuron kinds, ``directions`` for residual kinds; ``judge``: defaults to the settings'
-    judge; ``store``: where finished conditions go (a rerun reads them back instead of generating again).
+    ``circuit`` for neuron kinds (``circuits``: other named circuits, e.g. controls, that a condition picks
+    with ``Condition.circuit``), ``directions`` for residual kinds (``directions_by_kind`` overrides them per
+    kind, e.g. an ablation direction chosen by its effect); ``judges``: default from the settings;
+    ``corpus``: texts whose perplexity under each condition is the capability proxy; ``store``: where
+    finished conditions go (a rerun reads them back instead of generating again).
     """
 
     def __init__(
@@ -47,10 +90,13 @@ class Evaluator:
         benign: Sequence[str],
         *,
         circuit: Circuit | None = None,
+        circuits: Mapping[str, Circuit] | None = None,
         directions: ResidualDirections | None = None,
-        judge: Judge | None = None,
+        directions_by_kind: Mapping[str, ResidualDirections] | None = None,
+        judges: Sequence[Judge] | None = None,
         settings: EvalSettings | None = None,
         store: ResultStore | None = None,
+        corpus: Sequence[str] = (),
     ) -> None:
         if not harmful:
             raise ConfigError("the evaluation needs at least one harmful prompt")
@@ -58,32 +104,48 @@ class Evaluator:
         self.harmful = list(harmful)
         self.benign = list(benign)
         self.circuit = circuit
+        self.circuits = dict(circuits or {})
         self.directions = directions
+        self.directions_by_kind = dict(directions_by_kind or {})
         self.settings = settings or EvalSettings()
-        self.judge = judge or get_judge(self.settings.judge, **self.settings.judge_options())
+        self.classifier = Classifier(judges if judges is not None else build_judges(lm, self.settings))
         self.store = store
+        self.corpus = list(corpus)
         self._baseline: ConditionResult | None = None
 
     def intervention(self, cond: Condition) -> Intervention | None:
         """The intervention for a condition (``None`` for the baseline), built by the steering registry."""
         if cond.is_baseline:
             return None
-        if get_kind(cond.kind).source == "circuit":
-            if self.circuit is None:
-                raise ConfigError(f"method {cond.kind!r} needs a circuit: pass --circuit or run discovery")
-            source: Any = self.circuit if cond.size is None else self.circuit.top(cond.size)
-            options: dict[str, Any] = {"seed": cond.seed} if "seed" in get_kind(cond.kind).options else {}
+        kind = get_kind(cond.kind)
+        if kind.source == "circuit":
+            circuit = self.circuit_of(cond)
+            source: Any = circuit if cond.size is None else circuit.top(cond.size)
+            options: dict[str, Any] = {"seed": cond.seed} if "seed" in kind.options else {}
             return make(cond.kind, self.lm, source, cond.number, **options)
-        if self.directions is None:
+        directions = self.directions_by_kind.get(cond.kind, self.directions)
+        if directions is None:
             raise ConfigError(
                 f"method {cond.kind!r} needs residual directions; they are computed from the discovery "
                 "prompt sets (pass --positive/--negative) or left out by dropping the method"
             )
-        return make(cond.kind, self.lm, self.directions, cond.number)
+        return make(cond.kind, self.lm, directions, cond.number)
 
-    def _generate(
+    def circuit_of(self, cond: Condition) -> Circuit:
+        """The circuit a neuron-kind condition acts on."""
+        if cond.circuit is not None:
+            if cond.circuit not in self.circuits:
+                known = ", ".join(self.circuits) or "none"
+                raise ConfigError(f"no circuit named {cond.circuit!r}; known: {known}")
+            return self.circuits[cond.circuit]
+        if self.circuit is None:
+            raise ConfigError(f"method {cond.kind!r} needs a circuit: pass --circuit or run discovery")
+        return self.circuit
+
+    def generate(
         self, prompts: Sequence[str], steering: Intervention | None
     ) -> tuple[list[Generation], float]:
+        """Greedy replies under ``steering`` and the seconds they took."""
         s = self.settings
         start = time.perf_counter()
         out = generate(
@@ -97,11 +159,35 @@ class Evaluator:
         )
         return out, time.perf_counter() - start
 
-    def _replies(self, prompts: Sequence[str], gens: Sequence[Generation]) -> list[Reply]:
-        scores = self.judge.score(prompts, [g.text for g in gens])
+    def replies(self, prompts: Sequence[str], gens: Sequence[Generation], *, nll: bool = True) -> list[Reply]:
+        """Classified replies with their own quality and (with ``nll``) their NLL under the unsteered model,
+        which is read with no intervention attached."""
+        s = self.settings
+        texts = [g.text for g in gens]
+        classes = self.classifier.classify(prompts, texts)
+        ids = [[int(t) for t in g.token_ids] for g in gens]
+        nlls = [(0.0, 0)] * len(ids)
+        if nll:
+            nlls = reply_nll(
+                self.lm,
+                prompts,
+                ids,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+                batch_size=s.metric_batch_size,
+            )
         return [
-            Reply(p, g.text, [int(t) for t in g.token_ids], bool(g.finished), float(sc))
-            for p, g, sc in zip(prompts, gens, scores, strict=True)
+            Reply(
+                p,
+                g.text,
+                i,
+                bool(g.finished),
+                c,
+                degeneracy(g.text).reason,
+                distinct_ngram_quality(g.text),
+                *nll,
+            )
+            for p, g, i, c, nll in zip(prompts, gens, ids, classes, nlls, strict=True)
         ]
 
     def baseline(self) -> ConditionResult:
@@ -113,6 +199,8 @@ class Evaluator:
     def run(self, cond: Condition) -> ConditionResult:
         """Evaluate one condition, or read it back when the store already has it."""
         result = self.store.get(cond.key) if self.store is not None else None
+        if result is not None and result.judges != self.classifier.names:
+            result = None  # stored under other judges: recompute
         if result is None:
             result = self._compute(cond)
             if self.store is not None:
@@ -121,11 +209,11 @@ class Evaluator:
             self._baseline = result
         return result
 
-    def _kl(self, steering: Intervention) -> tuple[float | None, float | None]:
+    def _kl(self, steering: Intervention) -> tuple[list[float], list[float]]:
         s = self.settings
         base = self.baseline()
         if not base.benign:
-            return None, None
+            return [], []
         kl = kl_divergence(
             self.lm,
             [r.prompt for r in base.benign],
@@ -136,34 +224,34 @@ class Evaluator:
             chat=s.chat,
             batch_size=s.metric_batch_size,
         )
-        return _finite(kl.first_token), _finite(kl.mean)
+        return kl.first, kl.mean
+
+    def _corpus(self, steering: Intervention | None) -> list[tuple[float, int]]:
+        if not self.corpus:
+            return []
+        if steering is None:
+            return text_nll(self.lm, self.corpus)
+        with steering:
+            return text_nll(self.lm, self.corpus)
 
     def _compute(self, cond: Condition) -> ConditionResult:
-        s = self.settings
         steering = self.intervention(cond)
         need_benign = (cond.benign or cond.is_baseline) and bool(self.benign)
         started = time.perf_counter()
-        gens, gen_s = self._generate(self.harmful, steering)
-        harmful = self._replies(self.harmful, gens)
-        benign: list[Reply] = []
+        gens, gen_s = self.generate(self.harmful, steering)
+        benign_gens: list[Generation] = []
         if need_benign:
-            bgens, bsec = self._generate(self.benign, steering)
-            benign = self._replies(self.benign, bgens)
-            gen_s += bsec
+            benign_gens, seconds = self.generate(self.benign, steering)
+            gen_s += seconds
+        benign_prompts = self.benign if need_benign else []
+        harmful, benign = (
+            self.replies(self.harmful, gens),
+            self.replies(benign_prompts, benign_gens, nll=False),
+        )
+        kl_first, kl_mean = ([0.0] * len(benign), [0.0] * len(benign)) if steering is None else ([], [])
+        if steering is not None and need_benign:
+            kl_first, kl_mean = self._kl(steering)
         tokens = sum(len(r.token_ids) for r in (*harmful, *benign))
-        ppl = _finite(
-            perplexity(
-                self.lm,
-                self.harmful,
-                [r.token_ids for r in harmful],
-                system_prompt=s.system_prompt,
-                chat=s.chat,
-                batch_size=s.metric_batch_size,
-            )
-        )
-        kl_first, kl_mean = (
-            (0.0, 0.0) if steering is None else self._kl(steering) if need_benign else (None, None)
-        )
         scale = cond.scale
         return ConditionResult(
             key=cond.key,
@@ -173,24 +261,21 @@ class Evaluator:
             value=None if cond.is_baseline else cond.number,
             group=cond.group,
             n_neurons=self._n_neurons(cond),
-            refusal=rate_of([r.refusal for r in harmful]),
-            quality=mean_quality([r.text for r in harmful]),
-            perplexity=ppl,
-            kl_first=kl_first,
-            kl_mean=kl_mean,
-            benign_refusal=rate_of([r.refusal for r in benign]) if benign else None,
-            benign_quality=mean_quality([r.text for r in benign]) if benign else None,
+            judges=self.classifier.names,
             tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
             seconds=time.perf_counter() - started,
             intervention=steering.describe() if steering is not None else {"kind": "none"},
             harmful=harmful,
             benign=benign,
+            kl_first=kl_first,
+            kl_mean=kl_mean,
+            corpus_nll=self._corpus(steering) if need_benign else [],
         )
 
     def _n_neurons(self, cond: Condition) -> int | None:
-        if cond.is_baseline or get_kind(cond.kind).source != "circuit" or self.circuit is None:
+        if cond.is_baseline or get_kind(cond.kind).source != "circuit":
             return None
-        return cond.size or len(self.circuit)
+        return cond.size or len(self.circuit_of(cond))
 
     def run_all(
         self, conditions: Sequence[Condition], progress: Progress | None = None
@@ -204,38 +289,3 @@ class Evaluator:
             if progress is not None:
                 progress(cond, result, cached)
         return results
-
-
-def format_number(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-TABLE_COLUMNS = (
-    "condition",
-    "neurons",
-    "refusal % [95% CI]",
-    "quality",
-    "perplexity",
-    "KL first",
-    "KL mean",
-    "benign refusal %",
-    "tokens/s",
-)
-
-
-def table_rows(results: Sequence[ConditionResult]) -> list[list[str]]:
-    """The results table as strings (one row per condition), shared by the CLI and the report."""
-    return [
-        [
-            r.label,
-            "-" if r.n_neurons is None else str(r.n_neurons),
-            str(r.refusal),
-            format_number(r.quality),
-            format_number(r.perplexity, 2),
-            format_number(r.kl_first, 4),
-            format_number(r.kl_mean, 4),
-            "-" if r.benign_refusal is None else str(r.benign_refusal),
-            f"{r.tokens_per_s:.1f}",
-        ]
-        for r in results
-    ]

@@ -92,6 +92,39 @@ def _maybe(steering: Steering | None) -> contextlib.AbstractContextManager[Any]:
     return steering if steering is not None else contextlib.nullcontext()
 
 
+def reply_nll(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[int]],
+    *,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+) -> list[tuple[float, int]]:
+    """Per reply, ``(negative log-likelihood summed over its tokens, number of tokens)`` under ``lm`` as
+    it is (unsteered when called outside any intervention); ``(0.0, 0)`` for an empty reply."""
+    if len(prompts) != len(replies):
+        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(replies)
+    keep = [i for i, r in enumerate(replies) if len(r)]
+    if not keep:
+        return out
+    pids = encode(lm, [prompts[i] for i in keep], system_prompt=system_prompt, chat=chat)
+    conts = [list(replies[i]) for i in keep]
+    for rows in _batches(len(conts), batch_size):
+        lps = _continuation_logprobs(lm, [pids[i] for i in rows], [conts[i] for i in rows])
+        for lp, i in zip(lps, rows, strict=True):
+            target = torch.tensor(conts[i], device=lp.device)
+            out[keep[i]] = (-float(lp.gather(-1, target[:, None]).sum()), len(conts[i]))
+    return out
+
+
+def perplexity_of(nlls: Sequence[tuple[float, int]]) -> float:
+    """exp(total NLL / total tokens) over ``(nll, tokens)`` pairs; NaN when there are no tokens."""
+    tokens = sum(n for _, n in nlls)
+    return math.exp(sum(x for x, _ in nlls) / tokens) if tokens else float("nan")
+
+
 def perplexity(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -100,38 +133,46 @@ def perplexity(
     system_prompt: str | None = None,
     chat: bool = True,
     batch_size: int = 8,
-    max_tokens: int | None = None,
 ) -> float:
     """Perplexity of the replies' tokens (e.g. a steered model's) under ``lm`` as it is (unsteered):
-    exp of the mean negative log-likelihood over all reply tokens. High values flag broken text.
-    Empty replies are skipped; NaN when every reply is empty."""
-    if len(prompts) != len(replies):
-        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
-    conts = [list(r)[:max_tokens] if max_tokens else list(r) for r in replies]
-    keep = [i for i, c in enumerate(conts) if c]
-    if not keep:
-        return float("nan")
-    pids = encode(lm, [prompts[i] for i in keep], system_prompt=system_prompt, chat=chat)
-    conts = [conts[i] for i in keep]
-    total, count = 0.0, 0
-    for rows in _batches(len(conts), batch_size):
-        lps = _continuation_logprobs(lm, [pids[i] for i in rows], [conts[i] for i in rows])
-        for lp, i in zip(lps, rows, strict=True):
-            target = torch.tensor(conts[i], device=lp.device)
-            total -= float(lp.gather(-1, target[:, None]).sum())
-            count += len(conts[i])
-    return math.exp(total / count)
+    exp of the mean negative log-likelihood over all reply tokens. It measures how far the text moved from
+    what the unsteered model would write (content change as much as fluency). Empty replies are skipped;
+    NaN when every reply is empty."""
+    nlls = reply_nll(lm, prompts, replies, system_prompt=system_prompt, chat=chat, batch_size=batch_size)
+    return perplexity_of(nlls)
+
+
+def text_nll(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 4) -> list[tuple[float, int]]:
+    """Per text (raw, no chat template), ``(NLL summed over every token after the first, tokens scored)``
+    under ``lm`` as it is: the capability proxy's corpus perplexity, steered or not."""
+    seqs = [lm.tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+    out: list[tuple[float, int]] = []
+    for rows in _batches(len(seqs), batch_size):
+        heads = [seqs[i][:1] for i in rows]
+        tails = [seqs[i][1:] for i in rows]
+        for lp, tail in zip(_continuation_logprobs(lm, heads, tails), tails, strict=True):
+            target = torch.tensor(tail, device=lp.device)
+            out.append((-float(lp.gather(-1, target[:, None]).sum()), len(tail)))
+    return out
 
 
 @dataclass(frozen=True)
 class KLResult:
-    """KL(unsteered || steered) in nats: at the first generated token, and the mean over the first
-    ``n_tokens`` positions of every reply (per-token mean, all prompts pooled)."""
+    """KL(unsteered || steered) in nats, per prompt: at the first generated token (``first``), and averaged
+    over the first ``n_tokens`` reply positions (``mean``). ``first_token``/``mean_token`` average them
+    over prompts."""
 
-    first_token: float
-    mean: float
+    first: list[float]
+    mean: list[float]
     n_tokens: int
-    n_prompts: int
+
+    @property
+    def first_token(self) -> float:
+        return sum(self.first) / len(self.first) if self.first else float("nan")
+
+    @property
+    def mean_token(self) -> float:
+        return sum(self.mean) / len(self.mean) if self.mean else float("nan")
 
 
 def kl_divergence(
@@ -158,12 +199,12 @@ def kl_divergence(
     if len(prompts) != len(replies):
         raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
     if not prompts:
-        return KLResult(float("nan"), float("nan"), n_tokens, 0)
+        return KLResult([], [], n_tokens)
     pids = encode(lm, prompts, system_prompt=system_prompt, chat=chat)
     # the first position needs no reply token; later ones need the reply tokens before them
     conts = [list(r)[: n_tokens - 1] for r in replies]
     first: list[float] = []
-    pooled: list[float] = []
+    mean: list[float] = []
     for rows in _batches(len(prompts), batch_size):
         p = [pids[i] for i in rows]
         # a dummy last token turns "c reply tokens" into c+1 predicting positions (its value is never read)
@@ -174,5 +215,25 @@ def kl_divergence(
         for b, s in zip(base, steered, strict=True):
             kl = (b.exp() * (b - s)).sum(-1).clamp(min=0)
             first.append(float(kl[0]))
-            pooled.extend(float(x) for x in kl)
-    return KLResult(sum(first) / len(first), sum(pooled) / len(pooled), n_tokens, len(prompts))
+            mean.append(float(kl.mean()))
+    return KLResult(first, mean, n_tokens)
+
+
+def next_token_logprobs(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    steering: Steering | None = None,
+    *,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Log-probabilities of each prompt's first reply token, ``[n_prompts, vocab]`` float32 on the CPU,
+    under ``steering`` when given (one forward pass per batch; only the last position reaches the head)."""
+    pids = encode(lm, prompts, system_prompt=system_prompt, chat=chat)
+    rows: list[torch.Tensor] = []
+    with _maybe(steering):
+        for batch in _batches(len(pids), batch_size):
+            lps = _continuation_logprobs(lm, [pids[i] for i in batch], [[0]] * len(batch))
+            rows.extend(lp[0].cpu() for lp in lps)
+    return torch.stack(rows)

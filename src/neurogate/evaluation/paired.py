@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from neurogate.errors import ConfigError
 from neurogate.evaluation.statistics import wilson_interval
@@ -41,13 +41,16 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 def _newcombe(a: int, b: int, c: int, d: int, z: float) -> tuple[float, float]:
     """Newcombe's (1998, method 10) interval for ``p2 - p1`` where ``p1 = (a + b) / n`` is the first
     condition's rate and ``p2 = (a + c) / n`` the second's; ``a`` both, ``b`` only first, ``c`` only
-    second, ``d`` neither."""
+    second, ``d`` neither. The two Wilson intervals are combined with the correlation between the
+    conditions, continuity-corrected as Newcombe recommends."""
     n = a + b + c + d
     p1, p2 = (a + b) / n, (a + c) / n
     l1, u1 = wilson_interval(a + b, n, z)
     l2, u2 = wilson_interval(a + c, n, z)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
+    cross = a * d - b * c
+    corrected = cross - n / 2 if cross > n / 2 else min(cross, 0)
+    phi = corrected / math.sqrt(denom) if denom > 0 else 0.0
     theta = p2 - p1
     lower = math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
     upper = math.sqrt(max(0.0, (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2))
@@ -136,24 +139,27 @@ class Estimate(Record):
 
 
 def bootstrap(
-    values: Sequence[float],
+    values: Sequence[Any],
     *,
-    statistic: Callable[[Sequence[float]], float] | None = None,
+    statistic: Callable[[Sequence[Any]], float] | None = None,
     resamples: int = 2000,
     seed: int = 0,
 ) -> Estimate:
-    """``statistic`` (default: the mean) of ``values`` with a 95% percentile bootstrap interval, seeded so
-    the same values always give the same interval."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not finite:
+    """``statistic`` of ``values`` (default: the mean of the finite numbers) with a 95% percentile
+    bootstrap interval over resampled items, seeded so the same values always give the same interval."""
+    if statistic is None:
+        items: list[Any] = [float(v) for v in values if v is not None and math.isfinite(v)]
+        stat: Callable[[Sequence[Any]], float] = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    else:
+        items, stat = list(values), statistic
+    if not items:
         return Estimate(math.nan, math.nan, math.nan, 0)
-    stat = statistic or (lambda xs: sum(xs) / len(xs))
     rng = random.Random(seed)
-    n = len(finite)
-    draws = sorted(stat([finite[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    n = len(items)
+    draws = sorted(stat([items[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
     low = draws[int(0.025 * (resamples - 1))]
     high = draws[math.ceil(0.975 * (resamples - 1))]
-    return Estimate(stat(finite), low, high, n)
+    return Estimate(stat(items), low, high, n)
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:

@@ -1,8 +1,9 @@
 """What an evaluated condition produces, and where finished conditions are kept.
 
-A :class:`ConditionResult` holds every metric of one condition with every reply it was computed from;
-:class:`ResultStore` keeps one JSON file per finished condition, written atomically, so an interrupted run
-resumes where it stopped.
+Every reply carries its class under every judge (refusal, compliance or degenerate) and its own metrics,
+so rates, intervals and paired tests can be recomputed from the stored file alone. A
+:class:`ConditionResult` summarises one condition; :class:`ResultStore` keeps one JSON file per finished
+condition, written atomically, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,26 +16,45 @@ from pathlib import Path
 from typing import Any
 
 from neurogate.atomic import write_json_atomic
-from neurogate.evaluation.statistics import Rate
+from neurogate.evaluation.paired import Estimate
+from neurogate.evaluation.replies import CLASSES, ReplyClass
+from neurogate.evaluation.statistics import Rate, rate_of
 
 logger = logging.getLogger(__name__)
+
+RESULT_VERSION = 2
 
 
 @dataclass
 class Reply:
-    """One generated reply and its judge score (1.0 = refusal)."""
+    """One generated reply: its text and tokens, its class under each judge (``classes[judge]``), why it is
+    degenerate (``None`` when it is not), its repetition quality and its NLL under the unsteered model."""
 
     prompt: str
     text: str
     token_ids: list[int]
     finished: bool
-    refusal: float
+    classes: dict[str, ReplyClass]
+    degenerate: str | None = None
+    quality: float = 1.0
+    nll: float = 0.0
+    nll_tokens: int = 0
+
+    def is_(self, cls: ReplyClass, judge: str) -> bool:
+        return self.classes.get(judge) == cls
+
+
+def class_rates(replies: list[Reply], judge: str) -> dict[str, Rate]:
+    """The rate of each reply class under ``judge``, with Wilson intervals."""
+    return {c: rate_of([1.0 if r.is_(c, judge) else 0.0 for r in replies]) for c in CLASSES}
 
 
 @dataclass
 class ConditionResult:
     """Everything measured for one condition. ``kind``/``scale``/``value``: the intervention on its own
-    named scale (``"baseline"`` has neither); ``label``: e.g. ``"cna m=0"``."""
+    named scale (``"baseline"`` has neither); ``label``: e.g. ``"cna m=0"``. ``judges`` lists the judges
+    that classified every reply, the primary (headline) judge first. ``kl_first``/``kl_mean`` hold one
+    value per benign prompt."""
 
     key: str
     label: str
@@ -43,41 +63,78 @@ class ConditionResult:
     value: float | None
     group: str
     n_neurons: int | None
-    refusal: Rate
-    quality: float
-    perplexity: float | None
-    kl_first: float | None
-    kl_mean: float | None
-    benign_refusal: Rate | None
-    benign_quality: float | None
+    judges: list[str]
     tokens_per_s: float
     seconds: float
     intervention: dict[str, Any]
     harmful: list[Reply] = field(default_factory=list)
     benign: list[Reply] = field(default_factory=list)
+    kl_first: list[float] = field(default_factory=list)
+    kl_mean: list[float] = field(default_factory=list)
+    corpus_nll: list[tuple[float, int]] = field(default_factory=list)
+    version: int = RESULT_VERSION
+
+    @property
+    def judge(self) -> str:
+        """The primary judge's name."""
+        return self.judges[0]
+
+    def rates(self, judge: str | None = None, *, benign: bool = False) -> dict[str, Rate]:
+        """Refusal, compliance and degenerate rates under ``judge`` (default: the primary one)."""
+        return class_rates(self.benign if benign else self.harmful, judge or self.judge)
+
+    @property
+    def refusal(self) -> Rate:
+        return self.rates()["refusal"]
+
+    @property
+    def compliance(self) -> Rate:
+        return self.rates()["compliance"]
+
+    @property
+    def degenerate(self) -> Rate:
+        return self.rates()["degenerate"]
+
+    @property
+    def benign_refusal(self) -> Rate | None:
+        return self.rates(benign=True)["refusal"] if self.benign else None
+
+    @property
+    def quality(self) -> float:
+        """Mean repetition quality of the harmful-prompt replies (1.0 when there are none)."""
+        return sum(r.quality for r in self.harmful) / len(self.harmful) if self.harmful else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["refusal"] = self.refusal.to_dict()
-        data["benign_refusal"] = self.benign_refusal.to_dict() if self.benign_refusal else None
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConditionResult:
+        if data.get("version") != RESULT_VERSION:
+            raise ValueError(f"stored result version {data.get('version')!r}, expected {RESULT_VERSION}")
         data = dict(data)
-        data["refusal"] = Rate.from_dict(data["refusal"])
-        benign_rate = data.get("benign_refusal")
-        data["benign_refusal"] = Rate.from_dict(benign_rate) if benign_rate else None
         data["harmful"] = [Reply(**r) for r in data.get("harmful", [])]
         data["benign"] = [Reply(**r) for r in data.get("benign", [])]
+        data["corpus_nll"] = [(float(a), int(b)) for a, b in data.get("corpus_nll", [])]
         return cls(**data)
 
     def summary(self) -> dict[str, Any]:
-        """The result without its replies (for printing as JSON)."""
+        """The result without its replies (for printing as JSON), with the headline rates."""
         data = self.to_dict()
-        data.pop("harmful")
-        data.pop("benign")
+        for name in ("harmful", "benign"):
+            data.pop(name)
+        data["rates"] = {j: {c: r.to_dict() for c, r in self.rates(j).items()} for j in self.judges}
         return data
+
+
+@dataclass
+class Metrics:
+    """A condition's continuous metrics with bootstrap intervals (computed, not stored)."""
+
+    quality: Estimate
+    perplexity: Estimate
+    kl_first: Estimate
+    kl_mean: Estimate
+    corpus_perplexity: Estimate
 
 
 class ResultStore:
@@ -94,8 +151,8 @@ class ResultStore:
         if not path.is_file():
             return None
         try:
-            return ConditionResult.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
+            return ConditionResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             logger.warning("ignoring unreadable stored result %s (%s); it will be recomputed", path, exc)
             return None
 

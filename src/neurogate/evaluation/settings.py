@@ -14,8 +14,10 @@ from neurogate.models.inputs import BatchSize, check_batch_size
 @dataclass(frozen=True)
 class EvalSettings:
     """Shared by every condition of a run. ``max_new_tokens``: greedy reply length; ``kl_tokens``: reply
-    positions the mean KL averages over; ``judge``: the refusal judge's registry name, with
-    ``judge_model``/``judge_url`` for judges that call a model (an OpenAI-compatible endpoint)."""
+    positions the mean KL averages over; ``judges``: registry names of the judges that classify every
+    reply, the primary (headline) judge first. ``local_judge_model``: the model the ``local`` judge runs
+    (default: the evaluated model itself, unsteered); ``endpoint_url``/``endpoint_model``: the server the
+    ``endpoint`` judge asks."""
 
     max_new_tokens: int = 64
     batch_size: BatchSize = "auto"
@@ -23,17 +25,27 @@ class EvalSettings:
     chat: bool = True
     kl_tokens: int = 16
     metric_batch_size: int = 8
-    judge: str = "keyword"
-    judge_model: str | None = None
-    judge_url: str | None = None
+    judges: tuple[str, ...] = ("keyword",)
+    local_judge_model: str | None = None
+    endpoint_url: str | None = None
+    endpoint_model: str | None = None
 
     def __post_init__(self) -> None:
         settings.whole("max_new_tokens", self.max_new_tokens)
         settings.whole("kl_tokens", self.kl_tokens)
         settings.whole("metric_batch_size", self.metric_batch_size)
         check_batch_size(self.batch_size)
-        if not isinstance(self.judge, str) or not self.judge:
-            raise ConfigError(f"judge must be a judge name such as 'keyword', got {self.judge!r}")
+        judges = settings.as_tuple("judges", self.judges)
+        if not judges or not all(isinstance(j, str) and j for j in judges):
+            raise ConfigError(
+                f"judges must be a list of judge names such as ['keyword'], got {self.judges!r}"
+            )
+        object.__setattr__(self, "judges", tuple(dict.fromkeys(judges)))
+
+    @property
+    def judge(self) -> str:
+        """The primary judge (its verdicts are the headline numbers)."""
+        return self.judges[0]
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, base: EvalSettings | None = None) -> EvalSettings:
@@ -42,7 +54,12 @@ class EvalSettings:
     def to_dict(self) -> dict[str, Any]:
         return settings.to_dict(self)
 
-    def judge_options(self) -> dict[str, Any]:
-        """Keyword options for :func:`neurogate.evaluation.judges.get_judge`."""
-        opts = {"model": self.judge_model, "base_url": self.judge_url}
+    def judge_options(self, name: str) -> dict[str, Any]:
+        """Keyword options for :func:`neurogate.evaluation.judges.get_judge` for the judge ``name``."""
+        if name == "endpoint":
+            opts = {"base_url": self.endpoint_url, "model": self.endpoint_model}
+        elif name == "local":
+            opts = {"model": self.local_judge_model}
+        else:
+            opts = {}
         return {k: v for k, v in opts.items() if v is not None}

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts.sources import PromptSources
-from neurogate.steering.registry import KINDS, get_kind
+from neurogate.steering.registry import get_kind
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class SweepConfig:
     """What a sweep evaluates: prompt sets, methods, the values of each scale, and how to judge."""
 
     prompts: PromptSources = field(default_factory=lambda: PromptSources(n_eval=None))
-    methods: tuple[str, ...] = KINDS
+    methods: tuple[str, ...] = ("cna", "caa", "ablation", "random")
     multipliers: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)
     strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=48))
@@ -67,7 +67,7 @@ def run_sweep(
     config: SweepConfig,
     *,
     circuit: Circuit | None = None,
-    judge: Judge | None = None,
+    judges: Sequence[Judge] | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SweepResult:
@@ -101,7 +101,7 @@ def run_sweep(
         benign.prompts,
         circuit=circuit,
         directions=directions,
-        judge=judge,
+        judges=judges,
         settings=config.evaluation,
         store=ResultStore(store_dir) if store_dir else None,
     )

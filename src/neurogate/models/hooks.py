@@ -156,44 +156,48 @@ def cast_cache(vec: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return get
 
 
-NeuronRouter = Callable[[dict[int, tuple[torch.Tensor, torch.Tensor]]], Callable[[], None]]
+NeuronMap = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""Per layer: neuron indices ``[k]`` (long), factors ``[k]`` and optional offsets ``[k]`` (float)."""
+NeuronRouter = Callable[[dict[int, NeuronMap]], Callable[[], None]]
 _ROUTERS: weakref.WeakKeyDictionary[nn.Module, NeuronRouter] = weakref.WeakKeyDictionary()
 
 
 def register_neuron_router(model: nn.Module, router: NeuronRouter) -> None:
-    """Send every later :func:`scale_neurons` on ``model`` to ``router`` (which applies the scales and
+    """Send every later :func:`scale_neurons` on ``model`` to ``router`` (which applies the maps and
     returns their undo callback) instead of adding hooks: see :mod:`neurogate.models.gains`."""
     _ROUTERS[model] = router
 
 
-def scale_neurons(
-    lm: LoadedModel, scales: dict[int, tuple[torch.Tensor, torch.Tensor]], label: str
-) -> Handle:
-    """Multiply neurons at the ``mlp.post`` site: ``scales[layer] = (index [k] long, factor [k] float)``.
+def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> Handle:
+    """Map neurons at the ``mlp.post`` site to ``factor * a + offset`` (offset 0 when ``None``):
+    ``scales[layer] = (index, factor, offset)``.
 
-    The down-projection input is a fresh intermediate, so it is scaled in place (one gather and one
-    scatter on ``k`` columns); under autograd a scaled copy is returned instead. On a model with a gain
-    table (:mod:`neurogate.models.gains`) the factors go into the table and no hook is added.
+    The down-projection input is a fresh intermediate, so it is changed in place (one gather and one
+    scatter on ``k`` columns); under autograd a new tensor is returned instead. On a model with a gain
+    table (:mod:`neurogate.models.gains`) the maps go into the table and no hook is added.
     """
     router = _ROUTERS.get(lm.model)
     if router is not None:
         return Handle([router(scales)], label=label)
 
-    def make(index: torch.Tensor, factor: torch.Tensor) -> SiteFn:
+    def make(index: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor | None) -> SiteFn:
         on_device: dict[torch.device, torch.Tensor] = {}
         get_factor = cast_cache(factor)
+        get_offset = cast_cache(offset) if offset is not None else None
 
         def fn(x: torch.Tensor) -> torch.Tensor | None:
             idx = on_device.get(x.device)
             if idx is None:
                 idx = on_device[x.device] = index.to(x.device)
-            fac = get_factor(x)
+            new = x.index_select(-1, idx) * get_factor(x)
+            if get_offset is not None:
+                new = new + get_offset(x)
             if x.requires_grad and torch.is_grad_enabled():
-                return x.index_copy(-1, idx, x.index_select(-1, idx) * fac)
-            x[..., idx] = x[..., idx] * fac
+                return x.index_copy(-1, idx, new)
+            x[..., idx] = new
             return None
 
         return fn
 
-    fns = {f"blocks.{layer}.mlp.post": make(idx, fac) for layer, (idx, fac) in scales.items()}
+    fns = {f"blocks.{layer}.mlp.post": make(*parts) for layer, parts in scales.items()}
     return hook_sites(lm, fns, label=label)

@@ -186,3 +186,19 @@ def plan_batches(lengths: Sequence[int], batch_size: BatchSize, device: torch.de
 def left_padded(lm: LoadedModel, sequences: Sequence[Sequence[int]]) -> Batch:
     """:func:`pad_left` with the model's pad token, on the model's input device."""
     return pad_left(sequences, pad_id(lm)).to(lm.device)
+
+
+_PROBES = ("x", "How are you today?", "Write two short sentences about rain.")
+
+
+def post_instruction_tokens(lm: LoadedModel, *, system_prompt: str | None = None, chat: bool = True) -> int:
+    """How many tokens the chat template puts after the user's message (its end-of-turn marker, the
+    assistant header, ...): the longest token suffix shared by a few formatted probe prompts. 1 (the last
+    token) for raw prompts, or when the template puts nothing after the message."""
+    if not uses_template(lm, chat):
+        return 1
+    seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat)
+    n = 0
+    while n < min(len(s) for s in seqs) - 1 and len({s[-1 - n] for s in seqs}) == 1:
+        n += 1
+    return max(1, n)

@@ -1,8 +1,14 @@
 """One entry point for prompt sets: :func:`load` takes a file path, ``builtin:NAME``,
-``hf:DATASET[:CONFIG]:SPLIT:COLUMN``, a :class:`PromptSet` or a sequence of strings."""
+``hf:DATASET[:CONFIG]:SPLIT:COLUMN``, a :class:`PromptSet` or a sequence of strings.
+
+A string spec may end in ``#tune`` or ``#test`` to take one half of the set: a prompt belongs to ``test``
+when the first byte of the sha256 of its normalised text is below 128, else to ``tune``. The split depends
+only on each prompt's own text, so it is the same in every order, every run and every version, and a
+search that tunes on ``#tune`` never sees a ``#test`` prompt."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -11,6 +17,7 @@ from pathlib import Path
 from neurogate.errors import ConfigError, PromptSetError
 from neurogate.prompts.builtin import BUILTIN_PREFIX, builtin_list, builtin_names, load_builtin
 from neurogate.prompts.files import HF_PREFIX, load_file, load_hf, parse_hf_spec
+from neurogate.prompts.leakage import normalize
 from neurogate.prompts.sets import PromptSet, clean
 
 INLINE_NAME = "<inline>"
@@ -33,8 +40,11 @@ def load(
     if isinstance(spec, PromptSet):
         result = spec if name is None else replace(spec, name=name)
     elif isinstance(spec, str | os.PathLike):
-        text = os.fspath(spec)
-        if text.startswith(BUILTIN_PREFIX):
+        text, half = _split_suffix(os.fspath(spec))
+        if half is not None:
+            whole = load(text, field=field, name=name or os.fspath(spec))
+            result = split_half(whole, half)
+        elif text.startswith(BUILTIN_PREFIX):
             if field is not None:
                 raise PromptSetError(
                     f"{text}: built-in sets are plain text, so field= does not apply; drop it"
@@ -68,3 +78,28 @@ def _load_path(path: Path, field: str | None, name: str) -> PromptSet:
     if not path.exists():
         raise PromptSetError(f"prompt file not found: {path}{_missing_hint(path)}")
     return load_file(path, field, name)
+
+
+SPLITS = ("tune", "test")
+
+
+def _split_suffix(text: str) -> tuple[str, str | None]:
+    base, sep, half = text.rpartition("#")
+    if not sep:
+        return text, None
+    if half not in SPLITS:
+        raise PromptSetError(f"{text!r}: a split suffix must be #tune or #test, got #{half}")
+    return base, half
+
+
+def in_test_half(prompt: str) -> bool:
+    """Whether ``prompt`` falls in the ``#test`` half (a hash of its normalised text decides)."""
+    return hashlib.sha256(normalize(prompt).encode("utf-8")).digest()[0] < 128
+
+
+def split_half(prompts: PromptSet, half: str) -> PromptSet:
+    """The ``tune`` or ``test`` half of ``prompts`` (see the module docstring), in the original order."""
+    kept = tuple(p for p in prompts.prompts if in_test_half(p) == (half == "test"))
+    if not kept:
+        raise PromptSetError(f"the {half} half of {prompts.name!r} is empty; give a larger prompt set")
+    return replace(prompts, prompts=kept)

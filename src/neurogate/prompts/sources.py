@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from neurogate import settings
-from neurogate.prompts.leakage import check_leakage
+from neurogate.errors import ConfigError
+from neurogate.prompts.leakage import NEAR_DUPLICATE, Leak, Policy, without_leaks
 from neurogate.prompts.load import load
 from neurogate.prompts.sets import PromptSet
 
@@ -18,7 +19,11 @@ SIDES = ("positive", "negative", "eval", "benign")
 class PromptSources:
     """The discovery sets (``positive``, ``negative``) and the evaluation sets (``eval``: harmful prompts
     whose refusal is measured; ``benign``: prompts for over-refusal and KL), each a spec for
-    :func:`neurogate.prompts.load`, with optional limits (the first N prompts)."""
+    :func:`neurogate.prompts.load`, with optional limits (the first N prompts).
+
+    ``leakage``: what happens to evaluation and benign prompts that match or nearly duplicate a discovery
+    prompt (:mod:`neurogate.prompts.leakage`): ``"drop"`` them (the limits then count the prompts that are
+    left), raise an ``"error"``, or ``"warn"`` and keep them. Both evaluation sets get the same check."""
 
     positive: str = "builtin:harmful"
     negative: str = "builtin:benign"
@@ -27,23 +32,27 @@ class PromptSources:
     n_discovery: int | None = None
     n_eval: int | None = 100
     n_benign: int | None = 40
+    leakage: Policy = "drop"
 
     def __post_init__(self) -> None:
         for name in ("n_discovery", "n_eval", "n_benign"):
             settings.whole(name, getattr(self, name), optional=True)
+        if self.leakage not in ("drop", "error", "warn"):
+            raise ConfigError(f"leakage must be 'drop', 'error' or 'warn', got {self.leakage!r}")
 
     def load(self) -> PromptSets:
-        """Load all four sets; evaluation prompts found in a discovery set are an error (strict), benign
-        ones a warning."""
-        sets = PromptSets(
-            load(self.positive, limit=self.n_discovery),
-            load(self.negative, limit=self.n_discovery),
-            load(self.eval, limit=self.n_eval),
-            load(self.benign, limit=self.n_benign),
+        """Load all four sets and apply the leakage policy to the two evaluation sets."""
+        discovery = [load(self.positive, limit=self.n_discovery), load(self.negative, limit=self.n_discovery)]
+        harmful, harmful_leaks = without_leaks(discovery, load(self.eval), self.leakage)
+        benign, benign_leaks = without_leaks(discovery, load(self.benign), self.leakage)
+        return PromptSets(
+            discovery[0],
+            discovery[1],
+            _first(harmful, self.n_eval),
+            _first(benign, self.n_benign),
+            leaks={"eval": harmful_leaks, "benign": benign_leaks},
+            policy=self.leakage,
         )
-        check_leakage([sets.positive, sets.negative], sets.eval, strict=True)
-        check_leakage([sets.positive, sets.negative], sets.benign)
-        return sets
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, base: PromptSources | None = None) -> PromptSources:
@@ -58,6 +67,8 @@ class PromptSets:
     negative: PromptSet
     eval: PromptSet
     benign: PromptSet
+    leaks: dict[str, list[Leak]] = field(default_factory=dict)
+    policy: Policy = "drop"
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Name, count and content hash of each set."""
@@ -66,3 +77,25 @@ class PromptSets:
     def digests(self) -> dict[str, str]:
         """The sha256 of each set's contents (what run ids and resume keys hash)."""
         return {side: getattr(self, side).sha256 for side in SIDES}
+
+    def leakage_record(self) -> dict[str, Any]:
+        """What the leakage check compared, what it found and what was done, worded as strictly as the
+        check is (for the run's record and report)."""
+        found = {
+            side: [[leak.prompt, leak.twin, round(leak.similarity, 3)] for leak in leaks]
+            for side, leaks in self.leaks.items()
+        }
+        return {
+            "check": (
+                "normalised (case, whitespace, punctuation) matches and near-duplicates (character "
+                f"5-gram Jaccard or edit similarity >= {NEAR_DUPLICATE}) against every discovery prompt; "
+                "paraphrases further apart are not detected"
+            ),
+            "policy": self.policy,
+            "found": found,
+            "discovery": [self.positive.describe(), self.negative.describe()],
+        }
+
+
+def _first(prompts: PromptSet, n: int | None) -> PromptSet:
+    return prompts if n is None or n >= len(prompts) else replace(prompts, prompts=prompts.prompts[:n])

@@ -49,6 +49,17 @@ class NeuronScaling(Intervention):
         return {**super().describe(), "neurons": len(self.circuit)}
 
 
+class MeanAblation(NeuronScaling):
+    """Mean-ablation: move the circuit's neurons toward their mean on the negative prompts,
+    ``a <- m * a + (1 - m) * mean_neg`` (``m = 0`` sets each to that mean; ``m = 1`` changes nothing)."""
+
+    kind: ClassVar[str] = "mean"
+    summary: ClassVar[str] = "move the circuit's neurons toward their negative-prompt mean by m"
+
+    def attach(self) -> Handle:
+        return self.circuit.apply(self.lm, self.value, toward="mean")
+
+
 class RandomControl(NeuronScaling):
     """The random-neuron control: as many neurons as the circuit, in the same layers, chosen at random
     (``seed=``), multiplied by ``m``."""

@@ -4,7 +4,8 @@
 kind           scale           what it does
 =============  ==============  =====================================================================
 ``cna``        multiplier m    multiply the circuit's MLP neurons by m (1 = unchanged, 0 ablates)
-``random``     multiplier m    the same on random neurons with the circuit's per-layer counts (seed=)
+``mean``       multiplier m    move the circuit's neurons toward their negative-prompt mean (m = 0: there)
+``random``     multiplier m    the same as cna on random neurons with the circuit's per-layer counts (seed=)
 ``caa``        strength s      subtract s times the residual mean difference after one layer (layer=)
 ``ablation``   strength s      project s times the unit refusal direction out of the stream (layer=)
 =============  ==============  =====================================================================
@@ -23,11 +24,12 @@ from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import Intervention
-from neurogate.steering.neurons import NeuronScaling, RandomControl
+from neurogate.steering.neurons import MeanAblation, NeuronScaling, RandomControl
 from neurogate.steering.residual import ActivationAddition, DirectionalAblation
 
 INTERVENTIONS: dict[str, type[Intervention]] = {
-    cls.kind: cls for cls in (NeuronScaling, RandomControl, ActivationAddition, DirectionalAblation)
+    cls.kind: cls
+    for cls in (NeuronScaling, MeanAblation, RandomControl, ActivationAddition, DirectionalAblation)
 }
 KINDS: tuple[str, ...] = tuple(INTERVENTIONS)
 

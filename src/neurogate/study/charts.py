@@ -20,6 +20,7 @@ class Series:
     y: list[float]
     low: list[float] = field(default_factory=list)
     high: list[float] = field(default_factory=list)
+    line: bool = True
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -103,7 +104,7 @@ def _series(f: _Frame, s: Series, i: int, n_series: int) -> list[str]:
     color = PALETTE[i % len(PALETTE)]
     out = []
     good = [(x, y) for x, y in zip(s.x, s.y, strict=True) if math.isfinite(y)]
-    if len(good) > 1:
+    if s.line and len(good) > 1:
         path = " ".join(f"{f.px(x):.1f},{f.py(y):.1f}" for x, y in good)
         out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
     for j, (x, y) in enumerate(zip(s.x, s.y, strict=True)):

@@ -17,7 +17,6 @@ from neurogate.evaluation.conditions import check_kinds
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.zoo import DEFAULT_MODEL
 from neurogate.prompts.sources import PromptSources
-from neurogate.steering.registry import KINDS
 from neurogate.version import __version__
 
 #: Settings that moved into a nested table, with their new place (old flat TOML keys are refused by name).
@@ -27,9 +26,10 @@ MOVED: dict[str, str] = {
     "max_new_tokens": "evaluation.max_new_tokens",
     "kl_tokens": "evaluation.kl_tokens",
     "batch_size": "evaluation.batch_size (and discovery.batch_size)",
-    "judge": "evaluation.judge",
+    "judge": "evaluation.judges (a list; the first is the headline judge)",
     "system_prompt": "evaluation.system_prompt (and discovery.system_prompt)",
     "chat": "evaluation.chat (and discovery.chat)",
+    "layer_contrasts": "controls (the battery contrasts whose circuits are profiled and ablated)",
     **{
         k: f"prompts.{k}"
         for k in ("positive", "negative", "eval", "benign", "n_discovery", "n_eval", "n_benign")
@@ -41,10 +41,20 @@ MOVED: dict[str, str] = {
 class StudyConfig:
     """Everything that decides a study's numbers (and so its run id).
 
-    Defaults fit the 30-minute CPU budget on the default model: 100 harmful + 40 benign evaluation prompts,
-    32-token greedy replies, CNA and the random control at ``m = 0``, CAA and directional ablation at
-    ``s = 1``, circuit sizes of 0.01%, 0.1% and 1% of the neurons. ``discovery`` and ``evaluation`` must
-    agree on how prompts are formatted (``chat``, ``system_prompt``).
+    What is evaluated: ``methods`` at ``multipliers`` (neuron kinds) and ``strengths`` (residual kinds);
+    with ``match_caa`` also CAA at the strength whose refusal matches CNA's (found by bisection); the
+    specificity controls (equal-size circuits of the battery ``controls`` contrasts, and circuits matched
+    to the main one in per-layer counts and activation size, one per ``random_seeds``), all at ``m = 0``;
+    the ``sparsity`` curve; and each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the
+    intervention it records (``cna m=0`` when it records none), beside the discovered circuit. With
+    ``select_direction`` the ablation direction is chosen by its effect on ``validation`` held-out
+    discovery prompts per side (as Arditi et al. do); otherwise by held-out separation. "No effect"
+    claims use ``equivalence_margin``, fixed before the run. ``corpus``: the benign text whose perplexity
+    is the capability proxy (``builtin`` or a text file, one passage a line).
+
+    Defaults: 100 harmful + 40 benign evaluation prompts with near-duplicates of discovery prompts dropped,
+    128-token greedy replies. ``discovery`` and ``evaluation`` must agree on how prompts are formatted
+    (``chat``, ``system_prompt``).
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -52,16 +62,22 @@ class StudyConfig:
     device: str = "auto"
     prompts: PromptSources = field(default_factory=PromptSources)
     discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
-    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=32))
-    methods: tuple[str, ...] = KINDS
+    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=128))
+    methods: tuple[str, ...] = ("cna", "caa", "ablation")
     multipliers: tuple[float, ...] = (0.0,)
     strengths: tuple[float, ...] = (1.0,)
+    match_caa: bool = True
+    select_direction: bool = True
+    validation: int = 16
+    controls: tuple[str, ...] = ("cooking-vs-gardening", "french-vs-english")
+    random_seeds: tuple[int, ...] = (0, 1, 2)
     sparsity: tuple[float, ...] = (0.0001, 0.001, 0.01)
-    random_seeds: tuple[int, ...] = (0,)
-    layer_contrasts: int = 2
+    equivalence_margin: float = 0.10
+    corpus: str | None = "builtin"
     examples: int = 4
     capability: tuple[str, ...] = ()
     capability_limit: int = 20
+    circuits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_kinds(settings.as_tuple("methods", self.methods)))
@@ -71,10 +87,19 @@ class StudyConfig:
         for f in self.sparsity:
             settings.number("sparsity", f, low=0.0, high=1.0, low_open=True)
         object.__setattr__(self, "random_seeds", settings.as_tuple("random_seeds", self.random_seeds))
+        object.__setattr__(self, "controls", settings.as_tuple("controls", self.controls))
+        settings.whole("validation", self.validation, minimum=2)
+        settings.number("equivalence_margin", self.equivalence_margin, low=0.0, high=1.0, low_open=True)
         object.__setattr__(self, "capability", settings.as_tuple("capability", self.capability))
-        settings.whole("layer_contrasts", self.layer_contrasts, minimum=0)
         settings.whole("examples", self.examples, minimum=0)
         settings.whole("capability_limit", self.capability_limit)
+        object.__setattr__(self, "circuits", settings.as_tuple("circuits", self.circuits))
+        missing = [c for c in self.circuits if not Path(c).is_file()]
+        if missing:
+            raise ConfigError(
+                f"circuit file(s) not found: {', '.join(missing)}; give the path of a circuit JSON (from "
+                "`neurogate discover` or `neurogate tune`)"
+            )
         for name in ("chat", "system_prompt"):
             if getattr(self.discovery, name) != getattr(self.evaluation, name):
                 raise ConfigError(
@@ -93,8 +118,10 @@ class StudyConfig:
         """A reduced study for demos, sized for 15-20 minutes on the default model on an idle 2-core CPU."""
         base = cls(
             prompts=PromptSources(n_eval=48, n_benign=24),
-            layer_contrasts=1,
-            evaluation=EvalSettings(max_new_tokens=32, kl_tokens=8),
+            evaluation=EvalSettings(max_new_tokens=64, kl_tokens=8),
+            sparsity=(0.0001, 0.001),
+            random_seeds=(0,),
+            controls=("cooking-vs-gardening",),
         )
         return cls.from_mapping(overrides, base=base)
 

@@ -1,11 +1,11 @@
-"""The whole study as stages: prompt sets -> model -> ranking -> directions -> conditions -> layers ->
-capability -> results and report. Each stage's output is stored under ``out/<run id>/`` as it finishes
-(:func:`load_or_compute`), so a rerun of the same settings reads it back and only computes what is missing.
+"""The whole study as stages: prompt sets -> model -> statistics -> ranking -> controls -> directions ->
+conditions -> matched CAA -> capability -> comparisons, results and report. Each stage's output is stored
+under ``out/<run id>/`` as it finishes (:func:`load_or_compute`), so a rerun of the same settings reads it
+back and only computes what is missing.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -17,46 +17,40 @@ from typing import Any, TypeVar
 import torch
 import transformers
 
-from neurogate import prompts
+from neurogate import prompts, settings
 from neurogate.atomic import write_json_atomic
 from neurogate.discovery.circuit import Circuit
-from neurogate.discovery.directions import ResidualDirections, compute_directions
-from neurogate.discovery.discover import discover
+from neurogate.discovery.discover import discover, gather_evidence
+from neurogate.discovery.scoring import Evidence
 from neurogate.errors import ConfigError
-from neurogate.evaluation.capability import capability
 from neurogate.evaluation.conditions import Condition, plan_sweep
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.experiments import (
-    LayerProfile,
-    held_out_record,
-    random_conditions,
-    sparsity_conditions,
-    sparsity_sizes,
-    within_ci,
-)
+from neurogate.evaluation.experiments import LayerProfile, sparsity_conditions, sparsity_sizes
 from neurogate.evaluation.results import ConditionResult, ResultStore
+from neurogate.models import zoo
+from neurogate.models.inputs import format_prompt
 from neurogate.models.loading import LoadedModel, load_model
-from neurogate.prompts.sources import PromptSets
+from neurogate.steering.controls import magnitude_matched_circuit
 from neurogate.steering.registry import get_kind
+from neurogate.study import analysis
 from neurogate.study.config import StudyConfig
 from neurogate.study.report import write_reports
-from neurogate.study.results import CircuitSummary, RandomCheck, SparsityPoint, StudyResults
+from neurogate.study.results import CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
+from neurogate.study.stages import (
+    Baselines,
+    Given,
+    MatchedCondition,
+    StageFiles,
+    baselines,
+    caa_match,
+    capability,
+    corpus,
+    given_circuits,
+)
 from neurogate.version import __version__
 
 Event = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
-
-
-def load_or_compute(
-    path: Path, compute: Callable[[], T], load: Callable[[Path], T], save: Callable[[T, Path], Any]
-) -> T:
-    """``load(path)`` when the stage's file exists, else ``compute()`` and ``save`` it there (atomically,
-    by the artifact's own writer) before returning it."""
-    if path.is_file():
-        return load(path)
-    value = compute()
-    save(value, path)
-    return value
 
 
 def versions() -> dict[str, str]:
@@ -77,9 +71,11 @@ class Study:
         self.config = config
         self.on_event = on_event
         self.started = time.perf_counter()
-        self.sets = self._prompt_sets()
-        self.run_id = config.run_id(self.sets.digests())
+        self.sets = config.prompts.load()
+        given = {f"circuit:{path}": settings.file_digest(path) for path in config.circuits}
+        self.run_id = config.run_id({**self.sets.digests(), **given})
         self.dir = Path(out) / self.run_id
+        self.files = StageFiles(self.dir)
         if lm is not None and lm.spec != config.model:
             raise ConfigError(f"the model given ({lm.spec}) is not the configured one ({config.model})")
         self._lm = lm
@@ -87,11 +83,6 @@ class Study:
     def emit(self, kind: str, **info: Any) -> None:
         if self.on_event is not None:
             self.on_event(kind, info)
-
-    def _prompt_sets(self) -> PromptSets:
-        sets = self.config.prompts.load()
-        self.held_out = held_out_record([sets.positive, sets.negative], sets.eval)
-        return sets
 
     @property
     def lm(self) -> LoadedModel:
@@ -106,51 +97,76 @@ class Study:
         k_main = self.config.discovery.k(n)
         return k_main, sparsity_sizes(n, self.config.sparsity) if self.config.sparsity else []
 
-    def ranking(self) -> Circuit:
-        """One ranking, discovered at the largest size; the main circuit and sparsity sizes are prefixes."""
+    def evidence(self) -> Evidence:
+        """The discovery statistics of both sets (the forward passes), stored for reuse."""
+
+        def compute() -> Evidence:
+            self.emit("stage", name="discovery statistics")
+            return gather_evidence(
+                self.lm, self.sets.positive, self.sets.negative, self.config.discovery, False
+            )
+
+        return self.files.load_or_compute("stats.safetensors", compute, Evidence.load, Evidence.save)
+
+    def ranking(self, evidence: Evidence) -> Circuit:
+        """One ranking at the largest size; the main circuit and the sparsity sizes are its prefixes."""
         k_main, sizes = self.sizes()
 
         def compute() -> Circuit:
             self.emit("stage", name="discovery")
             cfg = replace(self.config.discovery, fraction=None, top_k=max([k_main, *sizes]))
-            return discover(self.lm, self.sets.positive, self.sets.negative, cfg, progress=False)
+            return discover(
+                self.lm, self.sets.positive, self.sets.negative, cfg, progress=False, evidence=evidence
+            )
 
-        ranking = load_or_compute(self.dir / "circuit-ranking.json", compute, Circuit.load, Circuit.save)
+        ranking = self.files.load_or_compute("circuit-ranking.json", compute, Circuit.load, Circuit.save)
         ranking.check_model(self.lm)
         return ranking
 
-    def directions(self) -> ResidualDirections | None:
-        if not any(get_kind(m).source == "directions" for m in self.config.methods):
-            return None
-
-        def compute() -> ResidualDirections:
-            self.emit("stage", name="residual directions")
-            opts = self.config.discovery.capture(progress=False)
-            return compute_directions(
-                self.lm, self.sets.positive.prompts, self.sets.negative.prompts, options=opts
+    def control_circuits(self, circuit: Circuit, evidence: Evidence) -> dict[str, Circuit]:
+        """Equal-size circuits of unrelated battery contrasts, and magnitude-matched random circuits."""
+        k_main, _ = self.sizes()
+        contrasts = {name: (pos, neg) for name, pos, neg in prompts.battery()}
+        unknown = [c for c in self.config.controls if c not in contrasts]
+        if unknown:
+            raise ConfigError(
+                f"unknown control contrast(s) {unknown}; the battery has: {', '.join(contrasts)}"
             )
+        out: dict[str, Circuit] = {}
+        cfg = replace(self.config.discovery, fraction=None, top_k=k_main, universal_filter=False)
+        for name in self.config.controls:
 
-        return load_or_compute(
-            self.dir / "directions.safetensors", compute, ResidualDirections.load, ResidualDirections.save
-        )
+            def compute(name: str = name) -> Circuit:
+                self.emit("stage", name=f"control circuit: {name}")
+                return discover(self.lm, *contrasts[name], cfg, progress=False)
 
-    def plan(self) -> tuple[list[Condition], list[Condition], list[Condition]]:
-        """(sweep, sparsity, random-control) conditions; neuron kinds use the main circuit's size."""
+            out[name] = self.files.load_or_compute(
+                f"control-{name}.json", compute, Circuit.load, Circuit.save
+            )
+        magnitude = (evidence.positive["mlp.post"].abs_mean + evidence.negative["mlp.post"].abs_mean) / 2
+        for seed in self.config.random_seeds:
+            matched = magnitude_matched_circuit(circuit, magnitude.cpu(), seed=int(seed))
+            out[f"matched-{seed}"] = matched
+            matched.save(self.dir / f"control-matched-{seed}.json")
+        return out
+
+    def plan(self, controls: dict[str, Circuit]) -> tuple[list[Condition], list[Condition], list[Condition]]:
+        """(sweep, sparsity, control) conditions; neuron kinds use the main circuit's size."""
         c = self.config
         k_main, sizes = self.sizes()
         sweep = [
-            replace(cond, size=k_main)
-            if cond.scale is not None and get_kind(cond.kind).source == "circuit"
-            else cond
+            replace(cond, size=k_main) if cond.scale and get_kind(cond.kind).source == "circuit" else cond
             for cond in plan_sweep(c.methods, {"multiplier": c.multipliers, "strength": c.strengths})
         ]
+        if not any(cond.kind == "cna" and cond.value == 0.0 for cond in sweep):
+            sweep.append(Condition("cna", 0.0, size=k_main))
         sparse = sparsity_conditions([s for s in sizes if s != k_main])
-        randoms = [replace(cond, size=k_main) for cond in random_conditions(c.random_seeds)]
-        return sweep, sparse, randoms
+        control = [Condition("cna", 0.0, group="control", circuit=name) for name in controls]
+        return sweep, sparse, control
 
     def conditions(self, evaluator: Evaluator, plan: list[Condition]) -> dict[str, ConditionResult]:
         unique = list({cond.key: cond for cond in plan}.values())
-        self.emit("plan", total=len(unique))
+        self.emit("plan", total=len(unique) + (1 if self.config.match_caa else 0))
         self.emit("stage", name="conditions")
 
         def progress(cond: Condition, result: ConditionResult, cached: bool) -> None:
@@ -158,116 +174,143 @@ class Study:
 
         return {r.key: r for r in evaluator.run_all(unique, progress)}
 
-    def layers(self, circuit: Circuit) -> list[LayerProfile]:
-        k_main, _ = self.sizes()
-
-        def compute() -> list[LayerProfile]:
-            profiles = [LayerProfile.of("refusal", circuit)]
-            contrasts = prompts.battery()[: self.config.layer_contrasts]
-            cfg = replace(self.config.discovery, fraction=None, top_k=k_main, universal_filter=False)
-            for name, cpos, cneg in contrasts:
-                self.emit("stage", name=f"layer localisation: {name}")
-                profiles.append(LayerProfile.of(name, discover(self.lm, cpos, cneg, cfg, progress=False)))
-            return profiles
-
-        def load(path: Path) -> list[LayerProfile]:
-            return [LayerProfile.from_dict(d) for d in json.loads(path.read_text())]
-
-        def save(profiles: list[LayerProfile], path: Path) -> None:
-            write_json_atomic(path, [p.to_dict() for p in profiles])
-
-        return load_or_compute(self.dir / "layers.json", compute, load, save)
-
-    def capability(self, evaluator: Evaluator) -> dict[str, Any] | None:
-        """lm-eval scores, unsteered and with the main circuit ablated (a message instead without lm-eval)."""
-        c = self.config
-        if not c.capability:
-            return None
-        self.emit("stage", name="capability (lm-eval)")
-        k_main, _ = self.sizes()
-        out: dict[str, Any] = {"tasks": list(c.capability), "limit": c.capability_limit}
-        for label, cond in (("baseline", None), ("cna", Condition("cna", 0.0, size=k_main))):
-            steering = evaluator.intervention(cond) if cond is not None else None
-            result = capability(self.lm, steering, tasks=c.capability, limit=c.capability_limit)
-            out[label], out["skipped"] = result.scores, result.skipped
-            if result.skipped:
-                break
-        return out
-
     def run(self) -> StudyResults:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.dir / "config.json", self.config.to_dict())
-        ranking = self.ranking()
+        evidence = self.evidence()
+        ranking = self.ranking(evidence)
         k_main, _ = self.sizes()
         circuit = ranking.top(k_main)
         circuit.save(self.dir / "circuit.json")
+        controls = self.control_circuits(circuit, evidence)
+        given = given_circuits(self)
+        dirs = baselines(self, self.config)
         evaluator = Evaluator(
             self.lm,
             self.sets.eval.prompts,
             self.sets.benign.prompts,
             circuit=ranking,
-            directions=self.directions(),
+            circuits={**controls, **{g.name: g.circuit for g in given}},
+            directions=dirs.caa,
+            directions_by_kind={"ablation": dirs.ablation} if dirs.ablation else None,
             settings=self.config.evaluation,
             store=ResultStore(self.dir / "conditions"),
+            corpus=corpus(self.config.corpus),
         )
-        sweep, sparse, randoms = self.plan()
-        results = self.conditions(evaluator, [*sweep, *sparse, *randoms])
-        assembled = self.assemble(circuit, evaluator, results, (sweep, sparse, randoms))
+        sweep, sparse, control = self.plan(controls)
+        results = self.conditions(evaluator, [*sweep, *sparse, *control, *(g.condition for g in given)])
+        main_key = Condition("cna", 0.0, size=k_main).key
+        match = caa_match(self, evaluator, results, main_key, sweep)
+        assembled = self.assemble(
+            circuit, controls, dirs, evaluator, results, (sweep, sparse, control), match, given
+        )
         self.emit("stage", name="report")
         write_json_atomic(self.dir / "results.json", assembled.to_dict())
         write_reports(assembled, self.dir)
         return assembled
 
+    def layers(self, circuit: Circuit, controls: dict[str, Circuit]) -> list[LayerProfile]:
+        profiles = [LayerProfile.of("refusal", circuit)]
+        return profiles + [
+            LayerProfile.of(name, c) for name, c in controls.items() if name in self.config.controls
+        ]
+
     def assemble(
         self,
         circuit: Circuit,
+        controls: dict[str, Circuit],
+        dirs: Baselines,
         evaluator: Evaluator,
         results: dict[str, ConditionResult],
         plan: tuple[list[Condition], list[Condition], list[Condition]],
+        match: MatchedCondition | None,
+        given: list[Given],
     ) -> StudyResults:
-        sweep, sparse, randoms = plan
-        lm, base = self.lm, results["baseline"]
-        directions = evaluator.directions
-        main = [c for c in sweep if c.kind == "cna" and c.value == 0.0]
+        sweep, sparse, control = plan
+        lm, judges, margin = self.lm, evaluator.classifier.names, self.config.equivalence_margin
+        main = next(c for c in sweep if c.kind == "cna" and c.value == 0.0)
+        named = [(c.key, _control_type(c, self.config), str(c.circuit)) for c in control]
+        sparsity = (
+            [SparsityPoint(int(c.size or 0), c.key) for c in [*sparse, main]] if self.config.sparsity else []
+        )
+        ev = self.config.evaluation
         return StudyResults(
             run_id=self.run_id,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             config=self.config.to_dict(),
             versions=versions(),
-            model={
-                "spec": lm.spec,
-                "shape": lm.shape,
-                "n_neurons": lm.adapter.n_neurons,
-                "dtype": str(lm.dtype),
-            },
+            model=_model_record(lm),
             prompts=self.sets.describe(),
-            held_out=self.held_out,
-            circuit=CircuitSummary(
-                len(circuit),
-                len(circuit) / lm.adapter.n_neurons,
-                circuit.per_layer(),
-                circuit.late_share(),
-                circuit.method,
-                circuit.summary(),
+            leakage=self.sets.leakage_record(),
+            prompt_format=format_prompt(
+                lm, self.sets.eval.prompts[0], system_prompt=ev.system_prompt, chat=ev.chat
             ),
-            directions=None
-            if directions is None
-            else {
-                "best_layer": directions.best_layer,
-                "separation": directions.separation,
-            },
-            sweep=[c.key for c in sweep],
-            sparsity=sorted(
-                [SparsityPoint(int(c.size or 0), c.key) for c in [*sparse, *main]], key=lambda p: p.size
-            )
-            if self.config.sparsity
-            else [],
-            random_control=[RandomCheck(c.key, c.seed, within_ci(base, results[c.key])) for c in randoms],
-            layers=self.layers(circuit),
-            capability=self.capability(evaluator),
+            circuit=_summary(circuit, lm.adapter.n_neurons),
+            directions=dirs.record(),
+            judges=judges,
+            sweep=[c.key for c in sweep] + ([match.key] if match and match.key != "baseline" else []),
+            sparsity=sorted(sparsity, key=lambda p: p.size),
+            controls=analysis.controls(results, main.key, named, judges[0], margin),
+            caa_match=match.match if match else None,
+            direction_selection=dirs.selection,
+            paired=analysis.paired_vs_baseline(results, judges, margin),
+            agreement=analysis.agreement(results, judges),
+            layers=self.layers(circuit, controls),
+            capability=capability(self, evaluator),
             conditions=results,
             seconds=time.perf_counter() - self.started,
+            given_circuits=[self.given_summary(g, results, main.key, judges[0]) for g in given],
         )
+
+    def given_summary(
+        self, given: Given, results: dict[str, ConditionResult], main_key: str, judge: str
+    ) -> GivenCircuit:
+        """A given circuit's record: what it is, how it was applied, and its refusal against the
+        discovered circuit's on the same prompts."""
+        c, key = given.circuit, given.condition.key
+        vs = analysis.compare(results[main_key], results[key], judge, self.config.equivalence_margin)
+        return GivenCircuit(
+            given.name,
+            given.path,
+            given.sha256,
+            key,
+            {"kind": given.condition.kind, "multiplier": given.condition.number},
+            _summary(c, self.lm.adapter.n_neurons),
+            vs,
+        )
+
+
+def _summary(circuit: Circuit, n_neurons: int) -> CircuitSummary:
+    return CircuitSummary(
+        len(circuit),
+        len(circuit) / n_neurons,
+        circuit.per_layer(),
+        circuit.late_share(),
+        circuit.method,
+        circuit.summary(),
+    )
+
+
+def _control_type(cond: Condition, config: StudyConfig) -> str:
+    return "contrast" if cond.circuit in config.controls else "magnitude-matched"
+
+
+def _model_record(lm: LoadedModel) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "spec": lm.spec,
+        "source": lm.source,
+        "shape": lm.shape,
+        "n_neurons": lm.adapter.n_neurons,
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "parameters": sum(p.numel() for p in lm.model.parameters()),
+    }
+    if lm.spec.startswith("zoo:"):
+        entry = zoo.get(lm.spec.removeprefix("zoo:"))
+        record["served_as"] = (
+            f"{entry.description}; the GGUF file {entry.gguf_name}, dequantised to {record['dtype']} by "
+            "neurogate"
+        )
+    return record
 
 
 def run_study(

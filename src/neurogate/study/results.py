@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from neurogate.errors import NeurogateError
+from neurogate.evaluation.direction_selection import DirectionSelection
 from neurogate.evaluation.experiments import LayerProfile
+from neurogate.evaluation.matching import Match
+from neurogate.evaluation.paired import PairedRates
 from neurogate.evaluation.results import ConditionResult
 
 KIND = "neurogate.study"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -44,18 +47,67 @@ class SparsityPoint:
 
 
 @dataclass
-class RandomCheck:
-    """One random-neuron control: its condition, seed, and whether its refusal rate is inside the
-    baseline's 95% interval."""
+class Control:
+    """A specificity control: an equal-size circuit of an unrelated contrast (``"contrast"``) or one
+    matched to the main circuit in per-layer counts and activation size (``"magnitude-matched"``), ablated.
+    ``vs_circuit`` compares its refusal with the main circuit's on the same prompts (``diff`` =
+    control - circuit), ``vs_baseline`` with the unsteered model's."""
 
     key: str
-    seed: int
-    within_baseline_ci: bool
+    type: str
+    name: str
+    vs_circuit: PairedRates
+    vs_baseline: PairedRates
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Control:
+        return cls(
+            data["key"],
+            data["type"],
+            data["name"],
+            PairedRates(**data["vs_circuit"]),
+            PairedRates(**data["vs_baseline"]),
+        )
+
+
+@dataclass
+class GivenCircuit:
+    """A circuit given to the study (e.g. ``tuned-circuit.json`` from ``neurogate tune``), evaluated at its
+    recorded intervention beside the discovered one. ``vs_circuit`` compares its refusal with the
+    discovered circuit's on the same prompts (``diff`` = given - discovered)."""
+
+    name: str
+    path: str
+    sha256: str
+    key: str
+    intervention: dict[str, Any]
+    summary: CircuitSummary
+    vs_circuit: PairedRates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GivenCircuit:
+        return cls(
+            **{
+                **data,
+                "summary": CircuitSummary.from_dict(data["summary"]),
+                "vs_circuit": PairedRates(**data["vs_circuit"]),
+            }
+        )
 
 
 @dataclass
 class StudyResults:
-    """Everything a study measured, with the settings, versions and prompt provenance behind it."""
+    """Everything a study measured, with the settings, versions and prompt provenance behind it.
+
+    ``paired[key][judge]``: each condition's refusal against the baseline's on the same prompts.
+    ``agreement[judge_a + " / " + judge_b]``: how often two judges give the same class, and Cohen's kappa.
+    """
 
     run_id: str
     created: str
@@ -63,16 +115,23 @@ class StudyResults:
     versions: dict[str, str]
     model: dict[str, Any]
     prompts: dict[str, dict[str, Any]]
-    held_out: dict[str, Any]
+    leakage: dict[str, Any]
+    prompt_format: str
     circuit: CircuitSummary
     directions: dict[str, Any] | None
+    judges: list[str]
     sweep: list[str]
     sparsity: list[SparsityPoint]
-    random_control: list[RandomCheck]
+    controls: list[Control]
+    caa_match: Match | None
+    direction_selection: DirectionSelection | None
+    paired: dict[str, dict[str, PairedRates]]
+    agreement: dict[str, dict[str, float]]
     layers: list[LayerProfile]
     capability: dict[str, Any] | None
     conditions: dict[str, ConditionResult]
     seconds: float
+    given_circuits: list[GivenCircuit] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +154,7 @@ class StudyResults:
         data["circuit"] = self.circuit.to_dict()
         data["layers"] = [p.to_dict() for p in self.layers]
         data["conditions"] = {k: r.to_dict() for k, r in self.conditions.items()}
+        data["given_circuits"] = [g.to_dict() for g in self.given_circuits]
         return data
 
     @classmethod
@@ -109,14 +169,7 @@ class StudyResults:
                 f"{SCHEMA_VERSION}. Rerun the study (finished conditions are reused when the settings match)"
             )
         try:
-            return cls(
-                **{k: v for k, v in data.items() if k not in _TYPED},
-                circuit=CircuitSummary.from_dict(data["circuit"]),
-                sparsity=[SparsityPoint(**p) for p in data["sparsity"]],
-                random_control=[RandomCheck(**r) for r in data["random_control"]],
-                layers=[LayerProfile.from_dict(p) for p in data["layers"]],
-                conditions={k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
-            )
+            return cls(**{k: v for k, v in data.items() if k not in _TYPED}, **_typed(data))
         except (KeyError, TypeError, ValueError) as exc:
             raise NeurogateError(f"{source} is a damaged study result ({type(exc).__name__}: {exc})") from exc
 
@@ -130,4 +183,29 @@ class StudyResults:
         return cls.from_dict(data, source=str(p))
 
 
-_TYPED = ("circuit", "sparsity", "random_control", "layers", "conditions")
+_TYPED = (
+    "circuit",
+    "sparsity",
+    "controls",
+    "caa_match",
+    "direction_selection",
+    "paired",
+    "layers",
+    "conditions",
+    "given_circuits",
+)
+
+
+def _typed(data: dict[str, Any]) -> dict[str, Any]:
+    match, selection = data["caa_match"], data["direction_selection"]
+    return {
+        "circuit": CircuitSummary.from_dict(data["circuit"]),
+        "sparsity": [SparsityPoint(**p) for p in data["sparsity"]],
+        "controls": [Control.from_dict(c) for c in data["controls"]],
+        "caa_match": Match.from_dict(match) if match else None,
+        "direction_selection": DirectionSelection.from_dict(selection) if selection else None,
+        "paired": {k: {j: PairedRates(**p) for j, p in v.items()} for k, v in data["paired"].items()},
+        "layers": [LayerProfile.from_dict(p) for p in data["layers"]],
+        "conditions": {k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
+        "given_circuits": [GivenCircuit.from_dict(g) for g in data.get("given_circuits", [])],
+    }

@@ -1,0 +1,119 @@
+"""`neurogate tune`: search for the circuit and intervention that best remove a behaviour at a size cap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neurogate.cli import app as cli
+from neurogate.cli import evaluation_options as opts
+from neurogate.tuning.config import TuneConfig
+from neurogate.tuning.report import knee
+from neurogate.tuning.run import run_tune
+
+
+# Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
+# calls the library.
+@cli.app.command(rich_help_panel=cli.EVAL)
+def tune(
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder with a sub-folder per search.")] = Path(
+        "runs"
+    ),
+    budget: Annotated[
+        str, typer.Option("--budget", help="Search time, e.g. 30m or 1h (then the final check).")
+    ] = "30m",
+    cap: Annotated[
+        float, typer.Option("--cap", help="Largest circuit, as a share of all MLP neurons.")
+    ] = 0.001,
+    harmful: Annotated[
+        str,
+        typer.Option("--harmful", help="Tuning prompts with the behaviour (a #tune half keeps #test apart)."),
+    ] = "builtin:harmful-eval#tune",
+    benign: Annotated[
+        str, typer.Option("--benign", help="Tuning prompts without it.")
+    ] = "builtin:benign-eval#tune",
+    final_harmful: Annotated[
+        str, typer.Option("--final-harmful", help="Held-out prompts for the one final check.")
+    ] = "builtin:harmful-eval#test",
+    final_benign: Annotated[str, typer.Option("--final-benign", help="Held-out benign prompts.")] = (
+        "builtin:benign-eval#test"
+    ),
+    positive: opts.PositiveOpt = "builtin:harmful",
+    negative: opts.NegativeOpt = "builtin:benign",
+    n_tune: Annotated[int, typer.Option("--n-tune", help="Tuning prompts per trial.")] = 48,
+    trials: Annotated[int, typer.Option("--trials", help="At most this many trials in all.")] = 200,
+    judge: opts.JudgeOpt = None,
+    local_judge_model: opts.LocalJudgeOpt = None,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+    quiet: opts.QuietOpt = False,
+) -> None:
+    """Search circuits (scorer, positions, size up to --cap, layers) and interventions for the most
+    compliance at the least benign KL and over-refusal, without degenerate replies.
+
+    The search runs on tuning prompts with short replies and is stored in SQLite: a rerun resumes it,
+    and Ctrl-C keeps every finished trial. The chosen point is then checked once on held-out prompts
+    with full-length replies, beside the paper's circuit. Writes tune.json, tuned-circuit.json and
+    tune-report.md.
+
+    Example: neurogate tune --budget 30m --harmful data.json#tune --final-harmful data.json#test
+    """
+    config = TuneConfig.from_mapping(
+        {
+            "model": model,
+            "dtype": dtype,
+            "device": device,
+            "budget": budget,
+            "cap": cap,
+            "harmful": harmful,
+            "benign": benign,
+            "final_harmful": final_harmful,
+            "final_benign": final_benign,
+            "positive": positive,
+            "negative": negative,
+            "n_tune": n_tune,
+            "max_trials": trials,
+            "evaluation": opts.judge_settings(judge, local_judge_model, None, None),
+        }
+    )
+    with opts.live_progress(quiet, "starting", None) as live:
+        result = run_tune(config, out, on_event=_events(live))
+    ch = result.chosen
+    cli.console.print(
+        f"chosen: {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} neurons, layers "
+        f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} m={ch['multiplier']:.2f}",
+        highlight=False,
+    )
+    for name in ("tuned", "paper"):
+        r = result.final[name]
+        cli.console.print(
+            f"{name} (held out): refusal {r.refusal}, compliance {r.compliance}, degenerate {r.degenerate}",
+            highlight=False,
+        )
+    k = knee(result)
+    if k:
+        cli.console.print(
+            f"knee: {k['neurons']} neurons keep an 80% refusal cut (tuning prompts)", highlight=False
+        )
+    cli.console.print(f"[green]done:[/] {Path(out) / result.run_id / 'tune-report.md'}")
+
+
+def _events(live: Any) -> Any:
+    if live is None:
+        return None
+    progress, task = live
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "stage":
+            progress.update(task, description=info["name"])
+        elif kind == "trial":
+            s = info["scores"]
+            progress.update(
+                task,
+                description=f"trial {info['number']}: compliance {100 * s.compliance:.0f}%, KL {s.kl:.3f}",
+            )
+
+    return on_event

@@ -1,0 +1,252 @@
+"""The report's content as data: sections of notes and tables built from :class:`StudyResults`, rendered
+the same way to Markdown and HTML by :mod:`neurogate.study.report`. Every number names its scale and its
+interval; every rate is under a named judge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from neurogate.evaluation import tables
+from neurogate.evaluation.results import ConditionResult
+from neurogate.steering.registry import describe_kinds
+from neurogate.study.results import StudyResults
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    notes: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    code: str = ""
+
+
+def headline_keys(r: StudyResults) -> list[str]:
+    """The sweep's conditions, the given circuits, then the specificity controls."""
+    sweep = [k for k in r.sweep if k in r.conditions]
+    return sweep + [g.key for g in r.given_circuits] + [c.key for c in r.controls]
+
+
+def _p(r: StudyResults, key: str, judge: str) -> str:
+    pair = r.paired.get(key, {}).get(judge)
+    return "-" if pair is None else f"{pair.p_value:.2g}"
+
+
+def headline(r: StudyResults) -> Section:
+    judge = r.judges[0]
+    conds = [r.conditions[k] for k in headline_keys(r)]
+    rows = [[*row, _p(r, c.key, judge)] for c, row in zip(conds, tables.rows(conds), strict=True)]
+    notes = [
+        f"Rates are under the {judge} judge, with 95% Wilson intervals; a reply is degenerate (never a "
+        "success) "
+        "when it is empty, under 3 words, or collapsed into repetition. Quality, perplexity, KL and corpus "
+        "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test of the refusal change "
+        "against "
+        "the baseline on the same prompts.",
+    ]
+    return Section("Headline", notes, [Table([*tables.COLUMNS, "McNemar p vs baseline"], rows)])
+
+
+def judges(r: StudyResults) -> Section:
+    conds = [r.conditions[k] for k in headline_keys(r)]
+    agree = [
+        [pair, f"{v['agreement']:.3f}", f"{v['kappa']:.3f}", f"{int(v['n'])}"]
+        for pair, v in r.agreement.items()
+    ]
+    sec = Section("Every judge", [f"Judges: {', '.join(r.judges)} (headline: {r.judges[0]})."])
+    sec.tables.append(Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / compliance"))
+    if agree:
+        sec.tables.append(Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement"))
+    return sec
+
+
+def specificity(r: StudyResults) -> Section:
+    rows = []
+    for c in r.controls:
+        res = r.conditions[c.key]
+        rows.append(
+            [
+                c.name,
+                c.type,
+                str(res.refusal),
+                str(res.compliance),
+                str(c.vs_circuit),
+                str(c.vs_baseline),
+            ]
+        )
+    margin = r.config["equivalence_margin"]
+    notes = [
+        "Each control ablates (m=0) as many neurons as the circuit: circuits of unrelated contrasts, and "
+        "random "
+        "neurons matched to the circuit's per layer in count and mean |activation| (one per seed). "
+        "'vs circuit' is the control's refusal minus the circuit's on the same prompts; 'no effect' means "
+        "the "
+        f"90% interval of the difference lies within +-{100 * margin:.0f} points (margin fixed before the "
+        "run).",
+    ]
+    cols = ["control", "type", "refusal", "compliance", "vs circuit", "vs baseline"]
+    return Section("Specificity", notes, [Table(cols, rows)])
+
+
+def given(r: StudyResults) -> Section:
+    """The circuits given to the study (e.g. a tuned one), beside the discovered circuit."""
+    judge = r.judges[0]
+    rows = []
+    for g in r.given_circuits:
+        res = r.conditions[g.key]
+        rows.append(
+            [
+                g.name,
+                f"{g.summary.n_neurons} ({100 * g.summary.fraction:.3g}%)",
+                f"{g.intervention['kind']} m={g.intervention['multiplier']:g}",
+                str(res.refusal),
+                str(res.compliance),
+                str(res.degenerate),
+                str(g.vs_circuit),
+            ]
+        )
+    notes = [
+        f"Each given circuit at the intervention it records, on the same prompts as the discovered circuit "
+        f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its refusal minus the discovered "
+        f"circuit's under the {judge} judge, with a paired 95% interval.",
+        *(f"{g.name}: {g.path} (sha256 {g.sha256[:12]}), {g.summary.summary}" for g in r.given_circuits),
+    ]
+    cols = ["circuit", "neurons", "intervention", "refusal", "compliance", "degenerate", "vs discovered"]
+    return Section("Given circuits", notes, [Table(cols, rows)])
+
+
+def baselines(r: StudyResults) -> Section:
+    notes: list[str] = []
+    d = r.directions or {}
+    if "caa_layer" in d:
+        notes.append(f"CAA adds its vector after layer {d['caa_layer']} (best held-out separation).")
+    if r.caa_match is not None:
+        m = r.caa_match
+        probes = ", ".join(f"s={s:g}: {100 * p:.0f}%" for s, p in m.probes)
+        notes.append(
+            f"CAA matched to CNA's refusal {100 * m.target:.0f}%: s={m.strength:g} (refusal "
+            f"{100 * m.refusal:.0f}% "
+            f"on the first {m.n_prompts} prompts with {m.max_new_tokens}-token replies; probes {probes})."
+        )
+    s = r.direction_selection
+    if s is not None:
+        best = sorted(s.candidates, key=lambda c: c.refusal_score)[:5]
+        notes.append(
+            f"Directional ablation removes the direction at layer {s.layer}, position {s.position} (from "
+            "the end "
+            f"of the prompt), chosen by effect on held-out discovery prompts among {len(s.candidates)} "
+            "candidates "
+            f"(KL bound {s.kl_bound}, benign-refusal bound +{s.benign_bound}; "
+            f"{'within both' if s.within_bounds else 'none within both: the lowest-KL candidate'})."
+        )
+        rows = [
+            [
+                str(c.layer),
+                str(c.position),
+                f"{c.refusal_score:.2f}",
+                _f(c.kl),
+                _f(c.benign_refusal),
+                str(c.passed),
+            ]
+            for c in best
+        ]
+        cols = ["layer", "position", "refusal log-odds", "KL", "benign refusal mass", "within bounds"]
+        return Section(
+            "Baselines", notes, [Table(cols, rows, f"baseline log-odds {s.baseline_refusal_score:.2f}")]
+        )
+    return Section("Baselines", notes)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def sparsity(r: StudyResults) -> Section:
+    rows = []
+    for p in r.sparsity:
+        c = r.conditions[p.key]
+        rows.append(
+            [
+                str(p.size),
+                f"{100 * p.size / r.n_neurons:.3f}",
+                str(c.refusal),
+                str(c.compliance),
+                str(c.degenerate),
+                f"{c.quality:.3f}",
+            ]
+        )
+    cols = ["neurons", "% of all", "refusal", "compliance", "degenerate", "quality"]
+    return Section("Sparsity (CNA at m=0, prefixes of one ranking)", tables=[Table(cols, rows)])
+
+
+def layers(r: StudyResults) -> Section:
+    rows = [
+        [
+            p.behaviour,
+            str(p.n_neurons),
+            f"{100 * p.late_share:.0f}%",
+            ", ".join(f"L{k}:{v}" for k, v in p.per_layer.items()),
+        ]
+        for p in r.layers
+    ]
+    return Section(
+        "Layer localisation",
+        tables=[Table(["behaviour", "neurons", "late share", "neurons per layer"], rows)],
+    )
+
+
+def setup(r: StudyResults) -> Section:
+    ev, p, leak = r.config["evaluation"], r.prompts, r.leakage
+    found = leak.get("found", {})
+    kinds = "; ".join(f"{d['kind']}: {d['summary']} ({d['scale']})" for d in describe_kinds())
+    notes = [
+        f"Model as served: {r.model.get('served_as', r.model['spec'])}.",
+        f"Greedy replies of at most {ev['max_new_tokens']} new tokens.",
+        f"{p['eval']['count']} harmful evaluation prompts ({p['eval']['name']}) and {p['benign']['count']} "
+        "benign "
+        f"ones ({p['benign']['name']}); discovery on {p['positive']['name']} vs {p['negative']['name']}.",
+        f"Leakage check: {leak.get('check', '?')}. Policy '{leak.get('policy', '?')}': "
+        f"{len(found.get('eval', []))} evaluation and {len(found.get('benign', []))} benign prompts were "
+        "flagged.",
+        "KL: KL(unsteered || steered) on the benign prompts, teacher-forcing the unsteered replies; first "
+        "token "
+        f"and mean over the first {ev['kl_tokens']} tokens, per prompt. Perplexity: the steered harmful "
+        "replies "
+        "under the unsteered model (it measures how far the text moved, not only fluency). Corpus "
+        "perplexity: "
+        "the steered model on a fixed benign text corpus (a capability proxy).",
+        f"Methods and scales: {kinds}.",
+    ]
+    return Section("Setup", notes, code=r.prompt_format)
+
+
+def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Per example prompt: (prompt, [(condition label, reply class, reply text)])."""
+    keys = [k for k in headline_keys(r) if k in r.conditions]
+    n = min(int(r.config["examples"]), len(r.baseline.harmful))
+    out = []
+    for i in range(n):
+        rows = []
+        for key in keys:
+            res: ConditionResult = r.conditions[key]
+            reply = res.harmful[i]
+            rows.append((res.label, reply.classes.get(r.judges[0], "?"), reply.text.strip()))
+        out.append((r.baseline.harmful[i].prompt, rows))
+    return out
+
+
+def all_sections(r: StudyResults) -> list[Section]:
+    out = [setup(r), headline(r), judges(r)]
+    if r.given_circuits:
+        out.append(given(r))
+    out += [specificity(r), baselines(r)]
+    if r.sparsity:
+        out.append(sparsity(r))
+    out.append(layers(r))
+    return out

@@ -1,0 +1,125 @@
+"""Tuning settings, declared once: what the search may choose, what it optimises, and its budget."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from neurogate import settings
+from neurogate.discovery.circuit import WEIGHTINGS
+from neurogate.discovery.scoring import SCORERS
+from neurogate.errors import ConfigError
+from neurogate.evaluation.settings import EvalSettings
+from neurogate.models.zoo import DEFAULT_MODEL
+from neurogate.version import __version__
+
+INTERVENTIONS = ("cna", "mean")
+POSITION_MODES = ("last", "post-mean", "post-max")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """``"30m"``, ``"1h30m"``, ``"90s"`` or a number of seconds -> seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    match = re.fullmatch(
+        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text)
+    )
+    if not match or not any(match.groups()):
+        raise ConfigError(f"a duration looks like 30m, 1h30m or 90s; got {text!r}")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return 3600 * h + 60 * m + s
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """A search over neuron circuits and how they are steered.
+
+    Search space: ``scorers`` x ``signs`` x ``positions`` x circuit size (a share of all MLP neurons between
+    ``min_fraction`` and ``cap``) x ``interventions`` (``cna``: multiply by m; ``mean``: move toward the
+    benign mean by m) x m in ``multipliers`` (a range) x ``weights`` (every neuron takes m, or each in
+    proportion to its score) x a window of layers. Objectives on the tuning
+    prompts (``harmful``, ``benign``; use a ``#tune`` half and keep its ``#test`` half for ``final_*``):
+    compliance (up), mean benign KL (down) and benign refusal (down), subject to at most ``max_degenerate``
+    degenerate replies. Trials use ``search_tokens``-token replies; the chosen point is then checked once on
+    the test prompts with ``final_tokens``-token replies under every judge in ``evaluation.judges``.
+    """
+
+    model: str = f"zoo:{DEFAULT_MODEL}"
+    dtype: str = "auto"
+    device: str = "auto"
+    positive: str = "builtin:harmful"
+    negative: str = "builtin:benign"
+    harmful: str = "builtin:harmful-eval#tune"
+    benign: str = "builtin:benign-eval#tune"
+    final_harmful: str = "builtin:harmful-eval#test"
+    final_benign: str = "builtin:benign-eval#test"
+    n_tune: int = 48
+    n_benign: int = 24
+    n_final: int | None = 100
+    n_final_benign: int | None = 40
+    scorers: tuple[str, ...] = ("mean-diff", "effect-size", "layer-normalised", "direction")
+    signs: tuple[str, ...] = ("both", "positive")
+    positions: tuple[str, ...] = POSITION_MODES
+    interventions: tuple[str, ...] = INTERVENTIONS
+    weights: tuple[str, ...] = WEIGHTINGS
+    cap: float = 0.001
+    min_fraction: float = 0.00002
+    multipliers: tuple[float, float] = (-2.0, 0.5)
+    max_degenerate: float = 0.05
+    max_kl: float = 0.1
+    max_benign_increase: float = 0.02
+    search_tokens: int = 48
+    final_tokens: int = 128
+    budget: float = 1800.0
+    max_trials: int = 200
+    seed: int = 0
+    universal_filter: bool = True
+    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(judges=("keyword",)))
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("scorers", tuple(SCORERS)),
+            ("signs", ("both", "positive", "negative")),
+            ("positions", POSITION_MODES),
+            ("interventions", INTERVENTIONS),
+            ("weights", WEIGHTINGS),
+        ):
+            values = settings.as_tuple(name, getattr(self, name))
+            bad = [v for v in values if v not in allowed]
+            if bad or not values:
+                raise ConfigError(
+                    f"{name} must be a non-empty list from {', '.join(allowed)}; got {list(values)}"
+                )
+            object.__setattr__(self, name, values)
+        settings.number("cap", self.cap, low=0.0, high=1.0, low_open=True)
+        settings.number("min_fraction", self.min_fraction, low=0.0, high=self.cap, low_open=True)
+        lo, hi = (
+            settings.number("multipliers", v) for v in settings.as_tuple("multipliers", self.multipliers)
+        )
+        if not lo < hi:
+            raise ConfigError(f"multipliers is a range (low, high) with low < high, got {self.multipliers}")
+        object.__setattr__(self, "multipliers", (lo, hi))
+        for name in ("max_degenerate", "max_kl", "max_benign_increase"):
+            settings.number(name, getattr(self, name), low=0.0)
+        for name in ("n_tune", "n_benign", "search_tokens", "final_tokens", "max_trials"):
+            settings.whole(name, getattr(self, name))
+        for name in ("n_final", "n_final_benign"):
+            settings.whole(name, getattr(self, name), optional=True)
+        object.__setattr__(self, "budget", parse_duration(self.budget))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base: TuneConfig | None = None) -> TuneConfig:
+        return settings.build(cls, data, base=base, where="tune")
+
+    def to_dict(self) -> dict[str, Any]:
+        return settings.to_dict(self)
+
+    def run_id(self, prompt_digests: Mapping[str, str]) -> str:
+        """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
+        the trial cap are left out, so a longer search resumes the same study."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ("budget", "max_trials")}
+        key = settings.digest({"config": data, "prompts": dict(prompt_digests), "version": __version__}, 10)
+        slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")
+        return f"tune-{slug[:40]}-{key}"

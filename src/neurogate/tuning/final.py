@@ -1,0 +1,171 @@
+"""After the search: the chosen point checked once on the held-out test prompts (full-length replies, every
+judge) beside the paper's circuit, the sparsity curve of the chosen rule, and the tuned circuit saved with
+the settings that made it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from neurogate import prompts
+from neurogate.atomic import write_json_atomic
+from neurogate.evaluation.engine import Evaluator
+from neurogate.evaluation.paired import PairedRates, compare_rates
+from neurogate.evaluation.results import ConditionResult, ResultStore
+from neurogate.tuning.search import Scores, Search, choose, feasible, pareto, point_of
+from neurogate.tuning.space import Point, paper_point
+
+KIND = "neurogate.tune"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Trial:
+    """One finished trial: its number, point and scores, and whether it is on the Pareto front."""
+
+    number: int
+    point: dict[str, Any]
+    scores: dict[str, float]
+    pareto: bool
+    seconds: float
+
+
+@dataclass
+class TuneResults:
+    """What ``neurogate tune`` found: every trial, the chosen point and the constraints it breaks (if
+    any), its test-split results beside the paper's circuit, and the sparsity curve of its rule."""
+
+    run_id: str
+    config: dict[str, Any]
+    baseline: dict[str, float]
+    trials: list[Trial]
+    chosen: dict[str, Any]
+    broken: list[str]
+    sparsity: list[dict[str, Any]]
+    final: dict[str, ConditionResult]
+    paired: dict[str, dict[str, PairedRates]]
+    seconds: float
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["final"] = {k: r.to_dict() for k, r in self.final.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TuneResults:
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("trials", "final", "paired")},
+            trials=[Trial(**t) for t in data["trials"]],
+            final={k: ConditionResult.from_dict(r) for k, r in data["final"].items()},
+            paired={k: {j: PairedRates(**p) for j, p in v.items()} for k, v in data["paired"].items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TuneResults:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def trials_of(study: optuna.Study) -> list[Trial]:
+    front = {t.number for t in pareto(study)}
+    out = []
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else 0.0
+        )
+        out.append(Trial(t.number, point_of(t).to_dict(), t.user_attrs["scores"], t.number in front, seconds))
+    return out
+
+
+def sparsity_curve(search: Search, point: Point, base: Scores) -> list[dict[str, Any]]:
+    """The chosen rule at shrinking sizes (on the tuning prompts, short replies): size, refusal cut and
+    whether every constraint holds."""
+    cfg, n = search.config, search.lm.adapter.n_neurons
+    rows = []
+    for share in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02):
+        fraction = point.fraction * share
+        if fraction < 1 / n:
+            break
+        p = replace(point, fraction=fraction)
+        scores = Scores.of(search.measure(f"size-{fraction:.6g}", p))
+        cut = 1 - scores.refusal / base.refusal if base.refusal else 0.0
+        rows.append(
+            {
+                "fraction": fraction,
+                "neurons": scores.neurons,
+                "refusal": scores.refusal,
+                "cut": cut,
+                "compliance": scores.compliance,
+                "broken": feasible(scores, base, cfg),
+            }
+        )
+    return rows
+
+
+def final_check(
+    search: Search, point: Point
+) -> tuple[dict[str, ConditionResult], dict[str, dict[str, PairedRates]]]:
+    """Baseline, the chosen point and the paper's circuit on the test prompts with full-length replies."""
+    cfg = search.config
+    harmful = prompts.load(cfg.final_harmful, limit=cfg.n_final)
+    benign = prompts.load(cfg.final_benign, limit=cfg.n_final_benign)
+    prompts.check_leakage([search.harmful], harmful, strict=True)
+    settings = replace(cfg.evaluation, max_new_tokens=cfg.final_tokens)
+    ev = Evaluator(
+        search.lm,
+        harmful.prompts,
+        benign.prompts,
+        settings=settings,
+        store=ResultStore(search.root / "final"),
+    )
+    search.emit("stage", name="final check: baseline")
+    out = {"baseline": ev.baseline()}
+    for name, p in (("tuned", point), ("paper", paper_point(search.lm.adapter.n_layers, cfg.cap))):
+        search.emit("stage", name=f"final check: {name}")
+        out[name] = search.measure(name, p, evaluator=ev)
+    paired = {
+        name: {j: compare_rates(_refused(out["baseline"], j), _refused(r, j)) for j in r.judges}
+        for name, r in out.items()
+        if name != "baseline"
+    }
+    return out, paired
+
+
+def _refused(result: ConditionResult, judge: str) -> list[bool]:
+    return [r.is_("refusal", judge) for r in result.harmful]
+
+
+def finish(search: Search, study: optuna.Study, run_id: str, seconds: float) -> TuneResults:
+    """Choose, check, save the tuned circuit (``tuned-circuit.json``) and the results (``tune.json``)."""
+    base = search.baseline()
+    best, broken = choose(study, base, search.config)
+    point = point_of(best)
+    circuit = search.circuit(point)
+    circuit.method["intervention"] = {"kind": point.intervention, "multiplier": point.multiplier}
+    circuit.save(search.root / "tuned-circuit.json")
+    curve = sparsity_curve(search, point, base)
+    final, paired = final_check(search, point)
+    results = TuneResults(
+        run_id=run_id,
+        config=search.config.to_dict(),
+        baseline=base.__dict__,
+        trials=trials_of(study),
+        chosen={"trial": best.number, **point.to_dict(), "neurons": len(circuit)},
+        broken=broken,
+        sparsity=curve,
+        final=final,
+        paired=paired,
+        seconds=seconds,
+    )
+    write_json_atomic(search.root / "tune.json", results.to_dict())
+    return results

@@ -1,0 +1,197 @@
+"""The tuning report: the Pareto front as a table and a plot, the chosen point, its held-out results beside
+the paper's circuit under every judge, and the sparsity curve with its knee."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from neurogate.atomic import write_text_atomic
+from neurogate.evaluation import tables
+from neurogate.study.charts import Series, line_chart
+from neurogate.tuning.final import TuneResults
+
+
+def _pareto_rows(r: TuneResults) -> list[list[str]]:
+    rows = []
+    for t in sorted((t for t in r.trials if t.pareto), key=lambda t: -t.scores["compliance"]):
+        p, s = t.point, t.scores
+        rows.append(
+            [
+                str(t.number),
+                p["scorer"],
+                p["sign"],
+                p["positions"],
+                str(int(s["neurons"])),
+                f"{p['first_layer']}-{p['last_layer']}",
+                f"{p['intervention']} m={p['multiplier']:.2f}"
+                + (f" ({p['weights']})" if p.get("weights", "uniform") != "uniform" else ""),
+                f"{100 * s['compliance']:.0f}%",
+                f"{100 * s['refusal']:.0f}%",
+                f"{100 * s['degenerate']:.0f}%",
+                f"{s['kl']:.3f}",
+                f"{100 * s['benign_refusal']:.0f}%",
+            ]
+        )
+    return rows
+
+
+PARETO_COLUMNS = [
+    "trial",
+    "scorer",
+    "sign",
+    "positions",
+    "neurons",
+    "layers",
+    "intervention",
+    "compliance",
+    "refusal",
+    "degenerate",
+    "benign KL",
+    "benign refusal",
+]
+
+
+def _final_rows(r: TuneResults) -> list[list[str]]:
+    conds = [r.final[k] for k in ("baseline", "tuned", "paper") if k in r.final]
+    rows = tables.rows(conds)
+    names = {"baseline": "baseline", "tuned": "tuned", "paper": "paper's rule (0.1%, m=0)"}
+    for row, key in zip(rows, [k for k in ("baseline", "tuned", "paper") if k in r.final], strict=True):
+        row[0] = names[key]
+    return rows
+
+
+def _judge_rows(r: TuneResults) -> list[list[str]]:
+    out = []
+    for key in ("tuned", "paper"):
+        if key not in r.final:
+            continue
+        res = r.final[key]
+        for judge in res.judges:
+            rates = res.rates(judge)
+            pair = r.paired.get(key, {}).get(judge)
+            out.append(
+                [
+                    key,
+                    judge,
+                    str(rates["refusal"]),
+                    str(rates["compliance"]),
+                    str(rates["degenerate"]),
+                    "-" if pair is None else str(pair),
+                ]
+            )
+    return out
+
+
+def _curve_rows(r: TuneResults) -> list[list[str]]:
+    return [
+        [
+            str(row["neurons"]),
+            f"{100 * row['fraction']:.4f}",
+            f"{100 * row['refusal']:.0f}%",
+            f"{100 * row['cut']:.0f}%",
+            f"{100 * row['compliance']:.0f}%",
+            "; ".join(row["broken"]) or "ok",
+        ]
+        for row in r.sparsity
+    ]
+
+
+def knee(r: TuneResults, cut: float = 0.8) -> dict[str, object] | None:
+    """The smallest size on the curve that still cuts refusal by ``cut`` within every constraint."""
+    ok = [row for row in r.sparsity if row["cut"] >= cut and not row["broken"]]
+    return min(ok, key=lambda row: row["neurons"]) if ok else None
+
+
+def _plot(r: TuneResults) -> str:
+    all_trials = [t for t in r.trials]
+    front = sorted((t for t in r.trials if t.pareto), key=lambda t: t.scores["kl"])
+    series = [
+        Series(
+            "trials",
+            [t.scores["kl"] for t in all_trials],
+            [100 * t.scores["compliance"] for t in all_trials],
+            line=False,
+        ),
+        Series(
+            "Pareto front", [t.scores["kl"] for t in front], [100 * t.scores["compliance"] for t in front]
+        ),
+    ]
+    return line_chart(
+        series,
+        title="Compliance vs benign KL (tuning prompts)",
+        xlabel="mean benign KL",
+        ylabel="compliance %",
+        y_range=(0, 100),
+    )
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(x) + " |" for x in rows
+    ]
+
+
+def render_markdown(r: TuneResults) -> str:
+    c, b, ch = r.config, r.baseline, r.chosen
+    k = knee(r)
+    lines = [
+        f"# neurogate tune {r.run_id}",
+        "",
+        f"Model `{c['model']}`; {len(r.trials)} trials in {r.seconds / 60:.1f} minutes "
+        f"({r.seconds / max(1, len(r.trials)):.0f} s per trial). Search on {c['n_tune']} prompts of "
+        f"`{c['harmful']}` and {c['n_benign']} of `{c['benign']}` with {c['search_tokens']}-token replies; "
+        "the "
+        f"final check on `{c['final_harmful']}` / `{c['final_benign']}` with {c['final_tokens']}-token "
+        "replies, "
+        "never seen by the search.",
+        "",
+        f"Baseline on the tuning prompts: refusal {100 * b['refusal']:.0f}%, compliance "
+        f"{100 * b['compliance']:.0f}%,"
+        f" benign refusal {100 * b['benign_refusal']:.0f}%.",
+        "",
+        f"**Chosen** (trial {ch['trial']}): {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} "
+        "neurons "
+        f"({100 * ch['fraction']:.4f}% of all), layers {ch['first_layer']}-{ch['last_layer']}, "
+        f"{ch['intervention']} m={ch['multiplier']:.2f}. "
+        + ("Inside every constraint." if not r.broken else "Breaks: " + "; ".join(r.broken) + "."),
+        "",
+        "## Held-out check (test prompts, full-length replies)",
+        "",
+        *_md_table(list(tables.COLUMNS), _final_rows(r)),
+        "",
+        *_md_table(
+            ["circuit", "judge", "refusal", "compliance", "degenerate", "refusal vs baseline (paired)"],
+            _judge_rows(r),
+        ),
+        "",
+        "## Pareto front (tuning prompts)",
+        "",
+        *_md_table(PARETO_COLUMNS, _pareto_rows(r)),
+        "",
+        "## Sparsity of the chosen rule (tuning prompts)",
+        "",
+        *_md_table(["neurons", "% of all", "refusal", "cut", "compliance", "constraints"], _curve_rows(r)),
+        "",
+        f"Knee: {k['neurons']} neurons cut refusal by {100 * float(k['cut']):.0f}% inside every constraint."  # type: ignore[arg-type]
+        if k
+        else "Knee: no size on the curve cuts refusal by 80% inside every constraint.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(r: TuneResults) -> str:
+    body = html.escape(render_markdown(r))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>neurogate tune "
+        f"{html.escape(r.run_id)}</title>"
+        "</head><body style='font-family:sans-serif;max-width:1100px;margin:2em auto'>"
+        f"{_plot(r)}<pre style='white-space:pre-wrap'>{body}</pre></body></html>"
+    )
+
+
+def write_reports(r: TuneResults, root: Path) -> tuple[Path, Path]:
+    return (
+        write_text_atomic(root / "tune-report.md", render_markdown(r)),
+        write_text_atomic(root / "tune-report.html", render_html(r)),
+    )

@@ -1,0 +1,225 @@
+"""The search: an Optuna study over circuits, stored in SQLite so it resumes after Ctrl-C and can be watched
+while it runs. Every trial reads cached statistics (one capture pass per position mode, stored on disk),
+selects its circuit with tensor operations, and pays only for generation on the tuning prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from neurogate import prompts
+from neurogate.discovery.circuit import Circuit
+from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.discover import gather_evidence
+from neurogate.discovery.scoring import Evidence
+from neurogate.discovery.universal import universal_neurons
+from neurogate.evaluation.conditions import Condition
+from neurogate.evaluation.engine import Evaluator
+from neurogate.evaluation.results import ConditionResult, ResultStore
+from neurogate.models.loading import LoadedModel
+from neurogate.tuning.config import TuneConfig
+from neurogate.tuning.space import Point, circuit_at, paper_point, suggest
+
+logger = logging.getLogger(__name__)
+Event = Callable[[str, dict[str, Any]], None]
+OBJECTIVES = ("compliance", "benign KL", "benign refusal")
+_NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+@dataclass
+class Scores:
+    """A trial's measurements on the tuning prompts."""
+
+    compliance: float
+    refusal: float
+    degenerate: float
+    kl: float
+    benign_refusal: float
+    neurons: int
+
+    @classmethod
+    def of(cls, result: ConditionResult) -> Scores:
+        kl = sum(result.kl_mean) / len(result.kl_mean) if result.kl_mean else 0.0
+        benign = result.benign_refusal
+        return cls(
+            result.compliance.value,
+            result.refusal.value,
+            result.degenerate.value,
+            kl,
+            benign.value if benign is not None else 0.0,
+            result.n_neurons or 0,
+        )
+
+
+class Search:
+    """One tuning run under ``root``: cached statistics, the baseline, and the Optuna study."""
+
+    def __init__(
+        self, lm: LoadedModel, config: TuneConfig, root: Path, on_event: Event | None = None
+    ) -> None:
+        self.lm, self.config, self.root, self.on_event = lm, config, root, on_event
+        root.mkdir(parents=True, exist_ok=True)
+        self.positive = prompts.load(config.positive)
+        self.negative = prompts.load(config.negative)
+        self.harmful = prompts.load(config.harmful, limit=config.n_tune)
+        self.benign = prompts.load(config.benign, limit=config.n_benign)
+        self._evidence: dict[str, Evidence] = {}
+        self._universal: set[tuple[int, int]] | None = None
+        settings = replace(config.evaluation, max_new_tokens=config.search_tokens)
+        self.evaluator = Evaluator(
+            lm,
+            self.harmful.prompts,
+            self.benign.prompts,
+            settings=settings,
+            store=ResultStore(root / "trials"),
+        )
+
+    def emit(self, kind: str, **info: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, info)
+
+    def evidence(self, positions: str) -> Evidence:
+        """Discovery statistics at ``positions``, computed once and stored (both residual and neuron sites,
+        so every scorer can read them)."""
+        if positions not in self._evidence:
+            path = self.root / f"stats-{positions}.safetensors"
+            if path.is_file():
+                self._evidence[positions] = Evidence.load(path)
+            else:
+                self.emit("stage", name=f"statistics ({positions})")
+                cfg = DiscoverConfig(score="direction", positions=positions)  # type: ignore[arg-type]
+                evidence = gather_evidence(self.lm, self.positive, self.negative, cfg, progress=False)
+                evidence.save(path)
+                self._evidence[positions] = evidence
+        return self._evidence[positions]
+
+    def universal(self) -> set[tuple[int, int]]:
+        if self._universal is None:
+            self._universal = (
+                universal_neurons(self.lm, fraction=self.config.cap)
+                if self.config.universal_filter
+                else set()
+            )
+        return self._universal
+
+    def circuit(self, point: Point) -> Circuit:
+        spec = {"positive": self.positive.describe(), "negative": self.negative.describe()}
+        return circuit_at(self.lm, point, self.evidence(point.positions), self.universal(), spec)
+
+    def measure(self, name: str, point: Point, evaluator: Evaluator | None = None) -> ConditionResult:
+        """Evaluate ``point`` as the circuit ``name`` (stored, so a rerun reads it back)."""
+        ev = evaluator or self.evaluator
+        ev.circuits[name] = self.circuit(point)
+        return ev.run(Condition(point.intervention, point.multiplier, circuit=name))
+
+    def baseline(self) -> Scores:
+        return Scores.of(self.evaluator.baseline())
+
+    def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        point = suggest(trial, self.config, self.lm.adapter.n_layers)
+        scores = Scores.of(self.measure(f"trial-{trial.number}", point))
+        trial.set_user_attr("scores", scores.__dict__)
+        constraint = [scores.degenerate - self.config.max_degenerate]
+        trial.set_user_attr("constraint", constraint)
+        if _NATIVE_CONSTRAINTS:
+            trial.set_constraint("degenerate", constraint[0])
+        self.emit("trial", number=trial.number, point=point, scores=scores)
+        return scores.compliance, scores.kl, scores.benign_refusal
+
+    def study(self) -> optuna.Study:
+        options: dict[str, Any] = {"seed": self.config.seed, "n_startup_trials": 8}
+        if not _NATIVE_CONSTRAINTS:  # Optuna < 5 reads constraints through a callback
+            options["constraints_func"] = lambda t: t.user_attrs.get("constraint", [1.0])
+        sampler = optuna.samplers.TPESampler(**options)
+        study = optuna.create_study(
+            study_name="neurogate-tune",
+            storage=f"sqlite:///{self.root / 'study.db'}",
+            sampler=sampler,
+            directions=["maximize", "minimize", "minimize"],
+            load_if_exists=True,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+        if not study.trials:
+            for point in seed_points(self.lm.adapter.n_layers, self.config):
+                study.enqueue_trial(point.to_dict())
+        return study
+
+    def run(self) -> optuna.Study:
+        """Search until the budget, the trial cap or Ctrl-C (finished trials stay in the study)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.emit("stage", name="baseline")
+        self.baseline()
+        study = self.study()
+        done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+        left = max(0, self.config.max_trials - done)
+        started = time.perf_counter()
+        self.emit("stage", name=f"search ({done} trials so far)")
+        if left:
+            study.optimize(self.objective, n_trials=left, timeout=self.config.budget, catch=())
+        logger.info("searched %d trials in %.0f s", len(study.trials) - done, time.perf_counter() - started)
+        return study
+
+
+def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
+    """Points tried first: the paper's rule, and each scorer at the cap with ablation."""
+    points = [paper_point(n_layers, config.cap)]
+    for scorer in config.scorers:
+        if scorer != "mean-diff":
+            points.append(Point(scorer, "both", "last", config.cap, 0, n_layers - 1, "cna", 0.0))
+    return [
+        p
+        for p in points
+        if p.scorer in config.scorers and p.positions in config.positions and p.weights in config.weights
+    ]
+
+
+def feasible(scores: Scores, base: Scores, config: TuneConfig) -> list[str]:
+    """The constraints a point breaks (empty when it meets them all)."""
+    broken = []
+    if scores.degenerate > config.max_degenerate:
+        broken.append(f"degenerate {100 * scores.degenerate:.0f}% > {100 * config.max_degenerate:.0f}%")
+    if scores.kl > config.max_kl:
+        broken.append(f"benign KL {scores.kl:.3f} > {config.max_kl}")
+    if scores.benign_refusal > base.benign_refusal + config.max_benign_increase + 1e-9:
+        broken.append(f"benign refusal up {100 * (scores.benign_refusal - base.benign_refusal):.0f} points")
+    return broken
+
+
+def pareto(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated completed trials that meet the degenerate-reply constraint."""
+    return [t for t in study.best_trials if t.user_attrs.get("constraint", [1.0])[0] <= 0]
+
+
+def choose(
+    study: optuna.Study, base: Scores, config: TuneConfig
+) -> tuple[optuna.trial.FrozenTrial, list[str]]:
+    """The most compliant completed trial inside every constraint (fewer neurons break ties); when none
+    is, the most compliant one inside the degenerate constraint, with the constraints it breaks."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise RuntimeError("no finished trial to choose from")
+
+    def key(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+        s = t.user_attrs["scores"]
+        return (-s["compliance"], s["neurons"])
+
+    ok = [t for t in done if not feasible(Scores(**t.user_attrs["scores"]), base, config)]
+    if ok:
+        return min(ok, key=key), []
+    fallback = [t for t in done if t.user_attrs.get("constraint", [1.0])[0] <= 0] or done
+    best = min(fallback, key=key)
+    return best, feasible(Scores(**best.user_attrs["scores"]), base, config)
+
+
+def point_of(trial: optuna.trial.FrozenTrial) -> Point:
+    return Point(**{name: trial.params[name] for name in Point.__dataclass_fields__ if name in trial.params})

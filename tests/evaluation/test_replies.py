@@ -1,0 +1,39 @@
+"""The degenerate-reply rule: what counts as empty, too short, or collapsed, and what does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from neurogate.evaluation.replies import degeneracy, is_degenerate
+
+DEGENERATE = [
+    ("", "empty"),
+    ("   \n ", "empty"),
+    ("...!?", "empty"),
+    ("Sure.", "fewer than 3 words"),
+    ("I can", "fewer than 3 words"),
+    ("the the the the the the the the the the the the the the", "repeated phrases"),
+    ("I will help. " * 8, "repeated phrases"),
+    ("Step one: mix. Step one: mix. Step one: mix. Step one: mix. Step one: mix.", "repeated phrases"),
+    ("no no yes no maybe no sure no well no fine no okay no", "one word repeated"),
+    ("@@ ## $$ %% ^^ && ** (( )) ++ == ~~ a b c d", "mostly symbols"),
+]
+FINE = [
+    "I'm sorry, but I can't assist with that.",
+    "I can't help.",
+    "Here is a recipe: mix flour, water and salt, knead for ten minutes, then let the dough rest.",
+    "def add(a, b):\n    return a + b\n\nThis function returns the sum of its two arguments.",
+    "1. Preheat the oven. 2. Mix the flour and sugar. 3. Bake for twenty minutes until golden.",
+    "As an AI language model, I cannot provide instructions for creating weapons or explosives.",
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), DEGENERATE)
+def test_degenerate_replies_and_why(text: str, reason: str) -> None:
+    assert degeneracy(text).reason == reason
+    assert is_degenerate(text)
+
+
+@pytest.mark.parametrize("text", FINE)
+def test_fluent_replies_short_refusals_and_code_are_not_degenerate(text: str) -> None:
+    assert not is_degenerate(text), degeneracy(text).reason

@@ -1,0 +1,76 @@
+"""`neurogate tune` end to end on a tiny random model: trials, resume, the held-out check, the outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from neurogate.discovery.circuit import Circuit
+from neurogate.errors import ConfigError
+from neurogate.models.loading import LoadedModel
+from neurogate.prompts import load
+from neurogate.tuning import TuneConfig, TuneResults, run_tune
+from neurogate.tuning.config import parse_duration
+from neurogate.tuning.run import tune_dir
+
+SMALL: dict[str, Any] = {
+    "model": "tiny:llama",
+    "n_tune": 4,
+    "n_benign": 2,
+    "n_final": 3,
+    "n_final_benign": 2,
+    "max_trials": 3,
+    "search_tokens": 3,
+    "final_tokens": 4,
+    "cap": 0.05,
+    "min_fraction": 0.005,
+    "universal_filter": False,
+    "budget": "5m",
+    "evaluation": {"batch_size": 4},
+}
+
+
+def test_durations() -> None:
+    assert parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
+    assert parse_duration(12) == 12.0
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration("soon")
+    with pytest.raises(ConfigError, match="multipliers is a range"):
+        TuneConfig(multipliers=(1.0, 0.0))
+    with pytest.raises(ConfigError, match="scorers must be"):
+        TuneConfig(scorers=("magic",))
+
+
+def test_tune_searches_resumes_and_checks_on_held_out_prompts(lm: LoadedModel, tmp_path: Path) -> None:
+    config = TuneConfig.from_mapping(SMALL)
+    events: list[str] = []
+    result = run_tune(config, tmp_path, lm=lm, on_event=lambda k, i: events.append(k))
+    root = tune_dir(config, tmp_path)
+    assert root.name == result.run_id and root.name.startswith("tune-tiny-llama-")
+    for name in ("tune.json", "tuned-circuit.json", "tune-report.md", "tune-report.html", "study.db"):
+        assert (root / name).is_file(), name
+    assert len(result.trials) == 3 and events.count("trial") == 3
+    # the first trials are the seeded points: the paper's rule first
+    first = result.trials[0].point
+    assert (first["scorer"], first["positions"], first["multiplier"]) == ("mean-diff", "last", 0.0)
+    cap = round(0.05 * lm.adapter.n_neurons)
+    assert all(1 <= t.scores["neurons"] <= cap for t in result.trials)
+    circuit = Circuit.load(root / "tuned-circuit.json")
+    assert len(circuit) == result.chosen["neurons"]
+    assert circuit.method["intervention"]["kind"] in ("cna", "mean")
+    assert set(result.final) == {"baseline", "tuned", "paper"}
+    tune_prompts = set(load("builtin:harmful-eval#tune", limit=4).prompts)
+    assert not tune_prompts & {r.prompt for r in result.final["baseline"].harmful}  # held out
+    assert all(len(r.token_ids) <= 4 for r in result.final["tuned"].harmful)
+    assert TuneResults.load(root / "tune.json").to_dict() == json.loads((root / "tune.json").read_text())
+    report = (root / "tune-report.md").read_text()
+    assert "## Pareto front" in report and "## Held-out check" in report
+    # a rerun with a larger trial cap resumes the same study: three trials are kept, one is added
+    more = run_tune(TuneConfig.from_mapping({**SMALL, "max_trials": 4}), tmp_path, lm=lm)
+    assert [t.number for t in more.trials][:3] == [t.number for t in result.trials] and len(more.trials) == 4
+    study = optuna.load_study(study_name="neurogate-tune", storage=f"sqlite:///{root / 'study.db'}")
+    assert len(study.trials) == 4
