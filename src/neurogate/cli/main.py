@@ -12,12 +12,13 @@ import sys
 from neurogate.cli import info, models  # Models
 from neurogate.cli import discover, steer, chat, export  # Find and steer a circuit
 from neurogate.cli import study, sweep, tune, experiments  # Evaluate
+from neurogate.cli import ui  # Explore
 
 # isort: on
 from neurogate.cli.app import app, err_console
 from neurogate.errors import NeurogateError
 
-COMMAND_MODULES = (info, models, discover, steer, chat, export, study, sweep, tune, experiments)
+COMMAND_MODULES = (info, models, discover, steer, chat, export, study, sweep, tune, experiments, ui)
 
 
 def main() -> None:

@@ -20,11 +20,14 @@ from neurogate import prompts as prompt_sets
 from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.profiles import profiles, record
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
+from neurogate.discovery.stats import PromptExtremes
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
 from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models.loading import LoadedModel
+from neurogate.models.sites import NEURONS
 from neurogate.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
@@ -51,10 +54,19 @@ def resolve_prompts(prompts: PromptsLike, side: str) -> PromptSet:
 def gather_evidence(
     lm: LoadedModel, positive: PromptSet, negative: PromptSet, config: DiscoverConfig, progress: bool = True
 ) -> Evidence:
-    """One capture pass over both sets, recording every site kind the config's scorer reads."""
-    needs = get_scorer(config.score).needs
-    pos, neg = collect_stats_many(lm, [positive.prompts, negative.prompts], needs, config.capture(progress))
-    return Evidence(pos, neg)
+    """One capture pass over both sets, recording every site kind the config's scorer reads, and each
+    neuron's highest and lowest prompts (for the circuit's per-neuron profiles)."""
+    needs = tuple(dict.fromkeys((*get_scorer(config.score).needs, NEURONS)))
+    n_pos = len(positive.prompts)
+    extremes = PromptExtremes()
+
+    def track(rows: list[tuple[int, int]], values: dict[str, torch.Tensor]) -> None:
+        extremes.update(values[NEURONS], [i + n_pos * side for side, i in rows])
+
+    pos, neg = collect_stats_many(
+        lm, [positive.prompts, negative.prompts], needs, config.capture(progress), on_batch=track
+    )
+    return Evidence(pos, neg, extremes)
 
 
 def discover(
@@ -97,7 +109,8 @@ def discover(
             options=cfg.capture(progress),
         )
     chosen = select_top(scores, top_k=k, exclude_layers=layers, exclude=universal) if universal else plain
-    removed = sum(1 for n in plain if n in universal)
+    skipped = [n for n in plain if n in universal]
+    removed = len(skipped)
     method = {
         "name": "contrastive-neuron-attribution",
         **cfg.to_dict(),
@@ -107,11 +120,19 @@ def discover(
         "universal_total": len(universal),
         "site": SITE,
     }
+    neurons, texts = profiles(
+        _neurons(chosen, scores, diff, evidence),
+        evidence.extremes,
+        (evidence.positive[NEURONS], evidence.negative[NEURONS]),
+        (pos_set.prompts, neg_set.prompts),
+        universal if cfg.universal_filter else None,
+    )
     circuit = Circuit(
-        neurons=_neurons(chosen, scores, diff, evidence),
+        neurons=neurons,
         model={"spec": lm.spec, "shape": lm.shape},
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
+        record=record(texts, skipped, scores),
     ).weighted(cfg.weights)
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
