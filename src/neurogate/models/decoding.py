@@ -1,11 +1,11 @@
 """How :func:`neurogate.models.generation.generate` decodes: eager with a growing cache, or compiled.
 
-On CUDA, decoding is bound by per-step launch latency, not arithmetic: a static key/value cache lets
-transformers compile the decoding step with ``torch.compile`` (CUDA graphs, ``mode="reduce-overhead"``),
-which replays a whole step as one graph. A compiled step only runs the hooks it was traced with, so the
-compiled engine is used only when the model carries no hooks but neurogate's neuron gains
-(:mod:`neurogate.models.gains`): neuron steering then changes gain values, never the graph. A model with
-any other hook (residual-stream steering, a user's hook) decodes eagerly for that call.
+On CUDA, decoding a model of a few billion parameters is bound by per-step launch latency, not arithmetic:
+a static key/value cache lets transformers compile the decoding step with ``torch.compile`` (CUDA graphs,
+``mode="reduce-overhead"``), which replays a whole step as one graph. A compiled step only runs the hooks
+it was traced with, so the compiled engine is used only when the model carries no hooks but neurogate's
+neuron gains (:mod:`neurogate.models.gains`): neuron steering then changes gain values, never the graph. A
+model with any other hook (residual-stream steering, a user's hook) decodes eagerly for that call.
 
 On CPU the static cache measured no faster than the growing one (``bench/gpu.py --device cpu``), so CPU
 decoding stays eager. ``NEUROGATE_COMPILE`` = ``auto`` (default: compile on CUDA for jobs of at least
