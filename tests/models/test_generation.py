@@ -11,7 +11,7 @@ import torch
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
 from neurogate.models import generation
-from neurogate.models.generation import Generation, auto_batch_size, generate, stop_token_ids
+from neurogate.models.generation import Generation, generate, stop_token_ids
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.steering.registry import make
@@ -80,25 +80,19 @@ def test_sampling_is_seeded(lm: LoadedModel) -> None:
     assert ids_of(a) == ids_of(b) != ids_of(c)
 
 
-def test_auto_batch_size_is_probed_once_and_remembered(
-    lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    real = generation._decode_rate
-
-    def counting(lm_: LoadedModel, batch: int, length: int, steps: int = 3) -> float:
-        calls.append(batch)
-        return real(lm_, batch, length, steps)
-
-    monkeypatch.setattr(generation, "_decode_rate", counting)
-    monkeypatch.setattr(generation, "_AUTO_BATCH", {})
-    size = auto_batch_size(lm, 20, 8, 100)
-    assert size in generation.CPU_BATCH_CANDIDATES and calls
-    probes = len(calls)
-    assert auto_batch_size(lm, 21, 8, 3) == min(size, 3)  # same bucket: cached, capped by the prompt count
-    assert len(calls) == probes
+def test_auto_batch_size_gives_the_same_replies_as_one_at_a_time(lm: LoadedModel) -> None:
     auto = generate(lm, PROMPTS, max_new_tokens=6)
     assert ids_of(auto) == ids_of(generate(lm, PROMPTS, max_new_tokens=6, batch_size=1))
+
+
+def test_batches_are_even_and_sorted_by_length() -> None:
+    seqs = [[1] * n for n in (5, 1, 4, 2, 3, 9, 7)]
+    batches = generation._batches(seqs, 3)
+    assert [len(b) for b in batches] == [2, 3, 2]  # 7 rows at most 3 a batch: 3 batches, evenly filled
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(7))
+    assert [len(seqs[i]) for i in flat] == sorted(len(s) for s in seqs)
+    assert generation._batches(seqs, 100) == [flat]
 
 
 def test_no_chat_template_uses_raw_text() -> None:
