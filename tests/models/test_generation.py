@@ -126,3 +126,48 @@ def test_zoo_model_batched_equals_one_at_a_time_float32(zoo_lm: LoadedModel) -> 
         assert ids_of(batched) == ids_of(single)
         assert all(g.text for g in batched)
     assert torch.is_grad_enabled()
+
+
+def _staggered_stops(rows: list[list[int]]) -> list[int]:
+    """Two tokens that, taken as end-of-turn tokens, end the unsteered rows at the most distinct steps."""
+
+    def ends(stops: set[int]) -> list[int]:
+        return [next((i for i, t in enumerate(r) if t in stops), len(r)) for r in rows]
+
+    tokens = sorted({t for r in rows for t in r})
+    pairs = [(a, b) for i, a in enumerate(tokens) for b in tokens[i + 1 :]]
+    return list(max(pairs, key=lambda ab: (len(set(ends(set(ab)))), ab)))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "phi3", "gpt_neox"])
+def test_dropping_finished_rows_matches_transformers_generate(family: str) -> None:
+    """Greedy decoding that drops finished rows (and their cache entries) gives transformers' tokens, with
+    rows ending at different steps, with and without steering."""
+    from neurogate.models.inputs import encode, left_padded
+    from neurogate.models.ragged import ragged_greedy
+
+    lm = tiny_lm(family)
+    seqs = encode(lm, PROMPTS)
+    free = generate(lm, PROMPTS, max_new_tokens=16, batch_size=5, stop_at_eos=False)
+    stops = _staggered_stops([g.token_ids for g in free])
+    circuit = make_circuit(lm, [(0, 1), (1, 2), (2, 3), (2, 50)])
+    for iv in (None, make("cna", lm, circuit, 0.0)):
+        with iv if iv is not None else torch.no_grad():
+            ours = ragged_greedy(lm, seqs, 16, stops)
+            batch = left_padded(lm, seqs)
+            with torch.no_grad():
+                out = lm.model.generate(
+                    batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    max_new_tokens=16,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=0,
+                )
+        theirs = []
+        for row in out[:, batch.input_ids.shape[1] :].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), None)
+            theirs.append(row if cut is None else row[: cut + 1])
+        assert ours == theirs
+        lengths = {len(r) for r in ours}
+        assert len(lengths) >= 2 and min(lengths) < 16  # rows really left the batch at different steps

@@ -24,6 +24,7 @@ from neurogate.models.decoding import CACHE_STEP, Engine, choose_engine, prepare
 from neurogate.models.hooks import Attachable
 from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_id
 from neurogate.models.loading import LoadedModel
+from neurogate.models.ragged import ragged_greedy
 from neurogate.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ def _decode(
     rows = list(seqs) + [seqs[0]] * (engine.batch_rows(len(seqs)) - len(seqs))
     batch = left_padded(lm, rows)
     try:
+        if _ragged(options, engine):
+            return ragged_greedy(lm, seqs, options["max_new_tokens"], options["eos_token_id"])
         with torch.no_grad():
             out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
     except torch.cuda.OutOfMemoryError:
@@ -167,6 +170,12 @@ def _decode(
         logger.warning("out of GPU memory at %d rows; retrying as %d + %d", len(seqs), half, len(seqs) - half)
         return _decode(lm, seqs[:half], options, engine) + _decode(lm, seqs[half:], options, engine)
     return out[: len(seqs), batch.input_ids.shape[1] :].tolist()
+
+
+def _ragged(options: dict[str, Any], engine: Engine) -> bool:
+    """Greedy eager decoding that stops at end of turn drops finished rows (:mod:`neurogate.models.ragged`);
+    sampling, forced lengths and the compiled engine go through ``model.generate``."""
+    return not engine.compiled and not options["do_sample"] and "min_new_tokens" not in options
 
 
 def check_sampling(max_new_tokens: int, greedy: bool, temperature: float, top_p: float) -> None:
