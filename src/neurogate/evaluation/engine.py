@@ -284,8 +284,9 @@ class Evaluator:
             self.replies(self.harmful, gens),
             self.replies(benign_prompts, benign_gens, nll=False),
         )
+        # KL reads the baseline's benign replies (teacher-forced), so it needs no benign generation here
         kl_first, kl_mean = ([0.0] * len(benign), [0.0] * len(benign)) if steering is None else ([], [])
-        if steering is not None and need_benign:
+        if steering is not None and self.benign:
             kl_first, kl_mean = self._kl(steering)
         tokens = sum(len(r.token_ids) for r in (*harmful, *benign))
         scale = cond.scale
@@ -305,7 +306,7 @@ class Evaluator:
             benign=benign,
             kl_first=kl_first,
             kl_mean=kl_mean,
-            corpus_nll=self._corpus(steering) if need_benign else [],
+            corpus_nll=self._corpus(steering),
         )
 
     def _n_neurons(self, cond: Condition) -> int | None:
