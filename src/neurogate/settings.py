@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from neurogate.errors import ConfigError
@@ -113,3 +114,12 @@ def digest(parts: Any, length: int = 12) -> str:
     data = _plain(asdict(parts)) if is_dataclass(parts) and not isinstance(parts, type) else parts
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def file_digest(path: str | Path) -> str:
+    """The sha256 of a file's bytes (for run ids that must change when an input file changes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

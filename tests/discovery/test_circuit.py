@@ -146,3 +146,33 @@ def test_loader_rejects_binary_and_unreadable_files(tmp_path: Path) -> None:
     folder.mkdir()
     with pytest.raises(CircuitError, match="is a directory"):
         Circuit.load(folder)
+
+
+def test_proportional_weights_scale_each_neurons_share() -> None:
+    c = _circuit().weighted("proportional")
+    assert [n.weight for n in c.neurons] == [1.0, 2.0 / 3.0, 1.0 / 3.0]
+    assert c.method["weights"] == "proportional"
+    # factor = 1 + weight * (m - 1): the top neuron takes m, the others move part of the way
+    assert c.factors(0.0) == pytest.approx([0.0, 1.0 / 3.0, 2.0 / 3.0])
+    assert c.factors(-2.0) == pytest.approx([-2.0, -1.0, 0.0])
+    assert c.factors(1.0) == [1.0, 1.0, 1.0]
+    # mean-ablation moves each neuron toward its mean by its own factor
+    scales = c.scales(0.0, toward="mean")
+    offset = scales[0].offset
+    assert offset is not None and offset.tolist() == pytest.approx([(1 - 1 / 3) * 2.5])
+    assert c.weighted("uniform").factors(0.0) == [0.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="weights must be one of"):
+        c.weighted("linear")
+
+
+def test_weights_round_trip_and_older_files_default_to_one(tmp_path: Path) -> None:
+    c = _circuit().weighted("proportional")
+    loaded = Circuit.load(c.save(tmp_path / "w.json"))
+    assert [n.weight for n in loaded.neurons] == [n.weight for n in c.neurons]
+    data = c.to_dict()
+    for raw in data["neurons"]:
+        del raw["weight"]
+    assert all(n.weight == 1.0 for n in Circuit.from_dict(data).neurons)
+    data["neurons"][0]["weight"] = "heavy"
+    with pytest.raises(CircuitError, match="'weight' must be a finite number"):
+        Circuit.from_dict(data)

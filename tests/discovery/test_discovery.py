@@ -215,6 +215,13 @@ def test_discovery_is_deterministic_and_round_trips(lm: LoadedModel, tmp_path: P
     loaded.check_model(lm)
     with pytest.raises(CircuitError, match="does not fit"):
         loaded.check_model(tiny_lm("gpt2"))
+    weighted = discover(
+        lm, POSITIVE, NEGATIVE, top_k=5, universal_filter=False, progress=False, weights="proportional"
+    )
+    assert [(n.layer, n.index) for n in weighted.neurons] == [(n.layer, n.index) for n in first.neurons]
+    top = max(abs(n.score) for n in first.neurons)
+    assert [n.weight for n in weighted.neurons] == pytest.approx([abs(n.score) / top for n in first.neurons])
+    assert weighted.method["weights"] == "proportional" and first.method["weights"] == "uniform"
 
 
 def test_bad_prompt_input_is_a_clear_error(lm: LoadedModel, tmp_path: Path) -> None:
@@ -300,6 +307,16 @@ def test_cli_discover_writes_a_circuit(tmp_path: Path) -> None:
     assert len(circuit) == 4 and all(n.layer != 0 for n in circuit.neurons)
     assert circuit.prompts["positive"]["count"] == len(POSITIVE)
     assert "saved" in result.output and "neurons" in result.output
+    chosen = ["--sign", "positive", "--positions", "post-mean", "--weights", "proportional"]
+    result = CliRunner().invoke(app, [*args, *chosen])
+    assert result.exit_code == 0, result.output
+    method = Circuit.load(out).method
+    assert (method["sign"], method["positions"], method["weights"]) == (
+        "positive",
+        "post-mean",
+        "proportional",
+    )
+    assert all(n.diff > 0 for n in Circuit.load(out).neurons)
 
 
 def test_cli_errors_exit_2_with_a_message(
@@ -312,6 +329,8 @@ def test_cli_errors_exit_2_with_a_message(
         ["--positive", str(tmp_path / "nope.txt")],
         ["--top-k", "2", "--fraction", "0.1"],
         ["--exclude-layers", "a,b"],
+        ["--weights", "linear"],
+        ["--positions", "first"],
     ):
         monkeypatch.setattr(
             sys,

@@ -64,3 +64,27 @@ def test_mean_sets_each_neuron_to_its_mean_at_m0(lm: LoadedModel) -> None:
     base = _logits(lm)
     with make("mean", lm, circuit, 1.0):
         torch.testing.assert_close(_logits(lm), base)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_weighted_circuit_folds_exactly(family: str) -> None:
+    """Per-neuron shares of the intervention (proportional weights) fold exactly, toward zero and mean."""
+    lm = tiny_lm(family)
+    raw = _circuit(lm)
+    scored = Circuit(
+        neurons=[
+            Neuron(n.layer, n.index, float(k + 1), 1.0, 2.0, n.mean_neg) for k, n in enumerate(raw.neurons)
+        ],
+        model=raw.model,
+    )
+    circuit = scored.weighted("proportional")
+    assert len({n.weight for n in circuit.neurons}) == len(circuit)
+    for toward in ("zero", "mean"):
+        with circuit.apply(lm, 0.0, toward=toward):  # type: ignore[arg-type]
+            hooked = _logits(lm)
+        with fold(lm, circuit, 0.0, toward=toward):  # type: ignore[arg-type]
+            folded = _logits(lm)
+        torch.testing.assert_close(folded, hooked, atol=1e-4, rtol=1e-4)
+        with scored.apply(lm, 0.0, toward=toward):  # type: ignore[arg-type]
+            uniform = _logits(lm)
+        assert (uniform - hooked).abs().max() > 1e-4  # the weights changed what was applied

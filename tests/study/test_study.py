@@ -471,3 +471,52 @@ def test_study_on_the_smallest_zoo_model(zoo_lm: LoadedModel, tmp_path: Path) ->
     assert sum(per_layer.values()) == result.circuit.n_neurons
     assert result.circuit.late_share == pytest.approx(_late_share(per_layer, zoo_lm.adapter.n_layers))
     assert (tmp_path / result.run_id / "report.html").is_file()
+
+
+def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path, tmp_path: Path) -> None:
+    """`run --circuit FILE` evaluates the file's circuit beside the discovered one, keys the run on the
+    file's content, and `report RUN_DIR` rewrites the report from results.json alone."""
+    from neurogate.cli.main import app
+    from neurogate.discovery.circuit import Circuit
+
+    small = {"methods": ["cna"], "sparsity": [], "random_seeds": [0], "controls": [], "examples": 1}
+    settings = {
+        **{k: v for k, v in TINY.items() if k not in ("model", "corpus")},
+        **small,
+        "dtype": "float32",
+        "device": "cpu",
+    }
+    (tmp_path / "s.toml").write_text(_toml(settings))
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    base = ["run", "--model", str(tiny_dir), "--out", str(out), "--config", str(tmp_path / "s.toml"), "-q"]
+    assert runner.invoke(app, base).exit_code == 0
+    (first,) = out.iterdir()
+    found = Circuit.load(first / "circuit.json")
+    tuned = found.top(max(1, len(found) // 2))
+    tuned.method["intervention"] = {"kind": "mean", "multiplier": 0.5}
+    tuned.save(tmp_path / "tuned.json")
+    result = runner.invoke(app, [*base, "--circuit", str(tmp_path / "tuned.json")])
+    assert result.exit_code == 0, result.output
+    (second,) = [p for p in out.iterdir() if p != first]  # a new run: the file is part of the run id
+    results = StudyResults.load(second / "results.json")
+    (given,) = results.given_circuits
+    assert (given.name, given.key) == ("tuned", "mean-m0.5@tuned")
+    assert given.intervention == {"kind": "mean", "multiplier": 0.5}
+    assert given.summary.n_neurons == len(tuned)
+    cond = results.conditions[given.key]
+    assert cond.n_neurons == len(tuned) and cond.kind == "mean"
+    assert given.vs_circuit.n == len(cond.harmful)
+    assert "## Given circuits" in (second / "report.md").read_text()
+    # changing the file's content makes another run
+    tuned.method["intervention"] = {"kind": "cna", "multiplier": 0.0}
+    tuned.save(tmp_path / "tuned.json")
+    assert runner.invoke(app, [*base, "--circuit", str(tmp_path / "tuned.json")]).exit_code == 0
+    assert len(list(out.iterdir())) == 3
+    # the report is rewritten from results.json alone
+    (second / "report.md").unlink()
+    result = runner.invoke(app, ["report", str(second)])
+    assert result.exit_code == 0, result.output
+    assert "## Given circuits" in (second / "report.md").read_text()
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code != 0 and "no results.json" in str(result.exception)

@@ -70,6 +70,30 @@ def discover(
         str,
         typer.Option("--score", help="Scorer: " + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items())),
     ] = "mean-diff",
+    sign: Annotated[
+        str,
+        typer.Option(
+            "--sign",
+            help="both: rank by the score's size; positive/negative: only neurons higher on the "
+            "positive/negative prompts.",
+        ),
+    ] = "both",
+    positions: Annotated[
+        str,
+        typer.Option(
+            "--positions",
+            help="Prompt tokens read: last (the paper), post-mean or post-max (the chat template's "
+            "tokens after the user's message, averaged or maxed).",
+        ),
+    ] = "last",
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="uniform: every neuron takes the multiplier; proportional: each in proportion to its "
+            "score (the top neuron takes m).",
+        ),
+    ] = "uniform",
     no_universal_filter: Annotated[
         bool, typer.Option("--no-universal-filter", help="Keep neurons that fire for every contrast.")
     ] = False,
@@ -102,6 +126,9 @@ def discover(
         fraction=fraction,
         top_k=top_k,
         score=score,
+        sign=sign,  # type: ignore[arg-type]  # validated by DiscoverConfig
+        positions=positions,  # type: ignore[arg-type]
+        weights=weights,
         exclude_layers=parse_layers(exclude_layers),
         universal_filter=not no_universal_filter,
         universal_threshold=universal_threshold,

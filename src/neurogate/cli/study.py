@@ -11,8 +11,11 @@ import typer
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.errors import NeurogateError
 from neurogate.study.config import StudyConfig
 from neurogate.study.pipeline import Study
+from neurogate.study.report import write_reports
+from neurogate.study.results import StudyResults
 
 RUNS = Path("runs")
 
@@ -45,6 +48,15 @@ def run(
     n_benign: opts.NBenignOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length.")] = None,
     judge: opts.JudgeOpt = None,
+    circuit: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--circuit",
+            "-c",
+            help="A circuit file (e.g. tuned-circuit.json from `neurogate tune`) to evaluate at the "
+            "intervention it records, beside the discovered circuit. Repeatable.",
+        ),
+    ] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -66,6 +78,7 @@ def run(
             "model": model if model != cli.DEFAULT_SPEC or config is None else None,
             "prompts": prompt_sets or None,
             "evaluation": evaluation or None,
+            "circuits": [str(c) for c in circuit] if circuit else None,
             "dtype": dtype if dtype != "auto" else None,
             "device": device if device != "auto" else None,
         },
@@ -100,3 +113,20 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
                 )
 
         yield on_event
+
+
+@cli.app.command(rich_help_panel=cli.EVAL)
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holding results.json) or the file itself.")],
+) -> None:
+    """Write report.md and report.html again from a finished run's results.json (no model is loaded).
+
+    Example: neurogate report runs/qwen2.5-coder-1.5b-instruct-1a2b3c4d5e
+    """
+    path = run_dir / "results.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise NeurogateError(
+            f"no results.json at {path}; give a folder written by `neurogate run` (a finished run)"
+        )
+    md, html = write_reports(StudyResults.load(path), path.parent)
+    cli.console.print(f"[green]wrote[/] {html} and {md}")

@@ -49,9 +49,15 @@ Toward = Literal["zero", "mean"]
 """What ``m = 0`` sets a neuron to: zero (ablation), or its mean on the negative prompts (mean-ablation)."""
 
 
+WEIGHTINGS = ("uniform", "proportional")
+"""How much of the intervention each neuron takes: all alike, or in proportion to its score's size."""
+
+
 @dataclass(frozen=True)
 class Neuron:
-    """One selected neuron: its place, its score, the signed difference and each side's mean."""
+    """One selected neuron: its place, its score, the signed difference and each side's mean.
+    ``weight``: the share of the intervention it takes (its factor is ``1 + weight * (m - 1)``; 1 for
+    every neuron unless the circuit was weighted, see :meth:`Circuit.weighted`)."""
 
     layer: int
     index: int
@@ -59,6 +65,7 @@ class Neuron:
     diff: float
     mean_pos: float
     mean_neg: float
+    weight: float = 1.0
 
 
 _NEURON_TYPES: dict[str, tuple[type, ...]] = {
@@ -214,7 +221,10 @@ class Circuit:
                 value = raw.get(name)
                 if isinstance(value, bool) or not isinstance(value, types):
                     raise bad(f"neuron {i} field {name!r} must be {' or '.join(t.__name__ for t in types)}")
-            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES})
+            weight = raw.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise bad(f"neuron {i} field 'weight' must be a finite number")
+            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES}, weight=float(weight))
             if not (0 <= n.layer < fp["n_layers"] and 0 <= n.index < fp["d_mlp"]):
                 raise bad(f"neuron {i} (layer {n.layer}, index {n.index}) is outside the model's shape")
             if (n.layer, n.index) in seen:
@@ -254,7 +264,8 @@ class Circuit:
     # -- steering ---------------------------------------------------------------------------------------
 
     def factors(self, multiplier: Multiplier) -> list[float]:
-        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form."""
+        """One finite factor per neuron, in ``neurons`` order, from any :data:`Multiplier` form, with each
+        neuron's weight applied (``1 + weight * (m - 1)``)."""
         n = len(self)
         if isinstance(multiplier, torch.Tensor):
             if multiplier.dim() != 1 or multiplier.numel() != n:
@@ -282,7 +293,20 @@ class Circuit:
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise ConfigError(f"multipliers must be finite numbers, got {bad[0]}")
-        return values
+        return [1.0 + nr.weight * (m - 1.0) for nr, m in zip(self.neurons, values, strict=True)]
+
+    def weighted(self, rule: str) -> Circuit:
+        """The same neurons with each one's share of the intervention set by ``rule``: ``uniform`` (all
+        take ``m``) or ``proportional`` (``|score| / max |score|``, so the top neuron takes ``m`` and a
+        neuron with half its score moves half as far). Folding and export use the same factors."""
+        if rule not in WEIGHTINGS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {rule!r}")
+        top = max((abs(n.score) for n in self.neurons), default=0.0)
+        if rule == "uniform" or top == 0.0:
+            neurons = [replace(n, weight=1.0) for n in self.neurons]
+        else:
+            neurons = [replace(n, weight=abs(n.score) / top) for n in self.neurons]
+        return replace(self, neurons=neurons, method={**self.method, "weights": rule})
 
     def scales(self, multiplier: Multiplier, toward: Toward = "zero") -> dict[int, LayerScale]:
         """The multiplier resolved into one :class:`LayerScale` per layer of the circuit. With

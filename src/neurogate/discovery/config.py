@@ -8,6 +8,7 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.discovery.capture import CaptureOptions, Positions
+from neurogate.discovery.circuit import WEIGHTINGS
 from neurogate.discovery.scoring import SIGNS, Sign, get_scorer
 from neurogate.discovery.selection import DEFAULT_FRACTION, top_count
 from neurogate.errors import ConfigError
@@ -27,6 +28,8 @@ class DiscoverConfig:
     end).
     ``universal_filter``/``universal_threshold``: skip neurons in the top ``fraction`` of at least that share
     of the battery's unrelated contrasts. ``chat``/``system_prompt``: how prompts are formatted.
+    ``weights``: how much of the intervention each neuron takes (``uniform``, the paper; ``proportional``
+    to the size of its score, see :meth:`Circuit.weighted`).
     """
 
     fraction: float | None = None
@@ -40,6 +43,7 @@ class DiscoverConfig:
     batch_size: BatchSize = "auto"
     system_prompt: str | None = None
     chat: bool = True
+    weights: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.fraction is not None and self.top_k is not None:
@@ -59,6 +63,8 @@ class DiscoverConfig:
         object.__setattr__(self, "exclude_layers", layers)
         settings.number("universal_threshold", self.universal_threshold, low=0.0, high=1.0, low_open=True)
         check_batch_size(self.batch_size)
+        if self.weights not in WEIGHTINGS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {self.weights!r}")
 
     @property
     def universal_fraction(self) -> float:

@@ -112,7 +112,7 @@ def discover(
         model={"spec": lm.spec, "shape": lm.shape},
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
-    )
+    ).weighted(cfg.weights)
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
 

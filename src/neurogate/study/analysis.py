@@ -29,6 +29,11 @@ def paired_vs_baseline(
     return out
 
 
+def compare(reference: ConditionResult, other: ConditionResult, judge: str, margin: float) -> PairedRates:
+    """``other``'s refusal against ``reference``'s on the same prompts (``diff`` = other - reference)."""
+    return compare_rates(refused(reference, judge), refused(other, judge), margin=margin)
+
+
 def controls(
     results: Mapping[str, ConditionResult],
     circuit_key: str,
@@ -43,8 +48,8 @@ def controls(
             key,
             kind,
             name,
-            compare_rates(refused(circuit, judge), refused(results[key], judge), margin=margin),
-            compare_rates(refused(base, judge), refused(results[key], judge), margin=margin),
+            compare(circuit, results[key], judge, margin),
+            compare(base, results[key], judge, margin),
         )
         for key, kind, name in named
         if key in results

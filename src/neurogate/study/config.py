@@ -45,10 +45,12 @@ class StudyConfig:
     with ``match_caa`` also CAA at the strength whose refusal matches CNA's (found by bisection); the
     specificity controls (equal-size circuits of the battery ``controls`` contrasts, and circuits matched
     to the main one in per-layer counts and activation size, one per ``random_seeds``), all at ``m = 0``;
-    and the ``sparsity`` curve. With ``select_direction`` the ablation direction is chosen by its effect on
-    ``validation`` held-out discovery prompts per side (as Arditi et al. do); otherwise by held-out
-    separation. "No effect" claims use ``equivalence_margin``, fixed before the run. ``corpus``: the
-    benign text whose perplexity is the capability proxy (``builtin`` or a text file, one passage a line).
+    the ``sparsity`` curve; and each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the
+    intervention it records (``cna m=0`` when it records none), beside the discovered circuit. With
+    ``select_direction`` the ablation direction is chosen by its effect on ``validation`` held-out
+    discovery prompts per side (as Arditi et al. do); otherwise by held-out separation. "No effect"
+    claims use ``equivalence_margin``, fixed before the run. ``corpus``: the benign text whose perplexity
+    is the capability proxy (``builtin`` or a text file, one passage a line).
 
     Defaults: 100 harmful + 40 benign evaluation prompts with near-duplicates of discovery prompts dropped,
     128-token greedy replies. ``discovery`` and ``evaluation`` must agree on how prompts are formatted
@@ -75,6 +77,7 @@ class StudyConfig:
     examples: int = 4
     capability: tuple[str, ...] = ()
     capability_limit: int = 20
+    circuits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_kinds(settings.as_tuple("methods", self.methods)))
@@ -90,6 +93,13 @@ class StudyConfig:
         object.__setattr__(self, "capability", settings.as_tuple("capability", self.capability))
         settings.whole("examples", self.examples, minimum=0)
         settings.whole("capability_limit", self.capability_limit)
+        object.__setattr__(self, "circuits", settings.as_tuple("circuits", self.circuits))
+        missing = [c for c in self.circuits if not Path(c).is_file()]
+        if missing:
+            raise ConfigError(
+                f"circuit file(s) not found: {', '.join(missing)}; give the path of a circuit JSON (from "
+                "`neurogate discover` or `neurogate tune`)"
+            )
         for name in ("chat", "system_prompt"):
             if getattr(self.discovery, name) != getattr(self.evaluation, name):
                 raise ConfigError(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 import transformers
 
-from neurogate import prompts
+from neurogate import prompts, settings
 from neurogate.atomic import write_json_atomic
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.discover import discover, gather_evidence
@@ -35,15 +35,17 @@ from neurogate.steering.registry import get_kind
 from neurogate.study import analysis
 from neurogate.study.config import StudyConfig
 from neurogate.study.report import write_reports
-from neurogate.study.results import CircuitSummary, SparsityPoint, StudyResults
+from neurogate.study.results import CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
 from neurogate.study.stages import (
     Baselines,
+    Given,
     MatchedCondition,
     StageFiles,
     baselines,
     caa_match,
     capability,
     corpus,
+    given_circuits,
 )
 from neurogate.version import __version__
 
@@ -70,7 +72,8 @@ class Study:
         self.on_event = on_event
         self.started = time.perf_counter()
         self.sets = config.prompts.load()
-        self.run_id = config.run_id(self.sets.digests())
+        given = {f"circuit:{path}": settings.file_digest(path) for path in config.circuits}
+        self.run_id = config.run_id({**self.sets.digests(), **given})
         self.dir = Path(out) / self.run_id
         self.files = StageFiles(self.dir)
         if lm is not None and lm.spec != config.model:
@@ -180,13 +183,14 @@ class Study:
         circuit = ranking.top(k_main)
         circuit.save(self.dir / "circuit.json")
         controls = self.control_circuits(circuit, evidence)
+        given = given_circuits(self)
         dirs = baselines(self, self.config)
         evaluator = Evaluator(
             self.lm,
             self.sets.eval.prompts,
             self.sets.benign.prompts,
             circuit=ranking,
-            circuits=controls,
+            circuits={**controls, **{g.name: g.circuit for g in given}},
             directions=dirs.caa,
             directions_by_kind={"ablation": dirs.ablation} if dirs.ablation else None,
             settings=self.config.evaluation,
@@ -194,11 +198,11 @@ class Study:
             corpus=corpus(self.config.corpus),
         )
         sweep, sparse, control = self.plan(controls)
-        results = self.conditions(evaluator, [*sweep, *sparse, *control])
+        results = self.conditions(evaluator, [*sweep, *sparse, *control, *(g.condition for g in given)])
         main_key = Condition("cna", 0.0, size=k_main).key
         match = caa_match(self, evaluator, results, main_key, sweep)
         assembled = self.assemble(
-            circuit, controls, dirs, evaluator, results, (sweep, sparse, control), match
+            circuit, controls, dirs, evaluator, results, (sweep, sparse, control), match, given
         )
         self.emit("stage", name="report")
         write_json_atomic(self.dir / "results.json", assembled.to_dict())
@@ -220,6 +224,7 @@ class Study:
         results: dict[str, ConditionResult],
         plan: tuple[list[Condition], list[Condition], list[Condition]],
         match: MatchedCondition | None,
+        given: list[Given],
     ) -> StudyResults:
         sweep, sparse, control = plan
         lm, judges, margin = self.lm, evaluator.classifier.names, self.config.equivalence_margin
@@ -240,14 +245,7 @@ class Study:
             prompt_format=format_prompt(
                 lm, self.sets.eval.prompts[0], system_prompt=ev.system_prompt, chat=ev.chat
             ),
-            circuit=CircuitSummary(
-                len(circuit),
-                len(circuit) / lm.adapter.n_neurons,
-                circuit.per_layer(),
-                circuit.late_share(),
-                circuit.method,
-                circuit.summary(),
-            ),
+            circuit=_summary(circuit, lm.adapter.n_neurons),
             directions=dirs.record(),
             judges=judges,
             sweep=[c.key for c in sweep] + ([match.key] if match and match.key != "baseline" else []),
@@ -261,7 +259,36 @@ class Study:
             capability=capability(self, evaluator),
             conditions=results,
             seconds=time.perf_counter() - self.started,
+            given_circuits=[self.given_summary(g, results, main.key, judges[0]) for g in given],
         )
+
+    def given_summary(
+        self, given: Given, results: dict[str, ConditionResult], main_key: str, judge: str
+    ) -> GivenCircuit:
+        """A given circuit's record: what it is, how it was applied, and its refusal against the
+        discovered circuit's on the same prompts."""
+        c, key = given.circuit, given.condition.key
+        vs = analysis.compare(results[main_key], results[key], judge, self.config.equivalence_margin)
+        return GivenCircuit(
+            given.name,
+            given.path,
+            given.sha256,
+            key,
+            {"kind": given.condition.kind, "multiplier": given.condition.number},
+            _summary(c, self.lm.adapter.n_neurons),
+            vs,
+        )
+
+
+def _summary(circuit: Circuit, n_neurons: int) -> CircuitSummary:
+    return CircuitSummary(
+        len(circuit),
+        len(circuit) / n_neurons,
+        circuit.per_layer(),
+        circuit.late_share(),
+        circuit.method,
+        circuit.summary(),
+    )
 
 
 def _control_type(cond: Condition, config: StudyConfig) -> str:

@@ -74,6 +74,34 @@ class Control:
 
 
 @dataclass
+class GivenCircuit:
+    """A circuit given to the study (e.g. ``tuned-circuit.json`` from ``neurogate tune``), evaluated at its
+    recorded intervention beside the discovered one. ``vs_circuit`` compares its refusal with the
+    discovered circuit's on the same prompts (``diff`` = given - discovered)."""
+
+    name: str
+    path: str
+    sha256: str
+    key: str
+    intervention: dict[str, Any]
+    summary: CircuitSummary
+    vs_circuit: PairedRates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GivenCircuit:
+        return cls(
+            **{
+                **data,
+                "summary": CircuitSummary.from_dict(data["summary"]),
+                "vs_circuit": PairedRates(**data["vs_circuit"]),
+            }
+        )
+
+
+@dataclass
 class StudyResults:
     """Everything a study measured, with the settings, versions and prompt provenance behind it.
 
@@ -103,6 +131,7 @@ class StudyResults:
     capability: dict[str, Any] | None
     conditions: dict[str, ConditionResult]
     seconds: float
+    given_circuits: list[GivenCircuit] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +154,7 @@ class StudyResults:
         data["circuit"] = self.circuit.to_dict()
         data["layers"] = [p.to_dict() for p in self.layers]
         data["conditions"] = {k: r.to_dict() for k, r in self.conditions.items()}
+        data["given_circuits"] = [g.to_dict() for g in self.given_circuits]
         return data
 
     @classmethod
@@ -162,6 +192,7 @@ _TYPED = (
     "paired",
     "layers",
     "conditions",
+    "given_circuits",
 )
 
 
@@ -176,4 +207,5 @@ def _typed(data: dict[str, Any]) -> dict[str, Any]:
         "paired": {k: {j: PairedRates(**p) for j, p in v.items()} for k, v in data["paired"].items()},
         "layers": [LayerProfile.from_dict(p) for p in data["layers"]],
         "conditions": {k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
+        "given_circuits": [GivenCircuit.from_dict(g) for g in data.get("given_circuits", [])],
     }

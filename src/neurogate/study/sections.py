@@ -28,8 +28,9 @@ class Section:
 
 
 def headline_keys(r: StudyResults) -> list[str]:
-    """The sweep's conditions, then the specificity controls."""
-    return [k for k in r.sweep if k in r.conditions] + [c.key for c in r.controls]
+    """The sweep's conditions, the given circuits, then the specificity controls."""
+    sweep = [k for k in r.sweep if k in r.conditions]
+    return sweep + [g.key for g in r.given_circuits] + [c.key for c in r.controls]
 
 
 def _p(r: StudyResults, key: str, judge: str) -> str:
@@ -91,6 +92,33 @@ def specificity(r: StudyResults) -> Section:
     ]
     cols = ["control", "type", "refusal", "compliance", "vs circuit", "vs baseline"]
     return Section("Specificity", notes, [Table(cols, rows)])
+
+
+def given(r: StudyResults) -> Section:
+    """The circuits given to the study (e.g. a tuned one), beside the discovered circuit."""
+    judge = r.judges[0]
+    rows = []
+    for g in r.given_circuits:
+        res = r.conditions[g.key]
+        rows.append(
+            [
+                g.name,
+                f"{g.summary.n_neurons} ({100 * g.summary.fraction:.3g}%)",
+                f"{g.intervention['kind']} m={g.intervention['multiplier']:g}",
+                str(res.refusal),
+                str(res.compliance),
+                str(res.degenerate),
+                str(g.vs_circuit),
+            ]
+        )
+    notes = [
+        f"Each given circuit at the intervention it records, on the same prompts as the discovered circuit "
+        f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its refusal minus the discovered "
+        f"circuit's under the {judge} judge, with a paired 95% interval.",
+        *(f"{g.name}: {g.path} (sha256 {g.sha256[:12]}), {g.summary.summary}" for g in r.given_circuits),
+    ]
+    cols = ["circuit", "neurons", "intervention", "refusal", "compliance", "degenerate", "vs discovered"]
+    return Section("Given circuits", notes, [Table(cols, rows)])
 
 
 def baselines(r: StudyResults) -> Section:
@@ -214,7 +242,10 @@ def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
 
 
 def all_sections(r: StudyResults) -> list[Section]:
-    out = [setup(r), headline(r), judges(r), specificity(r), baselines(r)]
+    out = [setup(r), headline(r), judges(r)]
+    if r.given_circuits:
+        out.append(given(r))
+    out += [specificity(r), baselines(r)]
     if r.sparsity:
         out.append(sparsity(r))
     out.append(layers(r))

@@ -10,7 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from neurogate import settings
 from neurogate.atomic import write_json_atomic
+from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError
 from neurogate.evaluation.capability import capability as lm_eval_capability
@@ -174,4 +176,40 @@ def capability(study: Study, evaluator: Evaluator) -> dict[str, Any] | None:
         out[label], out["skipped"] = result.scores, result.skipped
         if result.skipped:
             break
+    return out
+
+
+@dataclass
+class Given:
+    """A circuit file given to the study, loaded and checked, with the condition that evaluates it."""
+
+    name: str
+    path: str
+    sha256: str
+    circuit: Circuit
+    condition: Condition
+
+
+def given_circuits(study: Study) -> list[Given]:
+    """Load each configured circuit file, check it fits the model, and read the intervention it records
+    (``method.intervention``, as ``neurogate tune`` writes it; ``cna m=0`` when absent)."""
+    out: list[Given] = []
+    taken = {*study.config.controls, *(f"matched-{s}" for s in study.config.random_seeds)}
+    for path in study.config.circuits:
+        circuit = Circuit.load(path)
+        circuit.check_model(study.lm)
+        record = circuit.method.get("intervention") or {}
+        kind = str(record.get("kind", "cna"))
+        if get_kind(kind).source != "circuit":
+            raise ConfigError(
+                f"{path} records the intervention {kind!r}, which does not act on neurons; a given circuit "
+                "is evaluated with a neuron kind (cna or mean)"
+            )
+        name = stem = Path(path).stem
+        while name in taken:
+            name = f"{stem}-{len(out) + 1}"
+        taken.add(name)
+        value = float(record.get("multiplier", 0.0))
+        cond = Condition(kind, value, group="given", circuit=name)
+        out.append(Given(name, str(path), settings.file_digest(path), circuit, cond))
     return out

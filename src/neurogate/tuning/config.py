@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurogate import settings
+from neurogate.discovery.circuit import WEIGHTINGS
 from neurogate.discovery.scoring import SCORERS
 from neurogate.errors import ConfigError
 from neurogate.evaluation.settings import EvalSettings
@@ -37,7 +38,8 @@ class TuneConfig:
 
     Search space: ``scorers`` x ``signs`` x ``positions`` x circuit size (a share of all MLP neurons between
     ``min_fraction`` and ``cap``) x ``interventions`` (``cna``: multiply by m; ``mean``: move toward the
-    benign mean by m) x m in ``multipliers`` (a range) x a window of layers. Objectives on the tuning
+    benign mean by m) x m in ``multipliers`` (a range) x ``weights`` (every neuron takes m, or each in
+    proportion to its score) x a window of layers. Objectives on the tuning
     prompts (``harmful``, ``benign``; use a ``#tune`` half and keep its ``#test`` half for ``final_*``):
     compliance (up), mean benign KL (down) and benign refusal (down), subject to at most ``max_degenerate``
     degenerate replies. Trials use ``search_tokens``-token replies; the chosen point is then checked once on
@@ -61,6 +63,7 @@ class TuneConfig:
     signs: tuple[str, ...] = ("both", "positive")
     positions: tuple[str, ...] = POSITION_MODES
     interventions: tuple[str, ...] = INTERVENTIONS
+    weights: tuple[str, ...] = WEIGHTINGS
     cap: float = 0.001
     min_fraction: float = 0.00002
     multipliers: tuple[float, float] = (-2.0, 0.5)
@@ -81,6 +84,7 @@ class TuneConfig:
             ("signs", ("both", "positive", "negative")),
             ("positions", POSITION_MODES),
             ("interventions", INTERVENTIONS),
+            ("weights", WEIGHTINGS),
         ):
             values = settings.as_tuple(name, getattr(self, name))
             bad = [v for v in values if v not in allowed]

@@ -24,7 +24,8 @@ def _pareto_rows(r: TuneResults) -> list[list[str]]:
                 p["positions"],
                 str(int(s["neurons"])),
                 f"{p['first_layer']}-{p['last_layer']}",
-                f"{p['intervention']} m={p['multiplier']:.2f}",
+                f"{p['intervention']} m={p['multiplier']:.2f}"
+                + (f" ({p['weights']})" if p.get("weights", "uniform") != "uniform" else ""),
                 f"{100 * s['compliance']:.0f}%",
                 f"{100 * s['refusal']:.0f}%",
                 f"{100 * s['degenerate']:.0f}%",

@@ -176,7 +176,11 @@ def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
     for scorer in config.scorers:
         if scorer != "mean-diff":
             points.append(Point(scorer, "both", "last", config.cap, 0, n_layers - 1, "cna", 0.0))
-    return [p for p in points if p.scorer in config.scorers and p.positions in config.positions]
+    return [
+        p
+        for p in points
+        if p.scorer in config.scorers and p.positions in config.positions and p.weights in config.weights
+    ]
 
 
 def feasible(scores: Scores, base: Scores, config: TuneConfig) -> list[str]:
@@ -218,4 +222,4 @@ def choose(
 
 
 def point_of(trial: optuna.trial.FrozenTrial) -> Point:
-    return Point(**{name: trial.params[name] for name in Point.__dataclass_fields__})
+    return Point(**{name: trial.params[name] for name in Point.__dataclass_fields__ if name in trial.params})

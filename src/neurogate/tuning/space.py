@@ -17,7 +17,8 @@ from neurogate.tuning.config import TuneConfig
 @dataclass(frozen=True)
 class Point:
     """How a circuit is chosen and steered: scorer, sign, positions, size (share of all neurons), the
-    window of layers it may use ``[first_layer, last_layer]``, the intervention and its multiplier."""
+    window of layers it may use ``[first_layer, last_layer]``, the intervention, its multiplier, and how
+    the neurons share it (``weights``: ``uniform`` or ``proportional`` to each neuron's score)."""
 
     scorer: str
     sign: str
@@ -27,6 +28,7 @@ class Point:
     last_layer: int
     intervention: str
     multiplier: float
+    weights: str = "uniform"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,6 +38,7 @@ class Point:
         return (
             f"{self.scorer}/{self.sign}/{self.positions}, {100 * self.fraction:.3f}%, layers "
             f"{self.first_layer}-{self.last_layer}, {self.intervention} m={self.multiplier:.2f}"
+            + (f" ({self.weights})" if self.weights != "uniform" else "")
         )
 
 
@@ -51,6 +54,7 @@ def suggest(trial: optuna.Trial, config: TuneConfig, n_layers: int) -> Point:
         last_layer=trial.suggest_int("last_layer", n_layers // 2, n_layers - 1),
         intervention=trial.suggest_categorical("intervention", list(config.interventions)),
         multiplier=trial.suggest_float("multiplier", lo, hi),
+        weights=trial.suggest_categorical("weights", list(config.weights)),
     )
 
 
@@ -85,4 +89,7 @@ def circuit_at(
         for layer, index in chosen
     ]
     method = {"name": "neurogate tune", **point.to_dict(), "k": k, "site": SITE}
-    return Circuit(neurons=neurons, model={"spec": lm.spec, "shape": lm.shape}, method=method, prompts=spec)
+    circuit = Circuit(
+        neurons=neurons, model={"spec": lm.spec, "shape": lm.shape}, method=method, prompts=spec
+    )
+    return circuit.weighted(point.weights)
