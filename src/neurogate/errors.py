@@ -29,3 +29,12 @@ class CircuitError(NeurogateError):
 
 class ConfigError(NeurogateError):
     """An argument or configuration value is out of range or inconsistent."""
+
+
+class DegenerateError(NeurogateError):
+    """An input gives a meaningless result (e.g. two prompt sets with the same prompts): refused unless the
+    caller explicitly allows it."""
+
+
+class EndpointError(NeurogateError):
+    """A generation server (an OpenAI-compatible endpoint) could not be reached or refused a request."""

@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -123,3 +128,75 @@ def test_zoo_lists_the_four_models_with_hashes() -> None:
     assert zoo.DEFAULT_MODEL in zoo.ZOO and zoo.TEST_MODEL in zoo.ZOO
     assert all(len(m.sha256) == 64 for m in zoo.ZOO.values())
     assert len(zoo.ZOO["qwen2.5-coder-1.5b-instruct"].parts) == 22
+
+
+def test_work_folders_of_killed_pulls_are_swept(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = zoo.model_dir("fake").parent
+    root.mkdir(parents=True)
+    # a pull that is killed while it works: its owner lock dies with it
+    script = (
+        "import os, signal\n"
+        "from neurogate.models import zoo\n"
+        "from neurogate.outputs import owned_tempdir\n"
+        f"with owned_tempdir({str(root)!r}, '.pull-fake-') as work:\n"
+        "    (work / 'wheels').mkdir()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    killed = [p for p in root.iterdir() if p.name.startswith(".pull-fake-")]
+    assert len(killed) == 1
+    legacy_old = root / ".pull-fake-old"  # an older neurogate's folder (no owner file), days old
+    legacy_old.mkdir()
+    os.utime(legacy_old, (time.time() - 3 * 86400,) * 2)
+    legacy_new = root / ".pull-fake-new"  # no owner file and recent: maybe an older version still working
+    legacy_new.mkdir()
+
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    with caplog.at_level("WARNING"):
+        zoo.ensure("fake")
+    assert sorted(p.name for p in root.iterdir()) == [".pull-fake-new", "fake"]
+    assert "removed 2 temporary folder(s) left by an interrupted earlier run" in caplog.text
+
+
+def test_pulled_files_get_the_users_umask(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+        (out_dir / "model.safetensors").write_bytes(b"")
+        (out_dir / "model.safetensors").chmod(0o600)  # as transformers' writer leaves it
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    old = os.umask(0o022)
+    try:
+        path = zoo.pull("fake")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}
+
+
+def test_pull_keeps_the_gguf_and_ensure_gguf_fetches_a_missing_one(
+    fake_zoo: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def convert(model: zoo.ZooModel, gguf: Path, out_dir: Path) -> None:
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(zoo, "_convert", convert)
+    path = zoo.pull("fake")
+    assert (path / "fake.gguf").read_bytes() == fake_zoo[1] == zoo.ensure_gguf("fake").read_bytes()
+    (path / "fake.gguf").unlink()  # a model directory pulled before GGUFs were kept
+    monkeypatch.setattr(
+        zoo, "pull", lambda *a, **k: pytest.fail("the model is pulled; only the GGUF is missing")
+    )
+    assert zoo.ensure_gguf("fake") == path / "fake.gguf"
+    assert (path / "fake.gguf").read_bytes() == fake_zoo[1]
+    assert [p.name for p in path.parent.iterdir()] == ["fake"]  # no work folders left behind

@@ -69,8 +69,12 @@ def test_export_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not empty"):
         export_model(lm, circuit, 0.0, target)
     assert (target / "keep.txt").read_text() == "precious"
+    with pytest.raises(ConfigError, match="not a neurogate export"):
+        export_model(lm, circuit, 0.0, target, overwrite=True)
+    assert (target / "keep.txt").read_text() == "precious"
+    target = tmp_path / "out2"
+    export_model(lm, circuit, 0.0, target)
     export_model(lm, circuit, {(0, 3): 0.5, (2, 90): 2.0}, target, overwrite=True)
-    assert not (target / "keep.txt").exists()
     meta = json.loads((target / "neurogate_export.json").read_text())
     assert meta["multiplier"][0] == {"layer": 0, "index": 3, "multiplier": 0.5}
     assert meta["multiplier"][1]["multiplier"] == 1.0
@@ -96,3 +100,12 @@ def test_zoo_export_round_trip(tmp_path: Path) -> None:
     out = export_model(lm, circuit, 0.0, tmp_path / "smol")
     plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16).eval()
     assert torch.equal(logits(plain, AutoTokenizer.from_pretrained(out)).float(), hooked)
+
+
+def test_export_refuses_weights_that_overflow_the_dtype(tmp_path: Path) -> None:
+    lm = saved_tiny(tmp_path / "src")
+    lm.model.to(torch.float16)
+    with pytest.raises(ConfigError, match="float16"):
+        export_model(lm, make_circuit(lm, PICKS), 1e9, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

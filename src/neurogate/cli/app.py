@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
+import click
 import typer
+from click.core import ParameterSource
 from rich.console import Console
 from rich.logging import RichHandler
 from transformers.utils import logging as hf_logging
 
 from neurogate.errors import ConfigError
+from neurogate.models import zoo
 from neurogate.models.inputs import BatchSize
-from neurogate.models.loading import LoadedModel, load_model
+from neurogate.models.loading import LoadedModel, load_model, resolve_source
 from neurogate.models.zoo import DEFAULT_MODEL
 
 console = Console()
@@ -28,6 +32,7 @@ app = typer.Typer(
 )
 
 DEFAULT_SPEC = f"zoo:{DEFAULT_MODEL}"
+ASK_MIB = 500  # a zoo model larger than this is pulled only when named, confirmed or --yes
 
 # help panels, in pipeline order
 MODELS = "Models"
@@ -66,10 +71,26 @@ def setup_logging(verbose: bool = False) -> None:
     hf_logging.disable_progress_bar()
 
 
+class RunState:
+    """What the root options and the running command tell the top level (``main``)."""
+
+    yes: bool = False
+    saved: list[str] = []  # noqa: RUF012 - one process, one command
+
+
+def note_saved(text: str) -> None:
+    """Record where this command keeps finished work, for the message printed on Ctrl-C."""
+    RunState.saved.append(text)
+
+
 @app.callback()
 def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show informational log messages.")
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help=f"Pull a large zoo model without asking (over {ASK_MIB} MiB)."),
     ] = False,
 ) -> None:
     """neurogate: contrastive neuron attribution and steering for any Hugging Face causal LM.
@@ -77,10 +98,43 @@ def _root(
     Example: neurogate info --model zoo:smollm2-135m-instruct
     """
     setup_logging(verbose)
+    RunState.yes = yes
+    RunState.saved = []
+
+
+def given(param: str) -> bool:
+    """Whether the running command's option ``param`` was given (on the command line or by environment)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(param) if ctx is not None else None
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def preflight_model(spec: str, explicit: bool) -> None:
+    """Check a model spec before any expensive step: the path exists and looks like a model, the zoo name is
+    known, and a zoo model that must be pulled first is either small, named explicitly, or confirmed
+    (``--yes``, or a prompt when interactive; otherwise an error saying what to pass)."""
+    if not spec.startswith("zoo:"):
+        resolve_source(spec)
+        return
+    name = spec.removeprefix("zoo:")
+    entry = zoo.get(name)
+    if zoo.is_pulled(name) or RunState.yes or explicit:
+        return
+    mib = entry.size / 2**20
+    if mib <= ASK_MIB:
+        return
+    question = f"--model was not given, so the default {spec} ({mib:,.0f} MiB download) would be pulled now"
+    if sys.stdin.isatty() and typer.confirm(f"{question}. Pull it?", default=False, err=True):
+        return
+    raise ConfigError(
+        f"{question}. Pass --model (e.g. --model zoo:{zoo.TEST_MODEL}, {zoo.ZOO[zoo.TEST_MODEL].size >> 20} "
+        "MiB) or `neurogate --yes ...` to pull it"
+    )
 
 
 def load(model: str, dtype: str, device: str, trust_remote_code: bool = False) -> LoadedModel:
-    """Load ``--model`` with the common options."""
+    """Load ``--model`` with the common options (after :func:`preflight_model`)."""
+    preflight_model(model, explicit=given("model"))
     return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 

@@ -14,6 +14,7 @@ from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.discover import discover as run_discovery
 from neurogate.discovery.scoring import SCORERS
 from neurogate.errors import ConfigError
+from neurogate.outputs import check_file_target
 
 
 def parse_layers(text: str | None) -> tuple[int, ...]:
@@ -117,6 +118,13 @@ def discover(
     device: cli.DeviceOpt = "auto",
     trust_remote_code: cli.TrustOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    allow_degenerate: Annotated[
+        bool,
+        typer.Option(
+            "--allow-degenerate",
+            help="Save a circuit even when the sets hold the same prompts or every score is 0 (meaningless).",
+        ),
+    ] = False,
 ) -> None:
     """Find the neurons that separate --positive from --negative prompts (contrastive neuron attribution).
 
@@ -136,8 +144,11 @@ def discover(
         system_prompt=system_prompt,
         chat=not no_chat,
     )
+    check_file_target(out, "--out")  # before the forward passes, not after them
     lm = cli.load(model, dtype, device, trust_remote_code)
-    circuit = run_discovery(lm, positive, negative, config, progress=not quiet)
+    circuit = run_discovery(
+        lm, positive, negative, config, progress=not quiet, allow_degenerate=allow_degenerate
+    )
     path = circuit.save(out)
     cli.console.print(circuit_table(circuit))
     cli.console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)

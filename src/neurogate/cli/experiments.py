@@ -25,8 +25,10 @@ from neurogate.evaluation.experiments import (
     sparsity_conditions,
     sparsity_sizes,
 )
+from neurogate.evaluation.preflight import check_evaluation
 from neurogate.evaluation.results import ResultStore
 from neurogate.evaluation.settings import EvalSettings
+from neurogate.outputs import check_dir_output, check_file_target
 
 
 @cli.app.command(rich_help_panel=cli.EVAL)
@@ -56,15 +58,20 @@ def sparsity(
 
     Example: neurogate sparsity --model zoo:qwen2.5-coder-1.5b-instruct --fractions 0.0001,0.001,0.01
     """
+    evaluation = EvalSettings(
+        max_new_tokens=max_new_tokens,
+        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
+    )
+    check_evaluation(evaluation)
+    if out is not None:
+        check_dir_output(out, "--out")
+        cli.note_saved(f"finished conditions are stored under {out}; a rerun skips them")
     lm = cli.load(model, dtype, device, trust_remote_code)
     sizes = sparsity_sizes(lm.adapter.n_neurons, cli.parse_floats(fractions, "--fractions"))
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
     ranking = discover_for_sparsity(lm, positive, negative, sizes, progress=not quiet)
-    evaluation = EvalSettings(
-        max_new_tokens=max_new_tokens,
-        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
-    )
+    evaluator = Evaluator(lm, harmful.prompts, [], circuit=ranking, settings=evaluation)
     key = settings_mod.digest(
         {
             "model": model,
@@ -72,16 +79,10 @@ def sparsity(
             "ranking": ranking.to_dict()["neurons"],
             "eval": harmful.sha256,
             "evaluation": settings_mod.to_dict(evaluation),
+            "judges": [j.config() for j in evaluator.classifier.judges],  # URLs/models from the environment
         }
     )
-    evaluator = Evaluator(
-        lm,
-        harmful.prompts,
-        [],
-        circuit=ranking,
-        settings=evaluation,
-        store=ResultStore(out / key) if out is not None else None,
-    )
+    evaluator.store = ResultStore(out / key) if out is not None else None
     plan = [baseline(), *sparsity_conditions(sizes)]
     with opts.condition_progress(len(plan), quiet) as advance:
         results = evaluator.run_all(plan, advance)
@@ -167,6 +168,11 @@ def base_vs_instruct(
         max_new_tokens=max_new_tokens,
         **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
+    check_evaluation(settings)
+    if out is not None:
+        check_file_target(out, "--out")
+    for option, spec in (("instruct", instruct), ("base", base)):  # both, before the first pipeline
+        cli.preflight_model(spec, explicit=cli.given(option))
     shifts = []
     for spec in (instruct, base):
         lm = cli.load(spec, dtype, device)

@@ -1,42 +1,127 @@
-"""`neurogate export`: save a model with a circuit's multiplier folded into its weights."""
+"""`neurogate export`: a steered model in the format a serving engine reads.
+
+``dir`` (a transformers directory with the fold), ``lora`` (a PEFT adapter equal to the fold), ``gguf``
+(the source GGUF with the folded down-projections) and ``control-vector`` (CAA for llama.cpp).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
+from neurogate import prompts
 from neurogate.cli import app as cli
 from neurogate.discovery.circuit import Circuit
-from neurogate.steering.export import export_model
+from neurogate.discovery.directions import ResidualDirections, compute_directions
+from neurogate.errors import ConfigError
+from neurogate.models import zoo
+from neurogate.models.hooks import check_scale
+from neurogate.steering.control_vector import export_control_vector
+from neurogate.steering.export import check_target, export_model
+from neurogate.steering.gguf import export_gguf, gguf_shape, read_gguf
+from neurogate.steering.lora import export_lora
+
+FORMATS = ("dir", "lora", "gguf", "control-vector")
+CONVERT_HINT = (
+    "a transformers directory has no GGUF to copy: export it with --format dir, then convert that folder "
+    "with llama.cpp's converter: python convert_hf_to_gguf.py steered-model/ --outtype f16 "
+    "--outfile steered.gguf (or pass --model zoo:NAME or a .gguf file)"
+)
+
+
+def gguf_source(model: str) -> Path:
+    """The GGUF file behind ``--model``: a zoo model's kept source, or a ``.gguf`` path."""
+    if model.startswith("zoo:"):
+        return zoo.ensure_gguf(model.removeprefix("zoo:"))
+    if model.lower().endswith(".gguf"):
+        return Path(model).expanduser()
+    raise ConfigError(CONVERT_HINT)
+
+
+def _directions(
+    model: str, directions: Path | None, positive: str, negative: str, dtype: str, device: str
+) -> ResidualDirections:
+    if directions is not None:
+        return ResidualDirections.load(directions)
+    lm = cli.load(model, dtype, device)
+    cli.err_console.print(f"computing residual directions from {positive} vs {negative} ...", highlight=False)
+    return compute_directions(lm, list(prompts.load(positive)), list(prompts.load(negative)))
 
 
 @cli.app.command("export", rich_help_panel=cli.STEER)
 def export_command(
-    circuit: Annotated[Path, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the model to.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder (dir, lora) or file (gguf, control-vector).")
+    ],
+    circuit: Annotated[
+        Path | None, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover`.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="dir, lora, gguf or control-vector.")] = "dir",
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     multiplier: Annotated[
         float,
         typer.Option("--multiplier", "-x", help="Neuron multiplier m to fold in (1 = unchanged, 0 ablates)."),
     ] = 0.0,
+    gguf_type: Annotated[
+        str, typer.Option("--gguf-type", help="gguf: store folded tensors as f16 or bf16.")
+    ] = "f16",
+    directions: Annotated[
+        Path | None, typer.Option("--directions", help="control-vector: saved residual directions.")
+    ] = None,
+    strength: Annotated[float, typer.Option("--strength", help="control-vector: CAA strength s.")] = 1.0,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="control-vector: layer (default: best).")
+    ] = None,
+    positive: Annotated[
+        str, typer.Option("--positive", help="control-vector: prompts with the behaviour.")
+    ] = ("builtin:harmful"),
+    negative: Annotated[str, typer.Option("--negative", help="control-vector: prompts without it.")] = (
+        "builtin:benign"
+    ),
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")
+        bool,
+        typer.Option("--overwrite", help="Replace --out only when it holds an earlier neurogate export."),
     ] = False,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     trust_remote_code: cli.TrustOpt = False,
 ) -> None:
-    """Write a standard transformers model directory with the circuit's multiplier folded into the weights.
+    """Export a steered model: a transformers directory, a LoRA adapter, a GGUF, or a control vector.
 
-    Example: neurogate export --circuit circuit.json --multiplier 0 --out steered-model/
+    Example: neurogate export --circuit circuit.json --multiplier 0 --format lora --out refusal-off/
     """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "control-vector":
+        found = _directions(model, directions, positive, negative, dtype, device)
+        hint = gguf_shape(read_gguf(gguf_source(model)))["arch"] if model.startswith("zoo:") else ""
+        path = export_control_vector(
+            found, out, strength=strength, layer=layer, model_hint=hint, overwrite=overwrite
+        )
+        cli.console.print(
+            f"[green]exported:[/] {path} (CAA s={strength:g}); llama.cpp: --control-vector {path}"
+        )
+        return
+    if circuit is None:
+        raise ConfigError(f"--format {fmt} needs --circuit (create one with `neurogate discover`)")
     loaded = Circuit.load(circuit)
-    lm = cli.load(model, dtype, device, trust_remote_code)
-    path = export_model(lm, loaded, multiplier, out, overwrite=overwrite)
+    if fmt == "gguf":
+        path = export_gguf(gguf_source(model), loaded, multiplier, out, store=gguf_type, overwrite=overwrite)
+        how = "run it with llama.cpp (llama-server -m FILE) or Ollama (FROM ./FILE)"
+    else:
+        check_scale([multiplier], torch.float32, "multiplier")  # the model's own dtype is checked once loaded
+        check_target(out, overwrite, [str(circuit), model])  # before the model loads
+        lm = cli.load(model, dtype, device, trust_remote_code)
+        if fmt == "lora":
+            path = export_lora(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
+            how = "serve it with vLLM --enable-lora (see `neurogate serve`) or load it with peft"
+        else:
+            path = export_model(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
+            how = "load it with AutoModelForCausalLM.from_pretrained or serve it with vLLM"
     cli.console.print(
-        f"[green]exported:[/] {path} ({len(loaded)} neurons, multiplier {multiplier:g}); "
-        "load it with AutoModelForCausalLM.from_pretrained",
+        f"[green]exported:[/] {path} ({len(loaded)} neurons, multiplier {multiplier:g}); {how}",
         highlight=False,
     )

@@ -6,18 +6,20 @@ them (pipeline order), not alphabetical.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 # isort: off
 from neurogate.cli import info, models  # Models
-from neurogate.cli import discover, steer, chat, export  # Find and steer a circuit
+from neurogate.cli import discover, steer, chat, export, serve  # Find and steer a circuit
 from neurogate.cli import study, sweep, tune, experiments  # Evaluate
+from neurogate.cli import ui  # Explore
 
 # isort: on
-from neurogate.cli.app import app, err_console
+from neurogate.cli.app import RunState, app, err_console
 from neurogate.errors import NeurogateError
 
-COMMAND_MODULES = (info, models, discover, steer, chat, export, study, sweep, tune, experiments)
+COMMAND_MODULES = (info, models, discover, steer, chat, export, serve, study, sweep, tune, experiments, ui)
 
 
 def main() -> None:
@@ -28,8 +30,21 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        err_console.print(interrupted_message(sys.argv[1:]), highlight=False, soft_wrap=True)
         sys.exit(130)
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """What Ctrl-C prints: where finished work was kept (or that nothing partial was written) and the
+    command that resumes."""
+    lines = ["[yellow]interrupted.[/]"]
+    if RunState.saved:
+        lines += [f"finished work is kept: {where}" for where in RunState.saved]
+        lines.append(f"resume with the same command: neurogate {shlex.join(argv)}")
+    else:
+        lines.append("nothing partial was written (neurogate writes each file whole, or not at all).")
+        lines.append(f"run it again with: neurogate {shlex.join(argv)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import typer
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
 from neurogate.errors import NeurogateError
+from neurogate.evaluation.preflight import check_evaluation
+from neurogate.outputs import check_dir_output
 from neurogate.study.config import StudyConfig
 from neurogate.study.pipeline import Study
 from neurogate.study.report import write_reports
@@ -83,8 +85,12 @@ def run(
             "device": device if device != "auto" else None,
         },
     )
+    check_dir_output(out, "--out")
+    check_evaluation(cfg.evaluation)
+    cli.preflight_model(cfg.model, explicit=cli.given("model") or cfg.model != cli.DEFAULT_SPEC)
     with _study_progress(quiet) as on_event:
         study = Study(cfg, out, None, on_event)
+        cli.note_saved(f"every finished stage is stored under {study.dir}; a rerun reads it back")
         cli.console.print(f"run {study.run_id} -> {study.dir}")
         result = study.run()
     cli.console.print(opts.results_table("sweep", [result.conditions[k] for k in result.sweep]))

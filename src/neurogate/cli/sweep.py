@@ -12,8 +12,10 @@ import typer
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
 from neurogate.discovery.circuit import Circuit
+from neurogate.evaluation.preflight import check_evaluation
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.evaluation.sweep import SweepConfig, run_sweep
+from neurogate.outputs import check_dir_output
 
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
@@ -95,6 +97,10 @@ def sweep(
         }
     )
     circ = Circuit.load(circuit) if circuit is not None else None
+    check_evaluation(evaluation)
+    if out is not None:
+        check_dir_output(out, "--out")
+        cli.note_saved(f"finished conditions are stored under {out}; a rerun skips them")
     lm = cli.load(model, dtype, device, trust_remote_code)
     if circ is None and config.needs("circuit"):
         cli.err_console.print("no --circuit given: discovering one from --positive/--negative")

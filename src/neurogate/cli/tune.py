@@ -9,6 +9,8 @@ import typer
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.evaluation.preflight import check_evaluation
+from neurogate.outputs import check_dir_output
 from neurogate.tuning.config import TuneConfig
 from neurogate.tuning.report import knee
 from neurogate.tuning.run import run_tune
@@ -79,6 +81,10 @@ def tune(
             "evaluation": opts.judge_settings(judge, local_judge_model, None, None),
         }
     )
+    check_dir_output(out, "--out")
+    check_evaluation(config.evaluation)
+    cli.preflight_model(config.model, explicit=cli.given("model"))
+    cli.note_saved(f"every finished trial is stored under {out}; a rerun resumes the search")
     with opts.live_progress(quiet, "starting", None) as live:
         result = run_tune(config, out, on_event=_events(live))
     ch = result.chosen

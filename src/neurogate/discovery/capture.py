@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -206,15 +206,21 @@ def iter_captures(
     )
 
 
+BatchFn = Callable[[list[tuple[int, int]], dict[str, torch.Tensor]], None]
+"""Called with each batch's ``(rows, values)`` as :func:`iter_captures` yields them."""
+
+
 def collect_stats_many(
     lm: LoadedModel,
     prompt_sets: Sequence[Sequence[str]],
     kinds: Sequence[SiteKind] = (NEURONS,),
     options: CaptureOptions | None = None,
+    on_batch: BatchFn | None = None,
 ) -> list[dict[str, SiteStats]]:
     """Per prompt set, running statistics of every site kind (``{kind: SiteStats}``) at the chosen
     positions (reduced to one value per prompt: ``post-each`` is refused here). The sets share the prefix
-    pass and the length-sorted batches (fewer, fuller forward passes)."""
+    pass and the length-sorted batches (fewer, fuller forward passes). ``on_batch`` also sees every
+    batch, for per-prompt summaries the statistics cannot hold."""
     if options is not None and options.positions == "post-each":
         raise ConfigError("statistics need one value per prompt: use positions last, post-mean or post-max")
     adapter = lm.adapter
@@ -227,6 +233,8 @@ def collect_stats_many(
         for set_index in sorted({s for s, _ in rows}):
             for kind, tensor in values.items():
                 out[set_index][kind].update(tensor[groups == set_index])
+        if on_batch is not None:
+            on_batch(rows, values)
     return out
 
 

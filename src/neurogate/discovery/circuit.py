@@ -13,7 +13,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from neurogate.atomic import write_json_atomic
+from neurogate.discovery.profiles import DiscoveryRecord, NeuronProfile
 from neurogate.errors import CircuitError, ConfigError
 from neurogate.models.hooks import Handle, scale_neurons
 from neurogate.models.loading import LoadedModel
@@ -57,7 +58,8 @@ WEIGHTINGS = ("uniform", "proportional")
 class Neuron:
     """One selected neuron: its place, its score, the signed difference and each side's mean.
     ``weight``: the share of the intervention it takes (its factor is ``1 + weight * (m - 1)``; 1 for
-    every neuron unless the circuit was weighted, see :meth:`Circuit.weighted`)."""
+    every neuron unless the circuit was weighted, see :meth:`Circuit.weighted`). ``profile``: what
+    discovery saw of it (:class:`NeuronProfile`; ``None`` in files from older versions)."""
 
     layer: int
     index: int
@@ -66,6 +68,13 @@ class Neuron:
     mean_pos: float
     mean_neg: float
     weight: float = 1.0
+    profile: NeuronProfile | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {k: getattr(self, k) for k in (*_NEURON_TYPES, "weight")}
+        if self.profile is not None:
+            data["profile"] = self.profile.to_dict()
+        return data
 
 
 _NEURON_TYPES: dict[str, tuple[type, ...]] = {
@@ -83,7 +92,8 @@ class Circuit:
     """A set of MLP neurons with the provenance needed to reproduce and safely apply it.
 
     ``model``: ``{"spec": ..., "shape": {...}}``; ``method``: the scoring rule and its parameters;
-    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``.
+    ``prompts``: ``{"positive": {"name", "count", "sha256"}, "negative": {...}}``. ``record``: the prompt
+    texts and skipped universal neurons behind the neurons' profiles (``None`` in older files).
     """
 
     neurons: list[Neuron]
@@ -93,6 +103,7 @@ class Circuit:
     site: str = SITE
     neurogate_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    record: DiscoveryRecord | None = None
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -178,7 +189,8 @@ class Circuit:
             "model": self.model,
             "method": self.method,
             "prompts": self.prompts,
-            "neurons": [asdict(n) for n in self.neurons],
+            "neurons": [n.to_dict() for n in self.neurons],
+            **({"record": self.record.to_dict()} if self.record is not None else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -224,7 +236,11 @@ class Circuit:
             weight = raw.get("weight", 1.0)
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
                 raise bad(f"neuron {i} field 'weight' must be a finite number")
-            n = Neuron(**{k: raw[k] for k in _NEURON_TYPES}, weight=float(weight))
+            n = Neuron(
+                **{k: raw[k] for k in _NEURON_TYPES},
+                weight=float(weight),
+                profile=_optional(raw, "profile", i, bad),
+            )
             if not (0 <= n.layer < fp["n_layers"] and 0 <= n.index < fp["d_mlp"]):
                 raise bad(f"neuron {i} (layer {n.layer}, index {n.index}) is outside the model's shape")
             if (n.layer, n.index) in seen:
@@ -239,6 +255,7 @@ class Circuit:
             site=SITE if data.get("site", SITE) == _OLD_SITE else str(data.get("site", SITE)),
             neurogate_version=str(data.get("neurogate_version", "?")),
             created=str(data.get("created", "")),
+            record=_optional(data, "record", None, bad),
         )
 
     @classmethod
@@ -339,3 +356,15 @@ class Circuit:
             layer: (s.index, s.factor, s.offset) for layer, s in self.scales(multiplier, toward).items()
         }
         return scale_neurons(lm, scales, label=f"steer {len(self)} neurons")
+
+
+def _optional(raw: dict[str, Any], key: str, neuron: int | None, bad: Any) -> Any:
+    """The optional ``profile`` of a neuron or ``record`` of a circuit, validated; ``None`` when absent."""
+    if raw.get(key) is None:
+        return None
+    build = NeuronProfile.from_dict if key == "profile" else DiscoveryRecord.from_dict
+    try:
+        return build(raw[key])
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        where = f"neuron {neuron} field {key!r}" if neuron is not None else f"field {key!r}"
+        raise bad(f"{where} is malformed ({exc})") from exc

@@ -20,11 +20,14 @@ from neurogate import prompts as prompt_sets
 from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.profiles import profiles, record
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
+from neurogate.discovery.stats import PromptExtremes
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
-from neurogate.errors import ConfigError, PromptSetError
+from neurogate.errors import ConfigError, DegenerateError, PromptSetError
 from neurogate.models.loading import LoadedModel
+from neurogate.models.sites import NEURONS
 from neurogate.prompts import PromptSet
 
 logger = logging.getLogger(__name__)
@@ -51,10 +54,19 @@ def resolve_prompts(prompts: PromptsLike, side: str) -> PromptSet:
 def gather_evidence(
     lm: LoadedModel, positive: PromptSet, negative: PromptSet, config: DiscoverConfig, progress: bool = True
 ) -> Evidence:
-    """One capture pass over both sets, recording every site kind the config's scorer reads."""
-    needs = get_scorer(config.score).needs
-    pos, neg = collect_stats_many(lm, [positive.prompts, negative.prompts], needs, config.capture(progress))
-    return Evidence(pos, neg)
+    """One capture pass over both sets, recording every site kind the config's scorer reads, and each
+    neuron's highest and lowest prompts (for the circuit's per-neuron profiles)."""
+    needs = tuple(dict.fromkeys((*get_scorer(config.score).needs, NEURONS)))
+    n_pos = len(positive.prompts)
+    extremes = PromptExtremes()
+
+    def track(rows: list[tuple[int, int]], values: dict[str, torch.Tensor]) -> None:
+        extremes.update(values[NEURONS], [i + n_pos * side for side, i in rows])
+
+    pos, neg = collect_stats_many(
+        lm, [positive.prompts, negative.prompts], needs, config.capture(progress), on_batch=track
+    )
+    return Evidence(pos, neg, extremes)
 
 
 def discover(
@@ -66,6 +78,7 @@ def discover(
     progress: bool = True,
     battery: Sequence[BatteryContrast] | None = None,
     evidence: Evidence | None = None,
+    allow_degenerate: bool = False,
     **settings: Any,
 ) -> Circuit:
     """The circuit of neurons that best separate ``positive`` from ``negative`` prompts.
@@ -75,18 +88,28 @@ def discover(
     skipped (the next-best take their place, so the circuit keeps its size); ``battery`` replaces the
     built-in contrast battery (:func:`neurogate.prompts.battery`) for that filter. ``evidence``: statistics
     already gathered on these prompts (:func:`gather_evidence`), to skip the forward passes.
+
+    A contrast that cannot carry a behaviour is refused with :class:`DegenerateError`: two sets holding
+    the same prompts (in any order), or scores that are all zero. ``allow_degenerate`` turns that into a
+    loud warning (for tests of the machinery itself).
     """
     cfg = DiscoverConfig.from_mapping(settings, base=config or DiscoverConfig())
     k = cfg.k(lm.adapter.n_neurons)
     layers = check_layers(cfg.exclude_layers, lm.adapter.n_layers)
     pos_set, neg_set = resolve_prompts(positive, "positive"), resolve_prompts(negative, "negative")
-    _check_overlap(pos_set, neg_set)
+    _check_overlap(pos_set, neg_set, allow_degenerate)
     if evidence is None:
         evidence = gather_evidence(lm, pos_set, neg_set, cfg, progress)
     _check_evidence(evidence, lm, cfg)
     scores, _signed = score(evidence, cfg.score, lm=lm, sign=cfg.sign)
     diff = evidence.diff
     plain = select_top(scores, top_k=k, exclude_layers=layers)
+    if not any(float(scores[layer, index]) != 0.0 for layer, index in plain):
+        _degenerate(
+            f"every neuron scores 0 by {cfg.score!r} (no neuron separates {pos_set.name!r} from "
+            f"{neg_set.name!r}), so the circuit would be arbitrary neurons",
+            allow_degenerate,
+        )
     universal: set[tuple[int, int]] = set()
     if cfg.universal_filter:
         universal = universal_neurons(
@@ -97,7 +120,8 @@ def discover(
             options=cfg.capture(progress),
         )
     chosen = select_top(scores, top_k=k, exclude_layers=layers, exclude=universal) if universal else plain
-    removed = sum(1 for n in plain if n in universal)
+    skipped = [n for n in plain if n in universal]
+    removed = len(skipped)
     method = {
         "name": "contrastive-neuron-attribution",
         **cfg.to_dict(),
@@ -107,11 +131,19 @@ def discover(
         "universal_total": len(universal),
         "site": SITE,
     }
+    neurons, texts = profiles(
+        _neurons(chosen, scores, diff, evidence),
+        evidence.extremes,
+        (evidence.positive[NEURONS], evidence.negative[NEURONS]),
+        (pos_set.prompts, neg_set.prompts),
+        universal if cfg.universal_filter else None,
+    )
     circuit = Circuit(
-        neurons=_neurons(chosen, scores, diff, evidence),
+        neurons=neurons,
         model={"spec": lm.spec, "shape": lm.shape},
         method=method,
         prompts={"positive": pos_set.describe(), "negative": neg_set.describe()},
+        record=record(texts, skipped, scores),
     ).weighted(cfg.weights)
     logger.info("discovered %d neurons (%d universal neurons skipped)", len(circuit), removed)
     return circuit
@@ -152,12 +184,31 @@ def _neurons(
     ]
 
 
-def _check_overlap(pos: PromptSet, neg: PromptSet) -> None:
+def _degenerate(problem: str, allow: bool) -> None:
+    if not allow:
+        raise DegenerateError(
+            f"{problem}. Give two prompt sets that differ in the behaviour (--allow-degenerate / "
+            "allow_degenerate=True saves such a circuit anyway)"
+        )
+    logger.warning(
+        "DEGENERATE CONTRAST, the circuit is meaningless: %s (allowed by allow_degenerate)", problem
+    )
+
+
+def _check_overlap(pos: PromptSet, neg: PromptSet, allow_degenerate: bool = False) -> None:
     if pos.sha256 == neg.sha256:
         raise PromptSetError(
             f"the positive and negative prompt sets are identical ({pos.name!r}); give two different sets"
         )
-    shared = {prompt_sets.normalize(p) for p in pos.prompts} & {prompt_sets.normalize(p) for p in neg.prompts}
+    if {" ".join(p.split()) for p in pos.prompts} == {" ".join(p.split()) for p in neg.prompts}:
+        _degenerate(
+            f"the positive set {pos.name!r} and the negative set {neg.name!r} hold the same prompts (in "
+            "another order), so there is no contrast to find",
+            allow_degenerate,
+        )
+        return
+    pos_norm = {prompt_sets.normalize(p) for p in pos.prompts}
+    shared = pos_norm & {prompt_sets.normalize(p) for p in neg.prompts}
     if shared:
         logger.warning(
             "%d prompt(s) are in both sets (e.g. %r): weaker contrast",

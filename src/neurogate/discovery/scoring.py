@@ -20,19 +20,24 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from neurogate.atomic import atomic_path
-from neurogate.discovery.stats import SiteStats
+from neurogate.discovery.stats import PromptExtremes, SiteStats
 from neurogate.errors import ConfigError, NeurogateError, PromptSetError
 from neurogate.models.loading import LoadedModel
 from neurogate.models.sites import NEURONS, RESIDUAL, SiteKind
+
+EXTREMES = "extremes"
 
 
 @dataclass(frozen=True)
 class Evidence:
     """What a scorer reads: per-site-kind statistics of the positive and negative prompts. It is the whole
-    cost of discovery (the forward passes), so it can be saved and reused for other scorers and sizes."""
+    cost of discovery (the forward passes), so it can be saved and reused for other scorers and sizes.
+    ``extremes``: each neuron's highest and lowest prompts (ids: positive prompts first, then negative),
+    for the circuit's per-neuron profiles; ``None`` in statistics saved without them."""
 
     positive: dict[str, SiteStats]
     negative: dict[str, SiteStats]
+    extremes: PromptExtremes | None = None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write every statistic as safetensors (float64), atomically."""
@@ -42,6 +47,9 @@ class Evidence:
             for kind, st in stats.items():
                 tensors.update(st.tensors(f"{side}.{kind}"))
                 meta[f"{side}.{kind}"] = json.dumps({"n": st.n, "resolution": st.resolution})
+        if self.extremes is not None:
+            tensors.update(self.extremes.tensors(EXTREMES))
+            meta[EXTREMES] = json.dumps({"k": self.extremes.k})
         target = Path(path)
         with atomic_path(target) as tmp:
             save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
@@ -62,8 +70,12 @@ class Evidence:
         if meta.get("kind") != "neurogate.evidence":
             raise NeurogateError(f"{p} is not a neurogate statistics file")
         sides: dict[str, dict[str, SiteStats]] = {"positive": {}, "negative": {}}
+        extremes = None
         try:
             for key, value in meta.items():
+                if key == EXTREMES:
+                    extremes = PromptExtremes.from_tensors(tensors, EXTREMES, int(json.loads(value)["k"]))
+                    continue
                 if key == "kind":
                     continue
                 side, kind = key.split(".", 1)
@@ -77,7 +89,7 @@ class Evidence:
             ) from exc
         if NEURONS not in sides["positive"] or NEURONS not in sides["negative"]:
             raise NeurogateError(f"{p} lacks the neuron statistics; delete it to recompute")
-        return cls(sides["positive"], sides["negative"])
+        return cls(sides["positive"], sides["negative"], extremes)
 
     @property
     def diff(self) -> torch.Tensor:

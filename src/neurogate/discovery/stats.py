@@ -8,6 +8,7 @@ resolve at each unit's magnitude: two neurons that differ by one rounding step a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,3 +86,75 @@ class SiteStats:
         return cls(
             n, tensors[f"{prefix}.mean"], tensors[f"{prefix}.m2"], tensors[f"{prefix}.abs_mean"], resolution
         )
+
+
+DEFAULT_EXTREMES = 5
+
+
+class PromptExtremes:
+    """Running ``k`` largest and smallest values per unit of a ``[n_layers, width]`` site, with the global
+    row (prompt) id of each: ``2k`` values per unit, whatever the number of prompts. Feed it batches with
+    :meth:`update`; read with :meth:`most` / :meth:`least`."""
+
+    def __init__(self, k: int = DEFAULT_EXTREMES) -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = k
+        self._top: tuple[torch.Tensor, torch.Tensor] | None = None  # values, ids: [<=k, L, W] each
+        self._bottom: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, values: torch.Tensor, ids: Sequence[int]) -> None:
+        """Add a batch: ``values`` ``[batch, n_layers, width]``, ``ids[i]`` the prompt id of row ``i``."""
+        x = values.detach().float().cpu()
+        rows = torch.tensor(list(ids), dtype=torch.long).view(-1, 1, 1).expand_as(x)
+        self._top = self._merge(self._top, x, rows, largest=True)
+        self._bottom = self._merge(self._bottom, x, rows, largest=False)
+
+    def _merge(
+        self,
+        kept: tuple[torch.Tensor, torch.Tensor] | None,
+        x: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        largest: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vals, ids = (x, rows) if kept is None else (torch.cat([kept[0], x]), torch.cat([kept[1], rows]))
+        k = min(self.k, vals.shape[0])
+        best, where = vals.topk(k, dim=0, largest=largest, sorted=True)
+        return best, ids.gather(0, where)
+
+    def most(self, layer: int, index: int) -> list[tuple[int, float]]:
+        """``(prompt id, value)`` pairs of the unit's largest values, largest first."""
+        return self._read(self._top, layer, index)
+
+    def least(self, layer: int, index: int) -> list[tuple[int, float]]:
+        """``(prompt id, value)`` pairs of the unit's smallest values, smallest first."""
+        return self._read(self._bottom, layer, index)
+
+    @staticmethod
+    def _read(
+        kept: tuple[torch.Tensor, torch.Tensor] | None, layer: int, index: int
+    ) -> list[tuple[int, float]]:
+        if kept is None:
+            return []
+        vals, ids = kept
+        return [(int(i), float(v)) for v, i in zip(vals[:, layer, index], ids[:, layer, index], strict=True)]
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The kept values and ids as named tensors (for saving; empty before any update)."""
+        if self._top is None or self._bottom is None:
+            return {}
+        return {
+            f"{prefix}.top.values": self._top[0],
+            f"{prefix}.top.ids": self._top[1],
+            f"{prefix}.bottom.values": self._bottom[0],
+            f"{prefix}.bottom.ids": self._bottom[1],
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, k: int) -> PromptExtremes:
+        """The inverse of :meth:`tensors`."""
+        out = cls(k)
+        out._top = (tensors[f"{prefix}.top.values"], tensors[f"{prefix}.top.ids"])
+        out._bottom = (tensors[f"{prefix}.bottom.values"], tensors[f"{prefix}.bottom.ids"])
+        return out

@@ -8,6 +8,7 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.errors import ConfigError
+from neurogate.evaluation.judges import check_judge_name
 from neurogate.models.inputs import BatchSize, check_batch_size
 
 
@@ -40,6 +41,8 @@ class EvalSettings:
             raise ConfigError(
                 f"judges must be a list of judge names such as ['keyword'], got {self.judges!r}"
             )
+        for name in judges:
+            check_judge_name(name)  # an unknown judge fails here, not after generation
         object.__setattr__(self, "judges", tuple(dict.fromkeys(judges)))
 
     @property

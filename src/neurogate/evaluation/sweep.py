@@ -20,6 +20,7 @@ from neurogate.evaluation.engine import Evaluator, Progress
 from neurogate.evaluation.judges import Judge
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.evaluation.settings import EvalSettings
+from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts.sources import PromptSources
 from neurogate.steering.registry import get_kind
@@ -75,6 +76,9 @@ def run_sweep(
     discovered from ``config.positive``/``negative``; residual methods get directions from the same sets.
     With ``out``, results are stored under ``out/<key>`` (the key hashes everything that decides them)."""
     sets = config.prompts.load()
+    for method in config.methods:  # in the model's dtype, before discovery and generation
+        scale = get_kind(method).scale
+        check_scale(getattr(config, f"{scale.name}s"), lm.dtype, scale.name)
     harmful, benign, pos, neg = sets.eval, sets.benign, sets.positive, sets.negative
     if config.needs("circuit") and circuit is None:
         circuit = discover(lm, pos, neg, config.discovery, progress=progress is not None)
@@ -83,6 +87,15 @@ def run_sweep(
     directions: ResidualDirections | None = None
     if config.needs("directions"):
         directions = compute_directions(lm, pos.prompts, neg.prompts, options=config.discovery.capture(False))
+    evaluator = Evaluator(
+        lm,
+        harmful.prompts,
+        benign.prompts,
+        circuit=circuit,
+        directions=directions,
+        judges=judges,
+        settings=config.evaluation,
+    )
     store_dir = None
     if out is not None:
         key = settings.digest(
@@ -92,17 +105,10 @@ def run_sweep(
                 "circuit": circuit.to_dict()["neurons"] if circuit else None,
                 "prompts": sets.digests(),
                 "evaluation": settings.to_dict(config.evaluation),
+                # each judge's resolved identity (an endpoint's URL and model may come from the environment)
+                "judges": [j.config() for j in evaluator.classifier.judges],
             }
         )
         store_dir = Path(out) / key
-    evaluator = Evaluator(
-        lm,
-        harmful.prompts,
-        benign.prompts,
-        circuit=circuit,
-        directions=directions,
-        judges=judges,
-        settings=config.evaluation,
-        store=ResultStore(store_dir) if store_dir else None,
-    )
+        evaluator.store = ResultStore(store_dir)
     return SweepResult(evaluator.run_all(config.plan(), progress), store_dir)

@@ -226,14 +226,19 @@ def generate(
     return [r for r in results if r is not None]
 
 
-def _options(
-    lm: LoadedModel, max_new_tokens: int, greedy: bool, temperature: float, top_p: float, stop_at_eos: bool
-) -> dict[str, Any]:
-    """Validated keyword options for ``model.generate``."""
+def check_sampling(max_new_tokens: int, greedy: bool, temperature: float, top_p: float) -> None:
+    """Raise :class:`ConfigError` for a token budget or sampling settings no generator accepts."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
     if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
         raise ConfigError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+
+
+def _options(
+    lm: LoadedModel, max_new_tokens: int, greedy: bool, temperature: float, top_p: float, stop_at_eos: bool
+) -> dict[str, Any]:
+    """Validated keyword options for ``model.generate``."""
+    check_sampling(max_new_tokens, greedy, temperature, top_p)
     options: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": not greedy,

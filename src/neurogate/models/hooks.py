@@ -9,6 +9,7 @@ replacement, or ``None`` to keep it (after editing it in place, or after only re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from neurogate.errors import ConfigError
 from neurogate.models.sites import Site
 
 if TYPE_CHECKING:
@@ -155,6 +157,35 @@ def cast_cache(vec: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return get
 
 
+def scale_limit(dtype: torch.dtype) -> float:
+    """The largest multiplier or strength allowed on a model of ``dtype``: the square root of its largest
+    finite value, because a scaled activation is squared by the next normalisation (and a value beyond
+    it overflows to inf there and turns every later activation into NaN)."""
+    return math.sqrt(torch.finfo(dtype).max) if dtype.is_floating_point else math.inf
+
+
+def check_scale(values: Iterable[float], dtype: torch.dtype, what: str) -> None:
+    """Raise :class:`ConfigError` unless every value is finite and within :func:`scale_limit` of ``dtype``
+    (checked in the dtype the model computes in, where e.g. 1e40 is already inf in bfloat16)."""
+    limit = scale_limit(dtype)
+    name = str(dtype).removeprefix("torch.")
+    for value in values:
+        v = float(value)
+        if math.isfinite(v) and abs(v) <= limit:
+            continue
+        cast = torch.tensor(v, dtype=torch.float64).to(dtype)
+        where = (
+            "is not finite"
+            if not math.isfinite(v)
+            else ("overflows to inf" if not bool(torch.isfinite(cast)) else "is finite but too large")
+        )
+        raise ConfigError(
+            f"{what} {v:g} {where} in {name} (largest finite value {torch.finfo(dtype).max:.3g}); scaled "
+            f"activations are squared by the next normalisation, so |{what}| must stay below {limit:.3g} on "
+            f"a {name} model (useful values lie between about -10 and 10)"
+        )
+
+
 NeuronMap = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 """Per layer: neuron indices ``[k]`` (long), factors ``[k]`` and optional offsets ``[k]`` (float)."""
 
@@ -186,5 +217,7 @@ def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> 
 
         return fn
 
+    for parts in scales.values():
+        check_scale(parts[1].tolist(), lm.dtype, "multiplier")
     fns = {f"blocks.{layer}.mlp.post": make(*parts) for layer, parts in scales.items()}
     return hook_sites(lm, fns, label=label)

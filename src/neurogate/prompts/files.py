@@ -136,7 +136,7 @@ def _texts(items: list[Any], field: str | None, where: str) -> list[Any]:
         if column not in item:
             raise PromptSetError(
                 f"{where}: entry {index} has no {column!r} field (it has {sorted(item)}); "
-                "give every entry that field or choose another with field="
+                "give every entry that field or choose another: append #field=COLUMN to the file spec"
             )
         texts.append(item[column])
     return texts
@@ -147,7 +147,7 @@ def _pick_field(columns: Sequence[str], field: str | None, where: str) -> str:
         if field not in columns:
             raise PromptSetError(
                 f"{where}: no field {field!r}; available: {', '.join(columns) or '(none)'}. "
-                "Pass one of those as field="
+                "Append one to the file spec as #field=COLUMN (e.g. data.csv#field=goal)"
             )
         return field
     for candidate in TEXT_FIELDS:
@@ -155,7 +155,8 @@ def _pick_field(columns: Sequence[str], field: str | None, where: str) -> str:
             return candidate
     raise PromptSetError(
         f"{where}: none of the known prompt fields ({', '.join(TEXT_FIELDS)}) is present; available: "
-        f"{', '.join(columns)}. Name the prompt column with field="
+        f"{', '.join(columns)}. Name the prompt column by appending #field=COLUMN to the file spec, e.g. "
+        f"--positive '{where}#field={columns[0] if columns else 'COLUMN'}'"
     )
 
 

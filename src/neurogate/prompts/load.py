@@ -1,10 +1,12 @@
 """One entry point for prompt sets: :func:`load` takes a file path, ``builtin:NAME``,
 ``hf:DATASET[:CONFIG]:SPLIT:COLUMN``, a :class:`PromptSet` or a sequence of strings.
 
-A string spec may end in ``#tune`` or ``#test`` to take one half of the set: a prompt belongs to ``test``
-when the first byte of the sha256 of its normalised text is below 128, else to ``tune``. The split depends
-only on each prompt's own text, so it is the same in every order, every run and every version, and a
-search that tunes on ``#tune`` never sees a ``#test`` prompt."""
+A file spec may end in ``#field=COLUMN`` to name the column (or JSON field) that holds the prompts, e.g.
+``--positive data.csv#field=goal``. A string spec may end in ``#tune`` or ``#test`` to take one half
+of the set: a prompt belongs to ``test`` when the first byte of the sha256 of its normalised text is
+below 128, else to ``tune``. The split depends only on each prompt's own text, so it is the same in
+every order, every run and every version, and a search that tunes on ``#tune`` never sees a ``#test``
+prompt."""
 
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ def load(
         result = spec if name is None else replace(spec, name=name)
     elif isinstance(spec, str | os.PathLike):
         text, half = _split_suffix(os.fspath(spec))
+        text, named = _field_suffix(text)
+        if named is not None:
+            if field is not None and field != named:
+                raise PromptSetError(f"{spec!r} names field {named!r} but field={field!r} was also given")
+            field = named
         if half is not None:
             whole = load(text, field=field, name=name or os.fspath(spec))
             result = split_half(whole, half)
@@ -83,13 +90,29 @@ def _load_path(path: Path, field: str | None, name: str) -> PromptSet:
 SPLITS = ("tune", "test")
 
 
+FIELD_SUFFIX = "#field="
+
+
 def _split_suffix(text: str) -> tuple[str, str | None]:
     base, sep, half = text.rpartition("#")
-    if not sep:
+    if not sep or half.startswith("field="):
         return text, None
     if half not in SPLITS:
-        raise PromptSetError(f"{text!r}: a split suffix must be #tune or #test, got #{half}")
+        raise PromptSetError(
+            f"{text!r}: a suffix must be #tune, #test or #field=COLUMN (e.g. data.csv#field=goal), "
+            f"got #{half}"
+        )
     return base, half
+
+
+def _field_suffix(text: str) -> tuple[str, str | None]:
+    """``"data.csv#field=goal"`` -> ``("data.csv", "goal")``: the CLI's way to name the prompt column."""
+    base, sep, column = text.rpartition(FIELD_SUFFIX)
+    if not sep:
+        return text, None
+    if not column:
+        raise PromptSetError(f"{text!r}: name the column after #field=, e.g. data.csv#field=goal")
+    return base, column
 
 
 def in_test_half(prompt: str) -> bool:

@@ -6,17 +6,24 @@ a README stating the circuit, the multiplier and the source model, plus the circ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
+from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
+from neurogate.outputs import OWNER, apply_umask
+from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
+from neurogate.steering.output import staged_dir
+from neurogate.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +64,92 @@ def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> str:
     )
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
+MARKER = "neurogate_export.json"
+"""The file every export holds: what was exported, and the files written. ``overwrite`` replaces a folder
+only when it holds this marker and nothing beyond the files it lists."""
+
+
+def _written_by_neurogate(out: Path) -> str | None:
+    """``None`` when ``out`` is an earlier export holding only its own files, else why it is not."""
+    try:
+        meta = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"it holds no {MARKER}, so it is not a neurogate export"
+    if not isinstance(meta, dict) or meta.get("kind") != "neurogate.export":
+        return f"its {MARKER} does not describe a neurogate export"
+    files = meta.get("files")
+    if isinstance(files, list):
+        extra = sorted(p.name for p in out.iterdir() if p.name not in {*map(str, files), MARKER})
+        if extra:
+            return f"it holds files the export did not write ({', '.join(extra[:5])})"
+    return None
+
+
+def check_target(out: str | os.PathLike[str], overwrite: bool, inputs: Sequence[str] = ()) -> Path:
+    """Refuse an export target that is unsafe to write (see :func:`neurogate.outputs.check_target`), a file,
+    or a non-empty folder unless ``overwrite`` and it is an earlier export; return it resolved."""
+    target = check_target_path(out, inputs=inputs)
+    if target.exists() and not target.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"{out} is not empty; pass overwrite=True (--overwrite) to replace it, or pick a new --out"
-        )
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"{out} is not empty; pass overwrite=True (--overwrite) to replace an earlier export, or "
+                "pick a new --out"
+            )
+        why = _written_by_neurogate(target)
+        if why is not None:
+            raise ConfigError(
+                f"{out} is not empty and {why}; --overwrite replaces only an earlier neurogate export "
+                "(neurogate never deletes what it did not write). Pick a new --out"
+            )
+    return target
+
+
+def _inputs(lm: LoadedModel) -> list[str]:
+    """Local paths the export reads (the model's folder), which the target must not contain."""
+    return [p for p in (lm.source, lm.spec) if p and Path(p).expanduser().exists()]
+
+
+def _write_export(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, tmp: Path) -> None:
+    with fold(lm, circuit, multiplier):
+        check_folded_finite(lm, circuit)
+        lm.model.save_pretrained(tmp)
+    lm.tokenizer.save_pretrained(tmp)
+    circuit.save(tmp / "neurogate_circuit.json")
+    (tmp / "README.md").write_text(_readme(lm, circuit, multiplier))
+    meta = {
+        "kind": "neurogate.export",
+        "neurogate_version": __version__,
+        "source_model": lm.spec,
+        "circuit_sha256": hashlib.sha256((tmp / "neurogate_circuit.json").read_bytes()).hexdigest(),
+        "neurons": len(circuit),
+        "per_layer": {str(k): v for k, v in circuit.per_layer().items()},
+        "multiplier": float(multiplier)
+        if isinstance(multiplier, int | float)
+        else [
+            {"layer": n.layer, "index": n.index, "multiplier": f}
+            for n, f in zip(circuit.neurons, circuit.factors(multiplier), strict=True)
+        ],
+        "files": sorted(p.name for p in tmp.iterdir() if p.name != OWNER),
+    }
+    (tmp / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
+    apply_umask(tmp)
+
+
+def check_folded_finite(lm: LoadedModel, circuit: Circuit) -> None:
+    """Raise when a folded down-projection (weights, and bias for mean-ablation) holds inf or NaN in the
+    model's own dtype: a multiplier too large for the dtype would otherwise write a broken model."""
+    for layer in circuit.per_layer():
+        module = lm.adapter.down_proj(layer)
+        for name in ("weight", "bias"):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
+                raise ConfigError(
+                    f"folding the multiplier makes layer {layer}'s down-projection {name} overflow to inf or "
+                    f"NaN in {str(tensor.dtype).removeprefix('torch.')} (largest finite value "
+                    f"{torch.finfo(tensor.dtype).max:.3g}); nothing was written. Use a smaller multiplier"
+                )
 
 
 def export_model(
@@ -73,45 +159,19 @@ def export_model(
     out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    inputs: Sequence[str] = (),
 ) -> Path:
     """Save ``lm`` with ``multiplier`` folded into the circuit's down-projection weights to ``out_dir``.
 
     Written to a temporary directory next to ``out_dir`` and renamed into place, so a crash never leaves
-    a half-written model; the weights of ``lm`` are restored afterwards.
+    a half-written model; the weights of ``lm`` are restored afterwards. ``overwrite`` replaces only an
+    earlier export (its :data:`MARKER` lists every file in it); ``inputs`` are paths the target must not
+    contain (the model's own folder always counts). Folded weights are checked to be finite first.
     """
     circuit.check_model(lm)
-    out = Path(out_dir).expanduser().resolve()
-    _check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        with fold(lm, circuit, multiplier):
-            lm.model.save_pretrained(tmp)
-        lm.tokenizer.save_pretrained(tmp)
-        circuit.save(tmp / "neurogate_circuit.json")
-        meta = {
-            "kind": "neurogate.export",
-            "source_model": lm.spec,
-            "neurons": len(circuit),
-            "per_layer": {str(k): v for k, v in circuit.per_layer().items()},
-            "multiplier": float(multiplier)
-            if isinstance(multiplier, int | float)
-            else [
-                {"layer": n.layer, "index": n.index, "multiplier": f}
-                for n, f in zip(circuit.neurons, circuit.factors(multiplier), strict=True)
-            ],
-        }
-        (tmp / "neurogate_export.json").write_text(json.dumps(meta, indent=1) + "\n")
-        (tmp / "README.md").write_text(_readme(lm, circuit, multiplier))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_scale(circuit.factors(multiplier), lm.dtype, "the multiplier")
+    out = check_target(out_dir, overwrite, [*inputs, *_inputs(lm)])
+    with staged_dir(out) as tmp:
+        _write_export(lm, circuit, multiplier, tmp)
     logger.info("exported %s with %d folded neurons to %s", lm.spec, len(circuit), out)
     return out

@@ -3,7 +3,8 @@
 Scaling neuron ``j`` by ``m`` before the down-projection equals scaling the weight's input column ``j``
 (``"linear"`` layout, weight ``[d_model, d_mlp]``) or row ``j`` (``"conv1d"`` layout, ``[d_mlp, d_model]``).
 The bias is untouched. The original columns are kept, so :meth:`Handle.remove` restores the weights
-bit-exactly. Overlapping folds must be removed in reverse order (as nested ``with`` blocks do).
+bit-exactly. Overlapping folds must be removed in reverse order (as nested ``with`` blocks do). Layers may
+sit on different devices (a model spread over GPUs): each edit happens on its weight's own device.
 """
 
 from __future__ import annotations
@@ -11,10 +12,42 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from neurogate.discovery.circuit import Circuit, Multiplier, Toward
-from neurogate.models.hooks import Handle
+from neurogate.errors import ConfigError
+from neurogate.models.hooks import Handle, check_scale
 from neurogate.models.loading import LoadedModel
+
+
+def resident_weight(module: nn.Module) -> torch.Tensor:
+    """The weight of ``module`` with real values: the parameter itself, or, when accelerate offloaded the
+    module (the parameter sits on the ``meta`` device between forward passes), the offloaded copy its hook
+    loads from. Read it only: writes to an offloaded copy are not guaranteed to reach the model."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ConfigError(f"{type(module).__name__} has no weight tensor")
+    if weight.device.type != "meta":
+        return weight.data
+    weights_map = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights_map is not None and "weight" in weights_map:
+        return torch.as_tensor(weights_map["weight"])
+    raise ConfigError(f"the weight of {type(module).__name__} is on the meta device and holds no values")
+
+
+def writable_weight(module: nn.Module, layer: int) -> torch.Tensor:
+    """The parameter data that folding edits in place; offloaded weights are refused with what to do."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ConfigError(f"{type(module).__name__} has no weight tensor")
+    if weight.device.type == "meta":
+        raise ConfigError(
+            f"layer {layer}'s down-projection is offloaded (accelerate keeps it off the GPUs between forward "
+            "passes), so its weights cannot be edited in place. Steer with hooks (Circuit.apply / steer), "
+            "export a LoRA adapter or a GGUF (both read the offloaded weights), or give the model enough GPU "
+            "memory to hold every layer"
+        )
+    return weight.data
 
 
 def _fold_layer(weight: torch.Tensor, index: torch.Tensor, factor: torch.Tensor, dim: int) -> torch.Tensor:
@@ -71,21 +104,22 @@ def fold(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier = 0.0, toward
     none, and removed again by the handle).
     """
     circuit.check_model(lm)
+    check_scale(circuit.factors(multiplier), lm.dtype, "multiplier")
     dim = 0 if lm.adapter.spec.layout == "conv1d" else 1
     undo: list[Callable[[], None]] = []
+    scales = circuit.scales(multiplier, toward)
+    weights = {layer: writable_weight(lm.adapter.down_proj(layer), layer) for layer in scales}
     with torch.no_grad():
-        for layer, scale in circuit.scales(multiplier, toward).items():
-            module = lm.adapter.down_proj(layer)
-            weight = module.weight
-            assert isinstance(weight, torch.Tensor)
+        for layer, scale in scales.items():
+            module, weight = lm.adapter.down_proj(layer), weights[layer]
             if scale.offset is not None:
-                columns = weight.data.index_select(dim, scale.index.to(weight.device)).float()
+                columns = weight.index_select(dim, scale.index.to(weight.device)).float()
                 write = (
                     scale.offset.to(weight.device) @ columns
                     if dim == 0
                     else columns @ scale.offset.to(weight.device)
                 )
                 undo.append(_add_bias(module, weight, write))
-            original = _fold_layer(weight.data, scale.index, scale.factor, dim)
-            undo.append(_restorer(weight.data, scale.index, original, dim))
+            original = _fold_layer(weight, scale.index, scale.factor, dim)
+            undo.append(_restorer(weight, scale.index, original, dim))
     return Handle(undo, label=f"fold {len(circuit)} neurons")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from neurogate.discovery.circuit import Circuit, Multiplier
-from neurogate.models.hooks import Handle
+from neurogate.models.hooks import Handle, check_scale
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import MULTIPLIER, Intervention, Scale, Source
 from neurogate.steering.controls import random_circuit
@@ -37,7 +37,7 @@ class NeuronScaling(Intervention):
     def __init__(self, lm: LoadedModel, circuit: Circuit, multiplier: float) -> None:
         super().__init__()
         circuit.check_model(lm)
-        circuit.factors(multiplier)
+        check_scale(circuit.factors(multiplier), lm.dtype, "multiplier")
         self.lm = lm
         self.circuit = circuit
         self.value = float(multiplier)

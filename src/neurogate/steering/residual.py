@@ -15,7 +15,7 @@ from torch import nn
 
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError, UnsupportedArchitectureError
-from neurogate.models.hooks import Handle, cast_cache, hook_sites
+from neurogate.models.hooks import Handle, cast_cache, check_scale, hook_sites
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import STRENGTH, Intervention, Scale, Source
 
@@ -137,6 +137,7 @@ class _DirectionIntervention(Intervention):
     ) -> None:
         super().__init__()
         directions.check_model(lm)
+        check_scale([strength], lm.dtype, "strength")
         self.lm = lm
         self.directions = directions
         self.value = float(strength)

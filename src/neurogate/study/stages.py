@@ -4,17 +4,21 @@ refusal, the capability checks, and the one helper that stores each stage's outp
 from __future__ import annotations
 
 import json
+import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from safetensors import SafetensorError
+
 from neurogate import settings
 from neurogate.atomic import write_json_atomic
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections, compute_directions
-from neurogate.errors import ConfigError
+from neurogate.errors import ConfigError, NeurogateError
 from neurogate.evaluation.capability import capability as lm_eval_capability
 from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.direction_selection import DirectionSelection, select_direction
@@ -28,6 +32,18 @@ if TYPE_CHECKING:  # the pipeline imports this module; the type only names it
     from neurogate.study.pipeline import Study
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+UNREADABLE: tuple[type[BaseException], ...] = (
+    NeurogateError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    struct.error,
+    SafetensorError,
+)
+"""What reading back a damaged stage file raises (its loader's own error, JSON, UTF-8, safetensors)."""
 
 
 class StageFiles:
@@ -40,10 +56,14 @@ class StageFiles:
         self, name: str, compute: Callable[[], T], load: Callable[[Path], T], save: Callable[[T, Path], Any]
     ) -> T:
         """``load`` the stage's file when it exists, else ``compute()`` and ``save`` it (atomically, by the
-        artifact's own writer) before returning it."""
+        artifact's own writer) before returning it. A stored file that cannot be read back (damaged by hand
+        or by a disk fault: atomic writes never leave half a file) is computed again, with a warning."""
         path = self.root / name
         if path.is_file():
-            return load(path)
+            try:
+                return load(path)
+            except UNREADABLE as exc:
+                logger.warning("the stored stage file %s is unreadable (%s); computing it again", path, exc)
         value = compute()
         save(value, path)
         return value

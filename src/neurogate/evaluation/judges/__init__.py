@@ -21,8 +21,8 @@ JUDGES: dict[str, Callable[..., Judge]] = {"keyword": KeywordJudge, "endpoint": 
 RENAMED = {"llm": "endpoint"}
 
 
-def get_judge(name: str = "keyword", **options: Any) -> Judge:
-    """Build a judge by name; unknown names get a "did you mean" hint."""
+def check_judge_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a registered judge (a "did you mean" for typos)."""
     if name in RENAMED:
         raise ConfigError(f"the {name!r} judge is now called {RENAMED[name]!r}; use --judge {RENAMED[name]}")
     factory = JUDGES.get(name)
@@ -30,7 +30,12 @@ def get_judge(name: str = "keyword", **options: Any) -> Judge:
         close = difflib.get_close_matches(name, JUDGES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown judge {name!r}; choose from {', '.join(JUDGES)}.{hint}")
-    return factory(**options)
+
+
+def get_judge(name: str = "keyword", **options: Any) -> Judge:
+    """Build a judge by name; unknown names get a "did you mean" hint."""
+    check_judge_name(name)
+    return JUDGES[name](**options)
 
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "KeywordJudge",
     "RubricScore",
     "Verdict",
+    "check_judge_name",
     "get_judge",
     "parse_rubric",
 ]

@@ -10,6 +10,7 @@ import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,23 @@ def _env(*names: str) -> str | None:
     return None
 
 
+OPENAI_HOST = "api.openai.com"
+
+
+def key_for(url: str) -> str | None:
+    """The API key to send to ``url``: NEUROGATE_JUDGE_API_KEY (set for neurogate's judge) to any URL;
+    OPENAI_API_KEY only to api.openai.com or to the URL configured beside it in OPENAI_BASE_URL, so a
+    custom --endpoint-url never receives the user's OpenAI key."""
+    own = _env("NEUROGATE_JUDGE_API_KEY")
+    if own:
+        return own
+    openai_base = (_env("OPENAI_BASE_URL") or "").rstrip("/")
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == OPENAI_HOST or (openai_base and url.rstrip("/") == openai_base):
+        return _env("OPENAI_API_KEY")
+    return None
+
+
 def default_cache_dir() -> Path:
     return cache_dir("judge-cache")
 
@@ -130,7 +148,7 @@ class EndpointJudge:
             raise ConfigError("the llm judge needs retries >= 0 and a positive timeout")
         self.base_url = url.rstrip("/")
         self.model = name
-        self.api_key = api_key or _env("NEUROGATE_JUDGE_API_KEY", "OPENAI_API_KEY")
+        self.api_key = api_key or key_for(self.base_url)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.timeout = timeout
         self.retries = retries

@@ -1,0 +1,91 @@
+"""`neurogate serve`: the vLLM command that serves a base model with one LoRA adapter per multiplier."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurogate.cli import app as cli
+from neurogate.discovery.circuit import Circuit
+from neurogate.errors import ConfigError
+from neurogate.steering.export import export_model
+from neurogate.steering.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
+
+LOCAL_VLLM = Path(".venv-vllm/bin/python")
+
+
+def default_python() -> str:
+    """The Python that runs vLLM: ``$NEUROGATE_VLLM_PYTHON``, else ``.venv-vllm`` here (``make vllm``), else
+    ``python3`` on the PATH."""
+    found = os.environ.get("NEUROGATE_VLLM_PYTHON")
+    if found:
+        return found
+    return str(LOCAL_VLLM.absolute()) if LOCAL_VLLM.is_file() else "python3"
+
+
+@cli.app.command("serve", rich_help_panel=cli.STEER)
+def serve_command(
+    circuit: Annotated[Path, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover`.")],
+    multiplier: Annotated[
+        list[float],
+        typer.Option("--multiplier", "-x", help="Multiplier m to serve; repeat for several adapters."),
+    ],
+    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    adapters: Annotated[
+        Path, typer.Option("--adapters", help="Folder for the exported adapters (or folded models).")
+    ] = Path("served"),
+    folded: Annotated[
+        bool,
+        typer.Option(
+            "--folded", help="Serve a folded model (one multiplier) instead of LoRA: faster on CPU."
+        ),
+    ] = False,
+    run: Annotated[
+        bool, typer.Option("--run", help="Start the server instead of printing the command.")
+    ] = False,
+    python: Annotated[str | None, typer.Option("--python", help="Python that has vLLM installed.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address the server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port the server listens on.")] = 8000,
+    max_model_len: Annotated[int, typer.Option("--max-model-len", help="Longest prompt + reply.")] = 4096,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+) -> None:
+    """Export one LoRA adapter per --multiplier and print (or --run) the vLLM server command.
+
+    Requests then pick a condition by name: model="base" (unchanged) or model="cna-m0" (multiplier 0).
+    Example: neurogate serve --circuit circuit.json --multiplier 0 --multiplier 0.5
+    """
+    loaded = Circuit.load(circuit)
+    lm = cli.load(model, dtype, device)
+    plan = VllmPlan(
+        model=model_source(model),
+        python=python or default_python(),
+        host=host,
+        port=port,
+        dtype="auto" if dtype == "auto" else dtype,
+        max_model_len=max_model_len,
+    )
+    if folded:
+        if len(multiplier) != 1:
+            raise ConfigError("--folded serves one multiplier; give exactly one --multiplier")
+        name = adapter_name(multiplier[0])
+        plan.model = str(export_model(lm, loaded, multiplier[0], adapters / name, overwrite=True))
+        cli.err_console.print(f"served as model {'base'!r}: {name} folded into {plan.model}", highlight=False)
+    else:
+        plan.adapters, rank = export_adapters(lm, loaded, multiplier, adapters)
+        plan.max_lora_rank = engine_rank(rank)
+        names = ", ".join(plan.adapters)
+        cli.err_console.print(f"adapters: {names} (model 'base' is unchanged)", highlight=False)
+    if not run:
+        cli.console.print(plan.shell(), highlight=False, soft_wrap=True)
+        return
+    if shutil.which(plan.python) is None and not Path(plan.python).is_file():
+        raise ConfigError(f"{plan.python} not found: run `make vllm` or pass --python PATH-TO-VLLM-PYTHON")
+    cli.err_console.print(f"starting vLLM at {plan.base_url} ...", highlight=False)
+    sys.stdout.flush()
+    os.execv(shutil.which(plan.python) or plan.python, plan.command())

@@ -1,0 +1,85 @@
+"""`neurogate ui`: the local web explorer for circuits, live steering and study runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurogate.cli import app as cli
+from neurogate.errors import ConfigError
+
+EXPLORE = "Explore"
+
+
+@cli.app.command(rich_help_panel=EXPLORE)
+def ui(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model for live steering (default: the first circuit's model, else the default).",
+        ),
+    ] = None,
+    circuit: Annotated[
+        list[Path] | None, typer.Option("--circuit", "-c", help="Circuit JSON to show (repeat to compare).")
+    ] = None,
+    runs: Annotated[
+        Path | None, typer.Option("--runs", help="Folder of study runs (`neurogate run --out`).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 is reachable by others.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")] = 8765,
+    no_model: Annotated[
+        bool, typer.Option("--no-model", help="Browse circuits and runs only; load no model.")
+    ] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest live reply.")] = 64,
+    dtype: cli.DtypeOpt = "auto",
+    device: cli.DeviceOpt = "auto",
+) -> None:
+    """Start a local web explorer and print its URL: circuit maps, live steered vs unsteered replies, runs.
+
+    Example: neurogate ui --model zoo:smollm2-135m-instruct --circuit circuit.json --runs runs
+    """
+    try:
+        from neurogate.ui.serve import serve
+        from neurogate.ui.settings import UISettings
+    except ImportError as exc:
+        raise ConfigError(
+            f"the explorer needs its web server packages ({exc.name} is missing): pip install 'neurogate[ui]'"
+        ) from None
+    settings = UISettings(
+        model=None if no_model else model or _default_model(circuit or []),
+        circuits=tuple(circuit or ()),
+        runs=runs,
+        host=host,
+        port=port,
+        max_new_tokens=max_new_tokens,
+        dtype=dtype,
+        device=device,
+    )
+    serve(
+        settings,
+        announce=lambda url: cli.console.print(
+            f"neurogate explorer: {url}  (Ctrl+C stops it)", highlight=False
+        ),
+        warn=lambda text: cli.err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False),
+    )
+
+
+def _default_model(circuits: list[Path]) -> str:
+    """The model the first readable circuit was found on, else the default model."""
+    from neurogate.discovery.circuit import Circuit
+    from neurogate.errors import CircuitError
+
+    for path in circuits:
+        try:
+            spec = Circuit.load(path).model.get("spec")
+        except CircuitError:
+            continue
+        if isinstance(spec, str) and spec:
+            return spec
+    return cli.DEFAULT_SPEC

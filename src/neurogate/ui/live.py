@@ -1,0 +1,229 @@
+"""Live steering: one model, loaded once in the background and shared by every request; requests wait
+their turn (:class:`~neurogate.ui.stream.TurnQueue`) so two generations never run on top of each other.
+
+A request streams the steered reply first (so its first token comes at once), then the unsteered one
+(cached per prompt: greedy decoding makes it the same every time), then each reply's class (degenerate by
+the reply rule, else the judge's verdict) and the steered reply's KL from the unsteered model, measured by
+teacher-forcing the unsteered reply (:func:`neurogate.evaluation.metrics.kl_divergence`). Steering hooks
+are attached for the steered generation and the KL pass only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from neurogate import prompts
+from neurogate.discovery.directions import ResidualDirections, compute_directions
+from neurogate.errors import ConfigError, NeurogateError
+from neurogate.evaluation.engine import Classifier
+from neurogate.evaluation.judges import get_judge
+from neurogate.evaluation.metrics import kl_divergence
+from neurogate.evaluation.replies import degeneracy
+from neurogate.models.generation import Generation
+from neurogate.models.loading import LoadedModel, load_model
+from neurogate.steering.base import Intervention
+from neurogate.steering.registry import get_kind, make
+from neurogate.ui.catalog import Catalog
+from neurogate.ui.settings import UISettings
+from neurogate.ui.stream import TurnQueue, stream_reply
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+Loader = Callable[[], LoadedModel]
+UNSTEERED_CACHE = 64
+MAX_PROMPT_CHARS = 4000
+VALUE_LIMIT = 10.0
+DIRECTION_SETS = ("builtin:harmful", "builtin:benign")
+
+
+@dataclass(frozen=True)
+class SteerRequest:
+    """One live comparison: ``method`` at ``value`` on its own scale, with ``circuit`` (a catalog id) for
+    the neuron methods."""
+
+    prompt: str
+    method: str
+    value: float
+    circuit: str | None = None
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise ConfigError("type a prompt first")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+        scale = get_kind(self.method).scale
+        if not -VALUE_LIMIT <= self.value <= VALUE_LIMIT:
+            raise ConfigError(f"{scale.symbol} must be between -{VALUE_LIMIT:g} and {VALUE_LIMIT:g}")
+
+
+class LiveSteering:
+    """The shared model and everything live steering keeps between requests."""
+
+    def __init__(self, settings: UISettings, catalog: Catalog, loader: Loader | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.classifier = Classifier([get_judge(settings.judge)])
+        self.turns = TurnQueue()
+        self.lm: LoadedModel | None = None
+        self.state = "off" if settings.model is None and loader is None else "loading"
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._loader = loader or (
+            lambda: load_model(str(settings.model), dtype=settings.dtype, device=settings.device)
+        )
+        self._ready = threading.Event()
+        self._directions: ResidualDirections | None = None
+        self._unsteered: OrderedDict[tuple[str, int], Generation] = OrderedDict()
+
+    # -- the model -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model in a background thread (the page is usable meanwhile)."""
+        if self.state == "off":
+            return
+        threading.Thread(target=self._load, name="neurogate-ui-load", daemon=True).start()
+
+    def _load(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.lm = self._loader()
+            self.state = "ready"
+        except Exception as exc:  # shown on the page; the rest of the explorer keeps working
+            logger.exception("loading the model failed")
+            self.state, self.error = "failed", str(exc)
+        finally:
+            self.load_seconds = time.perf_counter() - start
+            self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def status(self) -> dict[str, Any]:
+        lm = self.lm
+        return {
+            "state": self.state,
+            "model": lm.spec if lm is not None else self.settings.model,
+            "shape": lm.shape if lm is not None else None,
+            "error": self.error,
+            "load_seconds": self.load_seconds,
+            "queue": self.turns.length,
+            "judge": self.classifier.names[0],
+            "max_new_tokens": self.settings.max_new_tokens,
+        }
+
+    def _model(self, emit: Emit) -> LoadedModel:
+        if self.state == "off":
+            raise ConfigError("live steering is off: start the explorer with --model")
+        if not self._ready.is_set():
+            emit({"event": "status", "text": "loading the model"})
+            self._ready.wait()
+        if self.lm is None:
+            raise NeurogateError(f"the model could not be loaded: {self.error}")
+        return self.lm
+
+    # -- one request -----------------------------------------------------------------------------------
+
+    def run(self, req: SteerRequest, emit: Emit, cancel: threading.Event) -> None:
+        """Serve one request in the caller's thread, after every earlier one; always ends with ``end``."""
+        received = time.perf_counter()
+        try:
+            with self.turns.turn(lambda ahead: emit({"event": "queued", "ahead": ahead})):
+                if not cancel.is_set():
+                    self._compare(req, emit, cancel, received)
+        except NeurogateError as exc:
+            emit({"event": "error", "text": str(exc)})
+        except Exception as exc:  # the page shows it; the server keeps serving
+            logger.exception("live steering failed")
+            emit({"event": "error", "text": f"{type(exc).__name__}: {exc}"})
+        finally:
+            emit({"event": "end"})
+
+    def _compare(self, req: SteerRequest, emit: Emit, cancel: threading.Event, received: float) -> None:
+        lm = self._model(emit)
+        iv = self._intervention(lm, req, emit)
+        max_new = min(req.max_new_tokens, self.settings.max_new_tokens)
+        emit({"event": "start", "label": iv.label, "scale": iv.scale.name, "symbol": iv.scale.symbol})
+
+        def tokens(side: str) -> Callable[[str], None]:
+            return lambda text: emit(
+                {"event": "token", "side": side, "text": text, "t": time.perf_counter() - received}
+            )
+
+        handle = iv.attach()
+        try:
+            steered = stream_reply(lm, req.prompt, max_new, tokens("steered"), cancel)
+        finally:
+            handle.remove()
+        emit(self._done("steered", req.prompt, steered))
+        key = (req.prompt, max_new)
+        plain = self._unsteered.get(key)
+        cached = plain is not None
+        if plain is None:
+            plain = stream_reply(lm, req.prompt, max_new, tokens("unsteered"), cancel)
+            if not cancel.is_set():
+                self._remember(key, plain)
+        emit({**self._done("unsteered", req.prompt, plain), "cached": cached})
+        if cancel.is_set():
+            return
+        kl = kl_divergence(lm, [req.prompt], [plain.token_ids], iv, n_tokens=len(plain.token_ids) + 1)
+        emit(
+            {
+                "event": "kl",
+                "side": "steered",
+                "first": kl.first_token,
+                "mean": kl.mean_token,
+                "n_tokens": kl.n_tokens,
+            }
+        )
+
+    def _done(self, side: str, prompt: str, reply: Generation) -> dict[str, Any]:
+        """The reply with its class: degenerate by the reply rule (never judged), else the judge's verdict."""
+        (classes,) = self.classifier.classify([prompt], [reply.text])
+        cls = classes[self.classifier.names[0]]
+        return {
+            "event": "done",
+            "side": side,
+            "text": reply.text,
+            "n_tokens": reply.n_generated,
+            "finished": reply.finished,
+            "verdict": None if cls == "degenerate" else cls,
+            "class": cls,
+            "degenerate": degeneracy(reply.text).reason,
+        }
+
+    def _remember(self, key: tuple[str, int], reply: Generation) -> None:
+        self._unsteered[key] = reply
+        while len(self._unsteered) > UNSTEERED_CACHE:
+            self._unsteered.popitem(last=False)
+
+    def _intervention(self, lm: LoadedModel, req: SteerRequest, emit: Emit) -> Intervention:
+        kind = get_kind(req.method)
+        if kind.source == "circuit":
+            if not req.circuit:
+                raise ConfigError(f"{req.method} steers a circuit: choose one first")
+            circuit = self.catalog.circuit(req.circuit)
+            circuit.check_model(lm)
+            return make(req.method, lm, circuit, req.value, **({"seed": 0} if "seed" in kind.options else {}))
+        return make(req.method, lm, self._residual_directions(lm, emit), req.value)
+
+    def _residual_directions(self, lm: LoadedModel, emit: Emit) -> ResidualDirections:
+        """Directions stored in a run for this model, else computed once from the built-in sets."""
+        if self._directions is None:
+            shape = (lm.adapter.n_layers, lm.adapter.d_model)
+            found = self.catalog.directions(
+                lambda d: tuple(d.diffs.shape) == shape and d.model.get("spec") == lm.spec
+            )
+            if found is None:
+                pos, neg = DIRECTION_SETS
+                emit({"event": "status", "text": f"computing residual directions ({pos} vs {neg})"})
+                found = compute_directions(lm, list(prompts.load(pos)), list(prompts.load(neg)))
+            self._directions = found
+        return self._directions

@@ -1,0 +1,137 @@
+// Small SVG charts drawn by hand: neurons per layer with each layer's score spread, a rate curve with
+// intervals, and a Pareto scatter. Labels are set with textContent only.
+const NS = "http://www.w3.org/2000/svg";
+
+function s(tag, attrs = {}, text) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function frame(width, height, label) {
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "svg-chart" });
+  svg.append(s("title", {}, label));
+  return svg;
+}
+
+function ticks(lo, hi, n = 4) {
+  if (hi === lo) return [lo];
+  const step = (hi - lo) / n;
+  return Array.from({ length: n + 1 }, (_, i) => lo + i * step);
+}
+
+const short = (x) => (Number.isInteger(x) || Math.abs(x) >= 100 ? String(Math.round(x)) : Number(x).toPrecision(2));
+
+/** Neurons per layer (bars; with an overlay, both circuits and their shared neurons) over each layer's
+ * score spread (min–max whisker, quartile box, median, and every neuron as a dot). */
+export function barChart(d, overlay) {
+  const W = 1100, H = 250, left = 64, right = 10, top = 10, mid = 120, bottom = 224;
+  const n = Math.max(d.n_layers, 1);
+  const bw = (W - left - right) / n;
+  const svg = frame(W, H, `neurons per layer and score spread of ${d.n_neurons} neurons over ${d.n_layers} layers`);
+  const counts = overlay ? overlay.layers.map((l) => Math.max(l.a, l.b)) : d.layers.map((l) => l.count);
+  const step = Math.max(1, Math.ceil(Math.max(1, ...counts) / 4));
+  const maxCount = step * Math.ceil(Math.max(1, ...counts) / step);
+  const x0 = (layer) => left + layer * bw;
+  const base = mid - 8;
+  svg.append(s("rect", { x: x0(d.late_start), y: top, width: (n - d.late_start) * bw, height: bottom - top, class: "late" }));
+  const yCount = (c) => base - (c / maxCount) * (base - top - 4);
+  for (let t = 0; t <= maxCount; t += step) {
+    svg.append(s("text", { x: left - 6, y: yCount(t) + 4, class: "tick", "text-anchor": "end" }, String(t)));
+  }
+  svg.append(s("text", { x: 4, y: (top + base) / 2, class: "axis-label" }, "neurons"));
+  const bar = (x, y, w, cls, tip) => {
+    const r = s("rect", { x, y, width: Math.max(1, w), height: Math.max(0, base - y), class: cls });
+    if (tip) r.append(s("title", {}, tip));
+    svg.append(r);
+  };
+  d.layers.forEach((l, i) => {
+    if (overlay) {
+      const o = overlay.layers[i];
+      const w = bw / 2 - 1.5;
+      const tip = `layer ${i}: ${o.a} in this circuit, ${o.b} in the other, ${o.both} shared`;
+      bar(x0(i) + 1, yCount(o.a), w, "bar", tip);
+      bar(x0(i) + bw / 2 + 0.5, yCount(o.b), w, "bar-b", tip);
+      if (o.both) {
+        bar(x0(i) + 1, yCount(o.both), w, "bar-both", tip);
+        bar(x0(i) + bw / 2 + 0.5, yCount(o.both), w, "bar-both", tip);
+      }
+    } else if (l.count) {
+      bar(x0(i) + 1, yCount(l.count), bw - 2, "bar", `layer ${i}: ${l.count} neurons`);
+    }
+  });
+  const all = d.layers.flatMap((l) => l.scores);
+  const lo = Math.min(0, ...all), hi = Math.max(1e-9, ...all);
+  const yScore = (v) => bottom - ((v - lo) / (hi - lo || 1)) * (bottom - mid - 6);
+  for (const t of ticks(lo, hi, 2)) svg.append(s("text", { x: left - 6, y: yScore(t) + 4, class: "tick", "text-anchor": "end" }, short(t)));
+  svg.append(s("text", { x: 4, y: (mid + bottom) / 2, class: "axis-label" }, "score"));
+  d.layers.forEach((l, i) => {
+    const cx = x0(i) + bw / 2;
+    const half = Math.min(bw * 0.3, 24);
+    if (l.spread) {
+      const sp = l.spread;
+      svg.append(s("line", { x1: cx, x2: cx, y1: yScore(sp.min), y2: yScore(sp.max), class: "whisker" }));
+      svg.append(s("rect", { x: cx - half, y: yScore(sp.q3), width: 2 * half, height: Math.max(1, yScore(sp.q1) - yScore(sp.q3)), class: "box" }));
+      svg.append(s("line", { x1: cx - half, x2: cx + half, y1: yScore(sp.median), y2: yScore(sp.median), class: "median" }));
+      for (const v of l.scores) svg.append(s("circle", { cx, cy: yScore(v), r: 2, class: "dot" }));
+    }
+  });
+  const every = Math.ceil(n / 28);
+  for (let i = 0; i < n; i += every) svg.append(s("text", { x: x0(i) + bw / 2, y: bottom + 14, class: "tick", "text-anchor": "middle" }, String(i)));
+  svg.append(s("text", { x: left - 6, y: bottom + 14, class: "axis-label", "text-anchor": "end" }, "layer"));
+  return svg;
+}
+
+/** A rate against x (the scale's value, or circuit size on a log axis) with 95% intervals. Each point
+ * is a keyboard-focusable link to its replies. */
+export function curveChart(points, label, xName, onPick, logX = false) {
+  const W = 360, H = 220, left = 40, right = 12, top = 12, bottom = 180;
+  const svg = frame(W, H, label);
+  const xs = points.map((p) => (logX ? Math.log10(p.x) : p.x));
+  const lo = Math.min(...xs), hi = Math.max(...xs);
+  const span = hi - lo || 1;
+  const X = (x) => left + (((logX ? Math.log10(x) : x) - lo) / span) * (W - left - right - 20) + 10;
+  const Y = (v) => bottom - v * (bottom - top);
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(s("line", { x1: left, x2: W - right, y1: Y(t), y2: Y(t), class: "grid" }));
+    svg.append(s("text", { x: left - 4, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, `${t * 100}%`));
+  }
+  const path = points.map((p, i) => `${i ? "L" : "M"}${X(p.x)},${Y(p.rate.value)}`).join(" ");
+  svg.append(s("path", { d: path, class: "curve" }));
+  for (const p of points) {
+    const g = s("g", { class: "point", tabindex: 0, role: "link", "data-key": p.key });
+    g.append(s("title", {}, `${p.label}${p.baseline ? " (baseline)" : ""}: ${Math.round(100 * p.rate.value)}% (${p.rate.k} of ${p.rate.n}); open the replies`));
+    g.append(s("line", { x1: X(p.x), x2: X(p.x), y1: Y(p.rate.low), y2: Y(p.rate.high), class: "interval" }));
+    g.append(s("circle", { cx: X(p.x), cy: Y(p.rate.value), r: 5, class: p.baseline ? "marker baseline" : "marker" }));
+    g.addEventListener("click", () => onPick(p));
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onPick(p); } });
+    svg.append(g);
+    svg.append(s("text", { x: X(p.x), y: bottom + 14, class: "tick", "text-anchor": "middle" }, short(p.x)));
+  }
+  svg.append(s("text", { x: (W + left) / 2, y: bottom + 32, class: "axis-label", "text-anchor": "middle" }, xName));
+  return svg;
+}
+
+/** The tuning Pareto front: every trial as a dot, the front joined by a line. */
+export function scatterChart(pareto) {
+  const W = 360, H = 220, left = 44, right = 34, top = 12, bottom = 180;
+  const svg = frame(W, H, `Pareto front: ${pareto.objectives.x} against ${pareto.objectives.y}`);
+  const pts = pareto.points;
+  const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const X = (x) => left + ((x - x0) / (x1 - x0 || 1)) * (W - left - right - 10) + 5;
+  const Y = (y) => bottom - ((y - y0) / (y1 - y0 || 1)) * (bottom - top - 10) - 5;
+  for (const t of ticks(y0, y1, 3)) svg.append(s("text", { x: left - 4, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, short(t)));
+  for (const t of ticks(x0, x1, 3)) svg.append(s("text", { x: X(t), y: bottom + 14, class: "tick", "text-anchor": "middle" }, short(t)));
+  const front = pts.filter((p) => p.front).sort((a, b) => a.x - b.x);
+  svg.append(s("path", { d: front.map((p, i) => `${i ? "L" : "M"}${X(p.x)},${Y(p.y)}`).join(" "), class: "curve" }));
+  for (const p of pts) {
+    const c = s("circle", { cx: X(p.x), cy: Y(p.y), r: p.front ? 5 : 3, class: p.front ? "marker" : "dot" });
+    c.append(s("title", {}, `${p.label}: ${pareto.objectives.x} ${short(p.x)}, ${pareto.objectives.y} ${short(p.y)}`));
+    svg.append(c);
+  }
+  svg.append(s("text", { x: (W + left) / 2, y: bottom + 32, class: "axis-label", "text-anchor": "middle" }, pareto.objectives.x));
+  svg.append(s("text", { x: 4, y: top + 4, class: "axis-label" }, pareto.objectives.y));
+  return svg;
+}

@@ -1,0 +1,88 @@
+"""The CLI checks paths, settings and the model before the expensive steps, asks before a large pull, and
+says on Ctrl-C what was kept and how to resume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from neurogate.cli import app as cli
+from neurogate.cli.main import app, main
+from neurogate.errors import ConfigError, ModelLoadError
+from neurogate.models import zoo
+
+runner = CliRunner()
+SMALL = "zoo:smollm2-135m-instruct"
+
+
+@pytest.fixture
+def empty_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NEUROGATE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_the_default_model_is_never_pulled_silently(empty_zoo: Path) -> None:
+    result = runner.invoke(app, ["info"])  # no --model, not interactive, default not pulled
+    assert isinstance(result.exception, ConfigError)
+    message = str(result.exception)
+    assert "--model was not given" in message and "--yes" in message and "MiB" in message
+    assert not (empty_zoo / "zoo" / zoo.DEFAULT_MODEL).exists()
+
+
+def test_a_model_named_explicitly_or_confirmed_is_not_asked_about(empty_zoo: Path) -> None:
+    cli.preflight_model(f"zoo:{zoo.DEFAULT_MODEL}", explicit=True)  # returns: the pull may go ahead
+    cli.RunState.yes = True
+    try:
+        cli.preflight_model(f"zoo:{zoo.DEFAULT_MODEL}", explicit=False)
+    finally:
+        cli.RunState.yes = False
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        cli.preflight_model("./no/such/model", explicit=True)
+
+
+@pytest.mark.parametrize("command", [["sweep", "--methods", "caa"], ["run", "--quick"], ["tune"]])
+def test_out_that_is_a_file_fails_before_the_model_loads(tmp_path: Path, command: list[str]) -> None:
+    blocker = tmp_path / "results.json"
+    blocker.write_text("{}")
+    result = runner.invoke(app, [*command, "--model", "./no/such/model", "--out", str(blocker)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "is a file" in str(result.exception)
+
+
+def test_unknown_judge_fails_before_the_model_loads(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sweep", "--model", "./no/such/model", "--judge", "keywrd"])
+    assert isinstance(result.exception, ConfigError)
+    assert "unknown judge 'keywrd'" in str(result.exception)
+
+
+def test_base_vs_instruct_checks_both_models_first(tmp_path: Path) -> None:
+    args = ["base-vs-instruct", "--instruct", SMALL, "--base", str(tmp_path / "missing-base")]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, ModelLoadError) and "missing-base" in str(result.exception)
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted_sweep() -> None:
+        cli.note_saved("finished conditions are stored under runs/x; a rerun skips them")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("neurogate.cli.main.app", interrupted_sweep)
+    monkeypatch.setattr(sys, "argv", ["neurogate", "sweep", "--out", "runs/x", "--eval", "my set.json"])
+    cli.RunState.saved = []
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130
+    assert "finished conditions are stored under runs/x" in err
+    assert "resume with the same command: neurogate sweep --out runs/x --eval 'my set.json'" in err
+    cli.RunState.saved = []
+    monkeypatch.setattr("neurogate.cli.main.app", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(sys, "argv", ["neurogate", "discover", "--out", "c.json"])
+    with pytest.raises(SystemExit):
+        main()
+    assert "nothing partial was written" in capsys.readouterr().err
