@@ -86,3 +86,20 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(
     with pytest.raises(SystemExit):
         main()
     assert "nothing partial was written" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_real_command_prints_the_resume_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typer turns a KeyboardInterrupt inside a command into a silent exit 130; main() still explains it."""
+
+    def interrupted_load(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load", interrupted_load)
+    monkeypatch.setattr(sys, "argv", ["neurogate", "info", "--model", "some-model"])
+    cli.RunState.saved = []
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130
+    assert "run it again with: neurogate info --model some-model" in capsys.readouterr().err
