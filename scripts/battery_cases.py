@@ -300,6 +300,7 @@ def circuit_file(edit: Callable[[dict[str, Any]], Any], name: str = "c.json") ->
 
     def setup(ctx: Ctx) -> None:
         data = json.loads((ctx.shared / "circuit.json").read_text())
+        (ctx.work / name).parent.mkdir(parents=True, exist_ok=True)
         (ctx.work / name).write_text(json.dumps(edit(data)))
 
     return setup
