@@ -106,7 +106,7 @@ class Case:
     checks: list[tuple[str, Check]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     stdin: str = ""
-    timeout: float = 900.0
+    timeout: float = 300.0
     interrupt: str = ""  # trigger ("file:GLOB" under the case folder, "output:TEXT") for SIGINT/SIGKILL
     interrupt_delay: float = 0.0
     kill: bool = False

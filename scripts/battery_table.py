@@ -392,6 +392,7 @@ ZOO_CASES = [
         "ok",
         setup=own_zoo(truncate("model.safetensors", 1000)),
         checks=[not_says("already pulled"), says("ready"), no_pull_debris()],
+        timeout=600,
     ),
     c(
         "zoo-verify-ok",
@@ -683,6 +684,7 @@ CONFIG_CASES = [
         "ok",
         setup=files(s_dot_toml=STUDY_TOML),
         checks=[says("done")],
+        timeout=600,
     ),
     c(
         "run-damaged-stage-file",
@@ -692,6 +694,7 @@ CONFIG_CASES = [
         setup=files(s_dot_toml=STUDY_TOML),
         then=[then(f"{RUN} --config s.toml", _damage_run("conditions/baseline.json"))],
         checks=[says("done")],
+        timeout=600,
     ),
     c(
         "run-damaged-stats",
@@ -701,6 +704,7 @@ CONFIG_CASES = [
         setup=files(s_dot_toml=STUDY_TOML),
         then=[then(f"{RUN} --config s.toml", _damage_run("stats.safetensors"))],
         checks=[says("done")],
+        timeout=600,
     ),
 ]
 
@@ -850,6 +854,7 @@ INTERRUPT_CASES = [
         interrupt="file:work/sw/*/baseline.json",
         then=[then(f"{SWEEP} --out sw")],
         checks=[no_debris("sw")],
+        timeout=600,
     ),
     c(
         "interrupt-run",
@@ -869,6 +874,7 @@ INTERRUPT_CASES = [
         interrupt="file:work/runs/*/circuit.json",
         then=[then(f"{RUN} --config s.toml")],
         checks=[says("done")],
+        timeout=600,
     ),
     c(
         "interrupt-export",
@@ -909,6 +915,7 @@ INTERRUPT_CASES = [
         kill=True,
         then=[then("models list")],
         checks=[no_pull_debris()],
+        timeout=600,
     ),
 ]
 
@@ -948,6 +955,7 @@ SECURITY_CASES = [
                 lambda ctx, out: len(list((ctx.work / "sw").iterdir())) == 2,
             )
         ],
+        timeout=600,
     ),
     c(
         "sweep-resume-same-settings",
@@ -956,6 +964,7 @@ SECURITY_CASES = [
         "ok",
         then=[then(f"{SWEEP} --out sw")],
         checks=[("one result folder reused", lambda ctx, out: len(list((ctx.work / "sw").iterdir())) == 1)],
+        timeout=600,
     ),
     c(
         "export-umask-077",
@@ -986,6 +995,7 @@ SECURITY_CASES = [
                 lambda ctx, out: (ctx.model_dir / "config.json").stat().st_mode & 0o044 == 0o044,
             )
         ],
+        timeout=600,
     ),
     c(
         "trust-remote-code-default-off",

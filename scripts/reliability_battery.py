@@ -148,16 +148,19 @@ def run_case(case: Case, shared: Path) -> Outcome:
     if case_dir.exists():
         shutil.rmtree(case_dir)
     ctx = Ctx.create(shared, case_dir)
-    case.setup(ctx)
-    env = ctx.env(case.env)
     before = snapshot(shared, case_dir)
     start = time.monotonic()
-    code, output = _run_process(case, ctx, env)
-    for follow in case.then:  # e.g. the rerun after a killed run
-        follow.setup(ctx)
-        follow.umask = case.umask
-        code, more = _run_process(follow, ctx, env)
-        output += "\n[battery: rerun]\n" + more
+    try:
+        case.setup(ctx)
+        env = ctx.env(case.env)
+        code, output = _run_process(case, ctx, env)
+        for follow in case.then:  # e.g. the rerun after a killed run
+            follow.setup(ctx)
+            follow.umask = case.umask
+            code, more = _run_process(follow, ctx, env)
+            output += "\n[battery: rerun]\n" + more
+    except Exception as exc:  # a broken setup step is the battery's fault: recorded, not hidden
+        code, output = None, f"[battery: setup failed: {type(exc).__name__}: {exc}]"
     seconds = time.monotonic() - start
     after = snapshot(shared, case_dir)
     failed = [name for name, check in case.checks if not _holds(check, ctx, output)]
