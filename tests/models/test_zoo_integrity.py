@@ -133,3 +133,15 @@ def test_models_without_a_record_still_load_and_verify_says_so(
 def test_verify_of_every_pulled_model(pulled: Path) -> None:
     result = runner.invoke(app, ["models", "verify"])
     assert result.exit_code == 0 and "zoo:fake: ok" in result.output
+
+
+def test_the_kept_gguf_is_checked_against_the_published_hash(pulled: Path) -> None:
+    gguf = pulled / "fake.gguf"
+    assert "fake.gguf" not in _marker(pulled)["integrity"]["files"]  # its size and sha256 are the zoo's own
+    _overwrite(gguf, 5, b"\x00", keep_mtime=False)
+    assert zoo.check("fake").state == "ok"  # same size: the cheap check passes ...
+    assert "fake.gguf content differs" in zoo.check("fake", full=True).message()  # ... verify does not
+    gguf.write_bytes(b"GGUF")
+    assert "fake.gguf has 4 bytes" in zoo.check("fake").message()
+    gguf.unlink()  # a missing GGUF is fetched when an export needs it: not damage
+    assert zoo.check("fake", full=True).state == "ok"

@@ -183,18 +183,20 @@ class ZooStatus:
 
 def check(name: str, full: bool = False) -> ZooStatus:
     """Check the cached files of ``name`` against the record written when it was pulled: sizes and sampled
-    hashes (``full``: every byte). A file whose modification time changed is hashed in full either way."""
+    hashes (``full``: every byte). A file whose modification time changed is hashed in full either way. The
+    kept GGUF is checked against the zoo's own size and sha256 (a missing one is fetched when needed)."""
     meta = _marker(name)
     if meta is None:
         return ZooStatus(name, "missing")
     directory = model_dir(name)
     record = meta.get("integrity")
+    gguf = _gguf_problems(name, full)
     if not isinstance(record, dict):
         if not (directory / "config.json").is_file():
-            return ZooStatus(name, "damaged", ("config.json is missing",))
-        return ZooStatus(name, "unrecorded")
+            return ZooStatus(name, "damaged", ("config.json is missing", *gguf))
+        return ZooStatus(name, "damaged", gguf) if gguf else ZooStatus(name, "unrecorded")
     results = integrity.check(directory, record, full=full)
-    problems = tuple(f"{r.path} {r.problem}" for r in results if r.problem)
+    problems = tuple(f"{r.path} {r.problem}" for r in results if r.problem) + gguf
     stamps = {r.path: r.restamp for r in results if r.restamp is not None}
     if stamps and not problems:
         for path, stamp in stamps.items():
@@ -202,6 +204,19 @@ def check(name: str, full: bool = False) -> ZooStatus:
         with contextlib.suppress(OSError):  # a read-only cache still loads; it is just checked again
             write_json_atomic(directory / MARKER, meta, indent=2)
     return ZooStatus(name, "damaged" if problems else "ok", problems)
+
+
+def _gguf_problems(name: str, full: bool) -> tuple[str, ...]:
+    model = get(name)
+    path = model_dir(name) / model.gguf_name
+    if not path.is_file():
+        return ()
+    size = path.stat().st_size
+    if size != model.size:
+        return (f"{model.gguf_name} has {size:,} bytes, expected {model.size:,} (truncated or replaced)",)
+    if full and integrity.full_sha256(path) != model.sha256:
+        return (f"{model.gguf_name} content differs from the published GGUF (sha256 mismatch)",)
+    return ()
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -311,7 +326,7 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         _convert(model, gguf, staged)
         os.replace(gguf, staged / model.gguf_name)
         meta: dict[str, Any] = {"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}
-        meta["integrity"] = integrity.record(staged, skip={MARKER})
+        meta["integrity"] = integrity.record(staged, skip={MARKER, model.gguf_name})  # its sha256 is known
         (staged / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         progress("convert", 1, 1)
         apply_umask(staged)
