@@ -19,7 +19,7 @@ from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
 from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
-from neurogate.outputs import OWNER, apply_umask
+from neurogate.outputs import OWNER, apply_umask, check_writable_dir
 from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
 from neurogate.steering.output import staged_dir
@@ -91,6 +91,7 @@ def check_target(out: str | os.PathLike[str], overwrite: bool, inputs: Sequence[
     target = check_target_path(out, inputs=inputs)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; choose another --out")
+    check_writable_dir(target.parent, "--out", str(out))
     if target.is_dir() and any(target.iterdir()):
         if not overwrite:
             raise ConfigError(
