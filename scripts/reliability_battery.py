@@ -123,6 +123,7 @@ def _run_process(case: Case, ctx: Ctx, env: dict[str, str]) -> tuple[int | None,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE,
             preexec_fn=None if umask is None else (lambda: os.umask(umask) and None),
+            start_new_session=True,
         )
         assert proc.stdin is not None
         proc.stdin.write(case.stdin.encode())
@@ -136,7 +137,7 @@ def _run_process(case: Case, ctx: Ctx, env: dict[str, str]) -> tuple[int | None,
                 sent = True
             time.sleep(0.1)
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and anything it started (e.g. pip)
             proc.wait()
             return None, log.read_text(errors="replace") + "\n[battery: timed out]"
     return proc.returncode, log.read_text(errors="replace")
@@ -271,7 +272,7 @@ def main() -> None:
         shared = prepare_shared(args.workdir.resolve())
         for i, case in enumerate(todo, start=1):
             outcome = run_case(case, shared)
-            outcome.source_hash = source
+            outcome.source_hash = source_hash()  # the tree this case ran against (it may change meanwhile)
             results[case.id] = asdict(outcome)
             save_results(results)
             state = "pass" if outcome.passed else "FAIL"
