@@ -1,7 +1,7 @@
 """Benchmark: throughput of steered, folded and one-at-a-time generation against plain batched generation.
 
 All conditions generate exactly ``--new-tokens`` tokens per prompt (end-of-turn suppressed), greedy, on the
-first ``--n`` prompts of harmful_train.json, with one batch size (chosen once by the auto probe). The
+first ``--n`` prompts of harmful_train.json, with one batch size (chosen once by ``auto_batch_size``). The
 circuit is 0.1% of the model's MLP neurons from ``neurogate.discover`` (universal filter off, on the first
 ``--discover-n`` harmful vs harmless training prompts). Conditions:
 
@@ -81,7 +81,7 @@ def main() -> None:
     longest = max(len(s) for s in encode(lm, prompts))
     start = time.perf_counter()
     batch = auto_batch_size(lm, longest, args.new_tokens, len(prompts))
-    print(f"auto batch size: {batch} (probe {time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"auto batch size: {batch} (chosen in {time.perf_counter() - start:.1f} s)", flush=True)
     generate(lm, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
     rows = [timed("unsteered", lambda: generate(lm, prompts, batch_size=batch, **opts))]
     iv = make("cna", lm, circuit, 0.0)  # ablate: m = 0

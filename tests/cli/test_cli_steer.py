@@ -47,6 +47,21 @@ def test_steer_prints_both_replies_side_by_side(setup: dict[str, str]) -> None:
         assert word in result.output
 
 
+def test_steer_uses_the_circuits_recorded_intervention(setup: dict[str, str], tmp_path: Path) -> None:
+    tuned = Circuit.load(setup["circuit"])
+    tuned.method["intervention"] = {"kind": "mean", "multiplier": -0.5}
+    path = tuned.save(tmp_path / "tuned.json")
+    args = ["steer", *base(setup), "--circuit", str(path), "--max-new-tokens", "4", "--prompt", "hi"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "recorded intervention: mean m=-0.5" in result.output and "mean m=-0.5" in result.output
+    result = runner.invoke(app, [*args, "--method", "cna"])  # a method given by the user wins
+    assert result.exit_code == 0, result.output
+    assert "cna m=0" in result.output and "recorded" not in result.output
+    result = runner.invoke(app, [*args, "--multiplier", "0.25"])  # so does a multiplier
+    assert "mean m=0.25" in result.output
+
+
 def test_steer_with_caa_computes_directions(setup: dict[str, str], tmp_path: Path) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("first\nsecond\n")

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from neurogate.discovery import capture, recorder
+from neurogate.discovery import stats as stats_module
 from neurogate.discovery.capture import CaptureOptions
+from neurogate.discovery.stats import SiteStats
 from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models import inputs
 from neurogate.models.inputs import BatchSize
@@ -229,3 +231,17 @@ def test_several_sets_in_one_pass_equal_separate_passes(lm: LoadedModel) -> None
         assert stats.n == len(prompts)
         assert_close_rel(stats.mean, alone.mean)
         assert_close_rel(stats.var, alone.var, rel=1e-3)
+
+
+def test_stats_updated_a_few_layers_at_a_time_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [torch.randn(5, 7, 11) * 3 + 40, torch.randn(3, 7, 11)]
+    whole, sliced = SiteStats.zeros(7, 11), SiteStats.zeros(7, 11)
+    for v in values:
+        whole.update(v)
+    monkeypatch.setattr(stats_module, "UPDATE_ELEMENTS", 2 * 5 * 11)  # two layers per slice, last one short
+    for v in values:
+        sliced.update(v)
+    assert sliced.n == whole.n == 8
+    assert torch.equal(sliced.mean, whole.mean) and torch.equal(sliced.m2, whole.m2)
+    everything = torch.cat(values).double()
+    assert torch.allclose(whole.mean, everything.mean(0)) and torch.allclose(whole.var, everything.var(0))

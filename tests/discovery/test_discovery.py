@@ -133,6 +133,20 @@ def test_select_top_counts_all_neurons_breaks_ties_and_skips_exclusions() -> Non
     assert (0, 0) not in select_top(with_nan, top_k=10)
 
 
+def test_select_top_equals_a_full_stable_sort_on_tie_heavy_scores() -> None:
+    """The partial selection (top-k, then the ties in index order) ranks like sorting every neuron."""
+    generator = torch.Generator().manual_seed(1)
+    for trial in range(100):
+        scores = torch.randint(0, 4, (3, 17), generator=generator).float()  # many ties
+        scores[0, trial % 17] = float("nan")
+        exclude = {(1, j) for j in range(0, 17, 4)}
+        k = 1 + trial % 40
+        flat = torch.nan_to_num(scores, nan=-1.0).flatten().double()
+        flat[[17 + j for j in range(0, 17, 4)]] = -torch.inf
+        order = torch.sort(flat, descending=True, stable=True).indices[:k].tolist()
+        assert select_top(scores, top_k=k, exclude=exclude) == [(i // 17, i % 17) for i in order]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

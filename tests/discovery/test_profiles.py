@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from neurogate.discovery import stats as stats_module
 from neurogate.discovery.capture import capture_values
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
@@ -37,6 +38,19 @@ def test_running_extremes_equal_a_full_sort() -> None:
             assert [i for i, _ in tracker.most(layer, unit)] == [100 + int(i) for i in top]
             assert [i for i, _ in tracker.least(layer, unit)] == [100 + int(i) for i in bottom]
             assert tracker.most(layer, unit)[0][1] == pytest.approx(float(col.max()))
+
+
+def test_extremes_merged_a_few_layers_at_a_time_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = torch.randn(17, 5, 3)
+    whole, sliced = PromptExtremes(k=3), PromptExtremes(k=3)
+    for start in range(0, 17, 7):
+        whole.update(values[start : start + 7], range(start, min(start + 7, 17)))
+    monkeypatch.setattr(stats_module, "UPDATE_ELEMENTS", 2 * (7 + 3) * 3)  # two layers per slice
+    for start in range(0, 17, 7):
+        sliced.update(values[start : start + 7], range(start, min(start + 7, 17)))
+    assert whole.tensors("x").keys() == sliced.tensors("x").keys()
+    for key, tensor in whole.tensors("x").items():
+        assert torch.equal(tensor, sliced.tensors("x")[key]), key
 
 
 def test_discovery_stores_each_neurons_extreme_prompts(lm: LoadedModel, tmp_path: Path) -> None:

@@ -78,7 +78,9 @@ def test_evaluator_measures_and_stores(lm: LoadedModel, tmp_path: Path) -> None:
     assert len(base.harmful) == 3 and len(base.benign) == 2
     assert all(0 < len(r.token_ids) <= 5 for r in base.harmful)
     assert full.n_neurons == 12 and small.n_neurons == 3
-    assert full.benign_refusal is not None and small.benign_refusal is None and small.kl_first == []
+    # without benign replies there is no over-refusal, but KL (on the baseline's replies) is still read
+    assert full.benign_refusal is not None and small.benign_refusal is None
+    assert len(small.kl_first) == len(base.benign) and all(k >= 0 for k in small.kl_first)
     assert full.intervention == {"kind": "cna", "scale": "multiplier", "multiplier": 0.0, "neurons": 12}
     assert small.intervention["neurons"] == 3
     # the metrics are the ones computed directly from the stored replies (not just in range)

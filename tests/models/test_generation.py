@@ -11,7 +11,7 @@ import torch
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
 from neurogate.models import generation
-from neurogate.models.generation import Generation, auto_batch_size, generate, stop_token_ids
+from neurogate.models.generation import Generation, generate, stop_token_ids
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.steering.registry import make
@@ -80,25 +80,19 @@ def test_sampling_is_seeded(lm: LoadedModel) -> None:
     assert ids_of(a) == ids_of(b) != ids_of(c)
 
 
-def test_auto_batch_size_is_probed_once_and_remembered(
-    lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    real = generation._decode_rate
-
-    def counting(lm_: LoadedModel, batch: int, length: int, steps: int = 3) -> float:
-        calls.append(batch)
-        return real(lm_, batch, length, steps)
-
-    monkeypatch.setattr(generation, "_decode_rate", counting)
-    monkeypatch.setattr(generation, "_AUTO_BATCH", {})
-    size = auto_batch_size(lm, 20, 8, 100)
-    assert size in generation.CPU_BATCH_CANDIDATES and calls
-    probes = len(calls)
-    assert auto_batch_size(lm, 21, 8, 3) == min(size, 3)  # same bucket: cached, capped by the prompt count
-    assert len(calls) == probes
+def test_auto_batch_size_gives_the_same_replies_as_one_at_a_time(lm: LoadedModel) -> None:
     auto = generate(lm, PROMPTS, max_new_tokens=6)
     assert ids_of(auto) == ids_of(generate(lm, PROMPTS, max_new_tokens=6, batch_size=1))
+
+
+def test_batches_are_even_and_sorted_by_length() -> None:
+    seqs = [[1] * n for n in (5, 1, 4, 2, 3, 9, 7)]
+    batches = generation._batches(seqs, 3)
+    assert [len(b) for b in batches] == [2, 3, 2]  # 7 rows at most 3 a batch: 3 batches, evenly filled
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(7))
+    assert [len(seqs[i]) for i in flat] == sorted(len(s) for s in seqs)
+    assert generation._batches(seqs, 100) == [flat]
 
 
 def test_no_chat_template_uses_raw_text() -> None:
@@ -132,3 +126,48 @@ def test_zoo_model_batched_equals_one_at_a_time_float32(zoo_lm: LoadedModel) -> 
         assert ids_of(batched) == ids_of(single)
         assert all(g.text for g in batched)
     assert torch.is_grad_enabled()
+
+
+def _staggered_stops(rows: list[list[int]]) -> list[int]:
+    """Two tokens that, taken as end-of-turn tokens, end the unsteered rows at the most distinct steps."""
+
+    def ends(stops: set[int]) -> list[int]:
+        return [next((i for i, t in enumerate(r) if t in stops), len(r)) for r in rows]
+
+    tokens = sorted({t for r in rows for t in r})
+    pairs = [(a, b) for i, a in enumerate(tokens) for b in tokens[i + 1 :]]
+    return list(max(pairs, key=lambda ab: (len(set(ends(set(ab)))), ab)))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3", "phi3", "gpt_neox"])
+def test_dropping_finished_rows_matches_transformers_generate(family: str) -> None:
+    """Greedy decoding that drops finished rows (and their cache entries) gives transformers' tokens, with
+    rows ending at different steps, with and without steering."""
+    from neurogate.models.inputs import encode, left_padded
+    from neurogate.models.ragged import ragged_greedy
+
+    lm = tiny_lm(family)
+    seqs = encode(lm, PROMPTS)
+    free = generate(lm, PROMPTS, max_new_tokens=16, batch_size=5, stop_at_eos=False)
+    stops = _staggered_stops([g.token_ids for g in free])
+    circuit = make_circuit(lm, [(0, 1), (1, 2), (2, 3), (2, 50)])
+    for iv in (None, make("cna", lm, circuit, 0.0)):
+        with iv if iv is not None else torch.no_grad():
+            ours = ragged_greedy(lm, seqs, 16, stops)
+            batch = left_padded(lm, seqs)
+            with torch.no_grad():
+                out = lm.model.generate(
+                    batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    max_new_tokens=16,
+                    do_sample=False,
+                    eos_token_id=stops,
+                    pad_token_id=0,
+                )
+        theirs = []
+        for row in out[:, batch.input_ids.shape[1] :].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), None)
+            theirs.append(row if cut is None else row[: cut + 1])
+        assert ours == theirs
+        lengths = {len(r) for r in ours}
+        assert len(lengths) >= 2 and min(lengths) < 16  # rows really left the batch at different steps

@@ -109,3 +109,57 @@ def test_export_refuses_weights_that_overflow_the_dtype(tmp_path: Path) -> None:
         export_model(lm, make_circuit(lm, PICKS), 1e9, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_mean_ablation_exports_where_the_mlp_can_save_a_bias(tmp_path: Path, family: str) -> None:
+    lm = saved_tiny(tmp_path / "src", family)
+    neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.5 + 0.1 * layer) for layer, index in PICKS]
+    circuit = Circuit(neurons=neurons, model={"spec": lm.spec, "shape": lm.shape}, method={"score": "test"})
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    with circuit.apply(lm, 0.25, toward="mean"):
+        hooked = logits(lm.model, lm.tokenizer)
+    with steer(lm, circuit, 0.25):
+        toward_zero = logits(lm.model, lm.tokenizer)
+    out = export_model(lm, circuit, 0.25, tmp_path / "out", toward="mean")
+    # the source model is as it was: same tensors, no added biases, config unchanged
+    assert lm.model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
+    assert not getattr(lm.model.config, "mlp_bias", False)
+    plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert (logits(plain, AutoTokenizer.from_pretrained(out)) - hooked).abs().max() <= 1e-5
+    assert (hooked - toward_zero).abs().max() > 1e-4  # mean-ablation is not the plain multiplier
+    assert json.loads((out / "neurogate_export.json").read_text())["toward"] == "mean"
+    assert "Mean-ablation" in (out / "README.md").read_text()
+
+
+def test_mean_ablation_export_is_refused_where_no_bias_can_be_saved(tmp_path: Path) -> None:
+    lm = saved_tiny(tmp_path / "src", "qwen2")
+    circuit = make_circuit(lm, PICKS)
+    with pytest.raises(ConfigError, match="qwen2 models have none"):
+        export_model(lm, circuit, 0.0, tmp_path / "out", toward="mean")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_export_uses_the_circuits_recorded_intervention(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from neurogate.cli.main import app
+
+    lm = saved_tiny(tmp_path / "src")
+    circuit = make_circuit(lm, PICKS)
+    circuit.method["intervention"] = {"kind": "mean", "multiplier": 0.5}
+    circuit.save(tmp_path / "tuned.json")
+    base = ["export", "--model", str(tmp_path / "src"), "--circuit", str(tmp_path / "tuned.json")]
+    base += ["--dtype", "float32", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "mean m=0.5" in result.output
+    meta = json.loads((tmp_path / "out" / "neurogate_export.json").read_text())
+    assert (meta["toward"], meta["multiplier"]) == ("mean", 0.5)
+    result = CliRunner().invoke(app, [*base, "--kind", "cna", "-x", "0", "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o2" / "neurogate_export.json").read_text())["toward"] == "zero"
+    result = CliRunner().invoke(app, [*base, "--format", "lora", "--out", str(tmp_path / "o3")])
+    assert result.exit_code != 0 and "cannot carry mean-ablation" in str(result.exception)

@@ -20,6 +20,7 @@ from neurogate.cli.steer import (
     StrengthOpt,
     SystemOpt,
     build_intervention,
+    recorded_choice,
     resolve_value,
 )
 from neurogate.errors import NeurogateError
@@ -31,7 +32,7 @@ from neurogate.steering.registry import KINDS, get_kind
 HELP = """commands:
   /m X         set the neuron multiplier m (cna, random): 0 ablates, 1 is unchanged
   /s X         set the strength s (caa, ablation): 0 is unchanged, 1 is full
-  /method NAME switch method: cna, caa, ablation or random
+  /method NAME switch method: cna, mean, caa, ablation or random
   /off, /on    turn steering off or back on
   /reset       forget the conversation
   /help        show this help
@@ -146,7 +147,7 @@ def chat(
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
     multiplier: MultiplierOpt = None,
-    method: MethodOpt = "cna",
+    method: MethodOpt = None,
     strength: StrengthOpt = None,
     positive: PositiveOpt = "builtin:harmful",
     negative: NegativeOpt = "builtin:benign",
@@ -169,6 +170,7 @@ def chat(
         "layer": layer,
         "seed": seed,
     }
+    method, multiplier = recorded_choice(circuit, method, multiplier, strength)
     lm = cli.load(model, dtype, device, trust_remote_code)
     session = ChatSession(
         lm, method, resolve_value(method, multiplier, strength), settings, system_prompt, max_new_tokens

@@ -57,6 +57,18 @@ EndpointModelOpt = Annotated[
 ]
 OldJudgeUrlOpt = Annotated[str | None, typer.Option("--judge-url", hidden=True)]
 OldJudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", hidden=True)]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Who generates the replies: local (neurogate's hooks) or openai (a server such as vLLM from "
+        "`neurogate serve`, serving 'base' and each condition by its key, e.g. cna-m0).",
+    ),
+]
+EngineUrlOpt = Annotated[
+    str | None,
+    typer.Option("--engine-url", help="The openai engine's base URL, e.g. http://127.0.0.1:8000/v1."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 

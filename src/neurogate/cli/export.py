@@ -14,7 +14,7 @@ import typer
 
 from neurogate import prompts
 from neurogate.cli import app as cli
-from neurogate.discovery.circuit import Circuit
+from neurogate.discovery.circuit import Circuit, Toward
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError
 from neurogate.models import zoo
@@ -41,6 +41,16 @@ def gguf_source(model: str) -> Path:
     raise ConfigError(CONVERT_HINT)
 
 
+def _recorded(circuit: Circuit, kind: str | None, multiplier: float | None) -> tuple[str, float]:
+    """``--kind`` and ``--multiplier``, with what was left out taken from the circuit's recorded
+    intervention (a tuned circuit's), else ``cna`` and ``m = 0``."""
+    recorded_kind, recorded_m = circuit.recorded_intervention() or ("cna", 0.0)
+    kind = kind or recorded_kind
+    if kind not in ("cna", "mean"):
+        raise ConfigError(f"--kind must be cna or mean, got {kind!r}")
+    return kind, recorded_m if multiplier is None else multiplier
+
+
 def _directions(
     model: str, directions: Path | None, positive: str, negative: str, dtype: str, device: str
 ) -> ResidualDirections:
@@ -62,9 +72,22 @@ def export_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="dir, lora, gguf or control-vector.")] = "dir",
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     multiplier: Annotated[
-        float,
-        typer.Option("--multiplier", "-x", help="Neuron multiplier m to fold in (1 = unchanged, 0 ablates)."),
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            "--multiplier",
+            "-x",
+            help="Neuron multiplier m to fold in (1 = unchanged, 0 ablates). Default: the circuit's "
+            "recorded multiplier, else 0.",
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="cna (multiply toward zero) or mean (toward the negative-prompt mean; dir format, families "
+            "whose MLP can save a bias). Default: the circuit's recorded kind, else cna.",
+        ),
+    ] = None,
     gguf_type: Annotated[
         str, typer.Option("--gguf-type", help="gguf: store folded tensors as f16 or bf16.")
     ] = "f16",
@@ -108,6 +131,12 @@ def export_command(
     if circuit is None:
         raise ConfigError(f"--format {fmt} needs --circuit (create one with `neurogate discover`)")
     loaded = Circuit.load(circuit)
+    kind, multiplier = _recorded(loaded, kind, multiplier)
+    if kind == "mean" and fmt != "dir":
+        raise ConfigError(
+            f"--format {fmt} cannot carry mean-ablation's constant (it needs an MLP bias); use --format dir, "
+            "or --kind cna"
+        )
     if fmt == "gguf":
         path = export_gguf(gguf_source(model), loaded, multiplier, out, store=gguf_type, overwrite=overwrite)
         how = "run it with llama.cpp (llama-server -m FILE) or Ollama (FROM ./FILE)"
@@ -119,9 +148,12 @@ def export_command(
             path = export_lora(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
             how = "serve it with vLLM --enable-lora (see `neurogate serve`) or load it with peft"
         else:
-            path = export_model(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
+            toward: Toward = "mean" if kind == "mean" else "zero"
+            path = export_model(
+                lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)], toward=toward
+            )
             how = "load it with AutoModelForCausalLM.from_pretrained or serve it with vLLM"
     cli.console.print(
-        f"[green]exported:[/] {path} ({len(loaded)} neurons, multiplier {multiplier:g}); {how}",
+        f"[green]exported:[/] {path} ({len(loaded)} neurons, {kind} m={multiplier:g}); {how}",
         highlight=False,
     )

@@ -29,7 +29,13 @@ MultiplierOpt = Annotated[
         help="cna/random: multiply the neurons by m (1 = unchanged, 0 ablates, >1 amplifies). Default 0.",
     ),
 ]
-MethodOpt = Annotated[str, typer.Option("--method", help="cna, caa, ablation or random.")]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        help="cna, mean, caa, ablation or random (default: the circuit's recorded intervention, else cna).",
+    ),
+]
 StrengthOpt = Annotated[
     float | None,
     typer.Option("--strength", help="caa/ablation: strength s (0 = unchanged, 1 = full). Default 1."),
@@ -60,6 +66,23 @@ def resolve_value(method: str, multiplier: float | None, strength: float | None)
     if multiplier is not None:
         raise ConfigError(f"--method {method} takes --strength s (0 = unchanged, 1 = full), not --multiplier")
     return 1.0 if strength is None else strength
+
+
+def recorded_choice(
+    circuit: Path | None, method: str | None, multiplier: float | None, strength: float | None
+) -> tuple[str, float | None]:
+    """``--method`` and ``--multiplier``, with what the user left out taken from the intervention the
+    circuit records (a tuned circuit's kind and multiplier), else ``cna``."""
+    if method is not None:
+        return method, multiplier
+    recorded = Circuit.load(circuit).recorded_intervention() if circuit is not None else None
+    if recorded is None:
+        return "cna", multiplier
+    kind, m = recorded
+    if multiplier is None and strength is None:
+        multiplier = m
+    cli.err_console.print(f"using the circuit's recorded intervention: {kind} m={multiplier:g}")
+    return kind, multiplier
 
 
 def build_intervention(
@@ -115,7 +138,7 @@ def steer(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use the first N of --prompts.")] = None,
     multiplier: MultiplierOpt = None,
-    method: MethodOpt = "cna",
+    method: MethodOpt = None,
     strength: StrengthOpt = None,
     positive: PositiveOpt = "builtin:harmful",
     negative: NegativeOpt = "builtin:benign",
@@ -131,6 +154,7 @@ def steer(
 
     Example: neurogate steer --circuit circuit.json --multiplier 0 --prompt "How do I pick a lock?"
     """
+    method, multiplier = recorded_choice(circuit, method, multiplier, strength)
     value = resolve_value(method, multiplier, strength)
     texts = read_prompts(prompt, prompts_file, limit)
     lm = cli.load(model, dtype, device, trust_remote_code)

@@ -50,6 +50,8 @@ def sweep(
     endpoint_model: opts.EndpointModelOpt = None,
     judge_url: opts.OldJudgeUrlOpt = None,
     judge_model: opts.OldJudgeModelOpt = None,
+    engine: opts.EngineOpt = "local",
+    engine_url: opts.EngineUrlOpt = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Prompts per generation batch.")
     ] = None,
@@ -77,6 +79,8 @@ def sweep(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size or "auto",
         chat=chat,
+        engine=engine,
+        engine_url=engine_url,
         **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
     config = SweepConfig.from_mapping(

@@ -104,7 +104,14 @@ def tune(
         cli.console.print(
             f"knee: {k['neurons']} neurons keep an 80% refusal cut (tuning prompts)", highlight=False
         )
-    cli.console.print(f"[green]done:[/] {Path(out) / result.run_id / 'tune-report.md'}")
+    folder = Path(out) / result.run_id
+    cli.console.print(f"[green]done:[/] {folder / 'tune-report.md'}")
+    cli.console.print(
+        f"evaluate it in the study beside the paper's circuit: neurogate run --model {model} --circuit "
+        f"{folder / 'tuned-circuit.json'}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _events(live: Any) -> Any:

@@ -225,7 +225,12 @@ def collect_stats_many(
         raise ConfigError("statistics need one value per prompt: use positions last, post-mean or post-max")
     adapter = lm.adapter
     out: list[dict[str, SiteStats]] = [
-        {k: SiteStats.zeros(adapter.n_layers, adapter.width(f"blocks.0.{k}"), lm.dtype) for k in kinds}
+        # on the model's device: copying every batch's values to the CPU and updating there in float64
+        # took 4.3 s for 200 prompts at the 1.5B shape on a 2-core CPU, ~18x a whole GPU forward pass
+        {
+            k: SiteStats.zeros(adapter.n_layers, adapter.width(f"blocks.0.{k}"), lm.dtype, lm.device)
+            for k in kinds
+        }
         for _ in prompt_sets
     ]
     for rows, values in iter_captures(lm, prompt_sets, kinds, options):

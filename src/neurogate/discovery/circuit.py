@@ -312,6 +312,17 @@ class Circuit:
             raise ConfigError(f"multipliers must be finite numbers, got {bad[0]}")
         return [1.0 + nr.weight * (m - 1.0) for nr, m in zip(self.neurons, values, strict=True)]
 
+    def recorded_intervention(self) -> tuple[str, float] | None:
+        """The intervention kind and multiplier the circuit was chosen with (``neurogate tune`` records
+        them as ``method.intervention``), or ``None`` when it records none."""
+        record = self.method.get("intervention")
+        if not isinstance(record, dict):
+            return None
+        kind, m = record.get("kind"), record.get("multiplier")
+        if not isinstance(kind, str) or isinstance(m, bool) or not isinstance(m, int | float):
+            return None
+        return kind, float(m)
+
     def weighted(self, rule: str) -> Circuit:
         """The same neurons with each one's share of the intervention set by ``rule``: ``uniform`` (all
         take ``m``) or ``proportional`` (``|score| / max |score|``, so the top neuron takes ``m`` and a

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+UPDATE_ELEMENTS = 1 << 25  # values per float64 slice in :meth:`SiteStats.update` (256 MiB)
+
 
 @dataclass
 class SiteStats:
@@ -47,14 +49,18 @@ class SiteStats:
         k = int(values.shape[0])
         if k == 0:
             return
-        x = values.to(device=self.mean.device, dtype=torch.float64)
-        batch_mean = x.mean(0)
-        batch_m2 = (x - batch_mean).square().sum(0)
         total = self.n + k
-        delta = batch_mean - self.mean
-        self.mean += delta * (k / total)
-        self.m2 += batch_m2 + delta.square() * (self.n * k / total)
-        self.abs_mean += (x.abs().mean(0) - self.abs_mean) * (k / total)
+        # A few layers at a time, so the float64 temporaries stay small next to a large model's weights.
+        step = max(1, UPDATE_ELEMENTS // max(1, k * int(values.shape[2])))
+        for lo in range(0, int(values.shape[1]), step):
+            part = slice(lo, lo + step)
+            x = values[:, part].to(device=self.mean.device, dtype=torch.float64)
+            batch_mean = x.mean(0)
+            batch_m2 = (x - batch_mean).square().sum(0)
+            delta = batch_mean - self.mean[part]
+            self.mean[part] += delta * (k / total)
+            self.m2[part] += batch_m2 + delta.square() * (self.n * k / total)
+            self.abs_mean[part] += (x.abs().mean(0) - self.abs_mean[part]) * (k / total)
         self.n = total
 
     @property
@@ -102,13 +108,27 @@ class PromptExtremes:
         self.k = k
         self._top: tuple[torch.Tensor, torch.Tensor] | None = None  # values, ids: [<=k, L, W] each
         self._bottom: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._host: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def update(self, values: torch.Tensor, ids: Sequence[int]) -> None:
-        """Add a batch: ``values`` ``[batch, n_layers, width]``, ``ids[i]`` the prompt id of row ``i``."""
-        x = values.detach().float().cpu()
-        rows = torch.tensor(list(ids), dtype=torch.long).view(-1, 1, 1).expand_as(x)
-        self._top = self._merge(self._top, x, rows, largest=True)
-        self._bottom = self._merge(self._bottom, x, rows, largest=False)
+        """Add a batch: ``values`` ``[batch, n_layers, width]``, ``ids[i]`` the prompt id of row ``i``.
+
+        Kept on the values' device and merged a few layers at a time: copying every batch to the host
+        and selecting there took 6 s for 200 prompts at the 1.5B shape on a 2-core CPU."""
+        x = values.detach()
+        rows = torch.tensor(list(ids), dtype=torch.long, device=x.device)
+        step = max(1, UPDATE_ELEMENTS // max(1, (int(x.shape[0]) + self.k) * int(x.shape[2])))
+        merged: dict[bool, list[tuple[torch.Tensor, torch.Tensor]]] = {True: [], False: []}
+        for lo in range(0, int(x.shape[1]), step):
+            part = slice(lo, lo + step)
+            for largest, kept in ((True, self._top), (False, self._bottom)):
+                old = None if kept is None else (kept[0][:, part], kept[1][:, part])
+                merged[largest].append(self._merge(old, x[:, part].float(), rows, largest=largest))
+        self._top, self._bottom = (
+            (torch.cat([v for v, _ in merged[side]], 1), torch.cat([i for _, i in merged[side]], 1))
+            for side in (True, False)
+        )
+        self._host = None
 
     def _merge(
         self,
@@ -118,26 +138,30 @@ class PromptExtremes:
         *,
         largest: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        vals, ids = (x, rows) if kept is None else (torch.cat([kept[0], x]), torch.cat([kept[1], rows]))
+        """The best ``k`` of ``kept`` and the new rows ``x``, with their ids (``rows[i]`` for new row i)."""
+        vals = x if kept is None else torch.cat([kept[0], x])
         k = min(self.k, vals.shape[0])
         best, where = vals.topk(k, dim=0, largest=largest, sorted=True)
-        return best, ids.gather(0, where)
+        if kept is None:
+            return best, rows[where]
+        n_old = kept[0].shape[0]
+        from_new = rows[(where - n_old).clamp_min(0)]
+        return best, torch.where(where < n_old, kept[1].gather(0, where.clamp_max(n_old - 1)), from_new)
 
     def most(self, layer: int, index: int) -> list[tuple[int, float]]:
         """``(prompt id, value)`` pairs of the unit's largest values, largest first."""
-        return self._read(self._top, layer, index)
+        return self._read(0, layer, index)
 
     def least(self, layer: int, index: int) -> list[tuple[int, float]]:
         """``(prompt id, value)`` pairs of the unit's smallest values, smallest first."""
-        return self._read(self._bottom, layer, index)
+        return self._read(1, layer, index)
 
-    @staticmethod
-    def _read(
-        kept: tuple[torch.Tensor, torch.Tensor] | None, layer: int, index: int
-    ) -> list[tuple[int, float]]:
-        if kept is None:
+    def _read(self, side: int, layer: int, index: int) -> list[tuple[int, float]]:
+        if self._top is None or self._bottom is None:
             return []
-        vals, ids = kept
+        if self._host is None:  # one copy to the host for all the units read, not one per unit
+            self._host = [(v.cpu(), i.cpu()) for v, i in (self._top, self._bottom)]
+        vals, ids = self._host[side]
         return [(int(i), float(v)) for v, i in zip(vals[:, layer, index], ids[:, layer, index], strict=True)]
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:

@@ -22,7 +22,8 @@ BASELINE = "baseline"
 class Condition:
     """One intervention to evaluate. ``size``: keep only the circuit's top ``size`` neurons (sparsity);
     ``circuit``: which of the evaluator's named circuits a neuron kind acts on (``None``: the main one);
-    ``benign``: also generate on the benign prompts (over-refusal and KL); ``group``: which experiment."""
+    ``benign``: also generate replies to the benign prompts (over-refusal); KL and corpus perplexity are
+    measured either way; ``group``: which experiment."""
 
     kind: str
     value: float | None = None

@@ -19,6 +19,7 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
 from neurogate.evaluation.judges import Judge, get_judge
 from neurogate.evaluation.metrics import distinct_ngram_quality, kl_divergence, reply_nll, text_nll
+from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
@@ -26,6 +27,7 @@ from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
+from neurogate.steering.serving import BASE_NAME
 
 Progress = Callable[[Condition, ConditionResult, bool], None]
 
@@ -112,6 +114,7 @@ class Evaluator:
         self.store = store
         self.corpus = list(corpus)
         self._baseline: ConditionResult | None = None
+        self._served: list[str] | None = None
 
     def intervention(self, cond: Condition) -> Intervention | None:
         """The intervention for a condition (``None`` for the baseline), built by the steering registry."""
@@ -142,12 +145,44 @@ class Evaluator:
             raise ConfigError(f"method {cond.kind!r} needs a circuit: pass --circuit or run discovery")
         return self.circuit
 
+    def served_name(self, cond: Condition) -> str | None:
+        """With the ``openai`` engine, the name the server serves ``cond`` under (``base`` for the
+        baseline, else the condition's key), checked against the server's list once per name."""
+        if self.settings.engine != "openai":
+            return None
+        name = BASE_NAME if cond.is_baseline else cond.key
+        if self._served is None:
+            self._served = served_models(self._endpoint())
+        if name not in self._served:
+            raise ConfigError(
+                f"the server at {self.settings.engine_url} does not serve {name!r} (it serves: "
+                f"{', '.join(self._served) or 'nothing'}); start it with `neurogate serve` and the "
+                "condition's multiplier, or evaluate with --engine local"
+            )
+        return name
+
+    def _endpoint(self) -> Endpoint:
+        assert self.settings.engine_url is not None
+        return Endpoint(self.settings.engine_url)
+
     def generate(
-        self, prompts: Sequence[str], steering: Intervention | None
+        self, prompts: Sequence[str], steering: Intervention | None, served: str | None = None
     ) -> tuple[list[Generation], float]:
-        """Greedy replies under ``steering`` and the seconds they took."""
+        """Greedy replies under ``steering`` and the seconds they took; with ``served`` (the ``openai``
+        engine), the server's replies from the model it serves under that name."""
         s = self.settings
         start = time.perf_counter()
+        if served is not None:
+            out = generate_remote(
+                self._endpoint(),
+                prompts,
+                model=served,
+                max_new_tokens=s.max_new_tokens,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+                tokenizer=self.lm.tokenizer,
+            )
+            return out, time.perf_counter() - start
         out = generate(
             self.lm,
             prompts,
@@ -238,18 +273,20 @@ class Evaluator:
         steering = self.intervention(cond)
         need_benign = (cond.benign or cond.is_baseline) and bool(self.benign)
         started = time.perf_counter()
-        gens, gen_s = self.generate(self.harmful, steering)
+        served = self.served_name(cond)
+        gens, gen_s = self.generate(self.harmful, steering, served)
         benign_gens: list[Generation] = []
         if need_benign:
-            benign_gens, seconds = self.generate(self.benign, steering)
+            benign_gens, seconds = self.generate(self.benign, steering, served)
             gen_s += seconds
         benign_prompts = self.benign if need_benign else []
         harmful, benign = (
             self.replies(self.harmful, gens),
             self.replies(benign_prompts, benign_gens, nll=False),
         )
+        # KL reads the baseline's benign replies (teacher-forced), so it needs no benign generation here
         kl_first, kl_mean = ([0.0] * len(benign), [0.0] * len(benign)) if steering is None else ([], [])
-        if steering is not None and need_benign:
+        if steering is not None and self.benign:
             kl_first, kl_mean = self._kl(steering)
         tokens = sum(len(r.token_ids) for r in (*harmful, *benign))
         scale = cond.scale
@@ -269,7 +306,7 @@ class Evaluator:
             benign=benign,
             kl_first=kl_first,
             kl_mean=kl_mean,
-            corpus_nll=self._corpus(steering) if need_benign else [],
+            corpus_nll=self._corpus(steering),
         )
 
     def _n_neurons(self, cond: Condition) -> int | None:

@@ -12,19 +12,20 @@ from neurogate.evaluation.judges.endpoint import EndpointJudge
 from neurogate.evaluation.settings import EvalSettings
 
 PROBE_TIMEOUT = 5.0
+JUDGE_FLAG = "--endpoint-url or NEUROGATE_JUDGE_URL"
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, what: str = "the endpoint judge URL", flag: str = JUDGE_FLAG) -> None:
     """Raise unless ``url`` is an http(s) URL with a host."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"the endpoint judge URL {url!r} is not an http(s) URL with a host; give one such as "
-            "http://localhost:8000/v1 (--endpoint-url or NEUROGATE_JUDGE_URL)"
+            f"{what} {url!r} is not an http(s) URL with a host; give one such as "
+            f"http://localhost:8000/v1 ({flag})"
         )
 
 
-def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
+def probe(url: str, timeout: float = PROBE_TIMEOUT, what: str = "the endpoint judge") -> None:
     """One GET of ``url``'s ``/models`` (no key sent). Any HTTP answer, even an error status, shows a server
     is there; no answer within ``timeout`` raises :class:`ConfigError`."""
     target = url.removesuffix("/chat/completions").rstrip("/") + "/models"
@@ -36,14 +37,18 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ConfigError(
-            f"the endpoint judge at {url} does not answer ({reason}); start the server, fix --endpoint-url, "
-            "or use --judge keyword. Checked before any model was loaded"
+            f"{what} at {url} does not answer ({reason}); start the server or fix its URL. Checked before "
+            "any model was loaded"
         ) from exc
 
 
 def check_evaluation(settings: EvalSettings, *, reach: bool = True) -> None:
     """Validate what :class:`EvalSettings` cannot check alone: the endpoint judge has a URL and a model, the
-    URL is well formed and (``reach``) its server answers."""
+    URL is well formed and (``reach``) its server answers; the same for the ``openai`` engine's server."""
+    if settings.engine == "openai" and settings.engine_url is not None:
+        check_url(settings.engine_url, "the generation server URL", "--engine-url")
+        if reach:
+            probe(settings.engine_url, what="the generation server")
     if "endpoint" not in settings.judges:
         return
     judge = EndpointJudge(**settings.judge_options("endpoint"))

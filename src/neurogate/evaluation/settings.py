@@ -11,6 +11,8 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation.judges import check_judge_name
 from neurogate.models.inputs import BatchSize, check_batch_size
 
+ENGINES = ("local", "openai")
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -18,7 +20,10 @@ class EvalSettings:
     positions the mean KL averages over; ``judges``: registry names of the judges that classify every
     reply, the primary (headline) judge first. ``local_judge_model``: the model the ``local`` judge runs
     (default: the evaluated model itself, unsteered); ``endpoint_url``/``endpoint_model``: the server the
-    ``endpoint`` judge asks."""
+    ``endpoint`` judge asks. ``engine``: who generates the replies: ``local`` (neurogate, with hooks) or
+    ``openai`` (an OpenAI-compatible server at ``engine_url``, e.g. vLLM started by ``neurogate serve``, that
+    serves the unsteered model as ``base`` and each condition under its key, such as ``cna-m0``). KL,
+    perplexity and the judges always run on the local model."""
 
     max_new_tokens: int = 64
     batch_size: BatchSize = "auto"
@@ -30,6 +35,8 @@ class EvalSettings:
     local_judge_model: str | None = None
     endpoint_url: str | None = None
     endpoint_model: str | None = None
+    engine: str = "local"
+    engine_url: str | None = None
 
     def __post_init__(self) -> None:
         settings.whole("max_new_tokens", self.max_new_tokens)
@@ -44,6 +51,13 @@ class EvalSettings:
         for name in judges:
             check_judge_name(name)  # an unknown judge fails here, not after generation
         object.__setattr__(self, "judges", tuple(dict.fromkeys(judges)))
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "openai" and not self.engine_url:
+            raise ConfigError(
+                "the openai engine needs the server's URL (engine_url / --engine-url), e.g. "
+                "http://127.0.0.1:8000/v1 as printed by `neurogate serve`"
+            )
 
     @property
     def judge(self) -> str:

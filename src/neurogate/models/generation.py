@@ -1,16 +1,16 @@
 """Batched generation with left padding, per-sequence stopping at end of turn, and an optional intervention.
 
-Prompts are sorted by token length and cut into batches (so little padding is wasted), generated with the
-model's KV cache, and returned in the original order. Under greedy decoding a prompt's reply does not
-depend on the batch it lands in (position ids follow the attention mask).
+Prompts are sorted by token length and cut into even batches (so little padding is wasted; the size comes
+from memory arithmetic, :mod:`neurogate.models.batching`), generated with the model's KV cache by the
+engine :mod:`neurogate.models.decoding` picks (compiled with a static cache on CUDA, eager elsewhere), and
+returned in the original order. Under greedy decoding a prompt's reply does not depend on the batch it
+lands in (position ids follow the attention mask).
 """
 
 from __future__ import annotations
 
-import inspect
+import itertools
 import logging
-import os
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -19,16 +19,17 @@ from typing import Any, Literal
 import torch
 
 from neurogate.errors import ConfigError
+from neurogate.models.batching import auto_batch_size, round_up
+from neurogate.models.decoding import CACHE_STEP, Engine, choose_engine, prepare, settle
 from neurogate.models.hooks import Attachable
 from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_id
 from neurogate.models.loading import LoadedModel
+from neurogate.models.ragged import ragged_greedy
 from neurogate.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<|eot|>")
-CPU_BATCH_CANDIDATES = (8, 16, 32, 64)
-CUDA_BATCH_CANDIDATES = (8, 16, 32, 64, 128, 256, 512)
 
 
 @dataclass
@@ -57,89 +58,6 @@ def stop_token_ids(lm: LoadedModel) -> list[int]:
     vocab = lm.tokenizer.get_vocab()
     ids += [vocab[tok] for tok in END_OF_TURN_TOKENS if tok in vocab]
     return sorted(set(ids))
-
-
-def _bucket(length: int) -> int:
-    return 1 << max(3, (length - 1).bit_length())
-
-
-_AUTO_BATCH: dict[tuple[Any, ...], int] = {}
-
-
-def _kv_bytes_per_token(lm: LoadedModel) -> int:
-    cfg = lm.model.config
-    n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None) or 1)
-    heads = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or lm.adapter.d_model // n_heads)
-    return 2 * lm.adapter.n_layers * int(heads) * int(head_dim) * lm.dtype.itemsize
-
-
-def _free_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
-def _cache_of(output: Any) -> Any:
-    for name in ("cache", "past_key_values"):
-        found = getattr(output, name, None)
-        if found is not None:
-            return found
-    return None
-
-
-@torch.no_grad()
-def _decode_rate(lm: LoadedModel, batch: int, length: int, steps: int = 3) -> float:
-    """Tokens per second of decoding ``batch`` sequences after a ``length``-token prefill."""
-    ids = torch.full((batch, length), pad_id(lm) or 1, dtype=torch.long, device=lm.device)
-    name = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
-    out = lm.model(input_ids=ids, use_cache=True)
-    past, nxt = _cache_of(out), ids[:, -1:]
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize(lm.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = lm.model(input_ids=nxt, use_cache=True, **{name: past})
-        past = _cache_of(out)
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize(lm.device)
-    return batch * steps / max(time.perf_counter() - start, 1e-9)
-
-
-def auto_batch_size(lm: LoadedModel, prompt_tokens: int, max_new_tokens: int, n_prompts: int) -> int:
-    """The batch size with the best decoding throughput that fits memory, probed once per model, device,
-    dtype and prompt-length bucket (a power of two) and remembered for the process. A probe stops once
-    doubling the batch gains less than 10%; on CUDA an out-of-memory error backs off to the last size
-    that fitted. On CPU the probe decodes after an 8-token prefill, so it costs a few forward passes."""
-    bucket = _bucket(prompt_tokens)
-    cuda = lm.device.type == "cuda"
-    # On CUDA the KV cache of the new tokens decides what fits, so their bucket is part of the key too.
-    key = (id(lm.model), str(lm.device), str(lm.dtype), bucket, _bucket(max_new_tokens) if cuda else 0)
-    if key in _AUTO_BATCH:
-        return min(_AUTO_BATCH[key], max(1, n_prompts))
-    budget = _free_memory(lm.device) // (2 if cuda else 4)
-    per_seq = _kv_bytes_per_token(lm) * (bucket + max_new_tokens) + 4 * int(lm.model.config.vocab_size)
-    sizes = CUDA_BATCH_CANDIDATES if cuda else CPU_BATCH_CANDIDATES
-    candidates = [b for b in sizes if b * per_seq <= budget]
-    best, best_rate = 1, 0.0
-    probe_len = bucket + max_new_tokens if cuda else min(bucket, 8)
-    for size in candidates or [1]:
-        try:
-            rate = _decode_rate(lm, size, probe_len)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            break
-        if rate < best_rate * 1.1:
-            if rate > best_rate:
-                best = size
-            break
-        best, best_rate = size, rate
-    logger.info("auto batch for %s, ~%d prompt tokens: %d (%.0f tok/s)", lm.spec, bucket, best, best_rate)
-    _AUTO_BATCH[key] = best
-    return min(best, max(1, n_prompts))
 
 
 @contextmanager
@@ -200,30 +118,64 @@ def generate(
     if not prompts:
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    stops = options["eos_token_id"]
-    results: list[Generation | None] = [None] * len(seqs)
+    stops = options["eos_token_id"] if stop_at_eos else []
+    engine = choose_engine(lm, len(seqs) * max_new_tokens)
+    prepare(lm, engine)  # before attaching, so neuron steering lands in the gains of a compiled model
     torch.manual_seed(seed)
     attached = intervention.attach() if intervention is not None else nullcontext()
-    with attached, contiguous_head(lm), progress_bar(progress, len(seqs), "generating") as tick:
-        longest = len(seqs[order[-1]])
-        size = (
-            batch_size
-            if isinstance(batch_size, int)
-            else auto_batch_size(lm, longest, max_new_tokens, len(order))
-        )
-        start = 0
-        while start < len(order):
-            rows = order[start : start + size]
-            batch = left_padded(lm, [seqs[i] for i in rows])
-            with torch.no_grad():
-                out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
-            new = out[:, batch.input_ids.shape[1] :].tolist()
-            for row, ids in zip(rows, new, strict=True):
-                results[row] = _finish(lm, prompts[row], ids, stops if stop_at_eos else [])
-            start += len(rows)
-            tick(len(rows))
-    return [r for r in results if r is not None]
+    with attached, progress_bar(progress, len(seqs), "generating") as tick:
+        engine = settle(lm, engine)
+        longest = max(len(s) for s in seqs)
+        auto = not isinstance(batch_size, int)
+        size = auto_batch_size(lm, longest, max_new_tokens, len(seqs)) if auto else int(batch_size)
+        options.update(engine.options(lm.device, round_up(longest, CACHE_STEP) + max_new_tokens))
+        # The CPU fix below is a hook of its own, so it applies to eager decoding only.
+        head = contiguous_head(lm) if lm.device.type == "cpu" and not engine.compiled else nullcontext()
+        results: dict[int, Generation] = {}
+        with head:
+            for rows in _batches(seqs, size):
+                new = _decode(lm, [seqs[i] for i in rows], options, engine)
+                for row, ids in zip(rows, new, strict=True):
+                    results[row] = _finish(lm, prompts[row], ids, stops)
+                tick(len(rows))
+    return [results[i] for i in range(len(seqs))]
+
+
+def _batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``size`` spread evenly (no small remainder)."""
+    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
+    count = -(-len(order) // size)
+    bounds = [round(k * len(order) / count) for k in range(count + 1)]
+    return [order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _decode(
+    lm: LoadedModel, seqs: Sequence[Sequence[int]], options: dict[str, Any], engine: Engine
+) -> list[list[int]]:
+    """New token ids of each sequence, generated as one batch (padded with repeats of the first row to
+    the engine's shape). A CUDA out-of-memory error splits the batch in two and tries each half."""
+    rows = list(seqs) + [seqs[0]] * (engine.batch_rows(len(seqs)) - len(seqs))
+    batch = left_padded(lm, rows)
+    try:
+        if _ragged(options, engine):
+            return ragged_greedy(lm, seqs, options["max_new_tokens"], options["eos_token_id"])
+        with torch.no_grad():
+            out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
+    except torch.cuda.OutOfMemoryError:
+        if len(seqs) == 1:
+            raise
+        del batch
+        torch.cuda.empty_cache()
+        half = len(seqs) // 2
+        logger.warning("out of GPU memory at %d rows; retrying as %d + %d", len(seqs), half, len(seqs) - half)
+        return _decode(lm, seqs[:half], options, engine) + _decode(lm, seqs[half:], options, engine)
+    return out[: len(seqs), batch.input_ids.shape[1] :].tolist()
+
+
+def _ragged(options: dict[str, Any], engine: Engine) -> bool:
+    """Greedy eager decoding that stops at end of turn drops finished rows (:mod:`neurogate.models.ragged`);
+    sampling, forced lengths and the compiled engine go through ``model.generate``."""
+    return not engine.compiled and not options["do_sample"] and "min_new_tokens" not in options
 
 
 def check_sampling(max_new_tokens: int, greedy: bool, temperature: float, top_p: float) -> None:

@@ -10,6 +10,7 @@ replacement, or ``None`` to keep it (after editing it in place, or after only re
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -188,6 +189,14 @@ def check_scale(values: Iterable[float], dtype: torch.dtype, what: str) -> None:
 
 NeuronMap = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 """Per layer: neuron indices ``[k]`` (long), factors ``[k]`` and optional offsets ``[k]`` (float)."""
+NeuronRouter = Callable[[dict[int, NeuronMap]], Callable[[], None]]
+_ROUTERS: weakref.WeakKeyDictionary[nn.Module, NeuronRouter] = weakref.WeakKeyDictionary()
+
+
+def register_neuron_router(model: nn.Module, router: NeuronRouter) -> None:
+    """Send every later :func:`scale_neurons` on ``model`` to ``router`` (which applies the maps and
+    returns their undo callback) instead of adding hooks: see :mod:`neurogate.models.gains`."""
+    _ROUTERS[model] = router
 
 
 def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> Handle:
@@ -195,8 +204,14 @@ def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> 
     ``scales[layer] = (index, factor, offset)``.
 
     The down-projection input is a fresh intermediate, so it is changed in place (one gather and one
-    scatter on ``k`` columns); under autograd a new tensor is returned instead.
+    scatter on ``k`` columns); under autograd a new tensor is returned instead. On a model with a gain
+    table (:mod:`neurogate.models.gains`) the maps go into the table and no hook is added.
     """
+    for parts in scales.values():
+        check_scale(parts[1].tolist(), lm.dtype, "multiplier")
+    router = _ROUTERS.get(lm.model)
+    if router is not None:
+        return Handle([router(scales)], label=label)
 
     def make(index: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor | None) -> SiteFn:
         on_device: dict[torch.device, torch.Tensor] = {}
@@ -217,7 +232,5 @@ def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> 
 
         return fn
 
-    for parts in scales.values():
-        check_scale(parts[1].tolist(), lm.dtype, "multiplier")
     fns = {f"blocks.{layer}.mlp.post": make(*parts) for layer, parts in scales.items()}
     return hook_sites(lm, fns, label=label)

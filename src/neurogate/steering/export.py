@@ -11,17 +11,19 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from neurogate.discovery.circuit import Circuit, Multiplier
+from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
 from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
 from neurogate.outputs import OWNER, apply_umask, check_writable_dir
 from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
+from neurogate.steering.mlp_bias import savable_mlp_bias
 from neurogate.steering.output import staged_dir
 from neurogate.version import __version__
 
@@ -35,7 +37,7 @@ def _describe_multiplier(circuit: Circuit, multiplier: Multiplier) -> str:
     return f"per neuron, {min(factors):g} to {max(factors):g} (listed in neurogate_export.json)"
 
 
-def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> str:
+def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, toward: Toward = "zero") -> str:
     per_layer = ", ".join(f"L{layer}: {count}" for layer, count in circuit.per_layer().items())
     total = lm.adapter.n_neurons
     return "\n".join(
@@ -44,7 +46,14 @@ def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> str:
             "",
             "This is a standard transformers model directory. Each circuit neuron's input column of its",
             "layer's MLP down-projection was multiplied by the multiplier below, which equals multiplying",
-            "the neuron's activation at every position. Nothing else changed.",
+            "the neuron's activation at every position."
+            + (
+                " Mean-ablation: each neuron's constant (1 - m) * mean on the negative prompts is written "
+                "through the down-projection's bias (other MLP projections got zero biases where the "
+                "config needed `mlp_bias`)."
+                if toward == "mean"
+                else " Nothing else changed."
+            ),
             "",
             f"- Source model: `{lm.spec}` ({lm.adapter.family}, {lm.adapter.n_layers} layers x "
             f"{lm.adapter.d_mlp} neurons)",
@@ -112,19 +121,25 @@ def _inputs(lm: LoadedModel) -> list[str]:
     return [p for p in (lm.source, lm.spec) if p and Path(p).expanduser().exists()]
 
 
-def _write_export(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, tmp: Path) -> None:
-    with fold(lm, circuit, multiplier):
+def _write_export(
+    lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, tmp: Path, toward: Toward = "zero"
+) -> None:
+    with (
+        savable_mlp_bias(lm, circuit) if toward == "mean" else nullcontext(),
+        fold(lm, circuit, multiplier, toward),
+    ):
         check_folded_finite(lm, circuit)
         lm.model.save_pretrained(tmp)
     lm.tokenizer.save_pretrained(tmp)
     circuit.save(tmp / "neurogate_circuit.json")
-    (tmp / "README.md").write_text(_readme(lm, circuit, multiplier))
+    (tmp / "README.md").write_text(_readme(lm, circuit, multiplier, toward))
     meta = {
         "kind": "neurogate.export",
         "neurogate_version": __version__,
         "source_model": lm.spec,
         "circuit_sha256": hashlib.sha256((tmp / "neurogate_circuit.json").read_bytes()).hexdigest(),
         "neurons": len(circuit),
+        "toward": toward,
         "per_layer": {str(k): v for k, v in circuit.per_layer().items()},
         "multiplier": float(multiplier)
         if isinstance(multiplier, int | float)
@@ -161,6 +176,7 @@ def export_model(
     *,
     overwrite: bool = False,
     inputs: Sequence[str] = (),
+    toward: Toward = "zero",
 ) -> Path:
     """Save ``lm`` with ``multiplier`` folded into the circuit's down-projection weights to ``out_dir``.
 
@@ -168,11 +184,13 @@ def export_model(
     a half-written model; the weights of ``lm`` are restored afterwards. ``overwrite`` replaces only an
     earlier export (its :data:`MARKER` lists every file in it); ``inputs`` are paths the target must not
     contain (the model's own folder always counts). Folded weights are checked to be finite first.
+    ``toward="mean"`` folds mean-ablation (the constant goes into the MLP bias; see
+    :mod:`neurogate.steering.mlp_bias` for the families that can save one).
     """
     circuit.check_model(lm)
     check_scale(circuit.factors(multiplier), lm.dtype, "the multiplier")
     out = check_target(out_dir, overwrite, [*inputs, *_inputs(lm)])
     with staged_dir(out) as tmp:
-        _write_export(lm, circuit, multiplier, tmp)
+        _write_export(lm, circuit, multiplier, tmp, toward)
     logger.info("exported %s with %d folded neurons to %s", lm.spec, len(circuit), out)
     return out

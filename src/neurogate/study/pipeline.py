@@ -161,7 +161,8 @@ class Study:
         if not any(cond.kind == "cna" and cond.value == 0.0 for cond in sweep):
             sweep.append(Condition("cna", 0.0, size=k_main))
         sparse = sparsity_conditions([s for s in sizes if s != k_main])
-        control = [Condition("cna", 0.0, group="control", circuit=name) for name in controls]
+        # controls are read for refusal, KL and quality: no benign generation (KL needs none)
+        control = [Condition("cna", 0.0, benign=False, group="control", circuit=name) for name in controls]
         return sweep, sparse, control
 
     def conditions(self, evaluator: Evaluator, plan: list[Condition]) -> dict[str, ConditionResult]:

@@ -217,8 +217,7 @@ def given_circuits(study: Study) -> list[Given]:
     for path in study.config.circuits:
         circuit = Circuit.load(path)
         circuit.check_model(study.lm)
-        record = circuit.method.get("intervention") or {}
-        kind = str(record.get("kind", "cna"))
+        kind, value = circuit.recorded_intervention() or ("cna", 0.0)
         if get_kind(kind).source != "circuit":
             raise ConfigError(
                 f"{path} records the intervention {kind!r}, which does not act on neurons; a given circuit "
@@ -228,7 +227,6 @@ def given_circuits(study: Study) -> list[Given]:
         while name in taken:
             name = f"{stem}-{len(out) + 1}"
         taken.add(name)
-        value = float(record.get("multiplier", 0.0))
         cond = Condition(kind, value, group="given", circuit=name)
         out.append(Given(name, str(path), settings.file_digest(path), circuit, cond))
     return out
