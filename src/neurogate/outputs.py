@@ -132,7 +132,7 @@ def check_file_target(out: str | os.PathLike[str], option: str) -> Path:
     """Check, before any expensive work, that a file can be written at ``out``: not a folder, and its folder
     exists (or can be created) and is writable. (The file is replaced atomically, a symlink by a file.)"""
     path = Path(out).expanduser()
-    if path.is_dir():
+    if path.is_dir() or str(out).endswith(("/", os.sep)):
         raise ConfigError(
             f"{option} {str(out)!r} is a directory; give a file name, e.g. {path / 'circuit.json'}"
         )
@@ -158,8 +158,14 @@ def check_writable_dir(folder: Path, option: str, given: str) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"{option} {given!r}: {probe} is a file, so no folder can be made there")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {given!r}: {probe} is not writable; choose a path you can write to")
+    try:  # a real probe: permission bits say nothing for root, /proc or a read-only filesystem
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {given!r}: cannot write in {probe} ({exc.strerror or exc}); choose a path you can "
+            "write to"
+        ) from exc
 
 
 def _lock(fh: IO[str]) -> bool:

@@ -41,8 +41,14 @@ def build(cls: type[T], data: Mapping[str, Any], *, base: T | None = None, where
     values = dict(data)
     for f in fields(cls):  # type: ignore[arg-type]
         current = getattr(start, f.name) if start is not None else _default(f)
-        if f.name in values and isinstance(values[f.name], Mapping) and is_dataclass(current):
-            values[f.name] = build(type(current), values[f.name], base=current, where=f"{where}.{f.name}")
+        if f.name not in values or not is_dataclass(current) or isinstance(values[f.name], type(current)):
+            continue
+        if not isinstance(values[f.name], Mapping):
+            raise ConfigError(
+                f"{where}.{f.name} must be a table of settings (e.g. [{f.name}] in TOML), "
+                f"got {values[f.name]!r:.60}"
+            )
+        values[f.name] = build(type(current), values[f.name], base=current, where=f"{where}.{f.name}")
     try:
         if start is not None:
             return replace(start, **values)  # type: ignore[type-var]

@@ -86,3 +86,50 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(
     with pytest.raises(SystemExit):
         main()
     assert "nothing partial was written" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_real_command_prints_the_resume_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Typer turns a KeyboardInterrupt inside a command into a silent exit 130; main() still explains it."""
+
+    def interrupted_load(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load", interrupted_load)
+    monkeypatch.setattr(sys, "argv", ["neurogate", "info", "--model", "some-model"])
+    cli.RunState.saved = []
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130
+    assert "run it again with: neurogate info --model some-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["discover", "-o", "/proc/neurogate-test/c.json"], "cannot write in /proc"),
+        (["discover", "-o", "{tmp}/newdir/"], "is a directory"),
+        (["export", "--circuit", "{tmp}/c.json", "--out", "{tmp}/notes.txt/steered"], "is a file"),
+        (["export", "--circuit", "{tmp}/c.json", "--out", "/proc/neurogate-test"], "cannot write in /proc"),
+    ],
+)
+def test_unusable_output_paths_fail_before_the_model_loads(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    """Found by the reliability battery: these ended in tracebacks (or, for a trailing slash, in a file named
+    like the folder); the check probes by writing, since permission bits say nothing for root or /proc."""
+    from neurogate.discovery.circuit import Circuit, Neuron
+    from neurogate.models.tiny import tiny_lm
+
+    (tmp_path / "notes.txt").write_text("mine")
+    lm = tiny_lm("llama")
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    neuron = Neuron(0, 1, 1.0, 1.0, 1.0, 0.0)
+    Circuit(neurons=[neuron], model={"spec": "tiny", "shape": lm.shape}).save(tmp_path / "c.json")
+    args = [part.replace("{tmp}", str(tmp_path)) for part in command]
+    result = runner.invoke(app, [*args, "--model", str(tmp_path / "model")])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert message in str(result.exception)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "newdir").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,7 +49,8 @@ def circuit_table(circuit: Circuit) -> Table:
 # calls the library.
 @cli.app.command(rich_help_panel=cli.STEER)
 def discover(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the circuit JSON.")],
+    # a str, not a Path: a trailing slash (a folder was meant) must reach the output check
+    out: Annotated[str, typer.Option("--out", "-o", help="Where to write the circuit JSON.")],
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     positive: Annotated[
         str,

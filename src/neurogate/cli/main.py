@@ -32,6 +32,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print(interrupted_message(sys.argv[1:]), highlight=False, soft_wrap=True)
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C inside a command into a silent exit 130
+        if exc.code == 130:
+            err_console.print(interrupted_message(sys.argv[1:]), highlight=False, soft_wrap=True)
+        raise
 
 
 def interrupted_message(argv: list[str]) -> str:

@@ -1,10 +1,11 @@
-"""`neurogate models`: list, pull and locate the offline zoo models."""
+"""`neurogate models`: list, pull, verify and locate the offline zoo models."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -13,7 +14,9 @@ from neurogate.errors import ZooError
 from neurogate.models import zoo
 from neurogate.paths import cache_dir
 
-models_app = typer.Typer(help="The offline model zoo: list, pull and locate models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The offline model zoo: list, pull, verify and locate models.", no_args_is_help=True
+)
 cli.app.add_typer(models_app, name="models", rich_help_panel=cli.MODELS)
 
 
@@ -32,16 +35,27 @@ def list_models() -> None:
             f"zoo:{name}{default}",
             entry.description,
             f"{entry.size / 2**20:,.0f} MiB",
-            "yes" if zoo.is_pulled(name) else "no",
+            _pulled_cell(zoo.check(name)),
         )
     cli.console.print(table)
+
+
+def _pulled_cell(status: zoo.ZooStatus) -> str:
+    if status.damaged:
+        problems = escape("; ".join(status.problems))
+        return f"[bold red]DAMAGED[/]: {problems} (repair: `models pull {status.name} --force`)"
+    return {"ok": "yes", "unrecorded": "yes (no integrity record)"}.get(status.state, "no")
 
 
 def pull_with_progress(name: str, force: bool = False) -> None:
     """Pull one zoo model, showing download, assembly and conversion progress."""
     if zoo.is_pulled(name) and not force:
-        cli.console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
-        return
+        status = zoo.check(name)
+        if not status.damaged:
+            cli.console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
+            return
+        cli.err_console.print(f"[yellow]{escape(status.message())}[/] Pulling it again.", highlight=False)
+        force = True
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -76,6 +90,29 @@ def pull(
     Example: neurogate models pull smollm2-135m-instruct
     """
     pull_with_progress(name.removeprefix("zoo:"), force=force)
+
+
+@models_app.command("verify")
+def verify(
+    name: Annotated[str | None, typer.Argument(help="Zoo model name (default: every pulled model).")] = None,
+) -> None:
+    """Check every byte of pulled zoo models against the sha256 recorded when they were pulled.
+
+    Example: neurogate models verify smollm2-135m-instruct
+    """
+    names = [name.removeprefix("zoo:")] if name else [n for n in zoo.ZOO if zoo.is_pulled(n)]
+    if not names:
+        cli.console.print("no zoo model is pulled")
+        return
+    damaged = []
+    for each in names:
+        zoo.get(each)
+        status = zoo.check(each, full=True)
+        style = {"ok": "green", "damaged": "bold red"}.get(status.state, "yellow")
+        cli.console.print(f"[{style}]{escape(status.message())}[/]", highlight=False, soft_wrap=True)
+        damaged += [each] if status.damaged or status.state == "missing" else []
+    if damaged:
+        raise ZooError(f"{len(damaged)} of {len(names)} zoo models failed verification: {', '.join(damaged)}")
 
 
 @models_app.command("path")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from neurogate.atomic import atomic_path
@@ -107,18 +107,26 @@ class ResidualDirections:
         p = Path(path)
         if not p.is_file():
             raise NeurogateError(f"directions file {str(p)!r} does not exist")
-        with safe_open(str(p), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if meta.get("kind") != "neurogate.directions":
-            raise NeurogateError(f"{p} is not a neurogate directions file")
-        return cls(
-            diffs=load_file(str(p))["diffs"],
-            best_layer=int(meta["best_layer"]),
-            separation=[float(s) for s in json.loads(meta["separation"])],
-            n_positive=int(meta.get("n_positive", 0)),
-            n_negative=int(meta.get("n_negative", 0)),
-            model=json.loads(meta.get("model", "{}")),
-        )
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            if meta.get("kind") != "neurogate.directions":
+                raise NeurogateError(f"{p} is not a neurogate directions file")
+            directions = cls(
+                diffs=load_file(str(p))["diffs"],
+                best_layer=int(meta["best_layer"]),
+                separation=[float(s) for s in json.loads(meta["separation"])],
+                n_positive=int(meta.get("n_positive", 0)),
+                n_negative=int(meta.get("n_negative", 0)),
+                model=json.loads(meta.get("model", "{}")),
+            )
+        except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:  # JSON errors too
+            raise NeurogateError(
+                f"cannot read the directions file {p} ({type(exc).__name__}: {exc}); delete it to recompute"
+            ) from exc
+        if len(directions.separation) != directions.n_layers or not isinstance(directions.model, dict):
+            raise NeurogateError(f"{p} is a damaged directions file; delete it to recompute")
+        return directions
 
 
 def residual_last_token(

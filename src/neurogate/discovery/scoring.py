@@ -71,17 +71,24 @@ class Evidence:
             raise NeurogateError(f"{p} is not a neurogate statistics file")
         sides: dict[str, dict[str, SiteStats]] = {"positive": {}, "negative": {}}
         extremes = None
-        for key, value in meta.items():
-            if key == EXTREMES:
-                extremes = PromptExtremes.from_tensors(tensors, EXTREMES, int(json.loads(value)["k"]))
-                continue
-            if key == "kind":
-                continue
-            side, kind = key.split(".", 1)
-            info = json.loads(value)
-            sides[side][kind] = SiteStats.from_tensors(
-                tensors, key, int(info["n"]), float(info["resolution"])
-            )
+        try:
+            for key, value in meta.items():
+                if key == EXTREMES:
+                    extremes = PromptExtremes.from_tensors(tensors, EXTREMES, int(json.loads(value)["k"]))
+                    continue
+                if key == "kind":
+                    continue
+                side, kind = key.split(".", 1)
+                info = json.loads(value)
+                sides[side][kind] = SiteStats.from_tensors(
+                    tensors, key, int(info["n"]), float(info["resolution"])
+                )
+        except (KeyError, TypeError, ValueError) as exc:  # JSON errors too
+            raise NeurogateError(
+                f"{p} is a damaged statistics file ({type(exc).__name__}: {exc}); delete it to recompute"
+            ) from exc
+        if NEURONS not in sides["positive"] or NEURONS not in sides["negative"]:
+            raise NeurogateError(f"{p} lacks the neuron statistics; delete it to recompute")
         return cls(sides["positive"], sides["negative"], extremes)
 
     @property

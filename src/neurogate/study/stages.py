@@ -116,11 +116,11 @@ def baselines(study: Study, config: StudyConfig) -> Baselines:
     train = (sets.positive.prompts[v:], sets.negative.prompts[v:])
     val = (sets.positive.prompts[:v], sets.negative.prompts[:v])
     path = study.dir / "direction-selection.json"
-    if path.is_file() and (study.dir / "ablation-direction.safetensors").is_file():
-        selection = DirectionSelection.from_dict(json.loads(path.read_text()))
-        return Baselines(
-            directions, ResidualDirections.load(study.dir / "ablation-direction.safetensors"), selection
-        )
+    stored = _stored(path, lambda p: DirectionSelection.from_dict(json.loads(p.read_text())))
+    chosen_file = study.dir / "ablation-direction.safetensors"
+    stored_direction = _stored(chosen_file, ResidualDirections.load) if stored is not None else None
+    if stored is not None and stored_direction is not None:
+        return Baselines(directions, stored_direction, stored)
     study.emit("stage", name="ablation direction (by effect)")
     chosen, selection = select_direction(study.lm, train, val, options=opts)
     chosen.save(study.dir / "ablation-direction.safetensors")
@@ -148,9 +148,8 @@ def caa_match(
         return None
     path = study.dir / "caa-match.json"
     target = results[main_key].refusal.value
-    if path.is_file():
-        match = Match.from_dict(json.loads(path.read_text()))
-    else:
+    match = _stored(path, lambda p: Match.from_dict(json.loads(p.read_text())))
+    if match is None:
         study.emit("stage", name="CAA at matched refusal (bisection)")
         match = match_strength(evaluator, "caa", target)
         write_json_atomic(path, match.to_dict())
@@ -231,3 +230,15 @@ def given_circuits(study: Study) -> list[Given]:
         cond = Condition(kind, value, group="given", circuit=name)
         out.append(Given(name, str(path), settings.file_digest(path), circuit, cond))
     return out
+
+
+def _stored(path: Path, read: Callable[[Path], T]) -> T | None:
+    """``read(path)`` when the stage record exists and reads back; None when it is missing, or damaged (then
+    with a warning: the stage is computed again, as :meth:`StageFiles.load_or_compute` does)."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except UNREADABLE as exc:
+        logger.warning("the stored stage file %s is unreadable (%s); computing it again", path, exc)
+        return None
