@@ -180,7 +180,14 @@ def test_circuit_means_and_ranking_match_one_prompt_at_a_time(lm: LoadedModel) -
     assert gap > 1e-6
     for batch_size in (1, 3, 8):
         circuit = discover(
-            lm, POSITIVE, NEGATIVE, top_k=8, universal_filter=False, batch_size=batch_size, progress=False
+            lm,
+            POSITIVE,
+            NEGATIVE,
+            top_k=8,
+            score="mean-diff",
+            universal_filter=False,
+            batch_size=batch_size,
+            progress=False,
         )
         assert [(n.layer, n.index) for n in circuit.neurons] == ranked[:8]
         for n in circuit.neurons:
@@ -321,7 +328,8 @@ def test_cli_discover_writes_a_circuit(tmp_path: Path) -> None:
     assert len(circuit) == 4 and all(n.layer != 0 for n in circuit.neurons)
     assert circuit.prompts["positive"]["count"] == len(POSITIVE)
     assert "saved" in result.output and "neurons" in result.output
-    chosen = ["--sign", "positive", "--positions", "post-mean", "--weights", "proportional"]
+    chosen = ["--score", "mean-diff", "--sign", "positive", "--positions", "post-mean"]
+    chosen += ["--weights", "proportional"]
     result = CliRunner().invoke(app, [*args, *chosen])
     assert result.exit_code == 0, result.output
     method = Circuit.load(out).method

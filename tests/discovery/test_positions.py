@@ -73,7 +73,7 @@ def test_evidence_round_trips_and_replaces_the_forward_passes(lm: LoadedModel, t
         load(PROMPTS, name="p"),
         load(["bake bread", "plant a tree", "sing a song", "paint a wall"], name="n"),
     )
-    cfg = DiscoverConfig(top_k=7, universal_filter=False)
+    cfg = DiscoverConfig(top_k=7, universal_filter=False, score="mean-diff")
     evidence = gather_evidence(lm, pos, neg, cfg, progress=False)
     path = evidence.save(tmp_path / "stats.safetensors")
     again = Evidence.load(path)

@@ -58,11 +58,15 @@ def test_layer_normalised_and_sign(lm: LoadedModel) -> None:
     positive, _ = score(evidence, "mean-diff", sign="positive")
     negative, _ = score(evidence, "mean-diff", sign="negative")
     assert torch.equal(positive, diff.clamp_min(0)) and torch.equal(negative, (-diff).clamp_min(0))
-    cfg = DiscoverConfig(top_k=10, universal_filter=False, sign="positive")
+    cfg = DiscoverConfig(top_k=10, universal_filter=False, sign="positive", score="mean-diff")
     up = discover(lm, POS, NEG, cfg, progress=False)
     assert all(n.diff > 0 for n in up.neurons)
     down = discover(
-        lm, POS, NEG, DiscoverConfig(top_k=10, universal_filter=False, sign="negative"), progress=False
+        lm,
+        POS,
+        NEG,
+        DiscoverConfig(top_k=10, universal_filter=False, sign="negative", score="mean-diff"),
+        progress=False,
     )
     assert all(n.diff < 0 for n in down.neurons)
     assert up.method["sign"] == "positive" and down.method["sign"] == "negative"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ TINY: dict[str, Any] = {
     "validation": 4,
     "corpus": None,
     "examples": 2,
-    "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4},
+    # the paper's rule, so that no paper circuit is added beside it (tested on its own below)
+    "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4, "score": "mean-diff"},
     "evaluation": {"max_new_tokens": 4, "kl_tokens": 3, "batch_size": 4},
 }
 
@@ -507,7 +509,7 @@ def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path,
     cond = results.conditions[given.key]
     assert cond.n_neurons == len(tuned) and cond.kind == "mean"
     assert given.vs_circuit.n == len(cond.harmful)
-    assert "## Given circuits" in (second / "report.md").read_text()
+    assert "## The paper's circuit and given circuits" in (second / "report.md").read_text()
     # changing the file's content makes another run
     tuned.method["intervention"] = {"kind": "cna", "multiplier": 0.0}
     tuned.save(tmp_path / "tuned.json")
@@ -517,6 +519,43 @@ def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path,
     (second / "report.md").unlink()
     result = runner.invoke(app, ["report", str(second)])
     assert result.exit_code == 0, result.output
-    assert "## Given circuits" in (second / "report.md").read_text()
+    assert "## The paper's circuit and given circuits" in (second / "report.md").read_text()
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code != 0 and "no results.json" in str(result.exception)
+
+
+def test_a_study_selecting_another_way_shows_the_papers_circuit_beside_it(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    """With the default scorer (not the paper's), the study also ablates the paper's circuit of the same size,
+    found from the same statistics, and reports it against the discovered one."""
+    from neurogate.discovery import DiscoverConfig, discover
+    from neurogate.discovery.circuit import Circuit
+
+    cfg = _config(
+        methods=["cna"],
+        sparsity=[],
+        random_seeds=[0],
+        controls=[],
+        examples=1,
+        discovery={"score": "direction"},
+    )
+    assert cfg.discovery.score == "direction" and not cfg.discovery.is_paper_rule()
+    results = run_study(cfg, tmp_path, lm=lm)
+    (paper,) = results.given_circuits
+    assert paper.name == "paper" and paper.key == "cna-m0@paper"
+    run = study_dir(cfg, tmp_path)
+    stored = Circuit.load(run / "paper-circuit.json")
+    assert stored.method["score"] == "mean-diff" and stored.method["positions"] == "last"
+    main = Circuit.load(run / "circuit.json")
+    assert len(stored) == len(main) and main.method["score"] == "direction"
+    sets = cfg.prompts.load()
+    rule = replace(cfg.discovery.paper_rule(), fraction=None, top_k=len(main))
+    expected = discover(lm, sets.positive, sets.negative, rule, progress=False)
+    assert {(n.layer, n.index) for n in stored.neurons} == {(n.layer, n.index) for n in expected.neurons}
+    assert results.conditions[paper.key].n_neurons == len(main)
+    report = (run / "report.md").read_text()
+    assert "the paper's rule (mean difference at the last prompt token" in report
+    # the paper's own rule adds nothing beside itself
+    assert DiscoverConfig(score="mean-diff").is_paper_rule()
+    assert not DiscoverConfig().is_paper_rule()

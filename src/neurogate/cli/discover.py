@@ -69,8 +69,12 @@ def discover(
     ] = None,
     score: Annotated[
         str,
-        typer.Option("--score", help="Scorer: " + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items())),
-    ] = "mean-diff",
+        typer.Option(
+            "--score",
+            help="Scorer (the paper's is mean-diff): "
+            + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items()),
+        ),
+    ] = DiscoverConfig.score,
     sign: Annotated[
         str,
         typer.Option(

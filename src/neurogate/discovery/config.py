@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from neurogate import settings
@@ -14,13 +14,17 @@ from neurogate.discovery.selection import DEFAULT_FRACTION, top_count
 from neurogate.errors import ConfigError
 from neurogate.models.inputs import BatchSize, check_batch_size
 
+# The paper's selection: |mean difference| at the last prompt token, every neuron ablated alike.
+PAPER_RULE: dict[str, Any] = {"score": "mean-diff", "sign": "both", "positions": "last", "weights": "uniform"}
+
 
 @dataclass(frozen=True)
 class DiscoverConfig:
     """How a circuit is found.
 
     ``fraction``: share of ALL MLP neurons to keep (default 0.001 = 0.1%), or ``top_k`` neurons exactly
-    (give at most one). ``score``: a scorer name from :data:`neurogate.discovery.scoring.SCORERS`.
+    (give at most one). ``score``: a scorer name from :data:`neurogate.discovery.scoring.SCORERS`
+    (default ``direction``; the paper's rule is :meth:`paper_rule`, see docs/results.md for the choice).
     ``sign``: rank by the scorer's signed value's size (``both``), or keep only neurons that are higher on
     the positive prompts (``positive``) or on the negative ones (``negative``). ``positions``: which prompt
     tokens are read (``last``, the paper; ``post-mean``/``post-max``: the template's post-instruction
@@ -34,7 +38,7 @@ class DiscoverConfig:
 
     fraction: float | None = None
     top_k: int | None = None
-    score: str = "mean-diff"
+    score: str = "direction"
     sign: Sign = "both"
     positions: Positions = "last"
     exclude_layers: tuple[int, ...] = ()
@@ -65,6 +69,15 @@ class DiscoverConfig:
         check_batch_size(self.batch_size)
         if self.weights not in WEIGHTINGS:
             raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {self.weights!r}")
+
+    def paper_rule(self) -> DiscoverConfig:
+        """This config with the paper's selection rule: mean difference at the last prompt token, both signs,
+        every neuron taking the same multiplier."""
+        return replace(self, **PAPER_RULE)
+
+    def is_paper_rule(self) -> bool:
+        """Whether this config selects neurons exactly as the paper does."""
+        return self.paper_rule() == self
 
     @property
     def universal_fraction(self) -> float:

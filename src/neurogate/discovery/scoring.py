@@ -146,8 +146,9 @@ def writes_along(lm: LoadedModel, directions: torch.Tensor) -> torch.Tensor:
         weight = weight.detach()
         r = directions[layer].to(weight.device, torch.float64)
         w = weight.to(torch.float64)
-        rows.append((w @ r) if adapter.spec.layout == "conv1d" else (r @ w))
-    return torch.stack(rows).cpu()
+        # layers may sit on different devices (a model split across GPUs): gather the rows on the CPU
+        rows.append(((w @ r) if adapter.spec.layout == "conv1d" else (r @ w)).cpu())
+    return torch.stack(rows)
 
 
 def _direction(ev: Evidence, lm: LoadedModel | None) -> torch.Tensor:

@@ -35,7 +35,7 @@ from neurogate.steering.registry import get_kind
 from neurogate.study import analysis
 from neurogate.study.config import StudyConfig
 from neurogate.study.report import write_reports
-from neurogate.study.results import CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
+from neurogate.study.results import PAPER, CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
 from neurogate.study.stages import (
     Baselines,
     Given,
@@ -150,6 +150,27 @@ class Study:
             matched.save(self.dir / f"control-matched-{seed}.json")
         return out
 
+    def paper_circuit(self, evidence: Evidence) -> Given | None:
+        """The paper's circuit at the main size when the study selects neurons another way, so the report
+        always shows the paper's rule beside it (from the same statistics when they read the same tokens)."""
+        cfg = self.config.discovery
+        if cfg.is_paper_rule():
+            return None
+        k_main, _ = self.sizes()
+        rule = replace(cfg.paper_rule(), fraction=None, top_k=k_main)
+        same = evidence if rule.positions == cfg.positions else None
+
+        def compute() -> Circuit:
+            self.emit("stage", name="the paper's circuit")
+            return discover(
+                self.lm, self.sets.positive, self.sets.negative, rule, progress=False, evidence=same
+            )
+
+        circuit = self.files.load_or_compute(f"{PAPER}-circuit.json", compute, Circuit.load, Circuit.save)
+        path = self.dir / f"{PAPER}-circuit.json"
+        cond = Condition("cna", 0.0, group="given", circuit=PAPER)
+        return Given(PAPER, str(path), settings.file_digest(path), circuit, cond)
+
     def plan(self, controls: dict[str, Circuit]) -> tuple[list[Condition], list[Condition], list[Condition]]:
         """(sweep, sparsity, control) conditions; neuron kinds use the main circuit's size."""
         c = self.config
@@ -184,7 +205,8 @@ class Study:
         circuit = ranking.top(k_main)
         circuit.save(self.dir / "circuit.json")
         controls = self.control_circuits(circuit, evidence)
-        given = given_circuits(self)
+        paper = self.paper_circuit(evidence)
+        given = [*([paper] if paper else []), *given_circuits(self)]
         dirs = baselines(self, self.config)
         evaluator = Evaluator(
             self.lm,

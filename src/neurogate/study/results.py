@@ -19,6 +19,10 @@ KIND = "neurogate.study"
 SCHEMA_VERSION = 3
 
 
+# The name of the paper's circuit among the given ones (a study whose selection differs adds it).
+PAPER = "paper"
+
+
 @dataclass
 class CircuitSummary:
     """The study's main circuit: size, share of all neurons, where it sits and how it was found."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from neurogate.evaluation import tables
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
-from neurogate.study.results import StudyResults
+from neurogate.study.results import PAPER, StudyResults
 
 
 @dataclass
@@ -95,7 +95,8 @@ def specificity(r: StudyResults) -> Section:
 
 
 def given(r: StudyResults) -> Section:
-    """The circuits given to the study (e.g. a tuned one), beside the discovered circuit."""
+    """The paper's circuit (when the study selects another way) and the circuits given to the study (e.g. a
+    tuned one), beside the discovered circuit."""
     judge = r.judges[0]
     rows = []
     for g in r.given_circuits:
@@ -112,13 +113,19 @@ def given(r: StudyResults) -> Section:
             ]
         )
     notes = [
-        f"Each given circuit at the intervention it records, on the same prompts as the discovered circuit "
+        f"Each circuit at the intervention it records, on the same prompts as the discovered circuit "
         f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its refusal minus the discovered "
         f"circuit's under the {judge} judge, with a paired 95% interval.",
-        *(f"{g.name}: {g.path} (sha256 {g.sha256[:12]}), {g.summary.summary}" for g in r.given_circuits),
+        *(
+            f"{g.name}: the paper's rule (mean difference at the last prompt token, both signs) at the "
+            f"discovered circuit's size, from this study's statistics ({g.path}), {g.summary.summary}"
+            if g.name == PAPER
+            else f"{g.name}: {g.path} (sha256 {g.sha256[:12]}), {g.summary.summary}"
+            for g in r.given_circuits
+        ),
     ]
     cols = ["circuit", "neurons", "intervention", "refusal", "compliance", "degenerate", "vs discovered"]
-    return Section("Given circuits", notes, [Table(cols, rows)])
+    return Section("The paper's circuit and given circuits", notes, [Table(cols, rows)])
 
 
 def baselines(r: StudyResults) -> Section:

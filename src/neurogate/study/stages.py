@@ -27,6 +27,7 @@ from neurogate.evaluation.matching import Match, match_strength
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import get_kind
 from neurogate.study.config import StudyConfig
+from neurogate.study.results import PAPER
 
 if TYPE_CHECKING:  # the pipeline imports this module; the type only names it
     from neurogate.study.pipeline import Study
@@ -213,7 +214,7 @@ def given_circuits(study: Study) -> list[Given]:
     """Load each configured circuit file, check it fits the model, and read the intervention it records
     (``method.intervention``, as ``neurogate tune`` writes it; ``cna m=0`` when absent)."""
     out: list[Given] = []
-    taken = {*study.config.controls, *(f"matched-{s}" for s in study.config.random_seeds)}
+    taken = {PAPER, *study.config.controls, *(f"matched-{s}" for s in study.config.random_seeds)}
     for path in study.config.circuits:
         circuit = Circuit.load(path)
         circuit.check_model(study.lm)

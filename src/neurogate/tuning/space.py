@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
+from neurogate.discovery.config import PAPER_RULE
 from neurogate.discovery.scoring import Evidence, score
 from neurogate.discovery.selection import select_top
 from neurogate.models.loading import LoadedModel
@@ -60,7 +61,8 @@ def suggest(trial: optuna.Trial, config: TuneConfig, n_layers: int) -> Point:
 
 def paper_point(n_layers: int, cap: float) -> Point:
     """The paper's rule at the cap: mean difference, last token, every layer, ablation."""
-    return Point("mean-diff", "both", "last", cap, 0, n_layers - 1, "cna", 0.0)
+    r = PAPER_RULE
+    return Point(r["score"], r["sign"], r["positions"], cap, 0, n_layers - 1, "cna", 0.0, r["weights"])
 
 
 def circuit_at(

@@ -47,6 +47,8 @@ class SteerBody(BaseModel):
 def create_app(settings: UISettings, *, loader: Loader | None = None, start: bool = True) -> FastAPI:
     """The app for ``settings``. ``loader`` replaces loading ``settings.model`` (tests pass a tiny model);
     ``start=False`` leaves the model unloaded until :meth:`LiveSteering.start` is called."""
+    # Longer than most functions: each route is a few lines closing over ``catalog`` and ``live``, and
+    # keeping them together shows the whole HTTP surface in one place.
     catalog = Catalog(settings)
     live = LiveSteering(settings, catalog, loader)
     app = FastAPI(title="neurogate explorer", version=__version__, docs_url=None, redoc_url=None)
