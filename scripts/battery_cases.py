@@ -192,15 +192,19 @@ NEGATIVE = [
 
 
 def files(**spec: str | bytes) -> Setup:
-    """Write files into the working directory (``__`` in a name becomes ``/``; ``_dot_`` a dot)."""
+    """Write files into the working directory (``__`` in a name becomes ``/``; ``_dot_`` a dot). In text,
+    ``{pos}`` and ``{neg}`` become the shared prompt files' paths (other braces are left alone)."""
 
     def setup(ctx: Ctx) -> None:
+        shared = {"{pos}": str(ctx.shared / "pos.txt"), "{neg}": str(ctx.shared / "neg.txt")}
         for name, content in spec.items():
             path = ctx.work / name.replace("__", "/").replace("_dot_", ".")
             path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, bytes):
                 path.write_bytes(content)
             else:
+                for key, value in shared.items():
+                    content = content.replace(key, value)
                 path.write_text(content)
 
     return setup

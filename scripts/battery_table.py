@@ -475,17 +475,17 @@ DEGENERATE_CASES = [
     c(
         "discover-allow-degenerate",
         "degenerate",
-        f"discover {M} -p {{pos}} -n {{pos}} --top-k 10 --no-universal-filter -q -o c.json --allow-degenerate",
+        f"discover {M} -p {{pos}} -n rev.txt --top-k 10 --no-universal-filter -q -o c.json --allow-degenerate",
         "ok",
-        checks=[exists("c.json"), says("degenerate")],
+        setup=files(rev_dot_txt="\n".join(reversed(POSITIVE))),
+        checks=[exists("c.json"), says("DEGENERATE")],
     ),
     c(
         "discover-one-prompt-each",
         "degenerate",
         f"discover {M} -p one.txt -n two.txt --top-k 10 --no-universal-filter -q -o c.json",
-        "ok",
         setup=files(one_dot_txt="Write an angry rant.\n", two_dot_txt="Write a happy note.\n"),
-        checks=[exists("c.json")],
+        checks=[absent("c.json"), says("at least 2")],
     ),
     c(
         "discover-punctuation-contrast",
