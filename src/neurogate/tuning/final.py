@@ -87,9 +87,12 @@ def trials_of(study: optuna.Study) -> list[Trial]:
     return out
 
 
-def sparsity_curve(search: Search, point: Point, base: Scores) -> list[dict[str, Any]]:
+def sparsity_curve(
+    search: Search, point: Point, base: Scores, chosen: str | None = None
+) -> list[dict[str, Any]]:
     """The chosen rule at shrinking sizes (on the tuning prompts, short replies): size, refusal cut and
-    whether every constraint holds."""
+    whether every constraint holds. ``chosen`` names the stored trial of ``point`` itself, so the full
+    size is read back instead of generated again."""
     cfg, n = search.config, search.lm.adapter.n_neurons
     rows = []
     for share in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02):
@@ -97,7 +100,8 @@ def sparsity_curve(search: Search, point: Point, base: Scores) -> list[dict[str,
         if fraction < 1 / n:
             break
         p = replace(point, fraction=fraction)
-        scores = Scores.of(search.measure(f"size-{fraction:.6g}", p))
+        name = chosen if chosen is not None and share == 1.0 else f"size-{fraction:.6g}"
+        scores = Scores.of(search.measure(name, p))
         cut = 1 - scores.refusal / base.refusal if base.refusal else 0.0
         rows.append(
             {
@@ -153,7 +157,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, seconds: float) -> 
     circuit = search.circuit(point)
     circuit.method["intervention"] = {"kind": point.intervention, "multiplier": point.multiplier}
     circuit.save(search.root / "tuned-circuit.json")
-    curve = sparsity_curve(search, point, base)
+    curve = sparsity_curve(search, point, base, chosen=f"trial-{best.number}")
     final, paired = final_check(search, point)
     results = TuneResults(
         run_id=run_id,
