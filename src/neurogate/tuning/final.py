@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 
-from neurogate import prompts
 from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
@@ -121,9 +120,7 @@ def final_check(
 ) -> tuple[dict[str, ConditionResult], dict[str, dict[str, PairedRates]]]:
     """Baseline, the chosen point and the paper's circuit on the test prompts with full-length replies."""
     cfg = search.config
-    harmful = prompts.load(cfg.final_harmful, limit=cfg.n_final)
-    benign = prompts.load(cfg.final_benign, limit=cfg.n_final_benign)
-    prompts.check_leakage([search.harmful], harmful, strict=True)
+    harmful, benign = search.final_harmful, search.final_benign
     settings = replace(cfg.evaluation, max_new_tokens=cfg.final_tokens)
     ev = Evaluator(
         search.lm,
@@ -170,6 +167,10 @@ def finish(search: Search, study: optuna.Study, run_id: str, seconds: float) -> 
         final=final,
         paired=paired,
         seconds=seconds,
+        extra={
+            "final_prompts": {"harmful": len(search.final_harmful), "benign": len(search.final_benign)},
+            "final_dropped": search.final_dropped,
+        },
     )
     write_json_atomic(search.root / "tune.json", results.to_dict())
     return results

@@ -135,6 +135,14 @@ def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
 def render_markdown(r: TuneResults) -> str:
     c, b, ch = r.config, r.baseline, r.chosen
     k = knee(r)
+    n = r.extra.get("final_prompts", {})
+    dropped = r.extra.get("final_dropped", {})
+    held = (
+        f" ({n['harmful']} harmful and {n['benign']} benign prompts; left out as near-duplicates of a "
+        f"discovery or tuning prompt: {dropped.get('harmful', 0)} harmful, {dropped.get('benign', 0)} benign)"
+        if n
+        else ""
+    )
     lines = [
         f"# neurogate tune {r.run_id}",
         "",
@@ -143,8 +151,7 @@ def render_markdown(r: TuneResults) -> str:
         f"`{c['harmful']}` and {c['n_benign']} of `{c['benign']}` with {c['search_tokens']}-token replies; "
         "the "
         f"final check on `{c['final_harmful']}` / `{c['final_benign']}` with {c['final_tokens']}-token "
-        "replies, "
-        "never seen by the search.",
+        f"replies{held}, never seen by the search.",
         "",
         f"Baseline on the tuning prompts: refusal {100 * b['refusal']:.0f}%, compliance "
         f"{100 * b['compliance']:.0f}%,"

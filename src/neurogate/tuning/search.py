@@ -25,6 +25,8 @@ from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.models.loading import LoadedModel
+from neurogate.prompts.leakage import without_leaks
+from neurogate.prompts.sets import PromptSet
 from neurogate.tuning.config import TuneConfig
 from neurogate.tuning.space import Point, circuit_at, paper_point, suggest
 
@@ -71,6 +73,9 @@ class Search:
         self.negative = prompts.load(config.negative)
         self.harmful = prompts.load(config.harmful, limit=config.n_tune)
         self.benign = prompts.load(config.benign, limit=config.n_benign)
+        self.final_harmful, self.final_benign, self.final_dropped = held_out(
+            config, [self.positive, self.negative, self.harmful, self.benign]
+        )
         self._evidence: dict[str, Evidence] = {}
         self._universal: set[tuple[int, int]] | None = None
         settings = replace(config.evaluation, max_new_tokens=config.search_tokens)
@@ -168,6 +173,30 @@ class Search:
             study.optimize(self.objective, n_trials=left, timeout=self.config.budget, catch=())
         logger.info("searched %d trials in %.0f s", len(study.trials) - done, time.perf_counter() - started)
         return study
+
+
+def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, PromptSet, dict[str, int]]:
+    """The final check's prompts, read before the search so that a problem with them stops the run at once.
+    Prompts that match or nearly duplicate one the run has seen (discovery or tuning) are left out, as the
+    study leaves them out; how many is returned per set."""
+    out, dropped = [], {}
+    for name, spec, limit in (
+        ("harmful", config.final_harmful, config.n_final),
+        ("benign", config.final_benign, config.n_final_benign),
+    ):
+        kept, leaks = without_leaks(seen, prompts.load(spec), "drop")
+        if leaks:
+            logger.warning(
+                "left %d of the final %s prompts out: they match or nearly duplicate a discovery or tuning "
+                "prompt (e.g. %r ~ %r)",
+                len(leaks),
+                name,
+                leaks[0].prompt,
+                leaks[0].twin,
+            )
+        dropped[name] = len(leaks)
+        out.append(kept if limit is None else replace(kept, prompts=kept.prompts[:limit]))
+    return out[0], out[1], dropped
 
 
 def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
