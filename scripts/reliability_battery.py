@@ -110,6 +110,15 @@ def first_line(text: str) -> str:
     return (lines[0] if lines else "")[:240]
 
 
+def _child_setup(umask: int | None) -> None:
+    """In the case's process before it starts: the case's umask, and Ctrl-C back to its default. A battery
+    started in the background by a shell inherits SIGINT ignored, and so would every case, which would
+    then finish instead of being interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if umask is not None:
+        os.umask(umask)
+
+
 def _run_process(case: Case, ctx: Ctx, env: dict[str, str]) -> tuple[int | None, str]:
     argv = [sys.executable, "-m", "neurogate", *ctx.expand(case.command)]
     log = ctx.case_dir / "output.txt"
@@ -122,7 +131,7 @@ def _run_process(case: Case, ctx: Ctx, env: dict[str, str]) -> tuple[int | None,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE,
-            preexec_fn=None if umask is None else (lambda: os.umask(umask) and None),
+            preexec_fn=lambda: _child_setup(umask),
             start_new_session=True,
         )
         assert proc.stdin is not None
