@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -20,10 +21,10 @@ from neurogate import prompts as prompt_sets
 from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
-from neurogate.discovery.profiles import profiles, record
+from neurogate.discovery.profiles import SIDES, NeuronProfile, PromptRef, record
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
-from neurogate.discovery.stats import PromptExtremes
+from neurogate.discovery.stats import PromptExtremes, SiteStats
 from neurogate.discovery.universal import BatteryContrast, universal_neurons
 from neurogate.errors import ConfigError, DegenerateError, PromptSetError
 from neurogate.models.loading import LoadedModel
@@ -215,3 +216,38 @@ def _check_overlap(pos: PromptSet, neg: PromptSet, allow_degenerate: bool = Fals
             len(shared),
             next(iter(sorted(shared))),
         )
+
+
+def profiles(
+    neurons: Sequence[Neuron],
+    extremes: PromptExtremes | None,
+    stats: tuple[SiteStats, SiteStats],
+    prompts: tuple[Sequence[str], Sequence[str]],
+    universal: set[tuple[int, int]] | None,
+) -> tuple[list[Neuron], dict[str, dict[int, str]]]:
+    """The neurons with a :class:`NeuronProfile` each, and the text of every prompt a profile names.
+
+    Prompt ids are global: the positive set's prompts first, then the negative set's. ``universal`` is the
+    set the filter computed (``None`` when the filter was off, so the profile says "not checked").
+    Without ``extremes`` (statistics saved by an older version) the profiles name no prompts.
+    """
+    n_pos = len(prompts[0])
+    texts: dict[str, dict[int, str]] = {side: {} for side in SIDES}
+
+    def ref(pid: int, value: float) -> PromptRef:
+        side, index = (SIDES[0], pid) if pid < n_pos else (SIDES[1], pid - n_pos)
+        texts[side][index] = prompts[SIDES.index(side)][index]
+        return PromptRef(side=side, index=index, value=value)
+
+    std_pos, std_neg = (s.var.sqrt().cpu() for s in stats)
+    out = []
+    for n in neurons:
+        profile = NeuronProfile(
+            std_pos=float(std_pos[n.layer, n.index]),
+            std_neg=float(std_neg[n.layer, n.index]),
+            universal=None if universal is None else (n.layer, n.index) in universal,
+            most=tuple(ref(p, v) for p, v in extremes.most(n.layer, n.index)) if extremes else (),
+            least=tuple(ref(p, v) for p, v in extremes.least(n.layer, n.index)) if extremes else (),
+        )
+        out.append(replace(n, profile=profile))
+    return out, {side: dict(sorted(t.items())) for side, t in texts.items()}
