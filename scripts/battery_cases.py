@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class Ctx:
     shared: Path
     case_dir: Path
     extra: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0  # time.monotonic() when the case's command started (for "after:" triggers)
 
     @classmethod
     def create(cls, shared: Path, case_dir: Path) -> Ctx:
@@ -90,6 +92,8 @@ class Ctx:
         if kind == "output":
             log = self.case_dir / "output.txt"
             return log.is_file() and what in log.read_text(errors="replace")
+        if kind == "after":  # seconds after the command started: for work that writes nothing until it ends
+            return time.monotonic() - self.started >= float(what)
         raise ValueError(trigger)
 
 

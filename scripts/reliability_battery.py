@@ -137,7 +137,8 @@ def _run_process(case: Case, ctx: Ctx, env: dict[str, str]) -> tuple[int | None,
         assert proc.stdin is not None
         proc.stdin.write(case.stdin.encode())
         proc.stdin.close()
-        deadline = time.monotonic() + case.timeout
+        ctx.started = time.monotonic()
+        deadline = ctx.started + case.timeout
         sent = False
         while proc.poll() is None and time.monotonic() < deadline:
             if case.interrupt and not sent and ctx.ready(case.interrupt):

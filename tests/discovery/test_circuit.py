@@ -77,6 +77,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
         ("score is text", neuron_field("score", "high"), "field 'score' must be"),
         ("neuron not an object", lambda d: d["neurons"].__setitem__(0, [1, 2]), "neuron 0 is not an object"),
         ("duplicate", lambda d: d["neurons"].append(dict(d["neurons"][0])), "appears twice"),
+        ("no neurons", set_key("neurons", []), "lists no neurons"),
     ]
 
 

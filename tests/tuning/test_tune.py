@@ -75,6 +75,10 @@ def test_tune_searches_resumes_and_checks_on_held_out_prompts(lm: LoadedModel, t
     assert [t.number for t in more.trials][:3] == [t.number for t in result.trials] and len(more.trials) == 4
     study = optuna.load_study(study_name="neurogate-tune", storage=f"sqlite:///{root / 'study.db'}")
     assert len(study.trials) == 4
+    # the header times the search over both sessions, not only the resumed one
+    searched = sum(t.seconds for t in more.trials)
+    assert searched > sum(t.seconds for t in more.trials[3:]) > 0
+    assert f"4 trials in {searched / 60:.1f} minutes of search" in (root / "tune-report.md").read_text()
 
 
 def test_the_final_check_leaves_out_prompts_the_run_has_seen(tmp_path: Path) -> None:

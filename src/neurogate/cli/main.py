@@ -6,7 +6,9 @@ them (pipeline order), not alphabetical.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
 
 # isort: off
@@ -38,6 +40,16 @@ def main() -> None:
         raise
 
 
+def entry() -> None:
+    """The console script and ``python -m neurogate``: :func:`main`, then Ctrl-C ignored while Python shuts
+    down. The command's work is saved by then; a late Ctrl-C would only make a finished run look killed."""
+    try:
+        main()
+    finally:
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def interrupted_message(argv: list[str]) -> str:
     """What Ctrl-C prints: where finished work was kept (or that nothing partial was written) and the
     command that resumes."""
@@ -52,4 +64,4 @@ def interrupted_message(argv: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    entry()

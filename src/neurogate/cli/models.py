@@ -26,6 +26,7 @@ def list_models() -> None:
 
     Example: neurogate models list
     """
+    zoo.sweep_abandoned()  # work folders of killed pulls (over 1 GB each) go as soon as the zoo is looked at
     table = Table(title=f"neurogate model zoo (cache: {cache_dir('zoo')})")
     for col in ("name", "what it is", "GGUF size", "pulled"):
         table.add_column(col)
@@ -100,6 +101,7 @@ def verify(
 
     Example: neurogate models verify smollm2-135m-instruct
     """
+    zoo.sweep_abandoned()
     names = [name.removeprefix("zoo:")] if name else [n for n in zoo.ZOO if zoo.is_pulled(n)]
     if not names:
         cli.console.print("no zoo model is pulled")

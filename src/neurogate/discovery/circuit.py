@@ -218,6 +218,11 @@ class Circuit:
         for key, typ in (("model", dict), ("method", dict), ("prompts", dict), ("neurons", list)):
             if not isinstance(data.get(key), typ):
                 raise bad(f"field {key!r} must be a {typ.__name__}")
+        if not data["neurons"]:
+            raise bad(
+                "it lists no neurons, so steering with it would change nothing; "
+                "find one with `neurogate discover` or `neurogate tune`"
+            )
         model = dict(data["model"])
         if version == 1 and "fingerprint" in model:  # schema 1 called the shape "fingerprint"
             model["shape"] = model.pop("fingerprint")

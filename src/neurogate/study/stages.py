@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from safetensors import SafetensorError
 
@@ -25,12 +25,11 @@ from neurogate.evaluation.direction_selection import DirectionSelection, select_
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.matching import Match, match_strength
 from neurogate.evaluation.results import ConditionResult
+from neurogate.models.loading import LoadedModel
+from neurogate.prompts.sources import PromptSets
 from neurogate.steering.registry import get_kind
 from neurogate.study.config import StudyConfig
 from neurogate.study.results import PAPER
-
-if TYPE_CHECKING:  # the pipeline imports this module; the type only names it
-    from neurogate.study.pipeline import Study
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -45,6 +44,25 @@ UNREADABLE: tuple[type[BaseException], ...] = (
     SafetensorError,
 )
 """What reading back a damaged stage file raises (its loader's own error, JSON, UTF-8, safetensors)."""
+
+
+class Study(Protocol):
+    """What a stage reads from the run it belongs to (``study.pipeline.Study`` provides it); a protocol, so
+    the stages do not import the pipeline that calls them."""
+
+    config: StudyConfig
+    dir: Path
+    sets: PromptSets
+
+    @property
+    def files(self) -> StageFiles: ...
+
+    @property
+    def lm(self) -> LoadedModel: ...
+
+    def emit(self, kind: str, **info: Any) -> None: ...
+
+    def sizes(self) -> tuple[int, list[int]]: ...
 
 
 class StageFiles:

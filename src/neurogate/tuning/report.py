@@ -143,11 +143,14 @@ def render_markdown(r: TuneResults) -> str:
         if n
         else ""
     )
+    searched = sum(t.seconds for t in r.trials)
     lines = [
         f"# neurogate tune {r.run_id}",
         "",
-        f"Model `{c['model']}`; {len(r.trials)} trials in {r.seconds / 60:.1f} minutes "
-        f"({r.seconds / max(1, len(r.trials)):.0f} s per trial). Search on {c['n_tune']} prompts of "
+        f"Model `{c['model']}`; {len(r.trials)} trials in {searched / 60:.1f} minutes of search "
+        f"({searched / max(1, len(r.trials)):.0f} s per trial, summed over every session of a resumed "
+        f"search); the last session took {r.seconds / 60:.1f} minutes with the sparsity curve and the "
+        f"final check. Search on {c['n_tune']} prompts of "
         f"`{c['harmful']}` and {c['n_benign']} of `{c['benign']}` with {c['search_tokens']}-token replies; "
         "the "
         f"final check on `{c['final_harmful']}` / `{c['final_benign']}` with {c['final_tokens']}-token "
