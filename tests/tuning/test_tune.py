@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts import load
 from neurogate.tuning import TuneConfig, TuneResults, run_tune
 from neurogate.tuning.config import parse_duration
+from neurogate.tuning.final import rule_key
 from neurogate.tuning.run import tune_dir
 from neurogate.tuning.search import held_out
+from neurogate.tuning.space import Point
 
 SMALL: dict[str, Any] = {
     "model": "tiny:llama",
@@ -70,6 +73,10 @@ def test_tune_searches_resumes_and_checks_on_held_out_prompts(lm: LoadedModel, t
     assert TuneResults.load(root / "tune.json").to_dict() == json.loads((root / "tune.json").read_text())
     report = (root / "tune-report.md").read_text()
     assert "## Pareto front" in report and "## Held-out check" in report
+    # the final check is stored under the chosen rule's own key, so a later choice cannot reuse it
+    chosen = Point(**{k: result.chosen[k] for k in Point.__dataclass_fields__})
+    assert [p.name for p in (root / "final").glob("*@tuned-*.json")] == [f"{result.final['tuned'].key}.json"]
+    assert rule_key(chosen) in result.final["tuned"].key
     # a rerun with a larger trial cap resumes the same study: three trials are kept, one is added
     more = run_tune(TuneConfig.from_mapping({**SMALL, "max_trials": 4}), tmp_path, lm=lm)
     assert [t.number for t in more.trials][:3] == [t.number for t in result.trials] and len(more.trials) == 4
@@ -119,3 +126,15 @@ def test_the_final_check_leaves_out_prompts_the_run_has_seen(tmp_path: Path) -> 
     )
     with pytest.raises(PromptSetError, match="every prompt"):
         held_out(seen_all, [load(str(tune)), load(str(benign))])
+
+
+def test_stored_results_are_keyed_by_rule_and_size() -> None:
+    a = Point("direction", "both", "last", 0.001, 0, 27, "cna", 0.0)
+    assert rule_key(a) == rule_key(replace(a, fraction=0.0005))  # same rule, any size
+    for change in (
+        {"scorer": "mean-diff"},
+        {"multiplier": -0.5},
+        {"intervention": "mean"},
+        {"last_layer": 20},
+    ):
+        assert rule_key(replace(a, **change)) != rule_key(a), change

@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 
+from neurogate import settings
 from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
@@ -86,6 +87,12 @@ def trials_of(study: optuna.Study) -> list[Trial]:
     return out
 
 
+def rule_key(point: Point) -> str:
+    """A short digest of everything in ``point`` but its size: the key under which stored results of
+    that rule are found again (results keyed by size alone would be reused for another rule)."""
+    return settings.digest({k: v for k, v in point.to_dict().items() if k != "fraction"}, 8)
+
+
 def sparsity_curve(
     search: Search, point: Point, base: Scores, chosen: str | None = None
 ) -> list[dict[str, Any]]:
@@ -93,13 +100,14 @@ def sparsity_curve(
     whether every constraint holds. ``chosen`` names the stored trial of ``point`` itself, so the full
     size is read back instead of generated again."""
     cfg, n = search.config, search.lm.adapter.n_neurons
+    rule = rule_key(point)
     rows = []
     for share in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02):
         fraction = point.fraction * share
         if fraction < 1 / n:
             break
         p = replace(point, fraction=fraction)
-        name = chosen if chosen is not None and share == 1.0 else f"size-{fraction:.6g}"
+        name = chosen if chosen is not None and share == 1.0 else f"size-{fraction:.6g}-{rule}"
         scores = Scores.of(search.measure(name, p))
         cut = 1 - scores.refusal / base.refusal if base.refusal else 0.0
         rows.append(
@@ -133,7 +141,9 @@ def final_check(
     out = {"baseline": ev.baseline()}
     for name, p in (("tuned", point), ("paper", paper_point(search.lm.adapter.n_layers, cfg.cap))):
         search.emit("stage", name=f"final check: {name}")
-        out[name] = search.measure(name, p, evaluator=ev)
+        # stored under the point's own key: a resumed search that chooses another point measures it anew
+        stored = f"tuned-{rule_key(p)}-{p.fraction:.6g}" if name == "tuned" else name
+        out[name] = search.measure(stored, p, evaluator=ev)
     paired = {
         name: {j: compare_rates(_refused(out["baseline"], j), _refused(r, j)) for j in r.judges}
         for name, r in out.items()
