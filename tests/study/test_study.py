@@ -509,7 +509,10 @@ def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path,
     cond = results.conditions[given.key]
     assert cond.n_neurons == len(tuned) and cond.kind == "mean"
     assert given.vs_circuit.n == len(cond.harmful)
-    assert "## The paper's circuit and given circuits" in (second / "report.md").read_text()
+    report = (second / "report.md").read_text()
+    assert "## The paper's circuit and given circuits" in report
+    bullet = next(line for line in report.splitlines() if line.startswith("- tuned: "))
+    assert "neurons per layer:" in bullet  # the circuit's multi-line summary stays inside its bullet
     # changing the file's content makes another run
     tuned.method["intervention"] = {"kind": "cna", "multiplier": 0.0}
     tuned.save(tmp_path / "tuned.json")

@@ -94,6 +94,11 @@ def specificity(r: StudyResults) -> Section:
     return Section("Specificity", notes, [Table(cols, rows)])
 
 
+def _one_line(text: str) -> str:
+    """A multi-line summary as one bullet's text (a line break inside a Markdown bullet ends the bullet)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def given(r: StudyResults) -> Section:
     """The paper's circuit (when the study selects another way) and the circuits given to the study (e.g. a
     tuned one), beside the discovered circuit."""
@@ -118,9 +123,10 @@ def given(r: StudyResults) -> Section:
         f"circuit's under the {judge} judge, with a paired 95% interval.",
         *(
             f"{g.name}: the paper's rule (mean difference at the last prompt token, both signs) at the "
-            f"discovered circuit's size, from this study's statistics ({g.path}), {g.summary.summary}"
+            f"discovered circuit's size, from this study's statistics ({g.path}); "
+            f"{_one_line(g.summary.summary)}"
             if g.name == PAPER
-            else f"{g.name}: {g.path} (sha256 {g.sha256[:12]}), {g.summary.summary}"
+            else f"{g.name}: {g.path} (sha256 {g.sha256[:12]}); {_one_line(g.summary.summary)}"
             for g in r.given_circuits
         ),
     ]
