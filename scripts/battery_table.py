@@ -835,7 +835,8 @@ INTERRUPT_CASES = [
         "interrupt",
         f"discover {M} -p {{pos}} -n {{neg}} --top-k 10 -o c.json",
         "interrupt",
-        interrupt="after:20",  # mid-way through the universal-neuron battery, which writes only at its end
+        # after imports and model load, during the universal-neuron battery (about 10 s; it writes only at its end)
+        interrupt="after:8",
         checks=[absent("c.json"), no_debris(), says("rerun", "resume", "interrupted")],
     ),
     c(

@@ -5,6 +5,7 @@ the settings that made it."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,9 @@ def _refused(result: ConditionResult, judge: str) -> list[bool]:
     return [r.is_("refusal", judge) for r in result.harmful]
 
 
-def finish(search: Search, study: optuna.Study, run_id: str, seconds: float) -> TuneResults:
-    """Choose, check, save the tuned circuit (``tuned-circuit.json``) and the results (``tune.json``)."""
+def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> TuneResults:
+    """Choose, check, save the tuned circuit (``tuned-circuit.json``) and the results (``tune.json``).
+    ``started``: ``time.perf_counter()`` when this session began (its time is recorded with the results)."""
     base = search.baseline()
     best, broken = choose(study, base, search.config)
     point = point_of(best)
@@ -176,7 +178,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, seconds: float) -> 
         sparsity=curve,
         final=final,
         paired=paired,
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
         extra={
             "final_prompts": {"harmful": len(search.final_harmful), "benign": len(search.final_benign)},
             "final_dropped": search.final_dropped,

@@ -36,6 +36,6 @@ def run_tune(
     model = lm or load_model(config.model, dtype=config.dtype, device=config.device)
     search = Search(model, config, root, on_event)
     study = search.run()
-    results = finish(search, study, root.name, time.perf_counter() - started)
+    results = finish(search, study, root.name, started)
     write_reports(results, root)
     return results
