@@ -125,6 +125,9 @@ def test_limit_keeps_the_first_prompts(tmp_path: Path) -> None:
     assert load(path, limit=2).prompts == tuple(PROMPTS[:2])
     assert load(path, limit=10).prompts == tuple(PROMPTS)
     assert len(load("builtin:harmful", limit=5)) == 5
+    whole = load(path)
+    assert whole.first(2).prompts == tuple(PROMPTS[:2]) and whole.first(2).name == whole.name
+    assert whole.first(None) is whole and whole.first(len(whole) + 1) is whole
 
 
 @pytest.mark.parametrize("limit", [0, -1, 2.5, True])

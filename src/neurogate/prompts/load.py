@@ -69,9 +69,7 @@ def load(
             f"cannot load prompts from a {type(spec).__name__}; pass a file path, 'builtin:NAME', "
             "'hf:DATASET:SPLIT:COLUMN', a PromptSet or a list of strings"
         )
-    if limit is not None and limit < len(result):
-        result = replace(result, prompts=result.prompts[:limit])
-    return result
+    return result.first(limit)
 
 
 def _missing_hint(path: Path) -> str:

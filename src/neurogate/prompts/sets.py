@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from neurogate.errors import PromptSetError
@@ -42,6 +42,10 @@ class PromptSet:
     def sha256(self) -> str:
         """Hex digest of the prompts joined with newlines (order-sensitive)."""
         return hashlib.sha256("\n".join(self.prompts).encode("utf-8")).hexdigest()
+
+    def first(self, n: int | None) -> PromptSet:
+        """The first ``n`` prompts (all of them when ``n`` is ``None`` or not smaller than the set)."""
+        return self if n is None or n >= len(self) else replace(self, prompts=self.prompts[:n])
 
     def describe(self) -> dict[str, Any]:
         """The provenance a circuit records: ``{"name", "count", "sha256"}``."""

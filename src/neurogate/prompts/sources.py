@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from neurogate import settings
@@ -48,8 +48,8 @@ class PromptSources:
         return PromptSets(
             discovery[0],
             discovery[1],
-            _first(harmful, self.n_eval),
-            _first(benign, self.n_benign),
+            harmful.first(self.n_eval),
+            benign.first(self.n_benign),
             leaks={"eval": harmful_leaks, "benign": benign_leaks},
             policy=self.leakage,
         )
@@ -95,7 +95,3 @@ class PromptSets:
             "found": found,
             "discovery": [self.positive.describe(), self.negative.describe()],
         }
-
-
-def _first(prompts: PromptSet, n: int | None) -> PromptSet:
-    return prompts if n is None or n >= len(prompts) else replace(prompts, prompts=prompts.prompts[:n])

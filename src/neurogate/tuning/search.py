@@ -195,7 +195,7 @@ def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, Prom
                 leaks[0].twin,
             )
         dropped[name] = len(leaks)
-        out.append(kept if limit is None else replace(kept, prompts=kept.prompts[:limit]))
+        out.append(kept.first(limit))
     return out[0], out[1], dropped
 
 
