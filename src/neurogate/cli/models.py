@@ -20,13 +20,18 @@ models_app = typer.Typer(
 cli.app.add_typer(models_app, name="models", rich_help_panel=cli.MODELS)
 
 
+@models_app.callback()
+def _before_each() -> None:
+    # every `models` command first removes the work folders of killed pulls (over 1 GB each)
+    zoo.sweep_abandoned()
+
+
 @models_app.command("list")
 def list_models() -> None:
     """List the zoo models and whether each is pulled.
 
     Example: neurogate models list
     """
-    zoo.sweep_abandoned()  # work folders of killed pulls (over 1 GB each) go as soon as the zoo is looked at
     table = Table(title=f"neurogate model zoo (cache: {cache_dir('zoo')})")
     for col in ("name", "what it is", "GGUF size", "pulled"):
         table.add_column(col)
@@ -101,7 +106,6 @@ def verify(
 
     Example: neurogate models verify smollm2-135m-instruct
     """
-    zoo.sweep_abandoned()
     names = [name.removeprefix("zoo:")] if name else [n for n in zoo.ZOO if zoo.is_pulled(n)]
     if not names:
         cli.console.print("no zoo model is pulled")
