@@ -94,6 +94,11 @@ def rule_key(point: Point) -> str:
     return settings.digest({k: v for k, v in point.to_dict().items() if k != "fraction"}, 8)
 
 
+def stored_name(prefix: str, point: Point) -> str:
+    """The name ``point``'s stored result goes under: ``prefix``, its rule and its size."""
+    return f"{prefix}-{rule_key(point)}-{point.fraction:.6g}"
+
+
 def sparsity_curve(
     search: Search, point: Point, base: Scores, chosen: str | None = None
 ) -> list[dict[str, Any]]:
@@ -101,14 +106,13 @@ def sparsity_curve(
     whether every constraint holds. ``chosen`` names the stored trial of ``point`` itself, so the full
     size is read back instead of generated again."""
     cfg, n = search.config, search.lm.adapter.n_neurons
-    rule = rule_key(point)
     rows = []
     for share in (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02):
         fraction = point.fraction * share
         if fraction < 1 / n:
             break
         p = replace(point, fraction=fraction)
-        name = chosen if chosen is not None and share == 1.0 else f"size-{fraction:.6g}-{rule}"
+        name = chosen if chosen is not None and share == 1.0 else stored_name("size", p)
         scores = Scores.of(search.measure(name, p))
         cut = 1 - scores.refusal / base.refusal if base.refusal else 0.0
         rows.append(
@@ -143,7 +147,7 @@ def final_check(
     for name, p in (("tuned", point), ("paper", paper_point(search.lm.adapter.n_layers, cfg.cap))):
         search.emit("stage", name=f"final check: {name}")
         # stored under the point's own key: a resumed search that chooses another point measures it anew
-        stored = f"tuned-{rule_key(p)}-{p.fraction:.6g}" if name == "tuned" else name
+        stored = stored_name("tuned", p) if name == "tuned" else name
         out[name] = search.measure(stored, p, evaluator=ev)
     paired = {
         name: {j: compare_rates(_refused(out["baseline"], j), _refused(r, j)) for j in r.judges}
