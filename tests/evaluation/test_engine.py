@@ -63,7 +63,9 @@ def test_circuit_top_keeps_the_top_scores(lm: LoadedModel) -> None:
 
 def test_evaluator_measures_and_stores(lm: LoadedModel, tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "conditions")
-    settings = EvalSettings(batch_size=4, max_new_tokens=5, kl_tokens=3, metric_batch_size=2)
+    settings = EvalSettings(
+        batch_size=4, max_new_tokens=5, kl_tokens=3, metric_batch_size=2, reply_perplexity=True
+    )
     ev = Evaluator(
         lm, HARMFUL, BENIGN, circuit=_circuit(lm), judges=[KeywordJudge()], settings=settings, store=store
     )
@@ -118,6 +120,9 @@ def test_generation_is_greedy_and_repeatable(lm: LoadedModel) -> None:
     b = Evaluator(lm, HARMFUL, [], settings=settings).baseline()
     assert [r.token_ids for r in a.harmful] == [r.token_ids for r in b.harmful]
     assert a.benign_refusal is None
+    # reply perplexity is opt-in: by default no reply is scored and the table says so
+    assert all(r.nll_tokens == 0 for r in a.harmful)
+    assert tables.rows([a])[0][tables.COLUMNS.index("reply ppl")] == "-"
 
 
 def test_unreadable_stored_result_is_recomputed(lm: LoadedModel, tmp_path: Path) -> None:

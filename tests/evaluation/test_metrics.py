@@ -14,7 +14,13 @@ import torch
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
 from neurogate.evaluation.capability import LM_EVAL_MISSING, capability
-from neurogate.evaluation.metrics import distinct_ngram_quality, kl_divergence, mean_quality, perplexity
+from neurogate.evaluation.metrics import (
+    distinct_ngram_quality,
+    kl_divergence,
+    kl_reference,
+    mean_quality,
+    perplexity,
+)
 from neurogate.evaluation.statistics import Rate, rate_of, wilson_interval
 from neurogate.models.inputs import format_prompt, tokenize
 from neurogate.models.loading import LoadedModel
@@ -92,11 +98,21 @@ def test_kl_zero_without_change_and_positive_with_ablation(lm: LoadedModel) -> N
     kl1 = kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=4, batch_size=2)
     assert kl1.first_token > 1e-4 and min(kl1.mean) > 1e-4
     assert len(kl1.first) == len(kl1.mean) == 3 and kl1.n_tokens == 4
-    # batching does not change the numbers
+    # batching does not change the numbers (beyond float32 rounding, which on a KL this small, a difference
+    # of nearly equal numbers, shows at the 1e-3 relative level)
     kl1b = kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=4, batch_size=1)
-    assert kl1b.mean == pytest.approx(kl1.mean, rel=1e-4) and kl1b.first == pytest.approx(kl1.first, rel=1e-4)
+    assert kl1b.mean == pytest.approx(kl1.mean, rel=2e-3) and kl1b.first == pytest.approx(kl1.first, rel=2e-3)
     # the intervention is removed afterwards: the model is unsteered again
     assert kl_divergence(lm, PROMPTS, REPLIES, nothing, n_tokens=4).mean_token == pytest.approx(0.0, abs=1e-6)
+    # a stored unsteered reference gives exactly the numbers of a fresh unsteered pass
+    ref = kl_reference(lm, PROMPTS, REPLIES, n_tokens=4, batch_size=2)
+    kl1r = kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=4, batch_size=2, reference=ref)
+    assert kl1r == kl1
+    # a reference for other replies or another length is refused, not silently misread
+    with pytest.raises(ConfigError, match="KL reference"):
+        kl_divergence(lm, PROMPTS, REPLIES, ablate, n_tokens=3, batch_size=2, reference=ref)
+    with pytest.raises(ConfigError, match="KL reference"):
+        kl_divergence(lm, PROMPTS[:2], REPLIES[:2], ablate, n_tokens=4, reference=ref)
 
 
 def test_kl_first_token_matches_manual(lm: LoadedModel) -> None:

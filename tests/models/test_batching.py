@@ -40,9 +40,9 @@ def test_same_call_same_size_on_a_fresh_model_of_the_same_shape() -> None:
 def test_cap_prompt_count_and_even_batches(lm: LoadedModel) -> None:
     assert plan_batch(lm, 20, 8, 5).size == 5
     assert plan_batch(lm, 20, 8, 5).limit == "prompts"
-    plan = plan_batch(lm, 20, 8, 200)  # CPU cap 64: four batches of 50 rather than 64+64+64+8
-    assert (plan.size, plan.limit) == (50, "cap")
-    assert plan_batch(lm, 20, 8, 64).size == 64
+    plan = plan_batch(lm, 20, 8, 300)  # CPU cap 128: three batches of 100 rather than 128+128+44
+    assert (plan.size, plan.limit) == (100, "cap")
+    assert plan_batch(lm, 20, 8, 128).size == 128
 
 
 def test_memory_bounds_the_size(lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:

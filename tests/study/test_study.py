@@ -104,14 +104,15 @@ def test_study_end_to_end_and_resume(
     per_layer = {int(layer): n for layer, n in data["circuit"]["per_layer"].items()}
     assert sum(per_layer.values()) == k
     assert data["circuit"]["late_share"] == pytest.approx(_late_share(per_layer, lm.adapter.n_layers))
-    # the sweep: baseline plus every method at its full effect (m = 0 for neuron kinds, s = 1 otherwise);
-    # the tiny model never refuses, so CAA needs no strength to match CNA and adds no condition
-    assert data["sweep"] == ["baseline", f"cna-m0-n{k}", "caa-s1", "ablation-s1"]
+    # the sweep: baseline plus every method at its full effect (m = 0 for neuron kinds, s = 1 otherwise),
+    # except CAA, which match_caa evaluates at CNA's refusal only; the tiny model never refuses, so CAA
+    # needs no strength to match CNA and adds no condition
+    assert data["sweep"] == ["baseline", f"cna-m0-n{k}", "ablation-s1"]
     assert result.caa_match is not None and result.caa_match.strength == 0.0
+    assert not any(key.startswith("caa") for key in result.conditions)
     sweep = [result.conditions[key] for key in result.sweep[1:]]
     assert {(c.kind, c.scale, c.value) for c in sweep} == {
         ("cna", "multiplier", 0.0),
-        ("caa", "strength", 1.0),
         ("ablation", "strength", 1.0),
     }
     assert data["conditions"][f"cna-m0-n{k}"]["label"] == "cna m=0"
@@ -468,6 +469,7 @@ def test_study_on_the_smallest_zoo_model(zoo_lm: LoadedModel, tmp_path: Path) ->
     )
     result = run_study(cfg, tmp_path, lm=zoo_lm)
     assert result.circuit.n_neurons == round(0.001 * zoo_lm.adapter.n_neurons)
+    assert "caa-s1" in result.sweep  # without match_caa, CAA is swept over the strengths
     assert all(r.text.strip() for r in result.baseline.harmful)
     per_layer = result.circuit.per_layer
     assert sum(per_layer.values()) == result.circuit.n_neurons

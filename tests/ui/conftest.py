@@ -23,6 +23,7 @@ QUICK: dict[str, Any] = {
     "prompts": {"n_discovery": 8, "n_eval": 4, "n_benign": 3},
     "multipliers": (0.0, 0.5),
     "strengths": (0.5, 1.0),
+    "match_caa": False,  # so that CAA is swept over the strengths and gets a curve of its own
     "evaluation": {**STUDY_QUICK["evaluation"], "max_new_tokens": 6},
 }
 

@@ -74,6 +74,14 @@ EngineUrlOpt = Annotated[
     typer.Option("--engine-url", help="The openai engine's base URL, e.g. http://127.0.0.1:8000/v1."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+ReplyPplOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reply-perplexity",
+        help="Also score the harmful replies under the unsteered model (the 'reply ppl' column; one more "
+        "teacher-forced pass over every reply).",
+    ),
+]
 
 
 def judge_settings(

@@ -59,6 +59,14 @@ def run(
             "intervention it records, beside the discovered circuit. Repeatable.",
         ),
     ] = None,
+    reply_perplexity: Annotated[
+        bool | None,
+        typer.Option(
+            "--reply-perplexity/--no-reply-perplexity",
+            help="Score the harmful replies under the unsteered model too (off by default: one more "
+            "teacher-forced pass over every reply).",
+        ),
+    ] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -71,7 +79,7 @@ def run(
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
     """
     judges = opts.judge_settings(judge, None, None, None) if judge else {}
-    evaluation = _given({"max_new_tokens": max_new_tokens, **judges})
+    evaluation = _given({"max_new_tokens": max_new_tokens, "reply_perplexity": reply_perplexity, **judges})
     prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
     cfg = study_config(
         config,

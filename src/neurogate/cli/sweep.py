@@ -64,9 +64,10 @@ def sweep(
     device: cli.DeviceOpt = "auto",
     trust_remote_code: cli.TrustOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    reply_perplexity: opts.ReplyPplOpt = False,
     quiet: opts.QuietOpt = False,
 ) -> None:
-    """Run every method at every value of its scale and tabulate refusal, quality, perplexity, KL and speed.
+    """Run every method at every value of its scale and tabulate refusal, quality, KL, perplexity and speed.
 
     Neuron methods (cna, random) take multipliers m; residual methods (caa, ablation) take strengths s.
     The unchanged value of each (m = 1, s = 0) is the shared baseline, generated once. CAA and directional
@@ -81,6 +82,7 @@ def sweep(
         chat=chat,
         engine=engine,
         engine_url=engine_url,
+        reply_perplexity=reply_perplexity,
         **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
     )
     config = SweepConfig.from_mapping(

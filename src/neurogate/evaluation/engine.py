@@ -18,7 +18,14 @@ from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
 from neurogate.evaluation.judges import Judge, get_judge
-from neurogate.evaluation.metrics import distinct_ngram_quality, kl_divergence, reply_nll, text_nll
+from neurogate.evaluation.metrics import (
+    KLReference,
+    distinct_ngram_quality,
+    kl_divergence,
+    kl_reference,
+    reply_nll,
+    text_nll,
+)
 from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
@@ -114,6 +121,7 @@ class Evaluator:
         self.store = store
         self.corpus = list(corpus)
         self._baseline: ConditionResult | None = None
+        self._kl_reference: KLReference | None = None
         self._served: list[str] | None = None
 
     def intervention(self, cond: Condition) -> Intervention | None:
@@ -249,15 +257,27 @@ class Evaluator:
         base = self.baseline()
         if not base.benign:
             return [], []
+        prompts, replies = [r.prompt for r in base.benign], [r.token_ids for r in base.benign]
+        if self._kl_reference is None:  # the unsteered half is the same for every condition: once
+            self._kl_reference = kl_reference(
+                self.lm,
+                prompts,
+                replies,
+                n_tokens=s.kl_tokens,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+                batch_size=s.metric_batch_size,
+            )
         kl = kl_divergence(
             self.lm,
-            [r.prompt for r in base.benign],
-            [r.token_ids for r in base.benign],
+            prompts,
+            replies,
             steering,
             n_tokens=s.kl_tokens,
             system_prompt=s.system_prompt,
             chat=s.chat,
             batch_size=s.metric_batch_size,
+            reference=self._kl_reference,
         )
         return kl.first, kl.mean
 
@@ -281,7 +301,7 @@ class Evaluator:
             gen_s += seconds
         benign_prompts = self.benign if need_benign else []
         harmful, benign = (
-            self.replies(self.harmful, gens),
+            self.replies(self.harmful, gens, nll=self.settings.reply_perplexity),
             self.replies(benign_prompts, benign_gens, nll=False),
         )
         # KL reads the baseline's benign replies (teacher-forced), so it needs no benign generation here

@@ -8,7 +8,6 @@ their tokens), so adding a metric never costs another generation pass.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -19,8 +18,9 @@ import torch
 
 from neurogate.errors import ConfigError
 from neurogate.models.generation import contiguous_head
-from neurogate.models.inputs import encode, left_padded, left_positions
+from neurogate.models.inputs import encode, template_prefix
 from neurogate.models.loading import LoadedModel
+from neurogate.models.prefix import prefill
 
 logger = logging.getLogger(__name__)
 
@@ -56,36 +56,48 @@ def mean_quality(texts: Sequence[str], n: int = 4) -> float:
 # ---------------------------------------- teacher forcing
 
 
-def _batches(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(n, start + size))
+def _batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
+    """Row indices in batches of at most ``size``, rows of similar length together: a teacher-forced pass
+    pads every row to its batch's longest, so mixing a 12-token refusal with a 128-token answer would pay
+    for ~116 padding positions. The order is fixed by the lengths alone, so a call is reproducible."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
 
 
 @torch.no_grad()
-def _continuation_logprobs(
-    lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], cont_ids: Sequence[Sequence[int]]
+def _continuation_logits(
+    lm: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    cont_ids: Sequence[Sequence[int]],
+    prefix: int = 0,
 ) -> list[torch.Tensor]:
-    """Per row, float32 log-probabilities ``[len(cont), vocab]`` of the positions predicting each
-    continuation token (teacher forcing), in one left-padded forward pass. Only the last positions go
-    through the LM head (``logits_to_keep``, where the model takes it): the head over a large vocabulary
-    at every prompt position would cost more than the rest of the pass."""
+    """Per row, the raw logits ``[len(cont), vocab]`` (the model's dtype) of the positions predicting each
+    continuation token (teacher forcing), in one left-padded forward pass; the first ``prefix`` tokens,
+    where the rows share them (the chat template's), are computed once (:func:`prefill`). Only the last
+    positions go through the LM head (``logits_to_keep``): the head over a large vocabulary at every
+    prompt position would cost more than the rest of the pass."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, cont_ids, strict=True)]
-    batch = left_padded(lm, seqs)
-    positions = left_positions(batch.attention_mask)
-    extra: dict[str, Any] = {}
-    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
-        extra["logits_to_keep"] = max(len(c) for c in cont_ids) + 1
     with contiguous_head(lm):
-        logits = lm.model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=positions, **extra
-        ).logits
+        done = prefill(lm, seqs, prefix=prefix, logits_to_keep=max(len(c) for c in cont_ids) + 1)
+    logits = done.output.logits
     width = logits.shape[1]
-    out = []
-    for row, cont in enumerate(cont_ids):
-        c = len(cont)
-        # position t predicts token t+1; the continuation occupies the last c positions
-        out.append(torch.log_softmax(logits[row, width - 1 - c : width - 1].float(), dim=-1))
-    return out
+    # position t predicts token t+1; the continuation occupies the last c positions
+    return [logits[row, width - 1 - len(cont) : width - 1] for row, cont in enumerate(cont_ids)]
+
+
+def _logprobs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _continuation_logprobs(
+    lm: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    cont_ids: Sequence[Sequence[int]],
+    prefix: int = 0,
+) -> list[torch.Tensor]:
+    """Per row, float32 log-probabilities ``[len(cont), vocab]`` (see :func:`_continuation_logits`)."""
+    return [_logprobs(x) for x in _continuation_logits(lm, prompt_ids, cont_ids, prefix)]
 
 
 def _maybe(steering: Steering | None) -> contextlib.AbstractContextManager[Any]:
@@ -110,9 +122,10 @@ def reply_nll(
     if not keep:
         return out
     pids = encode(lm, [prompts[i] for i in keep], system_prompt=system_prompt, chat=chat)
+    prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat)
     conts = [list(replies[i]) for i in keep]
-    for rows in _batches(len(conts), batch_size):
-        lps = _continuation_logprobs(lm, [pids[i] for i in rows], [conts[i] for i in rows])
+    for rows in _batches([len(p) + len(c) for p, c in zip(pids, conts, strict=True)], batch_size):
+        lps = _continuation_logprobs(lm, [pids[i] for i in rows], [conts[i] for i in rows], prefix)
         for lp, i in zip(lps, rows, strict=True):
             target = torch.tensor(conts[i], device=lp.device)
             out[keep[i]] = (-float(lp.gather(-1, target[:, None]).sum()), len(conts[i]))
@@ -146,13 +159,13 @@ def text_nll(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 4) -> l
     """Per text (raw, no chat template), ``(NLL summed over every token after the first, tokens scored)``
     under ``lm`` as it is: the capability proxy's corpus perplexity, steered or not."""
     seqs = [lm.tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
-    out: list[tuple[float, int]] = []
-    for rows in _batches(len(seqs), batch_size):
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    for rows in _batches([len(s) for s in seqs], batch_size):
         heads = [seqs[i][:1] for i in rows]
         tails = [seqs[i][1:] for i in rows]
-        for lp, tail in zip(_continuation_logprobs(lm, heads, tails), tails, strict=True):
+        for lp, tail, i in zip(_continuation_logprobs(lm, heads, tails), tails, rows, strict=True):
             target = torch.tensor(tail, device=lp.device)
-            out.append((-float(lp.gather(-1, target[:, None]).sum()), len(tail)))
+            out[i] = (-float(lp.gather(-1, target[:, None]).sum()), len(tail))
     return out
 
 
@@ -175,6 +188,70 @@ class KLResult:
         return sum(self.mean) / len(self.mean) if self.mean else float("nan")
 
 
+@dataclass(frozen=True)
+class KLReference:
+    """The unsteered side of :func:`kl_divergence`, computed once and reused for every intervention on the
+    same prompts and replies: per prompt, the raw logits of its first ``n_tokens`` reply positions, kept
+    on the CPU in the model's dtype (exactly what a fresh unsteered pass would give)."""
+
+    logits: list[torch.Tensor]
+    n_tokens: int
+
+
+def _kl_inputs(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[int]],
+    n_tokens: int,
+    system_prompt: str | None,
+    chat: bool,
+) -> tuple[list[list[int]], list[list[int]], int]:
+    if n_tokens < 1:
+        raise ConfigError(f"n_tokens must be at least 1, got {n_tokens}")
+    if len(prompts) != len(replies):
+        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
+    pids = [list(p) for p in encode(lm, prompts, system_prompt=system_prompt, chat=chat)]
+    # the first position needs no reply token; later ones need the reply tokens before them, and a dummy
+    # last token turns "c reply tokens" into c+1 predicting positions (its value is never read)
+    conts = [[*list(r)[: n_tokens - 1], 0] for r in replies]
+    return pids, conts, template_prefix(lm, system_prompt=system_prompt, chat=chat)
+
+
+def _teacher_forced(
+    lm: LoadedModel,
+    pids: Sequence[Sequence[int]],
+    conts: Sequence[Sequence[int]],
+    batch_size: int,
+    steering: Steering | None,
+    prefix: int,
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    """(row indices, their raw continuation logits) batch by batch, under ``steering`` when given."""
+    lengths = [len(p) + len(c) for p, c in zip(pids, conts, strict=True)]
+    for rows in _batches(lengths, batch_size):
+        with _maybe(steering):
+            logits = _continuation_logits(lm, [pids[i] for i in rows], [conts[i] for i in rows], prefix)
+        yield rows, logits
+
+
+def kl_reference(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    replies: Sequence[Sequence[int]],
+    *,
+    n_tokens: int = 16,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+) -> KLReference:
+    """The unsteered logits :func:`kl_divergence` compares against, for reuse across interventions."""
+    pids, conts, prefix = _kl_inputs(lm, prompts, replies, n_tokens, system_prompt, chat)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, None, prefix):
+        for i, x in zip(rows, logits, strict=True):
+            out[i] = x.to("cpu", copy=True)
+    return KLReference(out, n_tokens)
+
+
 def kl_divergence(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -185,37 +262,34 @@ def kl_divergence(
     system_prompt: str | None = None,
     chat: bool = True,
     batch_size: int = 8,
+    reference: KLReference | None = None,
 ) -> KLResult:
     """How far an intervention moves the next-token distribution on (typically benign) prompts.
 
     The *unsteered* model's own replies (``replies``: its generated token ids) are teacher-forced through
-    the model twice, without and with ``steering``; KL(unsteered || steered) is taken at each of the first
+    the model without and with ``steering``; KL(unsteered || steered) is taken at each of the first
     ``n_tokens`` positions. Using the unsteered tokens keeps both runs on the same, natural text, so the
     number measures the intervention and not a diverged continuation. Position 0 (predicting the first reply
-    token from the prompt alone) is the first-token KL.
+    token from the prompt alone) is the first-token KL. ``reference`` (from :func:`kl_reference` on the
+    same arguments) replaces the unsteered pass, halving the cost when many interventions are compared.
     """
-    if n_tokens < 1:
-        raise ConfigError(f"n_tokens must be at least 1, got {n_tokens}")
-    if len(prompts) != len(replies):
-        raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies")
-    if not prompts:
-        return KLResult([], [], n_tokens)
-    pids = encode(lm, prompts, system_prompt=system_prompt, chat=chat)
-    # the first position needs no reply token; later ones need the reply tokens before them
-    conts = [list(r)[: n_tokens - 1] for r in replies]
-    first: list[float] = []
-    mean: list[float] = []
-    for rows in _batches(len(prompts), batch_size):
-        p = [pids[i] for i in rows]
-        # a dummy last token turns "c reply tokens" into c+1 predicting positions (its value is never read)
-        c = [[*conts[i], 0] for i in rows]
-        base = _continuation_logprobs(lm, p, c)
-        with _maybe(steering):
-            steered = _continuation_logprobs(lm, p, c)
-        for b, s in zip(base, steered, strict=True):
+    pids, conts, prefix = _kl_inputs(lm, prompts, replies, n_tokens, system_prompt, chat)
+    if reference is not None and (
+        reference.n_tokens != n_tokens
+        or len(reference.logits) != len(prompts)
+        or any(len(r) != len(c) for r, c in zip(reference.logits, conts, strict=True))
+    ):
+        raise ConfigError("the KL reference was computed for other prompts, replies or n_tokens")
+    ref = reference or kl_reference(
+        lm, prompts, replies, n_tokens=n_tokens, system_prompt=system_prompt, chat=chat, batch_size=batch_size
+    )
+    first = [0.0] * len(prompts)
+    mean = [0.0] * len(prompts)
+    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, steering, prefix):
+        for i, x in zip(rows, logits, strict=True):
+            b, s = _logprobs(ref.logits[i]), _logprobs(x.to("cpu"))
             kl = (b.exp() * (b - s)).sum(-1).clamp(min=0)
-            first.append(float(kl[0]))
-            mean.append(float(kl.mean()))
+            first[i], mean[i] = float(kl[0]), float(kl.mean())
     return KLResult(first, mean, n_tokens)
 
 
@@ -231,9 +305,11 @@ def next_token_logprobs(
     """Log-probabilities of each prompt's first reply token, ``[n_prompts, vocab]`` float32 on the CPU,
     under ``steering`` when given (one forward pass per batch; only the last position reaches the head)."""
     pids = encode(lm, prompts, system_prompt=system_prompt, chat=chat)
-    rows: list[torch.Tensor] = []
+    prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat)
+    rows: list[torch.Tensor] = [torch.empty(0)] * len(pids)
     with _maybe(steering):
-        for batch in _batches(len(pids), batch_size):
-            lps = _continuation_logprobs(lm, [pids[i] for i in batch], [[0]] * len(batch))
-            rows.extend(lp[0].cpu() for lp in lps)
+        for batch in _batches([len(p) for p in pids], batch_size):
+            lps = _continuation_logprobs(lm, [pids[i] for i in batch], [[0]] * len(batch), prefix)
+            for i, lp in zip(batch, lps, strict=True):
+                rows[i] = lp[0].cpu()
     return torch.stack(rows)

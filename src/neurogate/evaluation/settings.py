@@ -26,7 +26,10 @@ class EvalSettings:
     the replies: ``local`` (neurogate, with hooks) or ``openai`` (an OpenAI-compatible server at
     ``engine_url``, e.g. vLLM started by ``neurogate serve``, that serves the unsteered model as ``base``
     and each condition under its key, such as ``cna-m0``). KL, perplexity and the judges always run on the
-    local model."""
+    local model. ``reply_perplexity``: also score each harmful reply's tokens under the unsteered model
+    (off by default: it measures how far the text moved from what the model would write, content change
+    as much as damage, and it costs a teacher-forced pass over every reply; the corpus perplexity and KL
+    are the damage measures)."""
 
     max_new_tokens: int = 64
     batch_size: BatchSize = "auto"
@@ -40,6 +43,7 @@ class EvalSettings:
     endpoint_model: str | None = None
     engine: str = "local"
     engine_url: str | None = None
+    reply_perplexity: bool = False
 
     def __post_init__(self) -> None:
         settings.whole("max_new_tokens", self.max_new_tokens)

@@ -36,7 +36,7 @@ COLUMNS = (
     "compliance %",
     "degenerate %",
     "quality",
-    "perplexity",
+    "reply ppl",
     "KL first",
     "KL mean",
     "benign refusal %",

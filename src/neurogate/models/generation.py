@@ -22,7 +22,7 @@ from neurogate.errors import ConfigError
 from neurogate.models.batching import auto_batch_size, round_up
 from neurogate.models.decoding import CACHE_STEP, Engine, choose_engine, prepare, settle
 from neurogate.models.hooks import Attachable
-from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_id
+from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_id, template_prefix
 from neurogate.models.loading import LoadedModel
 from neurogate.models.ragged import ragged_greedy
 from neurogate.progress import progress_bar
@@ -118,6 +118,7 @@ def generate(
     if not prompts:
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
+    prefix = 0 if preformatted else template_prefix(lm, system_prompt=system_prompt, chat=chat)
     stops = options["eos_token_id"] if stop_at_eos else []
     engine = choose_engine(lm, len(seqs) * max_new_tokens)
     prepare(lm, engine)  # before attaching, so neuron steering lands in the gains of a compiled model
@@ -134,7 +135,7 @@ def generate(
         results: dict[int, Generation] = {}
         with head:
             for rows in _batches(seqs, size):
-                new = _decode(lm, [seqs[i] for i in rows], options, engine)
+                new = _decode(lm, [seqs[i] for i in rows], options, engine, prefix)
                 for row, ids in zip(rows, new, strict=True):
                     results[row] = _finish(lm, prompts[row], ids, stops)
                 tick(len(rows))
@@ -150,15 +151,20 @@ def _batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
 
 
 def _decode(
-    lm: LoadedModel, seqs: Sequence[Sequence[int]], options: dict[str, Any], engine: Engine
+    lm: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    options: dict[str, Any],
+    engine: Engine,
+    prefix: int = 0,
 ) -> list[list[int]]:
     """New token ids of each sequence, generated as one batch (padded with repeats of the first row to
-    the engine's shape). A CUDA out-of-memory error splits the batch in two and tries each half."""
+    the engine's shape; greedy eager decoding prefills the shared template ``prefix`` once). A CUDA
+    out-of-memory error splits the batch in two and tries each half."""
     rows = list(seqs) + [seqs[0]] * (engine.batch_rows(len(seqs)) - len(seqs))
     batch = left_padded(lm, rows)
     try:
         if _ragged(options, engine):
-            return ragged_greedy(lm, seqs, options["max_new_tokens"], options["eos_token_id"])
+            return ragged_greedy(lm, seqs, options["max_new_tokens"], options["eos_token_id"], prefix)
         with torch.no_grad():
             out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
     except torch.cuda.OutOfMemoryError:
@@ -168,7 +174,9 @@ def _decode(
         torch.cuda.empty_cache()
         half = len(seqs) // 2
         logger.warning("out of GPU memory at %d rows; retrying as %d + %d", len(seqs), half, len(seqs) - half)
-        return _decode(lm, seqs[:half], options, engine) + _decode(lm, seqs[half:], options, engine)
+        return _decode(lm, seqs[:half], options, engine, prefix) + _decode(
+            lm, seqs[half:], options, engine, prefix
+        )
     return out[: len(seqs), batch.input_ids.shape[1] :].tolist()
 
 

@@ -202,3 +202,16 @@ def post_instruction_tokens(lm: LoadedModel, *, system_prompt: str | None = None
     while n < min(len(s) for s in seqs) - 1 and len({s[-1 - n] for s in seqs}) == 1:
         n += 1
     return max(1, n)
+
+
+def template_prefix(lm: LoadedModel, *, system_prompt: str | None = None, chat: bool = True) -> int:
+    """How many tokens the chat template puts before every user message (the system turn, the user
+    header): the longest token prefix shared by a few formatted probe prompts; 0 for raw prompts. Passes
+    over many prompts compute these tokens once (:mod:`neurogate.models.prefix`)."""
+    if not uses_template(lm, chat):
+        return 0
+    seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat)
+    n = 0
+    while n < min(len(s) for s in seqs) - 1 and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n

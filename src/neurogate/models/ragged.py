@@ -11,51 +11,33 @@ condition several-fold.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from neurogate.models.inputs import left_padded
 from neurogate.models.loading import LoadedModel
-
-
-def _cache_of(output: Any) -> Any:
-    for name in ("cache", "past_key_values"):
-        found = getattr(output, name, None)
-        if found is not None:
-            return found
-    return None
-
-
-def _cache_arg(model: torch.nn.Module) -> str:
-    """The keyword the model's forward takes its cache by (``cache`` in newer transformers)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+from neurogate.models.prefix import cache_arg, cache_of, prefill
 
 
 @torch.no_grad()
 def ragged_greedy(
-    lm: LoadedModel, seqs: Sequence[Sequence[int]], max_new_tokens: int, stops: Sequence[int]
+    lm: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stops: Sequence[int],
+    prefix: int = 0,
 ) -> list[list[int]]:
     """Greedy new token ids of each sequence (ending with its stop token when it stopped), decoding only
-    the rows that have not stopped."""
-    batch = left_padded(lm, seqs)
-    mask = batch.attention_mask
-    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-    out = lm.model(
-        input_ids=batch.input_ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache, last = _cache_of(out), positions[:, -1]
+    the rows that have not stopped; the first ``prefix`` tokens, where the rows share them (the chat
+    template's), are prefilled once (:func:`neurogate.models.prefix.prefill`)."""
+    done = prefill(lm, seqs, prefix=prefix, use_cache=True, logits_to_keep=1)
+    out, mask = done.output, done.attention_mask
+    cache, last = cache_of(out), done.position_ids[:, -1]
     token = out.logits[:, -1].argmax(-1)
     stop_set = set(int(s) for s in stops)
     active = list(range(len(seqs)))
     generated: list[list[int]] = [[] for _ in seqs]
-    cache_arg = _cache_arg(lm.model)
+    cache_kw = cache_arg(lm.model)
     for _ in range(max_new_tokens):
         keep = []
         for j, (row, t) in enumerate(zip(active, token.tolist(), strict=True)):
@@ -76,8 +58,8 @@ def ragged_greedy(
             attention_mask=mask,
             position_ids=last[:, None],
             use_cache=True,
-            **{cache_arg: cache},
+            **{cache_kw: cache},
         )
-        cache = _cache_of(out)
+        cache = cache_of(out)
         token = out.logits[:, -1].argmax(-1)
     return generated

@@ -41,12 +41,15 @@ MOVED: dict[str, str] = {
 class StudyConfig:
     """Everything that decides a study's numbers (and so its run id).
 
-    What is evaluated: ``methods`` at ``multipliers`` (neuron kinds) and ``strengths`` (residual kinds);
-    with ``match_caa`` also CAA at the strength whose refusal matches CNA's (found by bisection); the
+    What is evaluated: ``methods`` at ``multipliers`` (neuron kinds) and ``strengths`` (residual kinds),
+    except that with ``match_caa`` CAA is evaluated only at the strength whose refusal matches CNA's
+    (found by bisection; set ``match_caa = false`` to sweep it over ``strengths`` instead); the
     specificity controls (equal-size circuits of the battery ``controls`` contrasts, and circuits matched
     to the main one in per-layer counts and activation size, one per ``random_seeds``), all at ``m = 0``;
-    the ``sparsity`` curve; and each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the
-    intervention it records (``cna m=0`` when it records none), beside the discovered circuit. With
+    the ``sparsity`` curve (off by default, as each size is one more condition: ``neurogate tune``
+    reports the curve of a tuned rule, and e.g. ``sparsity = [0.0001, 0.001, 0.01]`` adds it here); and
+    each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the intervention it records
+    (``cna m=0`` when it records none), beside the discovered circuit. With
     ``select_direction`` the ablation direction is chosen by its effect on ``validation`` held-out
     discovery prompts per side (as Arditi et al. do); otherwise by held-out separation. "No effect"
     claims use ``equivalence_margin``, fixed before the run. ``corpus``: the benign text whose perplexity
@@ -71,7 +74,7 @@ class StudyConfig:
     validation: int = 16
     controls: tuple[str, ...] = ("cooking-vs-gardening", "french-vs-english")
     random_seeds: tuple[int, ...] = (0, 1, 2)
-    sparsity: tuple[float, ...] = (0.0001, 0.001, 0.01)
+    sparsity: tuple[float, ...] = ()
     equivalence_margin: float = 0.10
     corpus: str | None = "builtin"
     examples: int = 4

@@ -175,9 +175,11 @@ class Study:
         """(sweep, sparsity, control) conditions; neuron kinds use the main circuit's size."""
         c = self.config
         k_main, sizes = self.sizes()
+        # with match_caa, CAA is evaluated at the matched strength (added later), not also at the sweep's
+        kinds = [k for k in c.methods if not (k == "caa" and c.match_caa)]
         sweep = [
             replace(cond, size=k_main) if cond.scale and get_kind(cond.kind).source == "circuit" else cond
-            for cond in plan_sweep(c.methods, {"multiplier": c.multipliers, "strength": c.strengths})
+            for cond in plan_sweep(kinds, {"multiplier": c.multipliers, "strength": c.strengths})
         ]
         if not any(cond.kind == "cna" and cond.value == 0.0 for cond in sweep):
             sweep.append(Condition("cna", 0.0, size=k_main))
