@@ -18,7 +18,7 @@ from neurogate.tuning import TuneConfig, TuneResults, run_tune
 from neurogate.tuning.config import parse_duration
 from neurogate.tuning.final import rule_key
 from neurogate.tuning.run import tune_dir
-from neurogate.tuning.search import held_out
+from neurogate.tuning.search import Scores, choose, feasible, held_out
 from neurogate.tuning.space import Point
 
 SMALL: dict[str, Any] = {
@@ -138,3 +138,36 @@ def test_stored_results_are_keyed_by_rule_and_size() -> None:
         {"last_layer": 20},
     ):
         assert rule_key(replace(a, **change)) != rule_key(a), change
+
+
+def _trial(study: optuna.Study, number: int, **scores: float) -> None:
+    full = {"refusal": 0.0, "degenerate": 0.0, "benign_refusal": 0.0, "neurons": 10, **scores}
+    full["refusal"] = 1 - full["compliance"]
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[full["compliance"], full["kl"], full["benign_refusal"]],
+            user_attrs={"scores": full, "constraint": [full["degenerate"] - 0.05]},
+        )
+    )
+
+
+def test_the_choice_honours_first_token_kl_and_falls_back_to_the_fewest_broken() -> None:
+    config = TuneConfig()
+    base = Scores(0.0, 1.0, 0.0, 0.0, 0.04, 0, 0.0)
+    assert feasible(Scores(0.9, 0.1, 0.0, 0.05, 0.04, 10, 0.25), base, config) == []
+    assert feasible(Scores(0.9, 0.1, 0.0, 0.05, 0.04, 10, 0.45), base, config) == [
+        "first-token KL 0.450 > 0.3"
+    ]
+    # a trial stored before the first-token KL was recorded is not held to it
+    assert feasible(Scores(0.9, 0.1, 0.0, 0.05, 0.04, 10), base, config) == []
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _trial(study, 0, compliance=0.98, kl=0.30, kl_first=0.9)  # breaks both KL bounds
+    _trial(study, 1, compliance=0.85, kl=0.08, kl_first=0.6)  # breaks the first-token bound only
+    _trial(study, 2, compliance=0.50, kl=0.05, kl_first=0.2)  # inside every bound
+    best, broken = choose(study, base, config)
+    assert best.number == 2 and broken == []
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _trial(study, 0, compliance=0.98, kl=0.30, kl_first=0.9)
+    _trial(study, 1, compliance=0.85, kl=0.08, kl_first=0.6)
+    best, broken = choose(study, base, config)  # no trial meets them all: the fewest broken wins
+    assert best.number == 1 and broken == ["first-token KL 0.600 > 0.3"]

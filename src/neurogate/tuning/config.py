@@ -42,8 +42,11 @@ class TuneConfig:
     proportion to its score) x a window of layers. Objectives on the tuning
     prompts (``harmful``, ``benign``; use a ``#tune`` half and keep its ``#test`` half for ``final_*``):
     compliance (up), mean benign KL (down) and benign refusal (down), subject to at most ``max_degenerate``
-    degenerate replies. Trials use ``search_tokens``-token replies; the chosen point is then checked once on
-    the test prompts with ``final_tokens``-token replies under every judge in ``evaluation.judges``.
+    degenerate replies. The chosen point is the most compliant trial that also keeps the mean benign KL
+    under ``max_kl``, the first-token benign KL under ``max_first_kl`` and benign refusal within
+    ``max_benign_increase`` of the baseline's (when no trial meets them all: the one that breaks the
+    fewest). Trials use ``search_tokens``-token replies; the chosen point is then checked once on the test
+    prompts with ``final_tokens``-token replies under every judge in ``evaluation.judges``.
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -69,6 +72,7 @@ class TuneConfig:
     multipliers: tuple[float, float] = (-2.0, 0.5)
     max_degenerate: float = 0.05
     max_kl: float = 0.1
+    max_first_kl: float = 0.3
     max_benign_increase: float = 0.02
     search_tokens: int = 48
     final_tokens: int = 128
@@ -101,7 +105,7 @@ class TuneConfig:
         if not lo < hi:
             raise ConfigError(f"multipliers is a range (low, high) with low < high, got {self.multipliers}")
         object.__setattr__(self, "multipliers", (lo, hi))
-        for name in ("max_degenerate", "max_kl", "max_benign_increase"):
+        for name in ("max_degenerate", "max_kl", "max_first_kl", "max_benign_increase"):
             settings.number(name, getattr(self, name), low=0.0)
         for name in ("n_tune", "n_benign", "search_tokens", "final_tokens", "max_trials"):
             settings.whole(name, getattr(self, name))

@@ -4,6 +4,7 @@ the paper's circuit under every judge, and the sparsity curve with its knee."""
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 from neurogate.atomic import write_text_atomic
@@ -30,6 +31,7 @@ def _pareto_rows(r: TuneResults) -> list[list[str]]:
                 f"{100 * s['refusal']:.0f}%",
                 f"{100 * s['degenerate']:.0f}%",
                 f"{s['kl']:.3f}",
+                _number(s.get("kl_first")),
                 f"{100 * s['benign_refusal']:.0f}%",
             ]
         )
@@ -48,8 +50,14 @@ PARETO_COLUMNS = [
     "refusal",
     "degenerate",
     "benign KL",
+    "KL first",
     "benign refusal",
 ]
+
+
+def _number(value: float | None) -> str:
+    """Three decimals, or "-" for a score the trial did not record (NaN or missing)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _final_rows(r: TuneResults) -> list[list[str]]:

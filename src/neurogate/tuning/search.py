@@ -6,6 +6,7 @@ selects its circuit with tensor operations, and pays only for generation on the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -38,7 +39,8 @@ _NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
 
 @dataclass
 class Scores:
-    """A trial's measurements on the tuning prompts."""
+    """A trial's measurements on the tuning prompts (``kl``: mean benign KL over the reply positions;
+    ``kl_first``: at the first reply token, NaN for trials stored before it was recorded)."""
 
     compliance: float
     refusal: float
@@ -46,10 +48,12 @@ class Scores:
     kl: float
     benign_refusal: float
     neurons: int
+    kl_first: float = math.nan
 
     @classmethod
     def of(cls, result: ConditionResult) -> Scores:
         kl = sum(result.kl_mean) / len(result.kl_mean) if result.kl_mean else 0.0
+        first = sum(result.kl_first) / len(result.kl_first) if result.kl_first else 0.0
         benign = result.benign_refusal
         return cls(
             result.compliance.value,
@@ -58,6 +62,7 @@ class Scores:
             kl,
             benign.value if benign is not None else 0.0,
             result.n_neurons or 0,
+            first,
         )
 
 
@@ -205,6 +210,9 @@ def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
     for scorer in config.scorers:
         if scorer != "mean-diff":
             points.append(Point(scorer, "both", "last", config.cap, 0, n_layers - 1, "cna", 0.0))
+    # the best point of earlier searches on the default model: the direction scorer over the template's
+    # post-instruction tokens (docs/results.md)
+    points.append(Point("direction", "both", "post-mean", config.cap, 0, n_layers - 1, "cna", 0.0))
     return [
         p
         for p in points
@@ -219,6 +227,8 @@ def feasible(scores: Scores, base: Scores, config: TuneConfig) -> list[str]:
         broken.append(f"degenerate {100 * scores.degenerate:.0f}% > {100 * config.max_degenerate:.0f}%")
     if scores.kl > config.max_kl:
         broken.append(f"benign KL {scores.kl:.3f} > {config.max_kl}")
+    if scores.kl_first > config.max_first_kl:  # NaN (not recorded) compares false: not held against it
+        broken.append(f"first-token KL {scores.kl_first:.3f} > {config.max_first_kl}")
     if scores.benign_refusal > base.benign_refusal + config.max_benign_increase + 1e-9:
         broken.append(f"benign refusal up {100 * (scores.benign_refusal - base.benign_refusal):.0f} points")
     return broken
@@ -233,7 +243,8 @@ def choose(
     study: optuna.Study, base: Scores, config: TuneConfig
 ) -> tuple[optuna.trial.FrozenTrial, list[str]]:
     """The most compliant completed trial inside every constraint (fewer neurons break ties); when none
-    is, the most compliant one inside the degenerate constraint, with the constraints it breaks."""
+    is, among those inside the degenerate constraint, the one that breaks the fewest constraints (then the
+    most compliant), with the constraints it breaks."""
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise RuntimeError("no finished trial to choose from")
@@ -246,8 +257,9 @@ def choose(
     if ok:
         return min(ok, key=key), []
     fallback = [t for t in done if t.user_attrs.get("constraint", [1.0])[0] <= 0] or done
-    best = min(fallback, key=key)
-    return best, feasible(Scores(**best.user_attrs["scores"]), base, config)
+    broken = {t.number: feasible(Scores(**t.user_attrs["scores"]), base, config) for t in fallback}
+    best = min(fallback, key=lambda t: (len(broken[t.number]), *key(t)))
+    return best, broken[best.number]
 
 
 def point_of(trial: optuna.trial.FrozenTrial) -> Point:
