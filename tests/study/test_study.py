@@ -564,3 +564,33 @@ def test_a_study_selecting_another_way_shows_the_papers_circuit_beside_it(
     # the paper's own rule adds nothing beside itself
     assert DiscoverConfig(score="mean-diff").is_paper_rule()
     assert not DiscoverConfig().is_paper_rule()
+
+
+def test_cli_run_sparsity_and_reply_perplexity_flags(tiny_dir: Path, tmp_path: Path) -> None:
+    """`--sparsity` adds the curve and `--reply-perplexity` scores the replies; both are off by default,
+    and a malformed --sparsity is refused before anything runs."""
+    from neurogate.cli.main import app
+
+    small = {"methods": ["cna"], "random_seeds": [0], "controls": [], "examples": 1}
+    settings = {
+        **{k: v for k, v in TINY.items() if k not in ("model", "corpus", "sparsity")},
+        **small,
+        "dtype": "float32",
+        "device": "cpu",
+    }
+    (tmp_path / "s.toml").write_text(_toml(settings))
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    base = ["run", "--model", str(tiny_dir), "--out", str(out), "--config", str(tmp_path / "s.toml"), "-q"]
+    bad = runner.invoke(app, [*base, "--sparsity", "0.01,lots"])
+    assert isinstance(bad.exception, ConfigError)
+    assert "--sparsity takes comma-separated numbers" in str(bad.exception)
+    assert not out.exists() or not any(out.iterdir())
+    result = runner.invoke(app, [*base, "--sparsity", "0.01", "--reply-perplexity"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = out.iterdir()
+    results = StudyResults.load(run_dir / "results.json")
+    assert results.config["sparsity"] == [0.01] and results.config["evaluation"]["reply_perplexity"] is True
+    assert results.sparsity[0].size == max(1, round(0.01 * results.model["n_neurons"]))
+    assert all(r.nll_tokens == len(r.token_ids) for r in results.baseline.harmful)
+    assert "Reply ppl: the steered harmful replies" in (run_dir / "report.md").read_text()

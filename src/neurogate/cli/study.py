@@ -59,6 +59,14 @@ def run(
             "intervention it records, beside the discovered circuit. Repeatable.",
         ),
     ] = None,
+    sparsity: Annotated[
+        str | None,
+        typer.Option(
+            "--sparsity",
+            help="Also ablate the circuit's top neurons at these shares of all MLP neurons, e.g. "
+            "0.0001,0.001,0.01 (the sparsity curve; off by default).",
+        ),
+    ] = None,
     reply_perplexity: Annotated[
         bool | None,
         typer.Option(
@@ -71,7 +79,7 @@ def run(
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
 ) -> None:
-    """Run the whole study (discovery, four-method sweep, sparsity, random control, layers) and report it.
+    """Run the whole study (discovery, the methods, specificity controls, layers) and report it.
 
     Writes results.json, report.md and report.html. Rerunning resumes (finished conditions are kept).
     Settings come from the defaults (or --quick), then --config, then the flags given here.
@@ -89,6 +97,7 @@ def run(
             "prompts": prompt_sets or None,
             "evaluation": evaluation or None,
             "circuits": [str(c) for c in circuit] if circuit else None,
+            "sparsity": cli.parse_floats(sparsity, "--sparsity") if sparsity is not None else None,
             "dtype": dtype if dtype != "auto" else None,
             "device": device if device != "auto" else None,
         },
