@@ -90,7 +90,8 @@ def circuit_at(
         )
         for layer, index in chosen
     ]
-    method = {"name": "neurogate tune", **point.to_dict(), "k": k, "site": SITE}
+    # "score" names the scorer under the key discovered circuits use, so summaries read both alike
+    method = {"name": "neurogate tune", "score": point.scorer, **point.to_dict(), "k": k, "site": SITE}
     circuit = Circuit(
         neurons=neurons, model={"spec": lm.spec, "shape": lm.shape}, method=method, prompts=spec
     )
