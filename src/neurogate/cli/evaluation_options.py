@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -108,12 +109,71 @@ def judge_settings(
     return out
 
 
-def results_table(title: str, results: Sequence[ConditionResult]) -> Table:
-    table = Table(title=title)
-    for col in tables.COLUMNS:
-        table.add_column(col, justify="left" if col == "condition" else "right")
-    for row in tables.rows(results):
-        table.add_row(*row)
+#: Terminal headers (the report spells them out).
+SHORT = {
+    "refusal % [95% CI]": "refusal [95% CI]",
+    "compliance %": "comply",
+    "degenerate %": "degen.",
+    "benign refusal %": "benign ref.",
+    "corpus ppl": "corpus ppl",
+}
+#: Which columns a narrow terminal keeps first (the report and results.json keep them all).
+PRIORITY = (
+    "condition",
+    "refusal % [95% CI]",
+    "compliance %",
+    "degenerate %",
+    "KL mean",
+    "KL first",
+    "benign refusal %",
+    "neurons",
+    "quality",
+    "corpus ppl",
+    "tokens/s",
+    "reply ppl",
+)
+
+
+def results_table(title: str, results: Sequence[ConditionResult], width: int | None = None) -> Table:
+    """The results as a rich table for the terminal: refusal with its 95% interval, every other cell as its
+    point value (results.json and the report keep every interval), and as many columns as the terminal
+    (``width``, default the console's) shows without cutting a number, the headline ones first."""
+    width = cli.console.width if width is None else width
+    cols = list(tables.COLUMNS)
+    rows = [
+        [
+            cell if col == "refusal % [95% CI]" else cell.split(" [")[0]
+            for col, cell in zip(cols, row, strict=True)
+        ]
+        for row in tables.rows(results)
+    ]
+
+    def fit(i: int) -> int:  # every cell and the header's longest word (headers wrap, numbers never do)
+        header = SHORT.get(cols[i], cols[i])
+        return min(28, max([len(r[i]) for r in rows] + [len(w) for w in header.split()]))
+
+    keep: set[int] = set()
+    used, narrow = 2, False  # the table's edges
+    for name in PRIORITY:
+        i = cols.index(name)
+        if all(r[i] == "-" for r in rows):  # e.g. reply ppl when it was not measured
+            continue
+        if used + fit(i) + 4 > width and keep:  # + padding and the column gap
+            narrow = True
+            continue
+        keep.add(i)
+        used += fit(i) + 4
+    order = sorted(keep)
+    table = Table(
+        title=title + (" (the columns that fit; the report has all)" if narrow else ""),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for i in order:
+        left = cols[i] == "condition"
+        table.add_column(SHORT.get(cols[i], cols[i]), justify="left" if left else "right", min_width=fit(i))
+    for r in rows:
+        table.add_row(*[r[i] for i in order])
     return table
 
 

@@ -118,7 +118,8 @@ class StudyConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
-        """A reduced study for demos, sized for 15-20 minutes on the default model on an idle 2-core CPU."""
+        """A reduced study for demos: about 21 minutes on the default model on an idle 2-core CPU (bf16;
+        `make demo` took 22 minutes with its set-up)."""
         base = cls(
             prompts=PromptSources(n_eval=48, n_benign=24),
             evaluation=EvalSettings(max_new_tokens=64, kl_tokens=8),
