@@ -10,9 +10,9 @@ from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.evaluation.metrics import kl_divergence, next_token_logprobs, reply_nll
 from neurogate.models import prefix as prefix_mod
 from neurogate.models.generation import generate
-from neurogate.models.inputs import encode, template_prefix
+from neurogate.models.inputs import encode, shared_prefix, template_prefix
 from neurogate.models.loading import LoadedModel
-from neurogate.models.prefix import MIN_PREFIX, prefill, shared_prefix
+from neurogate.models.prefix import MIN_PREFIX, prefill
 from neurogate.models.tiny import TINY_FAMILIES, tiny_lm
 from neurogate.steering.registry import make
 

@@ -280,17 +280,25 @@ def _toml(settings: Mapping[str, Any]) -> str:
     return "\n".join(flat) + "\n" + "\n".join(tables) + "\n"
 
 
-def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) -> None:
-    from neurogate.cli.main import app
-
-    small = {"methods": ["cna", "random"], "sparsity": [], "random_seeds": [0], "controls": []}
+def _cli_settings(tmp_path: Path, small: Mapping[str, Any]) -> Path:
+    """tmp_path/s.toml: the tiny study's settings with ``small`` on top, on the CPU in float32 (the model
+    itself comes from --model on the command line)."""
     settings = {
         **{k: v for k, v in TINY.items() if k not in ("model", "corpus")},
         **small,
         "dtype": "float32",
         "device": "cpu",
     }
-    (tmp_path / "s.toml").write_text(_toml(settings))
+    path = tmp_path / "s.toml"
+    path.write_text(_toml(settings))
+    return path
+
+
+def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) -> None:
+    from neurogate.cli.main import app
+
+    small = {"methods": ["cna", "random"], "sparsity": [], "random_seeds": [0], "controls": []}
+    _cli_settings(tmp_path, small)
     runner = CliRunner()
     out = tmp_path / "runs"
     result = runner.invoke(
@@ -484,13 +492,7 @@ def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path,
     from neurogate.discovery.circuit import Circuit
 
     small = {"methods": ["cna"], "sparsity": [], "random_seeds": [0], "controls": [], "examples": 1}
-    settings = {
-        **{k: v for k, v in TINY.items() if k not in ("model", "corpus")},
-        **small,
-        "dtype": "float32",
-        "device": "cpu",
-    }
-    (tmp_path / "s.toml").write_text(_toml(settings))
+    _cli_settings(tmp_path, small)
     runner = CliRunner()
     out = tmp_path / "runs"
     base = ["run", "--model", str(tiny_dir), "--out", str(out), "--config", str(tmp_path / "s.toml"), "-q"]
@@ -572,13 +574,7 @@ def test_cli_run_sparsity_and_reply_perplexity_flags(tiny_dir: Path, tmp_path: P
     from neurogate.cli.main import app
 
     small = {"methods": ["cna"], "random_seeds": [0], "controls": [], "examples": 1}
-    settings = {
-        **{k: v for k, v in TINY.items() if k not in ("model", "corpus", "sparsity")},
-        **small,
-        "dtype": "float32",
-        "device": "cpu",
-    }
-    (tmp_path / "s.toml").write_text(_toml(settings))
+    _cli_settings(tmp_path, small)  # the --sparsity flag below overrides the file's curve
     runner = CliRunner()
     out = tmp_path / "runs"
     base = ["run", "--model", str(tiny_dir), "--out", str(out), "--config", str(tmp_path / "s.toml"), "-q"]

@@ -8,7 +8,6 @@ site has been read, the hook stops the forward pass, so nothing after it (final 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -17,6 +16,7 @@ import torch
 
 from neurogate.models.hooks import SiteFn, hook_site
 from neurogate.models.loading import LoadedModel
+from neurogate.models.prefix import cache_kwarg
 from neurogate.models.sites import NEURONS, SiteKind, check_kind
 
 Reduce = Literal["first", "mean", "max", "none"]
@@ -144,9 +144,3 @@ def recording(
         yield recorder
     finally:
         recorder.remove()
-
-
-def cache_kwarg(model: torch.nn.Module) -> str:
-    """The name under which ``model.forward`` takes a key/value cache."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"

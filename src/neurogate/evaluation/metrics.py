@@ -18,7 +18,7 @@ import torch
 
 from neurogate.errors import ConfigError
 from neurogate.models.generation import contiguous_head
-from neurogate.models.inputs import encode, template_prefix
+from neurogate.models.inputs import encode, plan_batches, template_prefix
 from neurogate.models.loading import LoadedModel
 from neurogate.models.prefix import prefill
 
@@ -56,13 +56,11 @@ def mean_quality(texts: Sequence[str], n: int = 4) -> float:
 # ---------------------------------------- teacher forcing
 
 
-def _batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
-    """Row indices in batches of at most ``size``, rows of similar length together: a teacher-forced pass
-    pads every row to its batch's longest, so mixing a 12-token refusal with a 128-token answer would pay
-    for ~116 padding positions. The order is fixed by the lengths alone, so a call is reproducible."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
+def _batches(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Row indices in batches of at most ``size``, rows of similar length together
+    (:func:`plan_batches`): a teacher-forced pass pads every row to its batch's longest, so mixing a
+    12-token refusal with a 128-token answer would pay for ~116 padding positions."""
+    return plan_batches(lengths, size, torch.device("cpu"))
 
 
 @torch.no_grad()

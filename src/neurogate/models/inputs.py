@@ -198,10 +198,7 @@ def post_instruction_tokens(lm: LoadedModel, *, system_prompt: str | None = None
     if not uses_template(lm, chat):
         return 1
     seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat)
-    n = 0
-    while n < min(len(s) for s in seqs) - 1 and len({s[-1 - n] for s in seqs}) == 1:
-        n += 1
-    return max(1, n)
+    return max(1, shared_prefix([s[::-1] for s in seqs]))
 
 
 def template_prefix(lm: LoadedModel, *, system_prompt: str | None = None, chat: bool = True) -> int:
@@ -210,8 +207,17 @@ def template_prefix(lm: LoadedModel, *, system_prompt: str | None = None, chat: 
     over many prompts compute these tokens once (:mod:`neurogate.models.prefix`)."""
     if not uses_template(lm, chat):
         return 0
-    seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat)
+    return shared_prefix(encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat))
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]], limit: int | None = None) -> int:
+    """Tokens every sequence starts with, at most ``limit`` and leaving each sequence at least one."""
+    if not seqs:
+        return 0
+    longest = min(len(s) for s in seqs) - 1
+    longest = longest if limit is None else min(limit, longest)
+    first = seqs[0]
     n = 0
-    while n < min(len(s) for s in seqs) - 1 and len({s[n] for s in seqs}) == 1:
+    while n < longest and all(s[n] == first[n] for s in seqs):
         n += 1
     return n

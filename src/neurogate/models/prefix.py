@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from neurogate.models.inputs import left_padded, left_positions
+from neurogate.models.inputs import left_padded, left_positions, shared_prefix
 from neurogate.models.loading import LoadedModel
 
 #: Shorter shared prefixes are not worth a separate pass.
@@ -47,21 +47,9 @@ def cache_of(output: Any) -> Any:
     return None
 
 
-def cache_arg(model: torch.nn.Module) -> str:
-    """The keyword the model's forward takes its cache by (``cache`` in newer transformers)."""
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The keyword the model's forward takes its key/value cache by (``cache`` in newer transformers)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def shared_prefix(seqs: Sequence[Sequence[int]], limit: int) -> int:
-    """Tokens every sequence starts with, at most ``limit`` and leaving each sequence at least one."""
-    if not seqs:
-        return 0
-    longest = min(limit, min(len(s) for s in seqs) - 1)
-    first = seqs[0]
-    n = 0
-    while n < longest and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return n
 
 
 def _window(lm: LoadedModel) -> int | None:
@@ -109,7 +97,7 @@ def prefill(
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
-                **{cache_arg(lm.model): cache},
+                **{cache_kwarg(lm.model): cache},
                 **extra,
             )
             return Prefilled(out, mask, positions)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from neurogate.models.loading import LoadedModel
-from neurogate.models.prefix import cache_arg, cache_of, prefill
+from neurogate.models.prefix import cache_kwarg, cache_of, prefill
 
 
 @torch.no_grad()
@@ -37,7 +37,7 @@ def ragged_greedy(
     stop_set = set(int(s) for s in stops)
     active = list(range(len(seqs)))
     generated: list[list[int]] = [[] for _ in seqs]
-    cache_kw = cache_arg(lm.model)
+    cache_kw = cache_kwarg(lm.model)
     for _ in range(max_new_tokens):
         keep = []
         for j, (row, t) in enumerate(zip(active, token.tolist(), strict=True)):

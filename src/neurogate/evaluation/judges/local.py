@@ -37,7 +37,6 @@ import torch
 from transformers import DynamicCache
 
 from neurogate.atomic import write_json_atomic
-from neurogate.discovery.recorder import cache_kwarg
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import Verdict, check_pairs
 from neurogate.models.devices import dtype_name
@@ -51,6 +50,7 @@ from neurogate.models.inputs import (
     plan_batches,
 )
 from neurogate.models.loading import LoadedModel, load_model, weights_digest
+from neurogate.models.prefix import cache_kwarg
 from neurogate.paths import cache_dir
 
 logger = logging.getLogger(__name__)
