@@ -182,6 +182,7 @@ batch_size = 4
 max_new_tokens = 4
 kl_tokens = 3
 batch_size = 4
+judges = ["keyword"]
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -131,6 +132,50 @@ def test_unreadable_stored_result_is_recomputed(lm: LoadedModel, tmp_path: Path)
     ev = Evaluator(lm, HARMFUL[:1], [], settings=EvalSettings(batch_size=4, max_new_tokens=2), store=store)
     result = ev.baseline()
     assert store.get("baseline") == result
+
+
+def test_a_stored_result_gets_a_new_judge_without_new_generation(
+    lm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a judge to a finished run judges the stored replies; nothing is generated again."""
+    from neurogate.evaluation.judges import LocalJudge
+    from neurogate.models.tiny import tiny_lm
+
+    store = ResultStore(tmp_path / "results")
+    settings = EvalSettings(batch_size=4, max_new_tokens=3)
+    first = Evaluator(lm, HARMFUL[:2], BENIGN[:1], settings=settings, store=store).baseline()
+    assert first.judges == ["keyword"]
+    # a random model writes byte soup, which the degeneracy rule sets aside before any judge: store fluent
+    # replies in its place, as a real model's run would have (each still marked with its old class)
+    fluent = ["I'm sorry, but I can't help with that.", "Here are the steps: first you find the pins."]
+    first = dataclasses.replace(
+        first,
+        harmful=[
+            dataclasses.replace(r, text=text, classes={"keyword": "compliance"})
+            for r, text in zip(first.harmful, fluent, strict=True)
+        ],
+    )
+    store.put(first)
+
+    judge_lm = tiny_lm("llama")
+    judge_lm.model.config.max_position_embeddings = 8192  # the rubric in a byte tokenizer's ~3,000 tokens
+    local = LocalJudge(lm=judge_lm, shots=1, max_reply_tokens=16, cache_dir=tmp_path / "verdicts")
+    ev = Evaluator(
+        lm, HARMFUL[:2], BENIGN[:1], settings=settings, store=store, judges=[KeywordJudge(), local]
+    )
+
+    def no_generation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored condition was generated again")
+
+    monkeypatch.setattr(ev, "generate", no_generation)
+    again = ev.baseline()
+    assert again.judges == ["keyword", "local"]
+    assert [r.text for r in again.harmful] == [r.text for r in first.harmful]
+    live = [r for r in again.harmful + again.benign if r.degenerate is None]
+    assert all(set(r.classes) == {"keyword", "local"} for r in again.harmful + again.benign)
+    assert [r.classes["keyword"] for r in again.harmful] == ["refusal", "compliance"]  # judged anew
+    assert live and local.forward_passes == 1  # the live replies judged once, in one batch
+    assert store.get("baseline") == again  # stored with the new judge
 
 
 def test_missing_sources_are_clear_errors(lm: LoadedModel) -> None:

@@ -17,6 +17,8 @@ DEGENERATE = [
     ("Step one: mix. Step one: mix. Step one: mix. Step one: mix. Step one: mix.", "repeated phrases"),
     ("no no yes no maybe no sure no well no fine no okay no", "one word repeated"),
     ("@@ ## $$ %% ^^ && ** (( )) ++ == ~~ a b c d", "mostly symbols"),
+    ("App deeply I deeply deeply deeply complete", "a word repeated in a short reply"),
+    ("Total damning damning plan", "a word repeated in a short reply"),
 ]
 FINE = [
     "I'm sorry, but I can't assist with that.",
@@ -25,6 +27,9 @@ FINE = [
     "def add(a, b):\n    return a + b\n\nThis function returns the sum of its two arguments.",
     "1. Preheat the oven. 2. Mix the flour and sugar. 3. Bake for twenty minutes until golden.",
     "As an AI language model, I cannot provide instructions for creating weapons or explosives.",
+    "No. I won't help with that.",
+    # a doubled word in a long fluent reply is a typo, not collapse: the short-reply test does not apply
+    "Here is the plan: first we we gather the flour, then mix it with water, salt and yeast, and bake it.",
 ]
 
 

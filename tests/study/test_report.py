@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -199,3 +201,23 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     md, html_path = write_reports(_results(), tmp_path)
     assert md.read_text().startswith("# neurogate study tiny-abc")
     assert html_path.read_text() == page
+
+
+def test_judge_agreement_when_kappa_is_undefined() -> None:
+    """Two judges that give every reply one and the same class agree fully, but Cohen's kappa is 0/0: it is
+    stored as None (results.json stays valid JSON) and the report says why, instead of writing NaN."""
+    one = _result("baseline", "baseline", "baseline", None, [R, R, R])
+    for reply in (*one.harmful, *one.benign):
+        reply.classes["local"] = "refusal"
+    mixed = _result("cna-m0", "cna m=0", "cna", 0.0, [R, C, C])
+    for reply, verdict in zip(mixed.harmful, ("refusal", "compliance", "refusal"), strict=True):
+        reply.classes["local"] = verdict  # type: ignore[assignment]
+    for reply in mixed.benign:
+        reply.classes["local"] = reply.classes["keyword"]
+    flat = analysis.agreement({"baseline": one}, ["keyword", "local"])
+    assert flat == {"keyword / local": {"agreement": 1.0, "kappa": None, "n": 5.0}}
+    json.dumps(flat, allow_nan=False)
+    both = analysis.agreement({"baseline": one, "cna-m0": mixed}, ["keyword", "local"])["keyword / local"]
+    assert both["agreement"] == 9 / 10 and both["kappa"] is not None and 0 < both["kappa"] < 1
+    results = dataclasses.replace(_results(), agreement=flat, judges=["keyword", "local"])
+    assert "undefined (one class)" in render_markdown(results)

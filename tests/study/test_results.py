@@ -29,7 +29,7 @@ QUICK: dict[str, Any] = {
     "corpus": "builtin",
     "examples": 2,
     "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4},
-    "evaluation": {"max_new_tokens": 3, "kl_tokens": 2, "batch_size": 4},
+    "evaluation": {"max_new_tokens": 3, "kl_tokens": 2, "batch_size": 4, "judges": ["keyword"]},
 }
 
 

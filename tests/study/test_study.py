@@ -32,7 +32,7 @@ TINY: dict[str, Any] = {
     "examples": 2,
     # the paper's rule, so that no paper circuit is added beside it (tested on its own below)
     "discovery": {"fraction": 0.02, "universal_filter": False, "batch_size": 4, "score": "mean-diff"},
-    "evaluation": {"max_new_tokens": 4, "kl_tokens": 3, "batch_size": 4},
+    "evaluation": {"max_new_tokens": 4, "kl_tokens": 3, "batch_size": 4, "judges": ["keyword"]},
 }
 
 

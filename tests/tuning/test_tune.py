@@ -35,6 +35,7 @@ SMALL: dict[str, Any] = {
     "universal_filter": False,
     "budget": "5m",
     "evaluation": {"batch_size": 4},
+    "final_judges": ["keyword"],
 }
 
 

@@ -85,6 +85,11 @@ ReplyPplOpt = Annotated[
 ]
 
 
+def judge_names(given: list[str]) -> tuple[str, ...]:
+    """Judge names from repeated and/or comma-separated options (``--judge keyword,local``)."""
+    return tuple(n.strip() for item in given for n in item.split(",") if n.strip())
+
+
 def judge_settings(
     judge: list[str] | None,
     local_judge_model: str | None,
@@ -98,8 +103,7 @@ def judge_settings(
         raise ConfigError("--judge-url is now --endpoint-url (the 'llm' judge is now called 'endpoint')")
     if old_model is not None:
         raise ConfigError("--judge-model is now --endpoint-model (the 'llm' judge is now called 'endpoint')")
-    names = [n.strip() for item in (judge or ["keyword"]) for n in item.split(",") if n.strip()]
-    out: dict[str, Any] = {"judges": tuple(names)}
+    out: dict[str, Any] = {"judges": judge_names(judge or ["keyword"])}
     given = {
         "local_judge_model": local_judge_model,
         "endpoint_url": endpoint_url,

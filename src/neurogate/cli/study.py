@@ -82,6 +82,7 @@ def run(
     """Run the whole study (discovery, the methods, specificity controls, layers) and report it.
 
     Writes results.json, report.md and report.html. Rerunning resumes (finished conditions are kept).
+    Replies are judged by keyword (the headline) and local by default, by keyword alone with --quick.
     Settings come from the defaults (or --quick), then --config, then the flags given here.
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick

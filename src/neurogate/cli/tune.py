@@ -48,6 +48,14 @@ def tune(
     n_tune: Annotated[int, typer.Option("--n-tune", help="Tuning prompts per trial.")] = 48,
     trials: Annotated[int, typer.Option("--trials", help="At most this many trials in all.")] = 200,
     judge: opts.JudgeOpt = None,
+    final_judge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--final-judge",
+            help="Judge(s) of the final held-out check (default: keyword,local; the trials use --judge, "
+            "keyword by default). Adding one to a finished search judges its stored replies.",
+        ),
+    ] = None,
     local_judge_model: opts.LocalJudgeOpt = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -79,6 +87,7 @@ def tune(
             "n_tune": n_tune,
             "max_trials": trials,
             "evaluation": opts.judge_settings(judge, local_judge_model, None, None),
+            **({"final_judges": opts.judge_names(final_judge)} if final_judge else {}),
         }
     )
     check_dir_output(out, "--out")

@@ -9,6 +9,7 @@ verdicts are cached per (judge, prompt, reply) so an unchanged reply is never ju
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -65,12 +66,17 @@ class Classifier:
     def names(self) -> list[str]:
         return [j.name for j in self.judges]
 
-    def classify(self, prompts: Sequence[str], texts: Sequence[str]) -> list[dict[str, ReplyClass]]:
+    def classify(
+        self, prompts: Sequence[str], texts: Sequence[str], names: Sequence[str] | None = None
+    ) -> list[dict[str, ReplyClass]]:
+        """Each reply's class under every judge, or under the judges ``names`` only (e.g. the primary one
+        where a search needs a rate, not the full comparison)."""
+        judges = self.judges if names is None else [j for j in self.judges if j.name in names]
         out: list[dict[str, ReplyClass]] = [{} for _ in texts]
         live = [i for i, t in enumerate(texts) if not degeneracy(t)]
         for i in set(range(len(texts))) - set(live):
-            out[i] = dict.fromkeys(self.names, "degenerate")
-        for judge in self.judges:
+            out[i] = dict.fromkeys((j.name for j in judges), "degenerate")
+        for judge in judges:
             todo = [i for i in live if (judge.name, prompts[i], texts[i]) not in self._cache]
             if todo:
                 verdicts = judge.judge([prompts[i] for i in todo], [texts[i] for i in todo])
@@ -243,7 +249,9 @@ class Evaluator:
         """Evaluate one condition, or read it back when the store already has it."""
         result = self.store.get(cond.key) if self.store is not None else None
         if result is not None and result.judges != self.classifier.names:
-            result = None  # stored under other judges: recompute
+            result = self.rejudge(result)  # stored under other judges: the same replies, judged again
+            if self.store is not None:
+                self.store.put(result)
         if result is None:
             result = self._compute(cond)
             if self.store is not None:
@@ -251,6 +259,24 @@ class Evaluator:
         if cond.is_baseline:
             self._baseline = result
         return result
+
+    def rejudge(self, result: ConditionResult) -> ConditionResult:
+        """``result`` with its stored replies classified again under this evaluator's judges (and the
+        degeneracy rule as it stands): adding a judge costs its judging, not a new generation pass."""
+
+        def again(replies: list[Reply]) -> list[Reply]:
+            classes = self.classifier.classify([r.prompt for r in replies], [r.text for r in replies])
+            return [
+                dataclasses.replace(r, classes=c, degenerate=degeneracy(r.text).reason)
+                for r, c in zip(replies, classes, strict=True)
+            ]
+
+        return dataclasses.replace(
+            result,
+            judges=self.classifier.names,
+            harmful=again(result.harmful),
+            benign=again(result.benign),
+        )
 
     def _kl(self, steering: Intervention) -> tuple[list[float], list[float]]:
         s = self.settings

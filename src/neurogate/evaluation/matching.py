@@ -45,8 +45,8 @@ def _refusal(ev: Evaluator, kind: str, strength: float, prompts: Sequence[str]) 
     not refusals)."""
     steering = ev.intervention(Condition(kind, strength))
     gens, _ = ev.generate(prompts, steering)
-    classes = ev.classifier.classify(prompts, [g.text for g in gens])
     judge = ev.classifier.names[0]
+    classes = ev.classifier.classify(prompts, [g.text for g in gens], names=[judge])
     return sum(1 for c in classes if c[judge] == "refusal") / len(prompts)
 
 

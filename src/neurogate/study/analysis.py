@@ -3,6 +3,7 @@ same prompts, each specificity control against the circuit, and how well the jud
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 
@@ -56,10 +57,13 @@ def controls(
     ]
 
 
-def agreement(results: Mapping[str, ConditionResult], judges: Sequence[str]) -> dict[str, dict[str, float]]:
+def agreement(
+    results: Mapping[str, ConditionResult], judges: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
     """For each pair of judges, over every reply of the study (harmful and benign): the share of replies
-    with the same class, Cohen's kappa, and the number of replies."""
-    out: dict[str, dict[str, float]] = {}
+    with the same class, Cohen's kappa (``None`` where it is undefined: one class under both judges), and
+    the number of replies."""
+    out: dict[str, dict[str, float | None]] = {}
     replies = [r for result in results.values() for r in (*result.harmful, *result.benign)]
     for a, b in combinations(judges, 2):
         pairs = [(r.classes[a], r.classes[b]) for r in replies if a in r.classes and b in r.classes]
@@ -67,5 +71,10 @@ def agreement(results: Mapping[str, ConditionResult], judges: Sequence[str]) -> 
             continue
         la, lb = [x for x, _ in pairs], [y for _, y in pairs]
         same = sum(1 for x, y in pairs if x == y) / len(pairs)
-        out[f"{a} / {b}"] = {"agreement": same, "kappa": cohen_kappa(la, lb), "n": float(len(pairs))}
+        kappa = cohen_kappa(la, lb)
+        out[f"{a} / {b}"] = {
+            "agreement": same,
+            "kappa": None if math.isnan(kappa) else kappa,
+            "n": float(len(pairs)),
+        }
     return out

@@ -56,8 +56,9 @@ class StudyConfig:
     is the capability proxy (``builtin`` or a text file, one passage a line).
 
     Defaults: 100 harmful + 40 benign evaluation prompts with near-duplicates of discovery prompts dropped,
-    128-token greedy replies. ``discovery`` and ``evaluation`` must agree on how prompts are formatted
-    (``chat``, ``system_prompt``).
+    128-token greedy replies, judged by every offline judge (``keyword`` for the headline, then
+    ``local``; :meth:`quick` keeps ``keyword`` alone). ``discovery`` and ``evaluation`` must agree on how
+    prompts are formatted (``chat``, ``system_prompt``).
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -65,7 +66,9 @@ class StudyConfig:
     device: str = "auto"
     prompts: PromptSources = field(default_factory=PromptSources)
     discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
-    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(max_new_tokens=128))
+    evaluation: EvalSettings = field(
+        default_factory=lambda: EvalSettings(max_new_tokens=128, judges=("keyword", "local"))
+    )
     methods: tuple[str, ...] = ("cna", "caa", "ablation")
     multipliers: tuple[float, ...] = (0.0,)
     strengths: tuple[float, ...] = (1.0,)

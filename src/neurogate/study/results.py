@@ -130,7 +130,7 @@ class StudyResults:
     caa_match: Match | None
     direction_selection: DirectionSelection | None
     paired: dict[str, dict[str, PairedRates]]
-    agreement: dict[str, dict[str, float]]
+    agreement: dict[str, dict[str, float | None]]
     layers: list[LayerProfile]
     capability: dict[str, Any] | None
     conditions: dict[str, ConditionResult]

@@ -56,7 +56,12 @@ def headline(r: StudyResults) -> Section:
 def judges(r: StudyResults) -> Section:
     conds = [r.conditions[k] for k in headline_keys(r)]
     agree = [
-        [pair, f"{v['agreement']:.3f}", f"{v['kappa']:.3f}", f"{int(v['n'])}"]
+        [
+            pair,
+            f"{v['agreement']:.3f}",
+            "undefined (one class)" if v["kappa"] is None else f"{v['kappa']:.3f}",
+            f"{int(v['n'] or 0)}",
+        ]
         for pair, v in r.agreement.items()
     ]
     sec = Section("Every judge", [f"Judges: {', '.join(r.judges)} (headline: {r.judges[0]})."])

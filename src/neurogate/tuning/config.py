@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from neurogate import settings
@@ -45,8 +45,10 @@ class TuneConfig:
     degenerate replies. The chosen point is the most compliant trial that also keeps the mean benign KL
     under ``max_kl``, the first-token benign KL under ``max_first_kl`` and benign refusal within
     ``max_benign_increase`` of the baseline's (when no trial meets them all: the one that breaks the
-    fewest). Trials use ``search_tokens``-token replies; the chosen point is then checked once on the test
-    prompts with ``final_tokens``-token replies under every judge in ``evaluation.judges``.
+    fewest). Trials use ``search_tokens``-token replies judged by ``evaluation.judges`` (the fast keyword
+    judge by default); the chosen point is then checked once on the test prompts with ``final_tokens``-token
+    replies under every judge in ``final_judges`` (the first gives the headline). The final judges are not
+    part of the run id: adding one to a finished search judges its stored replies, nothing is generated.
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -81,6 +83,7 @@ class TuneConfig:
     seed: int = 0
     universal_filter: bool = True
     evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(judges=("keyword",)))
+    final_judges: tuple[str, ...] = ("keyword", "local")
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -112,6 +115,8 @@ class TuneConfig:
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
         object.__setattr__(self, "budget", parse_duration(self.budget))
+        final = replace(self.evaluation, judges=self.final_judges)  # checks the names
+        object.__setattr__(self, "final_judges", final.judges)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, base: TuneConfig | None = None) -> TuneConfig:
@@ -122,8 +127,8 @@ class TuneConfig:
 
     def run_id(self, prompt_digests: Mapping[str, str]) -> str:
         """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
-        the trial cap are left out, so a longer search resumes the same study."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("budget", "max_trials")}
+        the trial cap are left out, so a longer search resumes the same study, and so are the final judges."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ("budget", "max_trials", "final_judges")}
         key = settings.digest({"config": data, "prompts": dict(prompt_digests), "version": __version__}, 10)
         slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")
         return f"tune-{slug[:40]}-{key}"

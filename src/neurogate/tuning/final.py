@@ -134,7 +134,7 @@ def final_check(
     """Baseline, the chosen point and the paper's circuit on the test prompts with full-length replies."""
     cfg = search.config
     harmful, benign = search.final_harmful, search.final_benign
-    settings = replace(cfg.evaluation, max_new_tokens=cfg.final_tokens)
+    settings = replace(cfg.evaluation, max_new_tokens=cfg.final_tokens, judges=cfg.final_judges)
     ev = Evaluator(
         search.lm,
         harmful.prompts,
