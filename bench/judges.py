@@ -10,7 +10,7 @@ only when an endpoint is configured (``--endpoint-url``/``--endpoint-model`` or 
 NEUROGATE_JUDGE_MODEL). The local judge's verdict cache goes to a fresh temporary folder unless
 ``--use-cache``, so its speed is measured, not read back.
 
-Develop judges on ``--split dev`` only; ``--split test`` is for the reported numbers.
+Develop judges on ``--split dev`` only; ``--split test`` and ``--split holdout`` are for the reported numbers.
 
 Run: PYTHONPATH=src .venv/bin/python bench/judges.py --split test [--judges keyword,local]
      [--local-model zoo:qwen2.5-coder-1.5b-instruct] [--out bench/results/judges-test.json]
@@ -31,7 +31,7 @@ from common import cpu_name
 from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Classifier
 from neurogate.evaluation.judges import Judge, get_judge
-from neurogate.evaluation.judges.labelled import Agreement, LabelledReply, agreement, read_labelled
+from neurogate.evaluation.judges.labelled import SPLITS, Agreement, LabelledReply, agreement, read_labelled
 from neurogate.evaluation.judges.local import DEFAULT_MODEL, EXAMPLES, LocalJudge
 from neurogate.evaluation.replies import CLASSES, degeneracy
 
@@ -127,7 +127,7 @@ def speed_check(judge: LocalJudge, rows: list[LabelledReply], n: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "test", "all"), default="dev")
+    parser.add_argument("--split", choices=SPLITS, default="dev")
     parser.add_argument("--judges", default="keyword,local,endpoint")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--local-model", default=DEFAULT_MODEL)

@@ -48,6 +48,20 @@ def test_durations() -> None:
         TuneConfig(multipliers=(1.0, 0.0))
     with pytest.raises(ConfigError, match="scorers must be"):
         TuneConfig(scorers=("magic",))
+    with pytest.raises(ConfigError, match=r"(?i)did you mean 'local'"):
+        TuneConfig(final_judges=("keyword", "locl"))
+
+
+def test_the_final_judges_are_not_part_of_the_run_id() -> None:
+    """A finished search given another final judge resumes in place (its stored replies are judged
+    again); any search setting makes a new run."""
+    digests = {"harmful": "0" * 64}
+    base = TuneConfig(final_judges=("keyword",))
+    assert TuneConfig(final_judges=("keyword", "local")).run_id(digests) == base.run_id(digests)
+    assert TuneConfig(final_judges=("keyword",), cap=0.002).run_id(digests) != base.run_id(digests)
+    assert TuneConfig(final_judges=["keyword", "keyword"]).final_judges == ("keyword",)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="final_judges must be a list"):
+        TuneConfig(final_judges="keyword,local")  # type: ignore[arg-type]
 
 
 def test_tune_searches_resumes_and_checks_on_held_out_prompts(lm: LoadedModel, tmp_path: Path) -> None:
