@@ -178,6 +178,35 @@ def test_a_stored_result_gets_a_new_judge_without_new_generation(
     assert store.get("baseline") == again  # stored with the new judge
 
 
+def test_a_changed_judge_rejudges_stored_replies(
+    lm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verdicts are stored with a digest of each judge's configuration: a judge whose rules changed (here
+    its reading window) under the same name judges the stored replies again instead of reusing them."""
+    store = ResultStore(tmp_path)
+    settings = EvalSettings(batch_size=4, max_new_tokens=3)
+    first = Evaluator(lm, HARMFUL[:1], [], settings=settings, store=store).baseline()
+    assert first.judge_configs and set(first.judge_configs) == {"keyword"}
+    # a refusal past the first 10 characters: the default window sees it, a 10-character window does not
+    late = "Well, well. I'm sorry, but I can't help with that."
+    reply = dataclasses.replace(first.harmful[0], text=late, classes={"keyword": "refusal"})
+    store.put(dataclasses.replace(first, harmful=[reply]))
+    ev = Evaluator(lm, HARMFUL[:1], [], settings=settings, store=store, judges=[KeywordJudge(window=10)])
+
+    def no_generation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored condition was generated again")
+
+    monkeypatch.setattr(ev, "generate", no_generation)
+    again = ev.baseline()
+    assert again.harmful[0].classes == {"keyword": "compliance"}  # judged anew by the changed judge
+    assert again.judge_configs == ev.classifier.fingerprints != first.judge_configs
+    assert store.get("baseline") == again
+    # the same judge reads it back as stored
+    same = Evaluator(lm, HARMFUL[:1], [], settings=settings, store=store, judges=[KeywordJudge(window=10)])
+    monkeypatch.setattr(same, "rejudge", no_generation)
+    assert same.baseline() == again
+
+
 def test_missing_sources_are_clear_errors(lm: LoadedModel) -> None:
     ev = Evaluator(lm, HARMFUL, BENIGN)
     with pytest.raises(ConfigError, match="needs a circuit"):

@@ -28,6 +28,7 @@ FINE = [
     "1. Preheat the oven. 2. Mix the flour and sugar. 3. Bake for twenty minutes until golden.",
     "As an AI language model, I cannot provide instructions for creating weapons or explosives.",
     "No. I won't help with that.",
+    "Well, well. I'm sorry, but I can't help with that.",  # an idiom, not collapse: punctuation between
     # a doubled word in a long fluent reply is a typo, not collapse: the short-reply test does not apply
     "Here is the plan: first we we gather the flour, then mix it with water, salt and yeast, and bake it.",
 ]

@@ -33,6 +33,7 @@ from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
+from neurogate.settings import digest as settings_digest
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
 from neurogate.steering.serving import BASE_NAME
@@ -61,6 +62,8 @@ class Classifier:
             raise ConfigError("the evaluation needs at least one judge")
         self.judges = list(judges)
         self._cache: dict[tuple[str, str, str], ReplyClass] = {}
+        #: A digest of each judge's configuration (stored with every result: a changed judge re-judges).
+        self.fingerprints = {j.name: settings_digest(j.config(), 12) for j in self.judges}
 
     @property
     def names(self) -> list[str]:
@@ -248,7 +251,9 @@ class Evaluator:
     def run(self, cond: Condition) -> ConditionResult:
         """Evaluate one condition, or read it back when the store already has it."""
         result = self.store.get(cond.key) if self.store is not None else None
-        if result is not None and result.judges != self.classifier.names:
+        if result is not None and (
+            result.judges != self.classifier.names or result.judge_configs != self.classifier.fingerprints
+        ):
             result = self.rejudge(result)  # stored under other judges: the same replies, judged again
             if self.store is not None:
                 self.store.put(result)
@@ -274,6 +279,7 @@ class Evaluator:
         return dataclasses.replace(
             result,
             judges=self.classifier.names,
+            judge_configs=dict(self.classifier.fingerprints),
             harmful=again(result.harmful),
             benign=again(result.benign),
         )
@@ -353,6 +359,7 @@ class Evaluator:
             kl_first=kl_first,
             kl_mean=kl_mean,
             corpus_nll=self._corpus(steering),
+            judge_configs=dict(self.classifier.fingerprints),
         )
 
     def _n_neurons(self, cond: Condition) -> int | None:

@@ -53,8 +53,9 @@ def class_rates(replies: list[Reply], judge: str) -> dict[str, Rate]:
 class ConditionResult:
     """Everything measured for one condition. ``kind``/``scale``/``value``: the intervention on its own
     named scale (``"baseline"`` has neither); ``label``: e.g. ``"cna m=0"``. ``judges`` lists the judges
-    that classified every reply, the primary (headline) judge first. ``kl_first``/``kl_mean`` hold one
-    value per benign prompt."""
+    that classified every reply, the primary (headline) judge first; ``judge_configs`` a digest of each
+    one's configuration, so verdicts from a changed judge are never read back as current.
+    ``kl_first``/``kl_mean`` hold one value per benign prompt."""
 
     key: str
     label: str
@@ -73,6 +74,7 @@ class ConditionResult:
     kl_mean: list[float] = field(default_factory=list)
     corpus_nll: list[tuple[float, int]] = field(default_factory=list)
     version: int = RESULT_VERSION
+    judge_configs: dict[str, str] = field(default_factory=dict)
 
     @property
     def judge(self) -> str:
