@@ -177,3 +177,12 @@ def test_weights_round_trip_and_older_files_default_to_one(tmp_path: Path) -> No
     data["neurons"][0]["weight"] = "heavy"
     with pytest.raises(CircuitError, match="'weight' must be a finite number"):
         Circuit.from_dict(data)
+
+
+def test_summary_names_the_scorer_under_either_key() -> None:
+    """Circuits from discovery record ``method.score``; those an older `neurogate tune` saved record
+    ``method.scorer``. The summary names the scorer for both, and says "?" only when neither is there."""
+    neurons, model = [Neuron(0, 1, 1.0, 1.0, 0.0, 0.0)], {"spec": "tiny:llama"}
+    assert "method: direction;" in Circuit(neurons, model, method={"score": "direction"}).summary()
+    assert "method: direction;" in Circuit(neurons, model, method={"scorer": "direction"}).summary()
+    assert "method: ?;" in Circuit(neurons, model).summary()

@@ -149,10 +149,11 @@ class Circuit:
         """A short human-readable account: size, source, and neurons per layer."""
         total = self.shape.get("n_layers", 0) * self.shape.get("d_mlp", 0)
         share = f" ({100 * len(self) / total:.3f}% of {total:,} MLP neurons)" if total else ""
+        # a circuit saved by an older `neurogate tune` names its scorer "scorer", not "score"
+        scorer = self.method.get("score") or self.method.get("scorer") or "?"
         lines = [
             f"circuit: {len(self)} neurons{share} on {self.model.get('spec', '?')}",
-            f"method: {self.method.get('score', '?')}; universal neurons removed: "
-            f"{self.method.get('universal_removed', 0)}",
+            f"method: {scorer}; universal neurons removed: {self.method.get('universal_removed', 0)}",
             f"share in the last quarter of layers: {100 * self.late_share():.1f}%",
             "neurons per layer: "
             + ", ".join(f"L{layer}:{count}" for layer, count in self.per_layer().items()),
