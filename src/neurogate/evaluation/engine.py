@@ -4,7 +4,9 @@ resumes where it stopped.
 
 The baseline (no intervention) is generated once; its benign replies are the reference for KL. A reply is
 first checked for degeneracy (:mod:`neurogate.evaluation.replies`); only the rest reach the judges, whose
-verdicts are cached per (judge, prompt, reply) so an unchanged reply is never judged twice.
+verdicts are cached per (judge, prompt, reply) so an unchanged reply is never judged twice. A stored result
+records a digest of each judge's configuration; read back under other or changed judges, its replies are
+judged again (nothing is generated).
 """
 
 from __future__ import annotations
@@ -254,7 +256,8 @@ class Evaluator:
         if result is not None and (
             result.judges != self.classifier.names or result.judge_configs != self.classifier.fingerprints
         ):
-            result = self.rejudge(result)  # stored under other judges: the same replies, judged again
+            # judged by other judges, or by a judge whose rules have changed: judge the same replies again
+            result = self.rejudge(result)
             if self.store is not None:
                 self.store.put(result)
         if result is None:
