@@ -252,18 +252,14 @@ class Evaluator:
 
     def run(self, cond: Condition) -> ConditionResult:
         """Evaluate one condition, or read it back when the store already has it."""
-        result = self.store.get(cond.key) if self.store is not None else None
-        if result is not None and (
-            result.judges != self.classifier.names or result.judge_configs != self.classifier.fingerprints
-        ):
-            # judged by other judges, or by a judge whose rules have changed: judge the same replies again
-            result = self.rejudge(result)
-            if self.store is not None:
-                self.store.put(result)
+        result = stored = self.store.get(cond.key) if self.store is not None else None
         if result is None:
             result = self._compute(cond)
-            if self.store is not None:
-                self.store.put(result)
+        elif result.judges != self.classifier.names or result.judge_configs != self.classifier.fingerprints:
+            # judged by other judges, or by a judge whose rules have changed: judge the same replies again
+            result = self.rejudge(result)
+        if self.store is not None and result is not stored:
+            self.store.put(result)
         if cond.is_baseline:
             self._baseline = result
         return result
