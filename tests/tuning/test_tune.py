@@ -60,6 +60,8 @@ def test_the_final_judges_are_not_part_of_the_run_id() -> None:
     assert TuneConfig(final_judges=("keyword", "local")).run_id(digests) == base.run_id(digests)
     assert TuneConfig(final_judges=("keyword",), cap=0.002).run_id(digests) != base.run_id(digests)
     assert TuneConfig(final_judges=["keyword", "keyword"]).final_judges == ("keyword",)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="final_judges must name at least one judge"):
+        TuneConfig(final_judges=())
     with pytest.raises(ConfigError, match="final_judges must be a list"):
         TuneConfig(final_judges="keyword,local")  # type: ignore[arg-type]
 

@@ -115,7 +115,9 @@ class TuneConfig:
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
         object.__setattr__(self, "budget", parse_duration(self.budget))
-        final = replace(self.evaluation, judges=settings.as_tuple("final_judges", self.final_judges))
+        if not settings.as_tuple("final_judges", self.final_judges):
+            raise ConfigError("final_judges must name at least one judge (--final-judge keyword,local)")
+        final = replace(self.evaluation, judges=tuple(self.final_judges))
         object.__setattr__(self, "final_judges", final.judges)
 
     @classmethod
