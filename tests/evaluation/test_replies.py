@@ -19,6 +19,8 @@ DEGENERATE = [
     ("@@ ## $$ %% ^^ && ** (( )) ++ == ~~ a b c d", "mostly symbols"),
     ("App deeply I deeply deeply deeply complete", "a word repeated in a short reply"),
     ("Total damning damning plan", "a word repeated in a short reply"),
+    ("plan total极度 we go further and make the thing done", "scripts run together"),
+    ("The answer do朋 is here, friends, and more words follow it", "scripts run together"),
 ]
 FINE = [
     "I'm sorry, but I can't assist with that.",
@@ -30,6 +32,9 @@ FINE = [
     "No. I won't help with that.",
     "Well, well. I'm sorry, but I can't help with that.",  # an idiom, not collapse: punctuation between
     # a doubled word in a long fluent reply is a typo, not collapse: the short-reply test does not apply
+    # mixed scripts with a space or a mark between, or mostly in the other script, are fluent
+    "In Chinese, hello is 你好 (nǐ hǎo), and thank you is 谢谢.",
+    "你可以使用Python来读取文件，然后打印每一行的内容。",
     "Here is the plan: first we we gather the flour, then mix it with water, salt and yeast, and bake it.",
 ]
 

@@ -36,6 +36,7 @@ SMALL: dict[str, Any] = {
     "budget": "5m",
     "evaluation": {"batch_size": 4},
     "final_judges": ["keyword"],
+    "n_confirm": 2,
 }
 
 
@@ -191,3 +192,33 @@ def test_the_choice_honours_first_token_kl_and_falls_back_to_the_fewest_broken()
     _trial(study, 1, compliance=0.85, kl=0.08, kl_first=0.6)
     best, broken = choose(study, base, config)  # no trial meets them all: the fewest broken wins
     assert best.number == 1 and broken == ["first-token KL 0.600 > 0.3"]
+
+
+def test_the_best_trials_are_confirmed_on_further_tuning_prompts(lm: LoadedModel, tmp_path: Path) -> None:
+    """The most compliant trials are measured again on the tuning prompts after the search's own, and the
+    choice is the most compliant over both (pooled by prompt count)."""
+    loose = {"max_kl": 1e9, "max_first_kl": 1e9, "max_benign_increase": 1.0, "max_degenerate": 1.0}
+    config = TuneConfig.from_mapping({**SMALL, **loose, "n_confirm": 5, "confirm_top": 2})
+    result = run_tune(config, tmp_path, lm=lm)
+    info = result.extra["confirmation"]
+    assert info["prompts"] == 5
+    rows = info["trials"]
+    distinct = {json.dumps(t.point, sort_keys=True) for t in result.trials}
+    assert len(rows) == min(2, len(distinct))
+    for row in rows:
+        assert row["pooled"] == pytest.approx((4 * row["tuning"] + 5 * row["confirmation"]) / 9)
+    chosen = [row for row in rows if row.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["trial"] == result.chosen["trial"]
+    assert chosen[0]["pooled"] == max(row["pooled"] for row in rows)
+    # the confirmation prompts are the five after the search's four, and they were generated for
+    stored = json.loads(next((tune_dir(config, tmp_path) / "confirm").glob("*.json")).read_text())
+    assert [r["prompt"] for r in stored["harmful"]] == list(load("builtin:harmful-eval#tune").prompts[4:9])
+    assert (
+        "## Confirmation (further tuning prompts)"
+        in (tune_dir(config, tmp_path) / "tune-report.md").read_text()
+    )
+    # without confirmation prompts the search's own choice stands (the run id is the same: nothing reruns)
+    again = run_tune(TuneConfig.from_mapping({**SMALL, **loose, "n_confirm": 0}), tmp_path, lm=lm)
+    assert again.run_id == result.run_id and again.extra["confirmation"]["trials"] == []
+    with pytest.raises(ConfigError, match="n_confirm must be a whole number >= 0"):
+        TuneConfig(n_confirm=-1)

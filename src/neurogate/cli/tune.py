@@ -46,6 +46,14 @@ def tune(
     positive: opts.PositiveOpt = "builtin:harmful",
     negative: opts.NegativeOpt = "builtin:benign",
     n_tune: Annotated[int, typer.Option("--n-tune", help="Tuning prompts per trial.")] = 48,
+    n_confirm: Annotated[
+        int,
+        typer.Option(
+            "--n-confirm",
+            help="Further tuning prompts (after the first --n-tune) on which the best trials are measured "
+            "again before one is chosen; 0 chooses on the search's prompts alone.",
+        ),
+    ] = 48,
     trials: Annotated[int, typer.Option("--trials", help="At most this many trials in all.")] = 200,
     judge: opts.JudgeOpt = None,
     final_judge: Annotated[
@@ -85,6 +93,7 @@ def tune(
             "positive": positive,
             "negative": negative,
             "n_tune": n_tune,
+            "n_confirm": n_confirm,
             "max_trials": trials,
             "evaluation": opts.judge_settings(judge, local_judge_model, None, None),
             **({"final_judges": opts.judge_names(final_judge)} if final_judge else {}),

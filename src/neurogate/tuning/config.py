@@ -45,10 +45,14 @@ class TuneConfig:
     degenerate replies. The chosen point is the most compliant trial that also keeps the mean benign KL
     under ``max_kl``, the first-token benign KL under ``max_first_kl`` and benign refusal within
     ``max_benign_increase`` of the baseline's (when no trial meets them all: the one that breaks the
-    fewest). Trials use ``search_tokens``-token replies judged by ``evaluation.judges`` (the fast keyword
-    judge by default); the chosen point is then checked once on the test prompts with ``final_tokens``-token
-    replies under every judge in ``final_judges`` (the first gives the headline). The final judges are not
-    part of the run id: adding one to a finished search judges its stored replies, nothing is generated.
+    fewest). Choosing the best of many trials on a few dozen prompts favours the luckiest, so the
+    ``confirm_top`` most compliant trials inside every constraint are measured again on ``n_confirm`` further
+    tuning prompts (those after the first ``n_tune`` of ``harmful``), and the one most compliant over both
+    sets is chosen. Trials use ``search_tokens``-token replies judged by ``evaluation.judges`` (the fast
+    keyword judge by default); the chosen point is then checked once on the test prompts with
+    ``final_tokens``-token replies under every judge in ``final_judges`` (the first gives the headline).
+    The final judges are not part of the run id: adding one to a finished search judges its stored replies,
+    nothing is generated; neither are the confirmation settings, which change the choice, not the trials.
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -62,6 +66,8 @@ class TuneConfig:
     final_benign: str = "builtin:benign-eval#test"
     n_tune: int = 48
     n_benign: int = 24
+    n_confirm: int = 48
+    confirm_top: int = 3
     n_final: int | None = 100
     n_final_benign: int | None = 40
     scorers: tuple[str, ...] = ("mean-diff", "effect-size", "layer-normalised", "direction")
@@ -110,8 +116,9 @@ class TuneConfig:
         object.__setattr__(self, "multipliers", (lo, hi))
         for name in ("max_degenerate", "max_kl", "max_first_kl", "max_benign_increase"):
             settings.number(name, getattr(self, name), low=0.0)
-        for name in ("n_tune", "n_benign", "search_tokens", "final_tokens", "max_trials"):
+        for name in ("n_tune", "n_benign", "search_tokens", "final_tokens", "max_trials", "confirm_top"):
             settings.whole(name, getattr(self, name))
+        settings.whole("n_confirm", self.n_confirm, minimum=0)
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
         object.__setattr__(self, "budget", parse_duration(self.budget))
@@ -129,8 +136,10 @@ class TuneConfig:
 
     def run_id(self, prompt_digests: Mapping[str, str]) -> str:
         """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
-        the trial cap are left out, so a longer search resumes the same study, and so are the final judges."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("budget", "max_trials", "final_judges")}
+        the trial cap are left out, so a longer search resumes the same study, and so are the final judges and
+        the confirmation settings."""
+        skip = ("budget", "max_trials", "final_judges", "n_confirm", "confirm_top")
+        data = {k: v for k, v in self.to_dict().items() if k not in skip}
         key = settings.digest({"config": data, "prompts": dict(prompt_digests), "version": __version__}, 10)
         slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")
         return f"tune-{slug[:40]}-{key}"

@@ -128,6 +128,63 @@ def sparsity_curve(
     return rows
 
 
+def confirm(
+    search: Search, study: optuna.Study, base: Scores
+) -> tuple[optuna.trial.FrozenTrial, list[str], list[dict[str, Any]]]:
+    """Choose among the search's best trials on more prompts than it saw.
+
+    The ``confirm_top`` most compliant trials inside every constraint (one per distinct point) are measured
+    on the confirmation prompts (short replies, harmful prompts only: KL and benign refusal do not depend
+    on them), and the one most compliant over the tuning and confirmation prompts together is chosen,
+    among those whose degenerate share over both stays inside the limit (fewer neurons break ties).
+    Returns the chosen trial, the constraints it breaks and one row per confirmed trial; without
+    confirmation prompts, or when no trial meets every constraint, the search's own choice and no rows.
+    """
+    cfg = search.config
+    best, broken = choose(study, base, cfg)
+    if broken or not len(search.confirm) or cfg.confirm_top < 1:
+        return best, broken, []
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ok = [t for t in done if not feasible(Scores(**t.user_attrs["scores"]), base, cfg)]
+    ok.sort(key=lambda t: (-t.user_attrs["scores"]["compliance"], t.user_attrs["scores"]["neurons"]))
+    candidates: list[optuna.trial.FrozenTrial] = []
+    for t in ok:
+        if point_of(t) not in [point_of(c) for c in candidates]:
+            candidates.append(t)
+        if len(candidates) == cfg.confirm_top:
+            break
+    settings = replace(cfg.evaluation, max_new_tokens=cfg.search_tokens)
+    ev = Evaluator(
+        search.lm, search.confirm.prompts, [], settings=settings, store=ResultStore(search.root / "confirm")
+    )
+    n_tune, n_more = len(search.harmful), len(search.confirm)
+    rows = []
+    for t in candidates:
+        search.emit("stage", name=f"confirmation: trial {t.number}")
+        point = point_of(t)
+        more = Scores.of(search.measure(stored_name("confirm", point), point, evaluator=ev))
+        s = t.user_attrs["scores"]
+        pooled = (s["compliance"] * n_tune + more.compliance * n_more) / (n_tune + n_more)
+        degenerate = (s["degenerate"] * n_tune + more.degenerate * n_more) / (n_tune + n_more)
+        rows.append(
+            {
+                "trial": t.number,
+                "neurons": s["neurons"],
+                "tuning": s["compliance"],
+                "confirmation": more.compliance,
+                "pooled": pooled,
+                "degenerate": degenerate,
+                "ok": degenerate <= cfg.max_degenerate,
+            }
+        )
+    kept = [r for r in rows if r["ok"]]
+    if not kept:
+        return best, broken, rows
+    pick = max(kept, key=lambda r: (r["pooled"], -r["neurons"]))
+    pick["chosen"] = True
+    return next(t for t in candidates if t.number == pick["trial"]), [], rows
+
+
 def final_check(
     search: Search, point: Point
 ) -> tuple[dict[str, ConditionResult], dict[str, dict[str, PairedRates]]]:
@@ -165,7 +222,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
     """Choose, check, save the tuned circuit (``tuned-circuit.json``) and the results (``tune.json``).
     ``started``: ``time.perf_counter()`` when this session began (its time is recorded with the results)."""
     base = search.baseline()
-    best, broken = choose(study, base, search.config)
+    best, broken, confirmed = confirm(search, study, base)
     point = point_of(best)
     circuit = search.circuit(point)
     circuit.method["intervention"] = {"kind": point.intervention, "multiplier": point.multiplier}
@@ -186,6 +243,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
         extra={
             "final_prompts": {"harmful": len(search.final_harmful), "benign": len(search.final_benign)},
             "final_dropped": search.final_dropped,
+            "confirmation": {"prompts": len(search.confirm), "trials": confirmed},
         },
     )
     write_json_atomic(search.root / "tune.json", results.to_dict())

@@ -105,6 +105,45 @@ def _curve_rows(r: TuneResults) -> list[list[str]]:
     ]
 
 
+def _confirm_lines(r: TuneResults) -> list[str]:
+    """The confirmation table: the best trials measured again on further tuning prompts."""
+    info = r.extra.get("confirmation") or {}
+    rows = info.get("trials") or []
+    if not rows:
+        return []
+    n_tune, n_more = r.config["n_tune"], info["prompts"]
+    body = [
+        [
+            str(row["trial"]) + (" (chosen)" if row.get("chosen") else ""),
+            str(int(row["neurons"])),
+            f"{100 * row['tuning']:.0f}%",
+            f"{100 * row['confirmation']:.0f}%",
+            f"{100 * row['pooled']:.0f}%",
+            f"{100 * row['degenerate']:.0f}%" + ("" if row["ok"] else " (over the limit)"),
+        ]
+        for row in rows
+    ]
+    return [
+        "## Confirmation (further tuning prompts)",
+        "",
+        f"The {len(rows)} most compliant trials inside every constraint, measured again on {n_more} tuning "
+        f"prompts the search did not use; the choice is the most compliant over all {n_tune + n_more}.",
+        "",
+        *_md_table(
+            [
+                "trial",
+                "neurons",
+                f"compliance ({n_tune})",
+                f"compliance ({n_more} more)",
+                "together",
+                "degenerate",
+            ],
+            body,
+        ),
+        "",
+    ]
+
+
 def knee(r: TuneResults, cut: float = 0.8) -> dict[str, object] | None:
     """The smallest size on the curve that still cuts refusal by ``cut`` within every constraint."""
     ok = [row for row in r.sparsity if row["cut"] >= cut and not row["broken"]]
@@ -183,6 +222,7 @@ def render_markdown(r: TuneResults) -> str:
             _judge_rows(r),
         ),
         "",
+        *_confirm_lines(r),
         "## Pareto front (tuning prompts)",
         "",
         *_md_table(PARETO_COLUMNS, _pareto_rows(r)),

@@ -78,8 +78,9 @@ class Search:
         self.negative = prompts.load(config.negative)
         self.harmful = prompts.load(config.harmful, limit=config.n_tune)
         self.benign = prompts.load(config.benign, limit=config.n_benign)
+        self.confirm = confirm_prompts(config)
         self.final_harmful, self.final_benign, self.final_dropped = held_out(
-            config, [self.positive, self.negative, self.harmful, self.benign]
+            config, [self.positive, self.negative, self.harmful, self.benign, self.confirm]
         )
         self._evidence: dict[str, Evidence] = {}
         self._universal: set[tuple[int, int]] | None = None
@@ -180,6 +181,21 @@ class Search:
         return study
 
 
+def confirm_prompts(config: TuneConfig) -> PromptSet:
+    """The confirmation prompts: up to ``n_confirm`` of ``harmful`` after the first ``n_tune`` (none when
+    the set has no more; the chosen point is then the search's own best)."""
+    full = prompts.load(config.harmful)
+    rest = full.prompts[config.n_tune : config.n_tune + config.n_confirm]
+    if not rest and config.n_confirm:
+        logger.warning(
+            "%s has no prompts after the first %d (the search's), so the best trials are not confirmed on "
+            "further prompts; give a larger tuning set or lower --n-tune",
+            config.harmful,
+            config.n_tune,
+        )
+    return PromptSet(f"{full.name} (confirmation)", rest, full.source)
+
+
 def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, PromptSet, dict[str, int]]:
     """The final check's prompts, read before the search so that a problem with them stops the run at once.
     Prompts that match or nearly duplicate one the run has seen (discovery or tuning) are left out, as the
@@ -213,10 +229,21 @@ def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
     # the best point of earlier searches on the default model: the direction scorer over the template's
     # post-instruction tokens (docs/results.md)
     points.append(Point("direction", "both", "post-mean", config.cap, 0, n_layers - 1, "cna", 0.0))
+    # and the region where those searches found their best points: that scorer's positive neurons in the
+    # middle of the network, at a fifth of the default cap, pushed past their benign mean
+    small = max(config.min_fraction, min(config.cap, 0.0002))
+    middle = (round(0.35 * (n_layers - 1)), round(0.75 * (n_layers - 1)))
+    points.append(Point("direction", "positive", "post-mean", small, *middle, "mean", -1.0))
+    lo, hi = config.multipliers
     return [
         p
         for p in points
-        if p.scorer in config.scorers and p.positions in config.positions and p.weights in config.weights
+        if p.scorer in config.scorers
+        and p.sign in config.signs
+        and p.positions in config.positions
+        and p.intervention in config.interventions
+        and p.weights in config.weights
+        and lo <= p.multiplier <= hi
     ]
 
 
