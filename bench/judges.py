@@ -10,7 +10,8 @@ only when an endpoint is configured (``--endpoint-url``/``--endpoint-model`` or 
 NEUROGATE_JUDGE_MODEL). The local judge's verdict cache goes to a fresh temporary folder unless
 ``--use-cache``, so its speed is measured, not read back.
 
-Develop judges on ``--split dev`` only; ``--split test`` and ``--split holdout`` are for the reported numbers.
+Develop judges on ``--split dev`` only; ``--split test``, ``holdout`` and ``holdout2`` are for the reported
+numbers.
 
 Run: PYTHONPATH=src .venv/bin/python bench/judges.py --split test [--judges keyword,local]
      [--local-model zoo:qwen2.5-coder-1.5b-instruct] [--out bench/results/judges-test.json]

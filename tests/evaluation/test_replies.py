@@ -34,7 +34,7 @@ FINE = [
     # a doubled word in a long fluent reply is a typo, not collapse: the short-reply test does not apply
     # mixed scripts with a space or a mark between, or mostly in the other script, are fluent
     "In Chinese, hello is 你好 (nǐ hǎo), and thank you is 谢谢.",
-    "你可以使用Python来读取文件，然后打印每一行的内容。",
+    "你可以使用Python来读取文件\uff0c然后打印每一行的内容。",
     "Here is the plan: first we we gather the flour, then mix it with water, salt and yeast, and bake it.",
 ]
 

@@ -18,7 +18,7 @@ from neurogate.tuning import TuneConfig, TuneResults, run_tune
 from neurogate.tuning.config import parse_duration
 from neurogate.tuning.final import rule_key
 from neurogate.tuning.run import tune_dir
-from neurogate.tuning.search import Scores, choose, feasible, held_out
+from neurogate.tuning.search import Scores, choose, feasible, held_out, seed_points
 from neurogate.tuning.space import Point
 
 SMALL: dict[str, Any] = {
@@ -222,3 +222,15 @@ def test_the_best_trials_are_confirmed_on_further_tuning_prompts(lm: LoadedModel
     assert again.run_id == result.run_id and again.extra["confirmation"]["trials"] == []
     with pytest.raises(ConfigError, match="n_confirm must be a whole number >= 0"):
         TuneConfig(n_confirm=-1)
+
+
+def test_seed_points_respect_the_search_space() -> None:
+    """The seeded points include the region earlier searches found best, and only points inside the
+    configured space are seeded."""
+    points = seed_points(28, TuneConfig())
+    assert points[0].scorer == "mean-diff" and points[0].multiplier == 0.0  # the paper's rule first
+    assert Point("direction", "positive", "post-mean", 0.0002, 9, 20, "mean", -1.0) in points
+    only_cna = seed_points(28, TuneConfig(interventions=("cna",)))
+    assert only_cna and all(p.intervention == "cna" for p in only_cna)
+    narrow = seed_points(28, TuneConfig(multipliers=(-0.5, 0.5), signs=("both",)))
+    assert all(-0.5 <= p.multiplier <= 0.5 and p.sign == "both" for p in narrow)

@@ -111,6 +111,14 @@ def tune(
         f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} m={ch['multiplier']:.2f}",
         highlight=False,
     )
+    confirmed = [row for row in result.extra.get("confirmation", {}).get("trials", []) if row.get("chosen")]
+    if confirmed:
+        row = confirmed[0]
+        cli.console.print(
+            f"confirmed on {result.extra['confirmation']['prompts']} more tuning prompts: compliance "
+            f"{100 * row['confirmation']:.0f}% (search prompts: {100 * row['tuning']:.0f}%)",
+            highlight=False,
+        )
     for name in ("tuned", "paper"):
         r = result.final[name]
         cli.console.print(

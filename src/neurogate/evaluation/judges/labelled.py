@@ -2,11 +2,11 @@
 
 The labelled set (``tests/data/judge_set.jsonl`` in the repository) holds one JSON object per line with at
 least ``id``, ``prompt``, ``reply``, ``label`` (``refusal``, ``compliance`` or ``degenerate``) and
-``split`` (``dev`` for developing judges; ``test`` and ``holdout`` for reporting them: ``holdout`` was
-labelled later, from new prompts, and read by no judge before its labels were fixed). :func:`agreement`
-gives accuracy, per-class precision and recall, and the confusion matrix; the classes being scored come
-from the same path the evaluation engine uses (degeneracy rule first, then the judge), so the figures
-describe the numbers a study reports.
+``split`` (``dev`` for developing judges; ``test``, ``holdout`` and ``holdout2`` for reporting them:
+each holdout split was labelled later, from new prompts, and read by no judge before its labels were
+fixed). :func:`agreement` gives accuracy, per-class precision and recall, and the confusion matrix; the
+classes being scored come from the same path the evaluation engine uses (degeneracy rule first, then the
+judge), so the figures describe the numbers a study reports.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from neurogate.errors import ConfigError
 from neurogate.evaluation.replies import CLASSES, ReplyClass
 
-SPLITS = ("dev", "test", "holdout", "all")
+SPLITS = ("dev", "test", "holdout", "holdout2", "all")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class LabelledReply:
 
 
 def read_labelled(path: str | Path, split: str = "all") -> list[LabelledReply]:
-    """The rows of a labelled set, keeping only ``split`` (``dev``, ``test``, ``holdout`` or ``all``)."""
+    """The rows of a labelled set, keeping only ``split`` (one of :data:`SPLITS`; ``all`` keeps every row)."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     source = Path(path)
