@@ -186,7 +186,8 @@ def render_markdown(r: TuneResults) -> str:
     dropped = r.extra.get("final_dropped", {})
     held = (
         f" ({n['harmful']} harmful and {n['benign']} benign prompts; left out as near-duplicates of a "
-        f"discovery or tuning prompt: {dropped.get('harmful', 0)} harmful, {dropped.get('benign', 0)} benign)"
+        f"discovery, tuning or confirmation prompt: {dropped.get('harmful', 0)} harmful, "
+        f"{dropped.get('benign', 0)} benign)"
         if n
         else ""
     )

@@ -198,8 +198,8 @@ def confirm_prompts(config: TuneConfig) -> PromptSet:
 
 def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, PromptSet, dict[str, int]]:
     """The final check's prompts, read before the search so that a problem with them stops the run at once.
-    Prompts that match or nearly duplicate one the run has seen (discovery or tuning) are left out, as the
-    study leaves them out; how many is returned per set."""
+    Prompts that match or nearly duplicate one the run has seen (discovery, tuning or confirmation) are left
+    out, as the study leaves them out; how many is returned per set."""
     out, dropped = [], {}
     for name, spec, limit in (
         ("harmful", config.final_harmful, config.n_final),
@@ -208,8 +208,8 @@ def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, Prom
         kept, leaks = without_leaks(seen, prompts.load(spec), "drop")
         if leaks:
             logger.warning(
-                "left %d of the final %s prompts out: they match or nearly duplicate a discovery or tuning "
-                "prompt (e.g. %r ~ %r)",
+                "left %d of the final %s prompts out: they match or nearly duplicate a discovery, tuning or "
+                "confirmation prompt (e.g. %r ~ %r)",
                 len(leaks),
                 name,
                 leaks[0].prompt,
