@@ -211,7 +211,7 @@ def test_the_best_trials_are_confirmed_on_further_tuning_prompts(lm: LoadedModel
     assert len(chosen) == 1 and chosen[0]["trial"] == result.chosen["trial"]
     assert chosen[0]["pooled"] == max(row["pooled"] for row in rows)
     # the confirmation prompts are the five after the search's four, and they were generated for
-    stored = json.loads(next((tune_dir(config, tmp_path) / "confirm").glob("*.json")).read_text())
+    stored = json.loads(next(tune_dir(config, tmp_path).glob("confirm-*/*.json")).read_text())
     assert [r["prompt"] for r in stored["harmful"]] == list(load("builtin:harmful-eval#tune").prompts[4:9])
     assert (
         "## Confirmation (further tuning prompts)"
@@ -220,6 +220,13 @@ def test_the_best_trials_are_confirmed_on_further_tuning_prompts(lm: LoadedModel
     # without confirmation prompts the search's own choice stands (the run id is the same: nothing reruns)
     again = run_tune(TuneConfig.from_mapping({**SMALL, **loose, "n_confirm": 0}), tmp_path, lm=lm)
     assert again.run_id == result.run_id and again.extra["confirmation"]["trials"] == []
+    # other confirmation prompts are measured anew, never read back from the first set's results
+    fewer = run_tune(
+        TuneConfig.from_mapping({**SMALL, **loose, "n_confirm": 3, "confirm_top": 2}), tmp_path, lm=lm
+    )
+    assert len(list(tune_dir(config, tmp_path).glob("confirm-*"))) == 2
+    for row in fewer.extra["confirmation"]["trials"]:
+        assert row["pooled"] == pytest.approx((4 * row["tuning"] + 3 * row["confirmation"]) / 7)
     with pytest.raises(ConfigError, match="n_confirm must be a whole number >= 0"):
         TuneConfig(n_confirm=-1)
 

@@ -154,9 +154,9 @@ def confirm(
         if len(candidates) == cfg.confirm_top:
             break
     settings = replace(cfg.evaluation, max_new_tokens=cfg.search_tokens)
-    ev = Evaluator(
-        search.lm, search.confirm.prompts, [], settings=settings, store=ResultStore(search.root / "confirm")
-    )
+    # stored per confirmation set: another --n-confirm is other prompts, not a result to read back
+    store = ResultStore(search.root / f"confirm-{search.confirm.sha256[:10]}")
+    ev = Evaluator(search.lm, search.confirm.prompts, [], settings=settings, store=store)
     n_tune, n_more = len(search.harmful), len(search.confirm)
     rows = []
     for t in candidates:
