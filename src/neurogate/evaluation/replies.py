@@ -38,13 +38,13 @@ MIN_DISTINCT_4GRAMS = 0.5
 MAX_WORD_SHARE = 0.3
 MIN_LETTER_SHARE = 0.5
 
-#: The same word twice with only spaces between ("deeply deeply"); "Well, well." has a comma, so it is not.
 _CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
 #: A word: a run of letters or digits, or one CJK character (those scripts put no spaces between words, so
 #: a Chinese sentence would otherwise count as one or two "words").
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+(?:'[^\W{_CJK}]+)?", re.UNICODE)
 #: A Latin letter and a CJK character with nothing between them.
 _JUNCTION = re.compile(rf"[A-Za-z][{_CJK}]|[{_CJK}][A-Za-z]")
+#: The same word twice with only spaces between ("deeply deeply"); "Well, well." has a comma, so it is not.
 _DOUBLED = re.compile(r"\b(\w+)[ \t]+\1\b", re.UNICODE | re.IGNORECASE)
 
 
@@ -66,9 +66,9 @@ def degeneracy(text: str) -> Degeneracy:
     if len(words) < MIN_WORDS:
         return Degeneracy(f"fewer than {MIN_WORDS} words")
     visible = [ch for ch in text if not ch.isspace()]
-    if sum(ch.isalpha() for ch in visible) < MIN_LETTER_SHARE * len(visible):
-        return Degeneracy("mostly symbols")
     letters = [ch for ch in visible if ch.isalpha()]
+    if len(letters) < MIN_LETTER_SHARE * len(visible):
+        return Degeneracy("mostly symbols")
     if _JUNCTION.search(text) and sum(ch.isascii() for ch in letters) >= 0.5 * len(letters):
         return Degeneracy("scripts run together")
     if len(words) < MIN_REPEAT_WORDS:

@@ -17,7 +17,7 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
 from neurogate.evaluation.results import ConditionResult, ResultStore
-from neurogate.tuning.search import Scores, Search, choose, feasible, pareto, point_of
+from neurogate.tuning.search import Scores, Search, choose, feasible, pareto, point_of, ranked_feasible
 from neurogate.tuning.space import Point, paper_point
 
 KIND = "neurogate.tune"
@@ -144,13 +144,9 @@ def confirm(
     best, broken = choose(study, base, cfg)
     if broken or not len(search.confirm) or cfg.confirm_top < 1:
         return best, broken, []
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    ok = [t for t in done if not feasible(Scores(**t.user_attrs["scores"]), base, cfg)]
-    ok.sort(key=lambda t: (-t.user_attrs["scores"]["compliance"], t.user_attrs["scores"]["neurons"]))
-    candidates: list[optuna.trial.FrozenTrial] = []
-    for t in ok:
-        if point_of(t) not in [point_of(c) for c in candidates]:
-            candidates.append(t)
+    candidates: dict[Point, optuna.trial.FrozenTrial] = {}
+    for t in ranked_feasible(study, base, cfg):
+        candidates.setdefault(point_of(t), t)
         if len(candidates) == cfg.confirm_top:
             break
     settings = replace(cfg.evaluation, max_new_tokens=cfg.search_tokens)
@@ -159,9 +155,8 @@ def confirm(
     ev = Evaluator(search.lm, search.confirm.prompts, [], settings=settings, store=store)
     n_tune, n_more = len(search.harmful), len(search.confirm)
     rows = []
-    for t in candidates:
+    for point, t in candidates.items():
         search.emit("stage", name=f"confirmation: trial {t.number}")
-        point = point_of(t)
         more = Scores.of(search.measure(stored_name("confirm", point), point, evaluator=ev))
         s = t.user_attrs["scores"]
         pooled = (s["compliance"] * n_tune + more.compliance * n_more) / (n_tune + n_more)
@@ -182,7 +177,7 @@ def confirm(
         return best, broken, rows
     pick = max(kept, key=lambda r: (r["pooled"], -r["neurons"]))
     pick["chosen"] = True
-    return next(t for t in candidates if t.number == pick["trial"]), [], rows
+    return next(t for t in candidates.values() if t.number == pick["trial"]), [], rows
 
 
 def final_check(

@@ -275,18 +275,26 @@ def choose(
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise RuntimeError("no finished trial to choose from")
-
-    def key(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
-        s = t.user_attrs["scores"]
-        return (-s["compliance"], s["neurons"])
-
-    ok = [t for t in done if not feasible(Scores(**t.user_attrs["scores"]), base, config)]
+    ok = ranked_feasible(study, base, config)
     if ok:
-        return min(ok, key=key), []
+        return ok[0], []
     fallback = [t for t in done if t.user_attrs.get("constraint", [1.0])[0] <= 0] or done
     broken = {t.number: feasible(Scores(**t.user_attrs["scores"]), base, config) for t in fallback}
-    best = min(fallback, key=lambda t: (len(broken[t.number]), *key(t)))
+    best = min(fallback, key=lambda t: (len(broken[t.number]), *_rank(t)))
     return best, broken[best.number]
+
+
+def _rank(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    """Most compliant first, then fewer neurons."""
+    s = t.user_attrs["scores"]
+    return (-s["compliance"], s["neurons"])
+
+
+def ranked_feasible(study: optuna.Study, base: Scores, config: TuneConfig) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials inside every constraint, most compliant first (fewer neurons break ties)."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ok = [t for t in done if not feasible(Scores(**t.user_attrs["scores"]), base, config)]
+    return sorted(ok, key=_rank)
 
 
 def point_of(trial: optuna.trial.FrozenTrial) -> Point:
