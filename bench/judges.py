@@ -10,7 +10,7 @@ only when an endpoint is configured (``--endpoint-url``/``--endpoint-model`` or 
 NEUROGATE_JUDGE_MODEL). The local judge's verdict cache goes to a fresh temporary folder unless
 ``--use-cache``, so its speed is measured, not read back.
 
-Develop judges on ``--split dev`` only; ``--split test``, ``holdout`` and ``holdout2`` are for the reported
+Develop judges on ``--split dev`` only; ``--split test`` and the ``holdout`` splits are for the reported
 numbers.
 
 Run: PYTHONPATH=src .venv/bin/python bench/judges.py --split test [--judges keyword,local]

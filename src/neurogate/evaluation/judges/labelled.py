@@ -2,7 +2,7 @@
 
 The labelled set (``tests/data/judge_set.jsonl`` in the repository) holds one JSON object per line with at
 least ``id``, ``prompt``, ``reply``, ``label`` (``refusal``, ``compliance`` or ``degenerate``) and
-``split`` (``dev`` for developing judges; ``test``, ``holdout`` and ``holdout2`` for reporting them:
+``split`` (``dev`` for developing judges; ``test`` and the ``holdout`` splits for reporting them:
 each holdout split was labelled later, from new prompts, and read by no judge before its labels were
 fixed). :func:`agreement` gives accuracy, per-class precision and recall, and the confusion matrix; the
 classes being scored come from the same path the evaluation engine uses (degeneracy rule first, then the
@@ -20,7 +20,7 @@ from typing import Any
 from neurogate.errors import ConfigError
 from neurogate.evaluation.replies import CLASSES, ReplyClass
 
-SPLITS = ("dev", "test", "holdout", "holdout2", "all")
+SPLITS = ("dev", "test", "holdout", "holdout2", "holdout3", "all")
 
 
 @dataclass(frozen=True)
