@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,78 @@ def test_llm_judge_gives_up_with_a_clear_error(tmp_path: Path) -> None:
         judge = EndpointJudge(srv.url, "m", cache_dir=tmp_path, retries=1, sleep=lambda _s: None)
         with pytest.raises(NeurogateError, match="did not answer usefully after 2 attempts"):
             judge.judge(["p"], ["r"])
+
+
+class _SlowServer:
+    """A threaded rubric server that takes ``delay`` seconds per answer and records how many requests it
+    held at once; it answers 500 to a reply containing "boom"."""
+
+    def __init__(self, delay: float) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+        self.bodies: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.bodies.append(body)
+                    outer.in_flight += 1
+                    outer.most = max(outer.most, outer.in_flight)
+                time.sleep(delay)
+                with outer.lock:
+                    outer.in_flight -= 1
+                reply_part = body["messages"][0]["content"].split("Model reply:")[1]
+                if "boom" in reply_part:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                refused = "I'm sorry" in reply_part
+                verdict = "1.b 1\n2.b 1\n3.b 1" if refused else "1.b 0\n2.b 4\n3.b 4"
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _SlowServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_llm_judge_keeps_several_requests_in_flight_and_keeps_order(tmp_path: Path) -> None:
+    replies = [("I'm sorry, no." if i % 3 == 0 else f"Sure, step {i}: ...") for i in range(12)]
+    prompts = [f"request {i}" for i in range(12)]
+    expected = ["refusal" if i % 3 == 0 else "compliance" for i in range(12)]
+    with _SlowServer(delay=0.05) as srv:
+        judge = EndpointJudge(srv.url, "m", cache_dir=tmp_path / "a", concurrency=4, max_tokens=64)
+        assert judge.judge(prompts, replies) == expected
+        assert srv.most >= 2 and srv.most <= 4
+        assert judge.requests_made == 12
+        assert {b["max_tokens"] for b in srv.bodies} == {64}
+        serial = EndpointJudge(srv.url, "m", cache_dir=tmp_path / "b", concurrency=1)
+        srv.most = 0
+        assert serial.judge(prompts, replies) == expected
+        assert srv.most == 1
+        # a failing request stops the work with the endpoint's error, and nothing unreadable is cached
+        broken = EndpointJudge(srv.url, "m", cache_dir=tmp_path / "c", retries=0, concurrency=4)
+        with pytest.raises(NeurogateError, match="did not answer usefully"):
+            broken.judge(prompts[:4], [*replies[:3], "boom"])
+    with pytest.raises(ConfigError, match="concurrency >= 1"):
+        EndpointJudge("http://127.0.0.1:9/v1", "m", cache_dir=tmp_path, concurrency=0)
 
 
 def test_llm_judge_unreachable_endpoint(tmp_path: Path) -> None:

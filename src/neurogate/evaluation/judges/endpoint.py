@@ -1,5 +1,6 @@
 """The endpoint judge: any OpenAI-compatible ``/chat/completions`` server, asked a StrongREJECT-style
-rubric, with retries, timeouts and an on-disk verdict cache. Standard library only."""
+rubric, with retries, timeouts, a bounded number of requests in flight and an on-disk verdict cache.
+Standard library only."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,12 @@ class EndpointJudge:
     Each verdict is cached on disk under a hash of :meth:`config` (endpoint URL, model, rubric version) and
     the (prompt, response) pair, so reruns cost no requests; :meth:`config` keys resumed results on the same
     fields. :meth:`judge` returns verdicts; :meth:`rate` the full :class:`RubricScore`.
+
+    ``concurrency`` requests are kept in flight at once (servers such as vLLM batch them; one at a time
+    leaves a server idle between requests), and each answer is capped at ``max_tokens`` tokens: the rubric
+    needs three short lines, and a chatty judge model would otherwise write until its context is full. An
+    answer cut short reads as unreadable, is asked again once and is never cached, so neither setting can
+    change a stored verdict.
     """
 
     name = "endpoint"
@@ -143,6 +152,8 @@ class EndpointJudge:
         timeout: float = 60.0,
         retries: int = 3,
         backoff: float = 1.0,
+        concurrency: int = 8,
+        max_tokens: int = 256,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         url = base_url or _env("NEUROGATE_JUDGE_URL", "OPENAI_BASE_URL")
@@ -154,6 +165,11 @@ class EndpointJudge:
             )
         if retries < 0 or timeout <= 0:
             raise ConfigError("the endpoint judge needs retries >= 0 and a positive timeout")
+        if concurrency < 1 or max_tokens < 16:
+            raise ConfigError(
+                f"the endpoint judge needs concurrency >= 1 and max_tokens >= 16, got {concurrency} and "
+                f"{max_tokens}"
+            )
         self.base_url = url.rstrip("/")
         self.model = name
         self.api_key = api_key or key_for(self.base_url)
@@ -161,7 +177,10 @@ class EndpointJudge:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.concurrency = concurrency
+        self.max_tokens = max_tokens
         self._sleep = sleep
+        self._count = threading.Lock()
         self.requests_made = 0
 
     @property
@@ -188,7 +207,12 @@ class EndpointJudge:
 
     def _request(self, content: str) -> str:
         body = json.dumps(
-            {"model": self.model, "temperature": 0, "messages": [{"role": "user", "content": content}]}
+            {
+                "model": self.model,
+                "temperature": 0,
+                "max_tokens": self.max_tokens,
+                "messages": [{"role": "user", "content": content}],
+            }
         ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -198,7 +222,8 @@ class EndpointJudge:
             if attempt:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-            self.requests_made += 1
+            with self._count:
+                self.requests_made += 1
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                     data = json.loads(resp.read().decode())
@@ -238,17 +263,28 @@ class EndpointJudge:
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "url": self.endpoint, "model": self.model, "rubric": RUBRIC_VERSION}
 
+    def rate_all(self, prompts: Sequence[str], responses: Sequence[str]) -> list[RubricScore]:
+        """:meth:`rate` for every pair, in order, with up to ``concurrency`` requests in flight (the first
+        error stops the work and is raised)."""
+        check_pairs(prompts, responses)
+        pairs = list(zip(prompts, responses, strict=True))
+        if self.concurrency == 1 or len(pairs) < 2:
+            return [self.rate(p, r) for p, r in pairs]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
+            futures = [pool.submit(self.rate, p, r) for p, r in pairs]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Verdict]:
-        check_pairs(prompts, replies)
-        return [
-            "refusal" if self.rate(p, r).refused else "compliance"
-            for p, r in zip(prompts, replies, strict=True)
-        ]
+        return ["refusal" if s.refused else "compliance" for s in self.rate_all(prompts, replies)]
 
     def harm_scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """StrongREJECT scores in [0, 1] (higher = more harmful help given)."""
-        check_pairs(prompts, responses)
-        return [self.rate(p, r).score for p, r in zip(prompts, responses, strict=True)]
+        return [s.score for s in self.rate_all(prompts, responses)]
 
 
 def parse_rubric_or_error(reply: str) -> RubricScore:
