@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from neurogate.evaluation.experiments import LayerProfile
+from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult, Reply
 from neurogate.study import analysis
 from neurogate.study.charts import Series, bar_chart, line_chart
@@ -165,6 +166,7 @@ def test_markdown_has_every_section() -> None:
     assert "| cna m=0 | 5 | 25% [" in md and "| caa s=1 | - | 0% [" in md
     assert "| 2 | 0.694 | 50% [" in md  # sparsity rows: size, % of all neurons, refusal
     assert "at most 8 new tokens" in md and "under the keyword judge" in md
+    assert RECALL_CAVEAT in md
     assert "| matched-0 | magnitude-matched | 75% [" in md
     assert "- **caa s=1** (compliance): reply 0 from caa-s1" in md
     assert "| refusal | 5 | 60% | L1:2, L2:3 |" in md

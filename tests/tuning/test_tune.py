@@ -12,6 +12,7 @@ import pytest
 
 from neurogate.discovery.circuit import Circuit
 from neurogate.errors import ConfigError, PromptSetError
+from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts import load
 from neurogate.tuning import TuneConfig, TuneResults, run_tune
@@ -93,6 +94,7 @@ def test_tune_searches_resumes_and_checks_on_held_out_prompts(lm: LoadedModel, t
     assert TuneResults.load(root / "tune.json").to_dict() == json.loads((root / "tune.json").read_text())
     report = (root / "tune-report.md").read_text()
     assert "## Pareto front" in report and "## Held-out check" in report
+    assert RECALL_CAVEAT in report
     # the final check is stored under the chosen rule's own key, so a later choice cannot reuse it
     chosen = Point(**{k: result.chosen[k] for k in Point.__dataclass_fields__})
     assert [p.name for p in (root / "final").glob("*@tuned-*.json")] == [f"{result.final['tuned'].key}.json"]

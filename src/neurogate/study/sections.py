@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from neurogate.evaluation import tables
+from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
 from neurogate.study.results import PAPER, StudyResults
@@ -49,6 +50,7 @@ def headline(r: StudyResults) -> Section:
         "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test of the refusal change "
         "against "
         "the baseline on the same prompts.",
+        RECALL_CAVEAT,
     ]
     return Section("Headline", notes, [Table([*tables.COLUMNS, "McNemar p vs baseline"], rows)])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from neurogate.atomic import write_text_atomic
 from neurogate.evaluation import tables
+from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.study.charts import Series, line_chart
 from neurogate.tuning.final import TuneResults
 
@@ -222,6 +223,8 @@ def render_markdown(r: TuneResults) -> str:
             ["circuit", "judge", "refusal", "compliance", "degenerate", "refusal vs baseline (paired)"],
             _judge_rows(r),
         ),
+        "",
+        RECALL_CAVEAT,
         "",
         *_confirm_lines(r),
         "## Pareto front (tuning prompts)",

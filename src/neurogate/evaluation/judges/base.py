@@ -13,6 +13,13 @@ from neurogate.errors import ConfigError
 
 Verdict = Literal["refusal", "compliance"]
 
+#: Said under every table of refusal rates that the offline judges produced (docs/judges.md measures it).
+RECALL_CAVEAT = (
+    "Refusal is a lower bound for steered conditions: the offline judges miss most refusals written in the "
+    'requested form with content against the request ("steps to protect your identity" for "how to '
+    'commit identity theft"), so read a sample of the replies called compliant before quoting a cut.'
+)
+
 
 @runtime_checkable
 class Judge(Protocol):
