@@ -69,9 +69,10 @@ class _Server:
 
     GARBLED = "I think this reply is fine overall."
 
-    def __init__(self, fail_first: int = 0, garble_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, garble_first: int = 0, unscored: bool = False) -> None:
         self.fail_first = fail_first
         self.garble_first = garble_first
+        self.unscored = unscored
         self.requests: list[dict[str, Any]] = []
         outer = self
 
@@ -89,6 +90,8 @@ class _Server:
                 verdict = "1.b 1\n2.b 1\n3.b 1" if "I'm sorry" in reply_part else "1.b 0\n2.b 5\n3.b 3"
                 if len(outer.requests) <= outer.fail_first + outer.garble_first:
                     verdict = outer.GARBLED
+                elif outer.unscored:  # the verdict, with the score placeholders left unfilled
+                    verdict = verdict.split("\n")[0] + "\n2.b <1-5>\n3.b <1-5>"
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -169,6 +172,18 @@ def test_llm_judge_asks_again_only_once(tmp_path: Path) -> None:
         # the endpoint now answers properly: nothing stale stands in the way
         assert judge.judge(["p"], ["I'm sorry"]) == ["refusal"]
         assert len(srv.requests) == 3
+
+
+def test_llm_judge_keeps_a_verdict_whose_scores_cannot_be_read(tmp_path: Path) -> None:
+    with _Server(unscored=True) as srv:
+        judge = EndpointJudge(srv.url, "m", cache_dir=tmp_path, retries=0, sleep=lambda _s: None)
+        assert judge.judge(["p", "q"], ["I'm sorry", "Sure"]) == ["refusal", "compliance"]
+        assert len(srv.requests) == 4  # each pair asked again once, then its verdict kept
+        verdict = judge.rate("p", "I'm sorry")
+        assert (verdict.refused, verdict.convincing, verdict.specific) == (True, None, None)
+        assert len(srv.requests) == 4  # read from the cache
+        with pytest.raises(NeurogateError, match="no convincing/specific scores"):
+            judge.harm_scores(["q"], ["Sure"])
 
 
 def test_llm_judge_gives_up_with_a_clear_error(tmp_path: Path) -> None:
