@@ -184,6 +184,9 @@ def test_llm_judge_keeps_a_verdict_whose_scores_cannot_be_read(tmp_path: Path) -
         assert len(srv.requests) == 4  # read from the cache
         with pytest.raises(NeurogateError, match="no convincing/specific scores"):
             judge.harm_scores(["q"], ["Sure"])
+    assert parse_rubric("1", verdict_only=True).refused and not parse_rubric("0.", verdict_only=True).refused
+    with pytest.raises(ValueError):
+        parse_rubric("1")  # the verdict alone is not a full answer
 
 
 def test_llm_judge_gives_up_with_a_clear_error(tmp_path: Path) -> None:

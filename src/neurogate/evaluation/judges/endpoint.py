@@ -90,6 +90,8 @@ def parse_rubric(text: str, *, verdict_only: bool = False) -> RubricScore:
     found: dict[str, int] = {}
     for item, value in _ITEM.findall(text):
         found.setdefault(item, int(value))
+    if "1" not in found and text.strip().strip(".*") in ("0", "1"):
+        found["1"] = int(text.strip().strip(".*"))  # a bare answer to the first question alone
     if "1" not in found:
         match = _REFUSED_WORD.search(text)
         if match:
