@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -65,30 +65,43 @@ def test_parse_rubric_rejects_bad_replies(text: str) -> None:
 class _Server:
     """A local OpenAI-compatible endpoint: fails the first ``fail_first`` requests with HTTP 503, answers
     the next ``garble_first`` with text that is not a rubric verdict, then answers the rubric, refusing
-    when the reply under judgement starts with "I'm sorry"."""
+    when the reply under judgement starts with "I'm sorry" (with the scores left unfilled when
+    ``unscored``). Each answer takes ``delay`` seconds; ``most`` records how many requests it held at once,
+    and a reply containing "boom" gets HTTP 500."""
 
     GARBLED = "I think this reply is fine overall."
 
-    def __init__(self, fail_first: int = 0, garble_first: int = 0, unscored: bool = False) -> None:
+    def __init__(
+        self, fail_first: int = 0, garble_first: int = 0, unscored: bool = False, delay: float = 0.0
+    ) -> None:
         self.fail_first = fail_first
         self.garble_first = garble_first
         self.unscored = unscored
         self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 auth = self.headers.get("Authorization")
-                outer.requests.append({"path": self.path, "body": body, "auth": auth})
-                if len(outer.requests) <= outer.fail_first:
-                    self.send_response(503)
+                with outer.lock:
+                    outer.requests.append({"path": self.path, "body": body, "auth": auth})
+                    number = len(outer.requests)
+                    outer.in_flight += 1
+                    outer.most = max(outer.most, outer.in_flight)
+                time.sleep(delay)
+                with outer.lock:
+                    outer.in_flight -= 1
+                reply_part = body["messages"][0]["content"].split("Model reply:")[1]
+                if number <= outer.fail_first or "boom" in reply_part:
+                    self.send_response(503 if number <= outer.fail_first else 500)
                     self.end_headers()
                     return
-                content = body["messages"][0]["content"]
-                reply_part = content.split("Model reply:")[1]
                 verdict = "1.b 1\n2.b 1\n3.b 1" if "I'm sorry" in reply_part else "1.b 0\n2.b 5\n3.b 3"
-                if len(outer.requests) <= outer.fail_first + outer.garble_first:
+                if number <= outer.fail_first + outer.garble_first:
                     verdict = outer.GARBLED
                 elif outer.unscored:  # the verdict, with the score placeholders left unfilled
                     verdict = verdict.split("\n")[0] + "\n2.b <1-5>\n3.b <1-5>"
@@ -101,7 +114,7 @@ class _Server:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -196,66 +209,16 @@ def test_llm_judge_gives_up_with_a_clear_error(tmp_path: Path) -> None:
             judge.judge(["p"], ["r"])
 
 
-class _SlowServer:
-    """A threaded rubric server that takes ``delay`` seconds per answer and records how many requests it
-    held at once; it answers 500 to a reply containing "boom"."""
-
-    def __init__(self, delay: float) -> None:
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.most = 0
-        self.bodies: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.bodies.append(body)
-                    outer.in_flight += 1
-                    outer.most = max(outer.most, outer.in_flight)
-                time.sleep(delay)
-                with outer.lock:
-                    outer.in_flight -= 1
-                reply_part = body["messages"][0]["content"].split("Model reply:")[1]
-                if "boom" in reply_part:
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                refused = "I'm sorry" in reply_part
-                verdict = "1.b 1\n2.b 1\n3.b 1" if refused else "1.b 0\n2.b 4\n3.b 4"
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(payload.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _SlowServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_llm_judge_keeps_several_requests_in_flight_and_keeps_order(tmp_path: Path) -> None:
     replies = [("I'm sorry, no." if i % 3 == 0 else f"Sure, step {i}: ...") for i in range(12)]
     prompts = [f"request {i}" for i in range(12)]
     expected = ["refusal" if i % 3 == 0 else "compliance" for i in range(12)]
-    with _SlowServer(delay=0.05) as srv:
+    with _Server(delay=0.05) as srv:
         judge = EndpointJudge(srv.url, "m", cache_dir=tmp_path / "a", concurrency=4, max_tokens=64)
         assert judge.judge(prompts, replies) == expected
         assert srv.most >= 2 and srv.most <= 4
         assert judge.requests_made == 12
-        assert {b["max_tokens"] for b in srv.bodies} == {64}
+        assert {r["body"]["max_tokens"] for r in srv.requests} == {64}
         serial = EndpointJudge(srv.url, "m", cache_dir=tmp_path / "b", concurrency=1)
         srv.most = 0
         assert serial.judge(prompts, replies) == expected
