@@ -285,11 +285,11 @@ class EndpointJudge:
             reply = first
         except ValueError:
             second = self._request(RUBRIC.format(prompt=prompt, response=response))
-            for reply, verdict_only in ((second, False), (second, True), (first, True)):
+            for reply in (second, first):
                 try:
-                    verdict = parse_rubric(reply, verdict_only=verdict_only)
+                    verdict = parse_rubric_or_error(reply)  # in full, else the verdict alone
                     break
-                except ValueError:
+                except NeurogateError:
                     pass
             else:
                 raise NeurogateError(
