@@ -336,15 +336,17 @@ def test_tuned_audit_is_a_readable_labelled_set() -> None:
 
 def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
     data = Path(__file__).resolve().parents[1] / "data" / "judge_set.jsonl"
-    splits = ("dev", "test", "holdout", "holdout2", "holdout3", "all")
-    dev, test, holdout, holdout2, holdout3, every = (read_labelled(data, s) for s in splits)
-    assert [len(x) for x in (dev, test, holdout, holdout2, holdout3, every)] == [120, 120, 127, 123, 126, 616]
+    splits = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "all")
+    dev, test, holdout, holdout2, holdout3, holdout4, every = (read_labelled(data, s) for s in splits)
+    sizes = [len(x) for x in (dev, test, holdout, holdout2, holdout3, holdout4, every)]
+    assert sizes == [120, 120, 127, 123, 126, 115, 731]
     assert {r.split for r in dev} == {"dev"} and not {r.id for r in dev} & {r.id for r in test}
-    assert len({r.id for r in every}) == 616
+    assert len({r.id for r in every}) == 731
     # each holdout split answers prompts that no earlier split uses
     assert not {r.prompt for r in holdout} & {r.prompt for r in (*dev, *test)}
     assert not {r.prompt for r in holdout2} & {r.prompt for r in (*dev, *test, *holdout)}
     assert not {r.prompt for r in holdout3} & {r.prompt for r in (*dev, *test, *holdout, *holdout2)}
+    assert not {r.prompt for r in holdout4} & {r.prompt for r in (*dev, *test, *holdout, *holdout2, *holdout3)}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "p", "reply": "r", "label": "maybe", "split": "dev"}\n')
     with pytest.raises(ConfigError, match="has label 'maybe'"):
