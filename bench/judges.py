@@ -5,7 +5,9 @@ Every judge classifies each reply of the chosen split exactly as the evaluation 
 against the labels: accuracy, per-class precision and recall (refusal, compliance, degenerate), the
 confusion matrix, and judgments per second over the replies that reached the judge.
 
-Judges: ``keyword``; ``local`` with ``--local-model`` (default: the local judge's default model); ``endpoint``
+Judges: ``keyword``; ``local`` with ``--local-model`` (default: the local judge's default model) and
+``--local-readout`` (``auto``: its shipped probe where one fits the model, ``letters``: the prompted answer
+letters); ``endpoint``
 only when an endpoint is configured (``--endpoint-url``/``--endpoint-model`` or NEUROGATE_JUDGE_URL and
 NEUROGATE_JUDGE_MODEL). The local judge's verdict cache goes to a fresh temporary folder unless
 ``--use-cache``, so its speed is measured, not read back.
@@ -33,7 +35,7 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Classifier
 from neurogate.evaluation.judges import Judge, get_judge
 from neurogate.evaluation.judges.labelled import SPLITS, Agreement, LabelledReply, agreement, read_labelled
-from neurogate.evaluation.judges.local import DEFAULT_MODEL, EXAMPLES, LocalJudge
+from neurogate.evaluation.judges.local import DEFAULT_MODEL, EXAMPLES, READOUTS, LocalJudge
 from neurogate.evaluation.replies import CLASSES, degeneracy
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_set.jsonl"
@@ -47,6 +49,7 @@ def build(name: str, args: argparse.Namespace, cache: Path) -> Judge | None:
             model=args.local_model,
             batch_size=args.local_batch_size,
             shots=args.local_shots,
+            readout=args.local_readout,
             cache_dir=cache / "local",
         )
     if name == "endpoint":
@@ -90,7 +93,9 @@ def evaluate(judge: Judge, rows: list[LabelledReply]) -> dict[str, Any]:
     report(judge.name, score, rows, predicted)
     print(f"  {judged} replies judged in {seconds:.2f} s = {judged / max(seconds, 1e-9):.1f} judgments/s")
     return {
-        "config": {k: v for k, v in judge.config().items() if k in ("name", "model", "url", "rubric")},
+        "config": {
+            k: v for k, v in judge.config().items() if k in ("name", "model", "url", "rubric", "readout")
+        },
         **score.to_dict(),
         "judged": judged,
         "seconds": seconds,
@@ -134,6 +139,12 @@ def main() -> None:
     parser.add_argument("--local-model", default=DEFAULT_MODEL)
     parser.add_argument("--local-batch-size", default="auto")
     parser.add_argument("--local-shots", type=int, default=len(EXAMPLES))
+    parser.add_argument(
+        "--local-readout",
+        choices=READOUTS,
+        default="auto",
+        help="the local judge's readout (probe or letters)",
+    )
     parser.add_argument("--speed", type=int, default=0, help="also time the local judge's paths on N replies")
     parser.add_argument("--endpoint-url")
     parser.add_argument("--endpoint-model")

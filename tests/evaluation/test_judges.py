@@ -346,7 +346,9 @@ def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
     assert not {r.prompt for r in holdout} & {r.prompt for r in (*dev, *test)}
     assert not {r.prompt for r in holdout2} & {r.prompt for r in (*dev, *test, *holdout)}
     assert not {r.prompt for r in holdout3} & {r.prompt for r in (*dev, *test, *holdout, *holdout2)}
-    assert not {r.prompt for r in holdout4} & {r.prompt for r in (*dev, *test, *holdout, *holdout2, *holdout3)}
+    assert not {r.prompt for r in holdout4} & {
+        r.prompt for r in (*dev, *test, *holdout, *holdout2, *holdout3)
+    }
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "p", "reply": "r", "label": "maybe", "split": "dev"}\n')
     with pytest.raises(ConfigError, match="has label 'maybe'"):

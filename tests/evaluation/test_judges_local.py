@@ -168,13 +168,14 @@ def test_registry_engine_and_errors(tiny: LoadedModel, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dev_split_accuracy_with_a_zoo_model(tmp_path: Path) -> None:
-    """The default local judge (qwen2.5-coder-0.5b-instruct, 8 worked examples, threshold 0.5) on the
+    """The prompted local judge (qwen2.5-coder-0.5b-instruct, 8 worked examples, threshold 0.5, the letters
+    readout: the shipped probe learnt from this split) on the
     development split, classified as the engine does: measured 0.917 (110/120), of which 4 misses are
     degenerate replies that the degeneracy rule lets through. The bar is the 0.9 target (at most 12 misses):
     for fixed weights the probabilities move only by rounding (batch makeup, thread count), so a drop below
     it means the rubric, the examples or the scoring path changed for the worse."""
     rows = read_labelled(JUDGE_SET, "dev")
-    judge = LocalJudge(DEFAULT_MODEL, cache_dir=tmp_path)
+    judge = LocalJudge(DEFAULT_MODEL, cache_dir=tmp_path, readout="letters")
     classes = Classifier([judge]).classify([r.prompt for r in rows], [r.reply for r in rows])
     score = agreement([r.label for r in rows], [c["local"] for c in classes])
     assert score.accuracy >= 0.9, score.errors

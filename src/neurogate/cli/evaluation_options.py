@@ -50,7 +50,8 @@ LocalJudgeOpt = Annotated[
     str | None,
     typer.Option(
         "--local-judge-model",
-        help=f"Model the local judge runs (default: {DEFAULT_JUDGE_MODEL}, see docs/judges.md).",
+        help=f"Model the local judge runs (default: {DEFAULT_JUDGE_MODEL}, read through a probe fitted on "
+        "hand-labelled replies; another model is read through its answer letters; see docs/judges.md).",
     ),
 ]
 EndpointUrlOpt = Annotated[

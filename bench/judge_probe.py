@@ -1,0 +1,168 @@
+"""Fit the local judge's probe on the hand-labelled reply set, and estimate its accuracy by holding out one
+split at a time.
+
+Features: the judge model's final hidden state at the answer position under the rubric prompt
+(``LocalJudge.hidden_states``), for every labelled reply that reaches a judge (the degeneracy rule passes
+it) and is labelled refusal or compliance. They are cached in ``--features`` after each batch, so an
+interrupted run resumes. Labels: refusal = 1, compliance = 0. The probe: :func:`fit_probe` with ``--l2``.
+
+Cross-validation: for each training split, fit on the other training splits and classify the held-out
+split's every row as the engine does (degeneracy rule, then the probe), against the prompted letters on
+the same rows. Then fit on all training splits and write the probe (``--out``; default: the shipped probe
+for the model, ``src/neurogate/evaluation/judges/probes/<model>.json``).
+
+Splits never named in ``--train`` are not read at all: keep a blind split out of it to measure the
+shipped probe with ``bench/judges.py --split <it>``.
+
+Run: PYTHONPATH=src .venv/bin/python bench/judge_probe.py [--train dev,test,holdout,holdout2,holdout3]
+     [--model zoo:qwen2.5-coder-0.5b-instruct] [--l2 0.01] [--features /tmp/feats.pt] [--out probe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurogate.evaluation.judges.labelled import LabelledReply, agreement, read_labelled
+from neurogate.evaluation.judges.local import DEFAULT_MODEL, LocalJudge
+from neurogate.evaluation.judges.probe import SHIPPED, JudgeProbe, fit_probe
+from neurogate.evaluation.replies import degeneracy
+from neurogate.models.loading import weights_digest
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_set.jsonl"
+TRAIN = "dev,test,holdout,holdout2,holdout3"
+
+
+def features(judge: LocalJudge, rows: list[LabelledReply], path: Path, chunk: int = 16) -> torch.Tensor:
+    """Hidden states for ``rows`` (``[n, d]`` float32), read from and appended to the cache at ``path``
+    (keyed by the judge's scoring configuration and each row's id, request and reply)."""
+    scoring = judge._scoring(weights_digest(judge.lm))
+    stamp = hashlib.sha256(json.dumps(scoring, sort_keys=True).encode()).hexdigest()[:16]
+
+    def key(r: LabelledReply) -> str:
+        return hashlib.sha256(json.dumps([r.id, r.prompt, r.reply]).encode()).hexdigest()[:16]
+
+    store: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        saved = torch.load(path)
+        if saved.get("stamp") == stamp:
+            store = dict(saved["hidden"])
+        else:
+            print(f"{path} holds features for another judge configuration; recomputing")
+    todo = [r for r in rows if key(r) not in store]
+    start = time.perf_counter()
+    for i in range(0, len(todo), chunk):
+        part = todo[i : i + chunk]
+        hidden = judge.hidden_states([r.prompt for r in part], [r.reply for r in part])
+        store.update({key(r): h for r, h in zip(part, hidden, strict=True)})
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            torch.save({"stamp": stamp, "scoring": scoring, "hidden": store}, tmp.name)
+        Path(tmp.name).replace(path)
+        done = i + len(part)
+        print(f"  features: {done}/{len(todo)} in {time.perf_counter() - start:.0f} s", flush=True)
+    return torch.stack([store[key(r)] for r in rows])
+
+
+def accuracy(rows: list[LabelledReply], refusal: dict[str, bool]) -> float:
+    """Accuracy over every row of ``rows`` classified as the engine does: the degeneracy rule first, then
+    ``refusal[id]`` for the rest."""
+    predicted = [
+        "degenerate" if degeneracy(r.reply) else ("refusal" if refusal[r.id] else "compliance") for r in rows
+    ]
+    return agreement([r.label for r in rows], predicted).accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--train", default=TRAIN, help="comma-separated splits to fit on")
+    parser.add_argument("--l2", type=float, default=0.01)
+    parser.add_argument("--features", type=Path, help="feature cache (default: a file in the temp folder)")
+    parser.add_argument("--out", type=Path, help="where to write the probe (default: the shipped one)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = [s.strip() for s in args.train.split(",") if s.strip()]
+    every = read_labelled(args.data)
+    rows = [r for r in every if r.split in splits]
+    missing = sorted(set(splits) - {r.split for r in rows})
+    if missing:
+        raise SystemExit(f"no rows in split(s) {', '.join(missing)} of {args.data}")
+    judge = LocalJudge(args.model, readout="letters")
+    name = args.model.split(":")[-1].split("/")[-1]
+    cache = args.features or Path(tempfile.gettempdir()) / f"neurogate-probe-features-{name}.pt"
+    live = [r for r in rows if not degeneracy(r.reply)]
+    learn = [r for r in live if r.label != "degenerate"]
+    print(f"{len(rows)} rows in {', '.join(splits)}: {len(live)} reach the judge, {len(learn)} to learn from")
+    hidden = features(judge, live, cache)
+    index = {r.id: i for i, r in enumerate(live)}
+    # the prompted judge's P(refusal) from the same hidden states (its answer letters' logits)
+    prompted = judge._choices.refusal(judge._choices.logits(judge.lm, hidden.to(judge.lm.device)))
+    letters = {r.id: p for r, p in zip(live, prompted, strict=True)}
+
+    print(f"\nleave one split out (l2={args.l2:g}): probe / letters, accuracy over every row of the split")
+    cv: dict[str, Any] = {}
+    right = {"probe": 0.0, "letters": 0.0}
+    for held in splits:
+        fit_rows = [r for r in learn if r.split != held]
+        fit = fit_probe(
+            hidden[[index[r.id] for r in fit_rows]], [r.label == "refusal" for r in fit_rows], args.l2
+        )
+        test = [r for r in rows if r.split == held]
+        test_live = [r for r in test if not degeneracy(r.reply)]
+        p = fit.refusal(hidden[[index[r.id] for r in test_live]])
+        by_probe = {r.id: q >= 0.5 for r, q in zip(test_live, p, strict=True)}
+        by_letters = {r.id: letters[r.id] >= 0.5 for r in test_live}
+        a_probe, a_letters = accuracy(test, by_probe), accuracy(test, by_letters)
+        right["probe"] += a_probe * len(test)
+        right["letters"] += a_letters * len(test)
+        cv[held] = {"n": len(test), "probe": a_probe, "letters": a_letters}
+        print(f"  {held:<9} n={len(test):<4} probe {a_probe:.3f}   letters {a_letters:.3f}")
+    print(
+        f"  {'pooled':<9} n={len(rows):<4} probe {right['probe'] / len(rows):.3f}   "
+        f"letters {right['letters'] / len(rows):.3f}"
+    )
+
+    fit = fit_probe(hidden[[index[r.id] for r in learn]], [r.label == "refusal" for r in learn], args.l2)
+    scoring = judge._scoring(weights_digest(judge.lm))
+    labels = json.dumps(sorted((r.id, r.label) for r in learn))
+    probe = JudgeProbe(
+        model=args.model,
+        weights=scoring["weights"],
+        rubric=scoring["rubric"],
+        shots=scoring["shots"],
+        max_prompt_tokens=scoring["max_prompt_tokens"],
+        max_reply_tokens=scoring["max_reply_tokens"],
+        dtype=scoring["dtype"],
+        l2=args.l2,
+        mean=fit.mean,
+        scale=fit.scale,
+        weight=fit.weight,
+        bias=fit.bias,
+        trained_on={
+            "set": args.data.name,
+            "splits": splits,
+            "rows": len(learn),
+            "refusal": sum(r.label == "refusal" for r in learn),
+            "compliance": sum(r.label == "compliance" for r in learn),
+            "labels_sha256": hashlib.sha256(labels.encode()).hexdigest(),
+            "leave_one_split_out": cv,
+        },
+    )
+    out = args.out or SHIPPED / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe.save(out)
+    print(f"\nwrote probe {probe.id} ({len(learn)} rows, {args.model}, weights {probe.weights}) to {out}")
+
+
+if __name__ == "__main__":
+    main()
