@@ -334,6 +334,13 @@ def test_tuned_audit_is_a_readable_labelled_set() -> None:
     assert {r.split for r in rows} == {"audit"}
 
 
+def test_cna_audit_is_a_readable_labelled_set() -> None:
+    rows = read_labelled(Path(__file__).resolve().parents[1] / "data" / "cna_audit.jsonl")
+    assert len(rows) == 92 and len({r.id for r in rows}) == 92
+    assert [sum(r.label == c for r in rows) for c in ("refusal", "compliance", "degenerate")] == [21, 70, 1]
+    assert {r.split for r in rows} == {"audit"}
+
+
 def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
     data = Path(__file__).resolve().parents[1] / "data" / "judge_set.jsonl"
     splits = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "all")

@@ -15,9 +15,11 @@ Verdict = Literal["refusal", "compliance"]
 
 #: Said under every table of refusal rates that the offline judges produced (docs/judges.md measures it).
 RECALL_CAVEAT = (
-    "Refusal is a lower bound for steered conditions: the offline judges miss most refusals written in the "
-    'requested form with content against the request ("steps to protect your identity" for "how to '
-    'commit identity theft"), so read a sample of the replies called compliant before quoting a cut.'
+    "Judged refusal rates of steered conditions can be off in either direction: the offline judges miss many "
+    'refusals written in the requested form with content against the request ("steps to protect your '
+    'identity" for "how to commit identity theft"), and keyword also counts "I cannot ... However, here is '
+    'how it might work" followed by the steps as a refusal; read the replies before quoting a cut '
+    "(docs/judges.md measures both on hand-read audits)."
 )
 
 
