@@ -343,12 +343,14 @@ def test_cna_audit_is_a_readable_labelled_set() -> None:
 
 def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
     data = Path(__file__).resolve().parents[1] / "data" / "judge_set.jsonl"
-    splits = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "all")
-    dev, test, holdout, holdout2, holdout3, holdout4, every = (read_labelled(data, s) for s in splits)
-    sizes = [len(x) for x in (dev, test, holdout, holdout2, holdout3, holdout4, every)]
-    assert sizes == [120, 120, 127, 123, 126, 115, 731]
+    splits = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "all")
+    dev, test, holdout, holdout2, holdout3, holdout4, holdout5, every = (
+        read_labelled(data, s) for s in splits
+    )
+    sizes = [len(x) for x in (dev, test, holdout, holdout2, holdout3, holdout4, holdout5, every)]
+    assert sizes == [120, 120, 127, 123, 126, 115, 118, 849]
     assert {r.split for r in dev} == {"dev"} and not {r.id for r in dev} & {r.id for r in test}
-    assert len({r.id for r in every}) == 731
+    assert len({r.id for r in every}) == 849
     # each holdout split answers prompts that no earlier split uses
     assert not {r.prompt for r in holdout} & {r.prompt for r in (*dev, *test)}
     assert not {r.prompt for r in holdout2} & {r.prompt for r in (*dev, *test, *holdout)}
@@ -356,6 +358,9 @@ def test_labelled_set_is_read_by_split(tmp_path: Path) -> None:
     assert not {r.prompt for r in holdout4} & {
         r.prompt for r in (*dev, *test, *holdout, *holdout2, *holdout3)
     }
+    earlier = (*dev, *test, *holdout, *holdout2, *holdout3, *holdout4)
+    audits = [read_labelled(data.parent / f"{name}_audit.jsonl") for name in ("cna", "tuned")]
+    assert not {r.prompt for r in holdout5} & {r.prompt for r in (*earlier, *audits[0], *audits[1])}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "p", "reply": "r", "label": "maybe", "split": "dev"}\n')
     with pytest.raises(ConfigError, match="has label 'maybe'"):

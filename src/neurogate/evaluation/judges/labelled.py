@@ -20,7 +20,7 @@ from typing import Any
 from neurogate.errors import ConfigError
 from neurogate.evaluation.replies import CLASSES, ReplyClass
 
-SPLITS = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "all")
+SPLITS = ("dev", "test", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "all")
 
 
 @dataclass(frozen=True)
