@@ -1,26 +1,32 @@
-"""Fit the local judge's probe on the hand-labelled reply set, and estimate its accuracy by holding out one
+"""Fit the local judge's probe on hand-labelled replies, and estimate its accuracy by holding out one
 split at a time.
 
-Features: the judge model's final hidden state at the answer position under the rubric prompt
-(``LocalJudge.hidden_states``), for every labelled reply that reaches a judge (the degeneracy rule passes
-it) and is labelled refusal or compliance. They are cached in ``--features`` after each batch, so an
-interrupted run resumes. Labels: refusal = 1, compliance = 0. The probe: :func:`fit_probe` with ``--l2``.
+Rows: the ``--train`` splits of the labelled set, and every row of each ``--extra`` labelled file (by
+default the two hand-read audits of steered replies, which hold many of the hard cases: replies in the
+requested form with content against the request). Features: the judge model's final hidden state at the
+answer position under the rubric prompt (``LocalJudge.hidden_states``), for every row that reaches a
+judge (the degeneracy rule passes it) and is labelled refusal or compliance. They are cached in
+``--features`` after each batch, so an interrupted run resumes. Labels: refusal = 1, compliance = 0. The
+probe: :func:`fit_probe` with ``--l2``.
 
-Cross-validation: for each training split, fit on the other training splits and classify the held-out
-split's every row as the engine does (degeneracy rule, then the probe), against the prompted letters on
-the same rows. Then fit on all training splits and write the probe (``--out``; default: the shipped probe
-for the model, ``src/neurogate/evaluation/judges/probes/<model>.json``).
+Cross-validation: for each training split (each ``--extra`` file counts as one), fit on the others and
+classify every row of the held-out split as the engine does (degeneracy rule, then the probe), against
+the prompted letters on the same rows. Then fit on everything and write the probe (``--out``; default:
+the shipped probe for the model, ``src/neurogate/evaluation/judges/probes/<model>.json``).
 
 Splits never named in ``--train`` are not read at all: keep a blind split out of it to measure the
 shipped probe with ``bench/judges.py --split <it>``.
 
-Run: PYTHONPATH=src .venv/bin/python bench/judge_probe.py [--train dev,test,holdout,holdout2,holdout3]
+Run: PYTHONPATH=src .venv/bin/python bench/judge_probe.py
+     [--train dev,test,holdout,holdout2,holdout3,holdout4]
+     [--extra tests/data/cna_audit.jsonl --extra tests/data/tuned_audit.jsonl]
      [--model zoo:qwen2.5-coder-0.5b-instruct] [--l2 0.01] [--features /tmp/feats.pt] [--out probe.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -37,7 +43,8 @@ from neurogate.evaluation.replies import degeneracy
 from neurogate.models.loading import weights_digest
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_set.jsonl"
-TRAIN = "dev,test,holdout,holdout2,holdout3"
+TRAIN = "dev,test,holdout,holdout2,holdout3,holdout4"
+EXTRA = [DATA.parent / "cna_audit.jsonl", DATA.parent / "tuned_audit.jsonl"]
 
 
 def features(judge: LocalJudge, rows: list[LabelledReply], path: Path, chunk: int = 16) -> torch.Tensor:
@@ -84,6 +91,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--train", default=TRAIN, help="comma-separated splits to fit on")
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        help="another labelled file to fit on (repeatable; default: the audits)",
+    )
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--features", type=Path, help="feature cache (default: a file in the temp folder)")
     parser.add_argument("--out", type=Path, help="where to write the probe (default: the shipped one)")
@@ -92,11 +105,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = [s.strip() for s in args.train.split(",") if s.strip()]
-    every = read_labelled(args.data)
-    rows = [r for r in every if r.split in splits]
+    rows = [r for r in read_labelled(args.data) if r.split in splits]
     missing = sorted(set(splits) - {r.split for r in rows})
     if missing:
         raise SystemExit(f"no rows in split(s) {', '.join(missing)} of {args.data}")
+    extra = EXTRA if args.extra is None else args.extra
+    for path in extra:  # each extra file is one split, named after the file
+        rows += [dataclasses.replace(r, split=path.stem) for r in read_labelled(path)]
+    splits += [path.stem for path in extra]
+    if len({(r.split, r.id) for r in rows}) != len(rows):
+        raise SystemExit("row ids repeat within a split; every labelled row needs its own id")
     judge = LocalJudge(args.model, readout="letters")
     name = args.model.split(":")[-1].split("/")[-1]
     cache = args.features or Path(tempfile.gettempdir()) / f"neurogate-probe-features-{name}.pt"
@@ -104,10 +122,10 @@ def main() -> None:
     learn = [r for r in live if r.label != "degenerate"]
     print(f"{len(rows)} rows in {', '.join(splits)}: {len(live)} reach the judge, {len(learn)} to learn from")
     hidden = features(judge, live, cache)
-    index = {r.id: i for i, r in enumerate(live)}
+    index = {(r.split, r.id): i for i, r in enumerate(live)}
     # the prompted judge's P(refusal) from the same hidden states (its answer letters' logits)
     prompted = judge._choices.refusal(judge._choices.logits(judge.lm, hidden.to(judge.lm.device)))
-    letters = {r.id: p for r, p in zip(live, prompted, strict=True)}
+    letters = {(r.split, r.id): p for r, p in zip(live, prompted, strict=True)}
 
     print(f"\nleave one split out (l2={args.l2:g}): probe / letters, accuracy over every row of the split")
     cv: dict[str, Any] = {}
@@ -115,13 +133,15 @@ def main() -> None:
     for held in splits:
         fit_rows = [r for r in learn if r.split != held]
         fit = fit_probe(
-            hidden[[index[r.id] for r in fit_rows]], [r.label == "refusal" for r in fit_rows], args.l2
+            hidden[[index[(r.split, r.id)] for r in fit_rows]],
+            [r.label == "refusal" for r in fit_rows],
+            args.l2,
         )
         test = [r for r in rows if r.split == held]
         test_live = [r for r in test if not degeneracy(r.reply)]
-        p = fit.refusal(hidden[[index[r.id] for r in test_live]])
+        p = fit.refusal(hidden[[index[(r.split, r.id)] for r in test_live]])
         by_probe = {r.id: q >= 0.5 for r, q in zip(test_live, p, strict=True)}
-        by_letters = {r.id: letters[r.id] >= 0.5 for r in test_live}
+        by_letters = {r.id: letters[(r.split, r.id)] >= 0.5 for r in test_live}
         a_probe, a_letters = accuracy(test, by_probe), accuracy(test, by_letters)
         right["probe"] += a_probe * len(test)
         right["letters"] += a_letters * len(test)
@@ -132,9 +152,11 @@ def main() -> None:
         f"letters {right['letters'] / len(rows):.3f}"
     )
 
-    fit = fit_probe(hidden[[index[r.id] for r in learn]], [r.label == "refusal" for r in learn], args.l2)
+    fit = fit_probe(
+        hidden[[index[(r.split, r.id)] for r in learn]], [r.label == "refusal" for r in learn], args.l2
+    )
     scoring = judge._scoring(weights_digest(judge.lm))
-    labels = json.dumps(sorted((r.id, r.label) for r in learn))
+    labels = json.dumps(sorted((r.split, r.id, r.label) for r in learn))
     probe = JudgeProbe(
         model=args.model,
         weights=scoring["weights"],
@@ -150,7 +172,8 @@ def main() -> None:
         bias=fit.bias,
         trained_on={
             "set": args.data.name,
-            "splits": splits,
+            "splits": [s for s in splits if s not in {p.stem for p in extra}],
+            "extra": [p.name for p in extra],
             "rows": len(learn),
             "refusal": sum(r.label == "refusal" for r in learn),
             "compliance": sum(r.label == "compliance" for r in learn),

@@ -50,6 +50,7 @@ def build(name: str, args: argparse.Namespace, cache: Path) -> Judge | None:
             batch_size=args.local_batch_size,
             shots=args.local_shots,
             readout=args.local_readout,
+            probe=args.local_probe,
             cache_dir=cache / "local",
         )
     if name == "endpoint":
@@ -145,6 +146,7 @@ def main() -> None:
         default="auto",
         help="the local judge's readout (probe or letters)",
     )
+    parser.add_argument("--local-probe", type=Path, help="the local judge reads this probe file instead")
     parser.add_argument("--speed", type=int, default=0, help="also time the local judge's paths on N replies")
     parser.add_argument("--endpoint-url")
     parser.add_argument("--endpoint-model")
