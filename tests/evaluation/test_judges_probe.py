@@ -13,7 +13,8 @@ import torch
 
 from neurogate.errors import ConfigError
 from neurogate.evaluation.engine import Classifier
-from neurogate.evaluation.judges import LocalJudge
+from neurogate.evaluation.judges import KeywordJudge, LocalJudge
+from neurogate.evaluation.judges.base import describe
 from neurogate.evaluation.judges.labelled import agreement, read_labelled
 from neurogate.evaluation.judges.local import (
     DEFAULT_MODEL,
@@ -223,3 +224,14 @@ def test_the_default_judge_reads_the_shipped_probe_on_the_blind_split(tmp_path: 
     classes = Classifier([judge]).classify([r.prompt for r in rows], [r.reply for r in rows])
     score = agreement([r.label for r in rows], [c["local"] for c in classes])
     assert score.accuracy >= 0.9, score.errors
+
+
+def test_reports_name_the_judge_model_and_readout(tiny: LoadedModel, tmp_path: Path) -> None:
+    local = judge_on(tiny, tmp_path)
+    assert Classifier([KeywordJudge(), local]).descriptions() == {
+        "local": "model tiny:llama, readout letters"
+    }
+    probe = probe_for(local)
+    given = judge_on(tiny, tmp_path, probe=probe)
+    assert Classifier([given]).descriptions() == {"local": f"model tiny:llama, readout probe:{probe.id}"}
+    assert describe({"name": "endpoint", "url": "http://h/v1", "model": "m"}) == "model m, url http://h/v1"

@@ -171,6 +171,15 @@ def test_markdown_has_every_section() -> None:
     assert "- **caa s=1** (compliance): reply 0 from caa-s1" in md
     assert "| refusal | 5 | 60% | L1:2, L2:3 |" in md
     assert "<|im_start|>user" in md  # the prompt format
+    assert "- Judges: keyword (headline: keyword)." in md
+
+
+def test_the_judges_line_names_each_judges_model_and_readout() -> None:
+    results = _results()
+    results.judges = ["keyword", "local"]
+    results.extra = {"judge_settings": {"local": "model zoo:m, readout probe:abc123"}}
+    md = render_markdown(results)
+    assert "- Judges: keyword, local (model zoo:m, readout probe:abc123) (headline: keyword)." in md
 
 
 def test_each_method_is_charted_on_its_own_scale_from_the_baseline() -> None:

@@ -21,6 +21,7 @@ from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
 from neurogate.evaluation.judges import Judge, get_judge
+from neurogate.evaluation.judges.base import describe
 from neurogate.evaluation.metrics import (
     KLReference,
     distinct_ngram_quality,
@@ -70,6 +71,11 @@ class Classifier:
     @property
     def names(self) -> list[str]:
         return [j.name for j in self.judges]
+
+    def descriptions(self) -> dict[str, str]:
+        """Each judge's model, server and readout in a few words (judges with none are left out)."""
+        described = {j.name: describe(j.config()) for j in self.judges}
+        return {name: text for name, text in described.items() if text}
 
     def classify(
         self, prompts: Sequence[str], texts: Sequence[str], names: Sequence[str] | None = None

@@ -66,7 +66,9 @@ def judges(r: StudyResults) -> Section:
         ]
         for pair, v in r.agreement.items()
     ]
-    sec = Section("Every judge", [f"Judges: {', '.join(r.judges)} (headline: {r.judges[0]})."])
+    settings = r.extra.get("judge_settings") or {}
+    named = ", ".join(f"{j} ({settings[j]})" if settings.get(j) else j for j in r.judges)
+    sec = Section("Every judge", [f"Judges: {named} (headline: {r.judges[0]})."])
     sec.tables.append(Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / compliance"))
     if agree:
         sec.tables.append(Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement"))

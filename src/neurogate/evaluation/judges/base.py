@@ -23,6 +23,12 @@ RECALL_CAVEAT = (
 )
 
 
+def describe(config: dict[str, Any]) -> str:
+    """A judge's model, server and readout in a few words, from its ``config()`` ("" when it has none):
+    what a reader needs to know which judge produced a rate."""
+    return ", ".join(f"{key} {config[key]}" for key in ("model", "url", "readout") if config.get(key))
+
+
 @runtime_checkable
 class Judge(Protocol):
     """``name`` is the registry name; ``config()`` holds everything that can change a verdict (it keys
