@@ -36,9 +36,10 @@ from typing import Any
 
 import torch
 
+from neurogate.atomic import atomic_path
 from neurogate.evaluation.judges.labelled import LabelledReply, agreement, read_labelled
 from neurogate.evaluation.judges.local import DEFAULT_MODEL, LocalJudge
-from neurogate.evaluation.judges.probe import SHIPPED, JudgeProbe, fit_probe
+from neurogate.evaluation.judges.probe import SHIPPED, fit_probe
 from neurogate.evaluation.replies import degeneracy
 from neurogate.models.loading import weights_digest
 
@@ -69,9 +70,8 @@ def features(judge: LocalJudge, rows: list[LabelledReply], path: Path, chunk: in
         part = todo[i : i + chunk]
         hidden = judge.hidden_states([r.prompt for r in part], [r.reply for r in part])
         store.update({key(r): h for r, h in zip(part, hidden, strict=True)})
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-            torch.save({"stamp": stamp, "scoring": scoring, "hidden": store}, tmp.name)
-        Path(tmp.name).replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"stamp": stamp, "scoring": scoring, "hidden": store}, tmp)
         done = i + len(part)
         print(f"  features: {done}/{len(todo)} in {time.perf_counter() - start:.0f} s", flush=True)
     return torch.stack([store[key(r)] for r in rows])
@@ -155,22 +155,11 @@ def main() -> None:
     fit = fit_probe(
         hidden[[index[(r.split, r.id)] for r in learn]], [r.label == "refusal" for r in learn], args.l2
     )
-    scoring = judge._scoring(weights_digest(judge.lm))
     labels = json.dumps(sorted((r.split, r.id, r.label) for r in learn))
-    probe = JudgeProbe(
-        model=args.model,
-        weights=scoring["weights"],
-        rubric=scoring["rubric"],
-        shots=scoring["shots"],
-        max_prompt_tokens=scoring["max_prompt_tokens"],
-        max_reply_tokens=scoring["max_reply_tokens"],
-        dtype=scoring["dtype"],
-        l2=args.l2,
-        mean=fit.mean,
-        scale=fit.scale,
-        weight=fit.weight,
-        bias=fit.bias,
-        trained_on={
+    probe = judge.probe_from(
+        fit,
+        args.l2,
+        {
             "set": args.data.name,
             "splits": [s for s in splits if s not in {p.stem for p in extra}],
             "extra": [p.name for p in extra],

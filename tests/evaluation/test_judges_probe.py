@@ -55,23 +55,8 @@ def judge_on(lm: LoadedModel, tmp_path: Path, **options: object) -> LocalJudge:
 
 def probe_for(judge: LocalJudge, labels: list[bool] = LABELS) -> JudgeProbe:
     """A probe fitted on this judge's own hidden states for PROMPTS/REPLIES, keyed to its layout."""
-    hidden = judge.hidden_states(PROMPTS, REPLIES)
-    fit = fit_probe(hidden, labels, l2=1e-4)
-    scoring = judge._scoring(weights_digest(judge.lm))
-    return JudgeProbe(
-        model=judge.lm.spec,
-        weights=scoring["weights"],
-        rubric=scoring["rubric"],
-        shots=scoring["shots"],
-        max_prompt_tokens=scoring["max_prompt_tokens"],
-        max_reply_tokens=scoring["max_reply_tokens"],
-        dtype=scoring["dtype"],
-        l2=1e-4,
-        mean=fit.mean,
-        scale=fit.scale,
-        weight=fit.weight,
-        bias=fit.bias,
-    )
+    fit = fit_probe(judge.hidden_states(PROMPTS, REPLIES), labels, l2=1e-4)
+    return judge.probe_from(fit, 1e-4)
 
 
 def test_fit_separates_a_planted_direction_and_is_deterministic() -> None:

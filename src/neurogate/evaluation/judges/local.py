@@ -45,7 +45,7 @@ from transformers import DynamicCache
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import Verdict, check_pairs
-from neurogate.evaluation.judges.probe import JudgeProbe, find_probe
+from neurogate.evaluation.judges.probe import LAYOUT, JudgeProbe, ProbeFit, find_probe
 from neurogate.models.devices import dtype_name
 from neurogate.models.inputs import (
     BatchSize,
@@ -287,6 +287,20 @@ class LocalJudge:
             )
         return None
 
+    def probe_from(self, fit: ProbeFit, l2: float, trained_on: dict[str, Any] | None = None) -> JudgeProbe:
+        """A probe of the fitted numbers ``fit``, keyed to this judge's model, weights and prompt layout."""
+        scoring = self._scoring(weights_digest(self.lm))
+        return JudgeProbe(
+            model=self.lm.spec,
+            **{key: scoring[key] for key in (*LAYOUT, "dtype")},
+            l2=l2,
+            mean=fit.mean,
+            scale=fit.scale,
+            weight=fit.weight,
+            bias=fit.bias,
+            trained_on=trained_on or {},
+        )
+
     def _keyed(self, digest: str) -> tuple[dict[str, Any], JudgeProbe | None]:
         """The cache-key configuration and the probe in use (the letters keep the keys they always had)."""
         scoring = self._scoring(digest)
@@ -366,13 +380,13 @@ class LocalJudge:
         ``[n, d_model]`` in float32: the features a probe reads (not cached)."""
         check_pairs(prompts, replies)
         items = [self.item_ids(p, r) for p, r in zip(prompts, replies, strict=True)]
-        out: list[torch.Tensor | None] = [None] * len(items)
-        for rows, hidden in self._hidden_batches(items, None):
-            for i, h in zip(rows, hidden.float().cpu(), strict=True):
-                out[i] = h
         if not items:
             return torch.zeros((0, 0))
-        return torch.stack([h for h in out if h is not None])
+        batches = self._hidden_batches(items, None)
+        out = torch.empty((len(items), batches[0][1].shape[1]))
+        for rows, hidden in batches:
+            out[rows] = hidden.float().cpu()
+        return out
 
     def _hidden_batches(
         self, items: Sequence[Sequence[int]], digest: str | None
