@@ -33,7 +33,7 @@ def test_info_json_on_a_local_model(tmp_path: Path) -> None:
         app, ["info", "--model", _tiny_dir(tmp_path / "m"), "--dtype", "float32", "--json"]
     )
     assert result.exit_code == 0, result.output
-    facts = json.loads(result.output)
+    facts = json.loads(result.stdout)
     assert facts["family"] == "gpt2" and facts["layers"] == 3 and facts["neurons_per_layer"] == 96
     assert facts["dtype"] == "float32" and facts["device"] == "cpu" and facts["chat_template"] is True
 
@@ -67,7 +67,7 @@ def test_models_list_and_path_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_info_on_the_smallest_zoo_model() -> None:
     result = runner.invoke(app, ["info", "--model", "zoo:smollm2-135m-instruct", "--json"])
     assert result.exit_code == 0, result.output
-    facts = json.loads(result.output)
+    facts = json.loads(result.stdout)
     assert (facts["layers"], facts["neurons_per_layer"], facts["family"]) == (30, 1536, "llama")
     assert facts["chat_template"] is True
 

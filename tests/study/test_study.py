@@ -339,7 +339,7 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output[result.output.index("[") :])
+    rows = json.loads(result.stdout)
     assert [r["key"] for r in rows] == ["baseline", "cna-m0", "random-m0-seed0"]
     assert [r["label"] for r in rows] == ["baseline", "cna m=0", "random m=0"]
     assert (rows[1]["kind"], rows[1]["scale"], rows[1]["value"]) == ("cna", "multiplier", 0.0)
@@ -409,7 +409,7 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output[result.output.index("[") :])
+    rows = json.loads(result.stdout)
     assert [(r["key"], r["label"], r["scale"]) for r in rows] == [
         ("baseline", "baseline", None),
         ("caa-s0.5", "caa s=0.5", "strength"),

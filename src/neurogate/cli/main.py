@@ -7,9 +7,11 @@ them (pipeline order), not alphabetical.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
+import threading
 
 # isort: off
 from neurogate.cli import info, models  # Models
@@ -24,8 +26,24 @@ from neurogate.errors import NeurogateError
 COMMAND_MODULES = (info, models, discover, steer, chat, export, serve, study, sweep, tune, experiments, ui)
 
 
+def _redeliver_lost_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+    """Python drops an exception raised where it cannot propagate (a weakref or GC callback, such as
+    importlib's module-lock cleanup) and prints it as "Exception ignored". A Ctrl-C landing there would be
+    lost and the command would run on; send SIGINT again, a moment later, from a thread (sent from here,
+    Python would run the handler at once, still inside the callback). If it lands in a callback again, this
+    hook runs again, until it lands in ordinary code."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        timer = threading.Timer(0.01, os.kill, args=(os.getpid(), signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
-    """Run the CLI; a :class:`NeurogateError` prints its message and exits with status 2."""
+    """Run the CLI; a :class:`NeurogateError` prints its message and exits with status 2. A Ctrl-C that
+    Python would drop inside a callback is delivered again (:func:`_redeliver_lost_interrupt`)."""
+    sys.unraisablehook = _redeliver_lost_interrupt
     try:
         app()
     except NeurogateError as exc:
