@@ -88,7 +88,8 @@ class PromptSets:
         return {
             "check": (
                 "normalised (case, whitespace, punctuation) matches and near-duplicates (character "
-                f"5-gram Jaccard or edit similarity >= {NEAR_DUPLICATE}) against every discovery prompt; "
+                f"5-gram Jaccard or edit similarity >= {NEAR_DUPLICATE}, and no content word swapped for "
+                "another) against every discovery prompt; "
                 "paraphrases further apart are not detected"
             ),
             "policy": self.policy,
