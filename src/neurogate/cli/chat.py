@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from neurogate.cli import app as cli
 from neurogate.cli.steer import (
     CircuitOpt,
@@ -129,9 +131,9 @@ class ChatSession:
         elif name == "method":
             self.set(method=arg)
         else:
-            cli.console.print(f"unknown command /{name}; /help lists them", highlight=False)
+            cli.console.print(f"unknown command /{name}; /help lists them", markup=False, highlight=False)
             return True
-        cli.console.print(f"steering: {self.status()}", highlight=False)
+        cli.console.print(f"steering: {self.status()}", markup=False, highlight=False)
         return True
 
 
@@ -176,7 +178,9 @@ def chat(
         lm, method, resolve_value(method, multiplier, strength), settings, system_prompt, max_new_tokens
     )
     session.intervention()
-    cli.console.print(f"chat with {model}; steering: {session.status()}; /help for commands", highlight=False)
+    cli.console.print(
+        f"chat with {model}; steering: {session.status()}; /help for commands", markup=False, highlight=False
+    )
     while True:
         cli.console.print("you> ", end="", highlight=False)
         line = sys.stdin.readline()
@@ -191,6 +195,7 @@ def chat(
                 if not session.command(line):
                     break
                 continue
-            cli.console.print(f"[bold]{session.status()}>[/] {session.reply(line)}", highlight=False)
+            reply = escape(session.reply(line))
+            cli.console.print(f"[bold]{escape(session.status())}>[/] {reply}", highlight=False)
         except NeurogateError as exc:
-            cli.console.print(f"[red]error:[/] {exc}", highlight=False)
+            cli.console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from neurogate.cli import app as cli
@@ -30,7 +31,7 @@ def parse_layers(text: str | None) -> tuple[int, ...]:
 
 def circuit_table(circuit: Circuit) -> Table:
     """Neurons per layer, with each layer's share and strongest neuron."""
-    table = Table(title=circuit.summary().splitlines()[0])
+    table = Table(title=escape(circuit.summary().splitlines()[0]))
     for col in ("layer", "neurons", "share", "top neuron (index: score, diff)"):
         table.add_column(col, justify="right" if col != "top neuron (index: score, diff)" else "left")
     total = max(len(circuit), 1)
@@ -155,5 +156,5 @@ def discover(
     )
     path = circuit.save(out)
     cli.console.print(circuit_table(circuit))
-    cli.console.print("\n".join(circuit.summary().splitlines()[1:]), highlight=False)
-    cli.console.print(f"[green]saved:[/] {path}")
+    cli.console.print("\n".join(circuit.summary().splitlines()[1:]), markup=False, highlight=False)
+    cli.console.print(f"[green]saved:[/] {escape(str(path))}", highlight=False)

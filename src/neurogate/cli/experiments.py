@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from neurogate import prompts
@@ -190,7 +191,7 @@ def base_vs_instruct(
     _print_shifts(shifts)
     if out is not None:
         write_json_atomic(out, [s.to_dict() for s in shifts])
-        cli.console.print(f"wrote {out}")
+        cli.console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 def _print_shifts(shifts: list[ShiftResult]) -> None:
@@ -223,6 +224,6 @@ def _print_shifts(shifts: list[ShiftResult]) -> None:
     cli.console.print(table)
     for s in shifts:
         for ex in s.examples[:2]:
-            cli.console.print(f"[bold]{s.model}[/] | {ex['prompt']}", highlight=False)
-            cli.console.print(f"  before: {ex['baseline'][:200]!r}", highlight=False)
-            cli.console.print(f"  after:  {ex['steered'][:200]!r}", highlight=False)
+            cli.console.print(f"[bold]{escape(s.model)}[/] | {escape(ex['prompt'])}", highlight=False)
+            cli.console.print(f"  before: {ex['baseline'][:200]!r}", markup=False, highlight=False)
+            cli.console.print(f"  after:  {ex['steered'][:200]!r}", markup=False, highlight=False)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import torch
 import typer
+from rich.markup import escape
 
 from neurogate import prompts
 from neurogate.cli import app as cli
@@ -57,7 +58,9 @@ def _directions(
     if directions is not None:
         return ResidualDirections.load(directions)
     lm = cli.load(model, dtype, device)
-    cli.err_console.print(f"computing residual directions from {positive} vs {negative} ...", highlight=False)
+    cli.err_console.print(
+        f"computing residual directions from {positive} vs {negative} ...", markup=False, highlight=False
+    )
     return compute_directions(lm, list(prompts.load(positive)), list(prompts.load(negative)))
 
 
@@ -125,7 +128,9 @@ def export_command(
             found, out, strength=strength, layer=layer, model_hint=hint, overwrite=overwrite
         )
         cli.console.print(
-            f"[green]exported:[/] {path} (CAA s={strength:g}); llama.cpp: --control-vector {path}"
+            f"[green]exported:[/] {escape(str(path))} (CAA s={strength:g}); llama.cpp: --control-vector "
+            f"{escape(str(path))}",
+            highlight=False,
         )
         return
     if circuit is None:
@@ -154,6 +159,6 @@ def export_command(
             )
             how = "load it with AutoModelForCausalLM.from_pretrained or serve it with vLLM"
     cli.console.print(
-        f"[green]exported:[/] {path} ({len(loaded)} neurons, {kind} m={multiplier:g}); {how}",
+        f"[green]exported:[/] {escape(str(path))} ({len(loaded)} neurons, {kind} m={multiplier:g}); {how}",
         highlight=False,
     )

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from neurogate.cli import app as cli
@@ -28,7 +29,7 @@ def info(
     if as_json:
         cli.console.print_json(json.dumps(facts))
         return
-    table = Table(title=f"neurogate info: {model}", show_header=False)
+    table = Table(title=f"neurogate info: {escape(model)}", show_header=False)
     labels = {
         "family": "architecture family",
         "model_type": "model type",
@@ -50,5 +51,5 @@ def info(
             text = f"{value:,}"
         else:
             text = str(value)
-        table.add_row(label, text)
+        table.add_row(label, escape(text))
     cli.console.print(table)

@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 
+from rich.markup import escape
+
 # isort: off
 from neurogate.cli import info, models  # Models
 from neurogate.cli import discover, steer, chat, export, serve  # Find and steer a circuit
@@ -47,7 +49,7 @@ def main() -> None:
     try:
         app()
     except NeurogateError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print(interrupted_message(sys.argv[1:]), highlight=False, soft_wrap=True)
@@ -73,11 +75,11 @@ def interrupted_message(argv: list[str]) -> str:
     command that resumes."""
     lines = ["[yellow]interrupted.[/]"]
     if RunState.saved:
-        lines += [f"finished work is kept: {where}" for where in RunState.saved]
-        lines.append(f"resume with the same command: neurogate {shlex.join(argv)}")
+        lines += [f"finished work is kept: {escape(where)}" for where in RunState.saved]
+        lines.append(f"resume with the same command: neurogate {escape(shlex.join(argv))}")
     else:
         lines.append("nothing partial was written (neurogate writes each file whole, or not at all).")
-        lines.append(f"run it again with: neurogate {shlex.join(argv)}")
+        lines.append(f"run it again with: neurogate {escape(shlex.join(argv))}")
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ def pull_with_progress(name: str, force: bool = False) -> None:
     if zoo.is_pulled(name) and not force:
         status = zoo.check(name)
         if not status.damaged:
-            cli.console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}")
+            cli.console.print(f"zoo:{name} is already pulled: {zoo.model_dir(name)}", markup=False)
             return
         cli.err_console.print(f"[yellow]{escape(status.message())}[/] Pulling it again.", highlight=False)
         force = True
@@ -83,7 +83,7 @@ def pull_with_progress(name: str, force: bool = False) -> None:
             progress.update(tasks[stage], completed=done, total=total)
 
         path = zoo.pull(name, progress=report, force=force)
-    cli.console.print(f"[green]ready:[/] zoo:{name} at {path}")
+    cli.console.print(f"[green]ready:[/] zoo:{name} at {escape(str(path))}", highlight=False)
 
 
 @models_app.command("pull")

@@ -75,17 +75,19 @@ def serve_command(
             raise ConfigError("--folded serves one multiplier; give exactly one --multiplier")
         name = adapter_name(multiplier[0])
         plan.model = str(export_model(lm, loaded, multiplier[0], adapters / name, overwrite=True))
-        cli.err_console.print(f"served as model {'base'!r}: {name} folded into {plan.model}", highlight=False)
+        cli.err_console.print(
+            f"served as model {'base'!r}: {name} folded into {plan.model}", markup=False, highlight=False
+        )
     else:
         plan.adapters, rank = export_adapters(lm, loaded, multiplier, adapters)
         plan.max_lora_rank = engine_rank(rank)
         names = ", ".join(plan.adapters)
-        cli.err_console.print(f"adapters: {names} (model 'base' is unchanged)", highlight=False)
+        cli.err_console.print(f"adapters: {names} (model 'base' is unchanged)", markup=False, highlight=False)
     if not run:
-        cli.console.print(plan.shell(), highlight=False, soft_wrap=True)
+        cli.console.print(plan.shell(), markup=False, highlight=False, soft_wrap=True)
         return
     if shutil.which(plan.python) is None and not Path(plan.python).is_file():
         raise ConfigError(f"{plan.python} not found: run `make vllm` or pass --python PATH-TO-VLLM-PYTHON")
-    cli.err_console.print(f"starting vLLM at {plan.base_url} ...", highlight=False)
+    cli.err_console.print(f"starting vLLM at {plan.base_url} ...", markup=False, highlight=False)
     sys.stdout.flush()
     os.execv(shutil.which(plan.python) or plan.python, plan.command())

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from neurogate import prompts
 from neurogate.cli import app as cli
@@ -81,7 +83,7 @@ def recorded_choice(
     kind, m = recorded
     if multiplier is None and strength is None:
         multiplier = m
-    cli.err_console.print(f"using the circuit's recorded intervention: {kind} m={multiplier:g}")
+    cli.err_console.print(f"using the circuit's recorded intervention: {kind} m={multiplier:g}", markup=False)
     return kind, multiplier
 
 
@@ -109,7 +111,7 @@ def build_intervention(
         return make(method, lm, cache["circuit"], value, **options)
     if "directions" not in cache:
         cli.err_console.print(
-            f"computing residual directions from {positive} vs {negative} ...", highlight=False
+            f"computing residual directions from {positive} vs {negative} ...", markup=False, highlight=False
         )
         cache["directions"] = compute_directions(
             lm, list(prompts.load(positive)), list(prompts.load(negative))
@@ -164,10 +166,10 @@ def steer(
     opts: dict[str, Any] = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt}
     plain = generate(lm, texts, **opts)
     steered = generate(lm, texts, intervention=iv, **opts)
-    table = Table(title=f"neurogate steer: {model}", show_lines=True)
+    table = Table(title=f"neurogate steer: {escape(model)}", show_lines=True)
     table.add_column("prompt", ratio=1)
     table.add_column("unsteered", ratio=2)
     table.add_column(iv.label, ratio=2)
     for text, a, b in zip(texts, plain, steered, strict=True):
-        table.add_row(text, a.text, b.text)
+        table.add_row(Text(text), Text(a.text), Text(b.text))
     cli.console.print(table)

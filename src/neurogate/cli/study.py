@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
@@ -109,12 +110,17 @@ def run(
     with _study_progress(quiet) as on_event:
         study = Study(cfg, out, None, on_event)
         cli.note_saved(f"every finished stage is stored under {study.dir}; a rerun reads it back")
-        cli.console.print(f"run {study.run_id} -> {study.dir}")
+        cli.console.print(f"run {study.run_id} -> {study.dir}", markup=False, highlight=False)
         result = study.run()
     cli.console.print(opts.results_table("sweep", [result.conditions[k] for k in result.sweep]))
     for c in result.controls:
-        cli.console.print(f"control {c.name} ({c.type}): vs circuit {c.vs_circuit}", highlight=False)
-    cli.console.print(f"[green]done:[/] {study.dir / 'report.html'} (and report.md, results.json)")
+        cli.console.print(
+            f"control {c.name} ({c.type}): vs circuit {c.vs_circuit}", markup=False, highlight=False
+        )
+    cli.console.print(
+        f"[green]done:[/] {escape(str(study.dir / 'report.html'))} (and report.md, results.json)",
+        highlight=False,
+    )
 
 
 @contextmanager
@@ -153,4 +159,4 @@ def report(
             f"no results.json at {path}; give a folder written by `neurogate run` (a finished run)"
         )
     md, html = write_reports(StudyResults.load(path), path.parent)
-    cli.console.print(f"[green]wrote[/] {html} and {md}")
+    cli.console.print(f"[green]wrote[/] {escape(str(html))} and {escape(str(md))}", highlight=False)

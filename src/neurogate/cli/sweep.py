@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
@@ -109,13 +110,13 @@ def sweep(
         cli.note_saved(f"finished conditions are stored under {out}; a rerun skips them")
     lm = cli.load(model, dtype, device, trust_remote_code)
     if circ is None and config.needs("circuit"):
-        cli.err_console.print("no --circuit given: discovering one from --positive/--negative")
+        cli.err_console.print("no --circuit given: discovering one from --positive/--negative", markup=False)
     with opts.condition_progress(len(config.plan()), quiet or as_json) as advance:
         result = run_sweep(lm, config, circuit=circ, out=out, progress=advance)
     if result.store is not None:
-        cli.err_console.print(f"results stored under {result.store}")
+        cli.err_console.print(f"results stored under {result.store}", markup=False, highlight=False)
     if as_json:
         cli.console.print_json(json.dumps([r.summary() for r in result.results]))
         return
-    title = f"sweep on {model}: {len(result.results[0].harmful)} harmful prompts"
+    title = f"sweep on {escape(model)}: {len(result.results[0].harmful)} harmful prompts"
     cli.console.print(opts.results_table(title, result.results))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
@@ -109,6 +110,7 @@ def tune(
     cli.console.print(
         f"chosen: {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} neurons, layers "
         f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} m={ch['multiplier']:.2f}",
+        markup=False,
         highlight=False,
     )
     confirmed = [row for row in result.extra.get("confirmation", {}).get("trials", []) if row.get("chosen")]
@@ -131,10 +133,11 @@ def tune(
             f"knee: {k['neurons']} neurons keep an 80% refusal cut (tuning prompts)", highlight=False
         )
     folder = Path(out) / result.run_id
-    cli.console.print(f"[green]done:[/] {folder / 'tune-report.md'}")
+    cli.console.print(f"[green]done:[/] {escape(str(folder / 'tune-report.md'))}", highlight=False)
     cli.console.print(
         f"evaluate it in the study beside the paper's circuit: neurogate run --model {model} --circuit "
         f"{folder / 'tuned-circuit.json'}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.errors import ConfigError
@@ -64,9 +65,9 @@ def ui(
     serve(
         settings,
         announce=lambda url: cli.console.print(
-            f"neurogate explorer: {url}  (Ctrl+C stops it)", highlight=False
+            f"neurogate explorer: {url}  (Ctrl+C stops it)", markup=False, highlight=False
         ),
-        warn=lambda text: cli.err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False),
+        warn=lambda text: cli.err_console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False),
     )
 
 
