@@ -127,7 +127,9 @@ def test_unusable_output_paths_fail_before_the_model_loads(
     lm.model.save_pretrained(tmp_path / "model")
     lm.tokenizer.save_pretrained(tmp_path / "model")
     neuron = Neuron(0, 1, 1.0, 1.0, 1.0, 0.0)
-    Circuit(neurons=[neuron], model={"spec": "tiny", "shape": lm.shape}).save(tmp_path / "c.json")
+    Circuit(neurons=[neuron], model={"spec": str(tmp_path / "model"), "shape": lm.shape}).save(
+        tmp_path / "c.json"
+    )
     args = [part.replace("{tmp}", str(tmp_path)) for part in command]
     result = runner.invoke(app, [*args, "--model", str(tmp_path / "model")])
     assert isinstance(result.exception, ConfigError), result.output

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.logging import RichHandler
 from transformers.utils import logging as hf_logging
 
 from neurogate.errors import ConfigError
+
+try:  # newer typer runs on its own copy of click: its context stack is the one commands run in
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+except ImportError:  # typer on the click package
+    from click import get_current_context  # type: ignore[no-redef]
+    from click.core import ParameterSource  # type: ignore[assignment]
 from neurogate.models import zoo
 from neurogate.models.inputs import BatchSize
 from neurogate.models.loading import LoadedModel, load_model, resolve_source
@@ -47,6 +54,15 @@ ModelOpt = Annotated[
         help="Hub id, local model directory, .gguf file, or zoo:NAME (see `neurogate models list`).",
     ),
 ]
+CircuitModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub id, local model directory, .gguf file, or zoo:NAME (default: the model the circuit was "
+        "found on, else the default model).",
+    ),
+]
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="auto (bf16 where fast, else float32), bfloat16, float16 or float32.")
 ]
@@ -76,6 +92,7 @@ class RunState:
 
     yes: bool = False
     saved: list[str] = []  # noqa: RUF012 - one process, one command
+    model_source: str = "the default"  # where the model came from when --model was not given
 
 
 def note_saved(text: str) -> None:
@@ -100,16 +117,17 @@ def _root(
     setup_logging(verbose)
     RunState.yes = yes
     RunState.saved = []
+    RunState.model_source = "the default"
 
 
 def given(param: str) -> bool:
     """Whether the running command's option ``param`` was given (on the command line or by environment)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     source = ctx.get_parameter_source(param) if ctx is not None else None
     return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
-def preflight_model(spec: str, explicit: bool) -> None:
+def preflight_model(spec: str, explicit: bool, source: str = "the default") -> None:
     """Check a model spec before any expensive step: the path exists and looks like a model, the zoo name is
     known, and a zoo model that must be pulled first is either small, named explicitly, or confirmed
     (``--yes``, or a prompt when interactive; otherwise an error saying what to pass)."""
@@ -123,7 +141,7 @@ def preflight_model(spec: str, explicit: bool) -> None:
     mib = entry.size / 2**20
     if mib <= ASK_MIB:
         return
-    question = f"--model was not given, so the default {spec} ({mib:,.0f} MiB download) would be pulled now"
+    question = f"--model was not given, so {source} {spec} ({mib:,.0f} MiB download) would be pulled now"
     if sys.stdin.isatty() and typer.confirm(f"{question}. Pull it?", default=False, err=True):
         return
     raise ConfigError(
@@ -134,8 +152,51 @@ def preflight_model(spec: str, explicit: bool) -> None:
 
 def load(model: str, dtype: str, device: str, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``--model`` with the common options (after :func:`preflight_model`)."""
-    preflight_model(model, explicit=given("model"))
+    preflight_model(model, explicit=given("model"), source=RunState.model_source)
     return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+def circuit_model(model: str, circuit: str | os.PathLike[str] | None) -> str:
+    """The model a command that applies a circuit loads: ``--model`` when given, else the model the circuit
+    was found on (said on stderr), else the default. A ``--model`` that is not the circuit's model is
+    refused, naming both: the circuit's neurons belong to the model it was found on."""
+    from neurogate.discovery.circuit import Circuit
+
+    spec = Circuit.load(circuit).model.get("spec") if circuit is not None else None
+    recorded = spec if isinstance(spec, str) and spec else None
+    if recorded is None:
+        return model
+    if not given("model"):
+        RunState.model_source = "the circuit's model"
+        err_console.print(
+            f"model: {recorded} (the circuit's model)", markup=False, highlight=False, soft_wrap=True
+        )
+        return recorded
+    if not same_model(model, recorded):
+        raise ConfigError(
+            f"--model {model} is not the model the circuit {circuit} was found on ({recorded}); leave "
+            f"--model out to use {recorded}, or find a circuit on {model} with `neurogate discover --model "
+            f"{model}`"
+        )
+    return model
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model specs name the same model: equal, or the same local folder or file (a zoo name
+    counts as its converted folder)."""
+    if a == b:
+        return True
+    where = [_local_path(s) for s in (a, b)]
+    return where[0] is not None and where[0] == where[1]
+
+
+def _local_path(spec: str) -> Path | None:
+    """The resolved local path a spec loads from, or ``None`` for a hub id or a missing path."""
+    if spec.startswith("zoo:"):
+        name = spec.removeprefix("zoo:")
+        return zoo.model_dir(name).resolve() if name in zoo.ZOO else None
+    path = Path(spec).expanduser()
+    return path.resolve() if path.exists() else None
 
 
 def parse_floats(text: str, option: str) -> list[float]:

@@ -146,7 +146,7 @@ def _number(text: str, command: str) -> float:
 
 @cli.app.command(rich_help_panel=cli.STEER)
 def chat(
-    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
     multiplier: MultiplierOpt = None,
     method: MethodOpt = None,
@@ -172,6 +172,7 @@ def chat(
         "layer": layer,
         "seed": seed,
     }
+    model = cli.circuit_model(model, circuit)
     method, multiplier = recorded_choice(circuit, method, multiplier, strength)
     lm = cli.load(model, dtype, device, trust_remote_code)
     session = ChatSession(

@@ -73,7 +73,7 @@ def export_command(
         Path | None, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover`.")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="dir, lora, gguf or control-vector.")] = "dir",
-    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     multiplier: Annotated[
         float | None,
         typer.Option(
@@ -121,6 +121,7 @@ def export_command(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    model = cli.circuit_model(model, circuit)
     if fmt == "control-vector":
         found = _directions(model, directions, positive, negative, dtype, device)
         hint = gguf_shape(read_gguf(gguf_source(model)))["arch"] if model.startswith("zoo:") else ""

@@ -35,7 +35,7 @@ def serve_command(
         list[float],
         typer.Option("--multiplier", "-x", help="Multiplier m to serve; repeat for several adapters."),
     ],
-    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     adapters: Annotated[
         Path, typer.Option("--adapters", help="Folder for the exported adapters (or folded models).")
     ] = Path("served"),
@@ -60,6 +60,7 @@ def serve_command(
     Requests then pick a condition by name: model="base" (unchanged) or model="cna-m0" (multiplier 0).
     Example: neurogate serve --circuit circuit.json --multiplier 0 --multiplier 0.5
     """
+    model = cli.circuit_model(model, circuit)
     loaded = Circuit.load(circuit)
     lm = cli.load(model, dtype, device)
     plan = VllmPlan(

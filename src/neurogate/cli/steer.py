@@ -132,7 +132,7 @@ def read_prompts(prompt: list[str] | None, prompts_spec: str | None, limit: int 
 
 @cli.app.command(rich_help_panel=cli.STEER)
 def steer(
-    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt (repeatable).")] = None,
     prompts_file: Annotated[
@@ -156,6 +156,7 @@ def steer(
 
     Example: neurogate steer --circuit circuit.json --multiplier 0 --prompt "How do I pick a lock?"
     """
+    model = cli.circuit_model(model, circuit)
     method, multiplier = recorded_choice(circuit, method, multiplier, strength)
     value = resolve_value(method, multiplier, strength)
     texts = read_prompts(prompt, prompts_file, limit)

@@ -23,7 +23,7 @@ from neurogate.outputs import check_dir_output
 # calls the library.
 @cli.app.command(rich_help_panel=cli.EVAL)
 def sweep(
-    model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: Annotated[
         Path | None, typer.Option("--circuit", "-c", help="Circuit JSON (default: discover one now).")
     ] = None,
@@ -76,6 +76,7 @@ def sweep(
 
     Example: neurogate sweep --model zoo:qwen2.5-coder-1.5b-instruct --circuit c.json --multipliers 1,0.5,0
     """
+    model = cli.circuit_model(model, circuit)
     chat = not no_chat
     evaluation = EvalSettings(
         max_new_tokens=max_new_tokens,
