@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 
@@ -18,8 +19,10 @@ ZOO_TEST_MODEL = "zoo:smollm2-135m-instruct"
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
-    """Tiny models are dominated by threading overhead; one thread is faster and steadier on shared CPUs."""
+    """Tiny models are dominated by threading overhead; one thread is faster and steadier on shared CPUs.
+    Commands run in this process keep it (``NEUROGATE_THREADS``) instead of measuring the idle cores."""
     torch.set_num_threads(1)
+    os.environ["NEUROGATE_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)

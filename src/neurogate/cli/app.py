@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from transformers.utils import logging as hf_logging
 
+from neurogate.cli.threads import RootOpt as ThreadsOpt
+from neurogate.cli.threads import ThreadedGroup, remember_root
 from neurogate.errors import ConfigError
 
 try:  # newer typer runs on its own copy of click: its context stack is the one commands run in
@@ -36,6 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",
+    cls=ThreadedGroup,  # every command takes --threads
 )
 
 DEFAULT_SPEC = f"zoo:{DEFAULT_MODEL}"
@@ -109,6 +112,7 @@ def _root(
         bool,
         typer.Option("--yes", "-y", help=f"Pull a large zoo model without asking (over {ASK_MIB} MiB)."),
     ] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """neurogate: contrastive neuron attribution and steering for any Hugging Face causal LM.
 
@@ -118,6 +122,7 @@ def _root(
     RunState.yes = yes
     RunState.saved = []
     RunState.model_source = "the default"
+    remember_root(threads)
 
 
 def given(param: str) -> bool:
