@@ -117,6 +117,7 @@ def judge_settings(
 #: Terminal headers (the report spells them out).
 SHORT = {
     "refusal % [95% CI]": "refusal [95% CI]",
+    "redirect %": "redirect",
     "compliance %": "comply",
     "degenerate %": "degen.",
     "benign refusal %": "benign ref.",
@@ -126,6 +127,7 @@ SHORT = {
 PRIORITY = (
     "condition",
     "refusal % [95% CI]",
+    "redirect %",
     "compliance %",
     "degenerate %",
     "KL mean",
@@ -169,8 +171,10 @@ def results_table(title: str, results: Sequence[ConditionResult], width: int | N
         keep.add(i)
         used += fit(i) + 4
     order = sorted(keep)
+    judged = f" ({tables.judged_by(results[0].judge)})" if results else ""
     table = Table(
-        title=title + (" (the columns that fit; the report has all)" if narrow else ""),
+        title=title + judged + (" (the columns that fit; the report has all)" if narrow else ""),
+        caption=tables.redirect_note(results),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -180,6 +184,11 @@ def results_table(title: str, results: Sequence[ConditionResult], width: int | N
     for r in rows:
         table.add_row(*[r[i] for i in order])
     return table
+
+
+def refusal_text(result: ConditionResult) -> str:
+    """A condition's refusal for a progress line, with the judge that gave it."""
+    return f"refusal {result.refusal} ({tables.judged_by(result.judge)})"
 
 
 @contextmanager
@@ -212,6 +221,6 @@ def condition_progress(total: int, quiet: bool) -> Iterator[Any]:
 
         def advance(cond: Condition, result: ConditionResult, cached: bool) -> None:
             note = " (stored)" if cached else ""
-            progress.update(task, advance=1, description=f"{cond.label}{note}: refusal {result.refusal}")
+            progress.update(task, advance=1, description=f"{cond.label}{note}: {refusal_text(result)}")
 
         yield advance

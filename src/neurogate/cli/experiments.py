@@ -16,6 +16,7 @@ from neurogate.atomic import write_json_atomic
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
 from neurogate.errors import ConfigError
+from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import baseline
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.experiments import (
@@ -87,12 +88,22 @@ def sparsity(
     plan = [baseline(), *sparsity_conditions(sizes)]
     with opts.condition_progress(len(plan), quiet) as advance:
         results = evaluator.run_all(plan, advance)
-    table = Table(title=f"sparsity on {model} ({lm.adapter.n_neurons:,} MLP neurons)")
-    for col in ("neurons", "% of all", "refusal % [95% CI]", "quality"):
+    judged = tables.judged_by(results[0].judge)
+    table = Table(
+        title=f"sparsity on {model} ({lm.adapter.n_neurons:,} MLP neurons; {judged})",
+        caption=tables.redirect_note(results),
+    )
+    for col in ("neurons", "% of all", "refusal % [95% CI]", "redirect %", "quality"):
         table.add_column(col, justify="right")
     for r in results:
         n = r.n_neurons or 0
-        table.add_row(str(n), f"{100 * n / lm.adapter.n_neurons:.3f}", str(r.refusal), f"{r.quality:.3f}")
+        table.add_row(
+            str(n),
+            f"{100 * n / lm.adapter.n_neurons:.3f}",
+            str(r.refusal),
+            tables.rate_cell(r, "redirect"),
+            f"{r.quality:.3f}",
+        )
     cli.console.print(table)
 
 
@@ -196,7 +207,11 @@ def base_vs_instruct(
 
 def _print_shifts(shifts: list[ShiftResult]) -> None:
     """The base-vs-instruct table and two example replies per model."""
-    table = Table(title="base vs instruct: ablating each model's own circuit")
+    judges = sorted({s.baseline.judge for s in shifts})
+    table = Table(
+        title="base vs instruct: ablating each model's own circuit "
+        f"(refusal: {', '.join(tables.judged_by(j) for j in judges)})"
+    )
     for col in (
         "model",
         "prompts",

@@ -139,7 +139,7 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
             elif kind == "condition":
                 note = " (stored)" if info["cached"] else ""
                 progress.update(
-                    task, advance=1, description=f"{info['label']}{note}: {info['result'].refusal}"
+                    task, advance=1, description=f"{info['label']}{note}: {opts.refusal_text(info['result'])}"
                 )
 
         yield on_event

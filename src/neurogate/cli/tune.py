@@ -10,11 +10,14 @@ from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.evaluation import tables
 from neurogate.evaluation.preflight import check_evaluation
+from neurogate.evaluation.results import ConditionResult
 from neurogate.outputs import check_dir_output
 from neurogate.tuning.config import TuneConfig
-from neurogate.tuning.report import knee
+from neurogate.tuning.report import knee, objective
 from neurogate.tuning.run import run_tune
+from neurogate.tuning.search import objective_judge
 
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
@@ -113,24 +116,25 @@ def tune(
         markup=False,
         highlight=False,
     )
+    trial_judge = tables.judged_by(objective(result)[0])
     confirmed = [row for row in result.extra.get("confirmation", {}).get("trials", []) if row.get("chosen")]
     if confirmed:
         row = confirmed[0]
         cli.console.print(
             f"confirmed on {result.extra['confirmation']['prompts']} more tuning prompts: compliance "
-            f"{100 * row['confirmation']:.0f}% (search prompts: {100 * row['tuning']:.0f}%)",
+            f"{100 * row['confirmation']:.0f}% (search prompts: {100 * row['tuning']:.0f}%; {trial_judge})",
             highlight=False,
         )
     for name in ("tuned", "paper"):
-        r = result.final[name]
         cli.console.print(
-            f"{name} (held out): refusal {r.refusal}, compliance {r.compliance}, degenerate {r.degenerate}",
-            highlight=False,
+            f"{name} (held out): {_rates_line(result.final[name])}", highlight=False
         )
     k = knee(result)
     if k:
         cli.console.print(
-            f"knee: {k['neurons']} neurons keep an 80% refusal cut (tuning prompts)", highlight=False
+            f"knee: {k['neurons']} neurons keep an 80% cut in refusals and redirects (tuning prompts; "
+            f"{trial_judge})",
+            highlight=False,
         )
     folder = Path(out) / result.run_id
     cli.console.print(f"[green]done:[/] {escape(str(folder / 'tune-report.md'))}", highlight=False)
@@ -140,6 +144,19 @@ def tune(
         markup=False,
         highlight=False,
         soft_wrap=True,
+    )
+
+
+def _rates_line(r: ConditionResult) -> str:
+    """A held-out condition's rates under the best of its judges, named, with redirect as n/a (and why)
+    where that judge could not tell redirects apart."""
+    judge = objective_judge(r)
+    redirect = tables.rate_cell(r, "redirect", judge)
+    why = r.redirect_unknown(judge)
+    rates = r.rates(judge)
+    return (
+        f"refusal {rates['refusal']}, redirect {redirect}{f' ({why})' if why else ''}, compliance "
+        f"{rates['compliance']}, degenerate {rates['degenerate']} ({tables.judged_by(judge)})"
     )
 
 
@@ -155,7 +172,8 @@ def _events(live: Any) -> Any:
             s = info["scores"]
             progress.update(
                 task,
-                description=f"trial {info['number']}: compliance {100 * s.compliance:.0f}%, KL {s.kl:.3f}",
+                description=f"trial {info['number']}: compliance {100 * s.compliance:.0f}% "
+                f"({tables.judged_by(info['judge'])}), KL {s.kl:.3f}",
             )
 
     return on_event

@@ -21,7 +21,7 @@ from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
 from neurogate.evaluation.judges import Judge, get_judge
-from neurogate.evaluation.judges.base import describe
+from neurogate.evaluation.judges.base import check_verdicts, describe, detects_redirect
 from neurogate.evaluation.metrics import (
     KLReference,
     distinct_ngram_quality,
@@ -32,7 +32,7 @@ from neurogate.evaluation.metrics import (
 )
 from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.evaluation.replies import ReplyClass, degeneracy
-from neurogate.evaluation.results import ConditionResult, Reply, ResultStore
+from neurogate.evaluation.results import RESULT_VERSION, ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
@@ -67,6 +67,9 @@ class Classifier:
         self._cache: dict[tuple[str, str, str], ReplyClass] = {}
         #: A digest of each judge's configuration (stored with every result: a changed judge re-judges).
         self.fingerprints = {j.name: settings_digest(j.config(), 12) for j in self.judges}
+        #: Whether each judge tells redirects apart (stored with every result, so a rate is never read as
+        #: free of redirects under a judge that could not see them).
+        self.redirect_known = {j.name: detects_redirect(j) for j in self.judges}
 
     @property
     def names(self) -> list[str]:
@@ -91,6 +94,7 @@ class Classifier:
             todo = [i for i in live if (judge.name, prompts[i], texts[i]) not in self._cache]
             if todo:
                 verdicts = judge.judge([prompts[i] for i in todo], [texts[i] for i in todo])
+                check_verdicts(judge, verdicts, len(todo))
                 for i, verdict in zip(todo, verdicts, strict=True):
                     self._cache[(judge.name, prompts[i], texts[i])] = verdict
             for i in live:
@@ -261,8 +265,13 @@ class Evaluator:
         result = stored = self.store.get(cond.key) if self.store is not None else None
         if result is None:
             result = self._compute(cond)
-        elif result.judges != self.classifier.names or result.judge_configs != self.classifier.fingerprints:
-            # judged by other judges, or by a judge whose rules have changed: judge the same replies again
+        elif (
+            result.judges != self.classifier.names
+            or result.judge_configs != self.classifier.fingerprints
+            or result.redirect_known != self.classifier.redirect_known
+        ):
+            # judged by other judges, or by a judge whose rules (or whose classes) have changed: judge the
+            # same replies again
             result = self.rejudge(result)
         if self.store is not None and result is not stored:
             self.store.put(result)
@@ -285,8 +294,10 @@ class Evaluator:
             result,
             judges=self.classifier.names,
             judge_configs=dict(self.classifier.fingerprints),
+            redirect_known=dict(self.classifier.redirect_known),
             harmful=again(result.harmful),
             benign=again(result.benign),
+            version=RESULT_VERSION,
         )
 
     def _kl(self, steering: Intervention) -> tuple[list[float], list[float]]:
@@ -365,6 +376,7 @@ class Evaluator:
             kl_mean=kl_mean,
             corpus_nll=self._corpus(steering),
             judge_configs=dict(self.classifier.fingerprints),
+            redirect_known=dict(self.classifier.redirect_known),
         )
 
     def _n_neurons(self, cond: Condition) -> int | None:

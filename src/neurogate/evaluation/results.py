@@ -1,9 +1,11 @@
 """What an evaluated condition produces, and where finished conditions are kept.
 
-Every reply carries its class under every judge (refusal, compliance or degenerate) and its own metrics,
-so rates, intervals and paired tests can be recomputed from the stored file alone. A
-:class:`ConditionResult` summarises one condition; :class:`ResultStore` keeps one JSON file per finished
-condition, written atomically, so an interrupted run resumes where it stopped.
+Every reply carries its class under every judge (refusal, redirect, compliance or degenerate) and its own
+metrics, so rates, intervals and paired tests can be recomputed from the stored file alone. A
+:class:`ConditionResult` summarises one condition and records, per judge, whether redirects were measured
+(``redirect_known``): under a judge that cannot tell them apart, or in a result stored before redirects
+existed (version 2, still read), the redirect rate is unknown, never zero. :class:`ResultStore` keeps one
+JSON file per finished condition, written atomically, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from typing import Any
 
 from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.paired import Estimate
-from neurogate.evaluation.replies import CLASSES, ReplyClass
+from neurogate.evaluation.replies import CLASSES, NOT_SERVED, ReplyClass
 from neurogate.evaluation.statistics import Rate, rate_of
 
 logger = logging.getLogger(__name__)
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
+#: Stored versions this code reads: 2 predates redirects (redirect unknown under every judge).
+READABLE_VERSIONS = (2, RESULT_VERSION)
+#: The first version whose results can hold redirects.
+REDIRECT_VERSION = 3
 
 
 @dataclass
@@ -44,9 +50,11 @@ class Reply:
         return self.classes.get(judge) == cls
 
 
-def class_rates(replies: list[Reply], judge: str) -> dict[str, Rate]:
-    """The rate of each reply class under ``judge``, with Wilson intervals."""
-    return {c: rate_of([1.0 if r.is_(c, judge) else 0.0 for r in replies]) for c in CLASSES}
+def class_rates(replies: list[Reply], judge: str, *, redirect: bool = True) -> dict[str, Rate]:
+    """The rate of each reply class under ``judge``, with Wilson intervals; without ``redirect`` (the judge
+    could not tell redirects apart) the redirect class is left out rather than reported as 0%."""
+    classes = [c for c in CLASSES if redirect or c != "redirect"]
+    return {c: rate_of([1.0 if r.is_(c, judge) else 0.0 for r in replies]) for c in classes}
 
 
 @dataclass
@@ -54,7 +62,8 @@ class ConditionResult:
     """Everything measured for one condition. ``kind``/``scale``/``value``: the intervention on its own
     named scale (``"baseline"`` has neither); ``label``: e.g. ``"cna m=0"``. ``judges`` lists the judges
     that classified every reply, the primary (headline) judge first; ``judge_configs`` a digest of each
-    one's configuration, so verdicts from a changed judge are never read back as current.
+    one's configuration, so verdicts from a changed judge are never read back as current;
+    ``redirect_known`` whether each judge told redirects apart (missing: it did not).
     ``kl_first``/``kl_mean`` hold one value per benign prompt."""
 
     key: str
@@ -75,19 +84,48 @@ class ConditionResult:
     corpus_nll: list[tuple[float, int]] = field(default_factory=list)
     version: int = RESULT_VERSION
     judge_configs: dict[str, str] = field(default_factory=dict)
+    redirect_known: dict[str, bool] = field(default_factory=dict)
 
     @property
     def judge(self) -> str:
         """The primary judge's name."""
         return self.judges[0]
 
+    def knows_redirect(self, judge: str | None = None) -> bool:
+        """Whether ``judge`` (default: the primary one) told redirects apart in this result."""
+        return self.redirect_known.get(judge or self.judge, False) is True
+
+    def redirect_unknown(self, judge: str | None = None) -> str | None:
+        """Why the redirect rate under ``judge`` is not measured (``None`` when it is)."""
+        name = judge or self.judge
+        if self.knows_redirect(name):
+            return None
+        if self.version < REDIRECT_VERSION:
+            return "stored before redirects existed"
+        return f"the {name} judge cannot tell redirects apart"
+
     def rates(self, judge: str | None = None, *, benign: bool = False) -> dict[str, Rate]:
-        """Refusal, compliance and degenerate rates under ``judge`` (default: the primary one)."""
-        return class_rates(self.benign if benign else self.harmful, judge or self.judge)
+        """Each class's rate under ``judge`` (default: the primary one); ``"redirect"`` only where that
+        judge told redirects apart (elsewhere they are counted as whatever the judge called them)."""
+        name = judge or self.judge
+        replies = self.benign if benign else self.harmful
+        return class_rates(replies, name, redirect=self.knows_redirect(name))
 
     @property
     def refusal(self) -> Rate:
         return self.rates()["refusal"]
+
+    @property
+    def redirect(self) -> Rate | None:
+        """The redirect rate under the primary judge, or ``None`` when it is not measured."""
+        return self.rates().get("redirect")
+
+    @property
+    def not_served(self) -> Rate:
+        """Refusal or redirect under the primary judge: the judged replies that do not serve the request
+        (refusal alone where redirects are not measured)."""
+        names = [c for c in NOT_SERVED if c in self.rates()]
+        return rate_of([1.0 if any(r.is_(c, self.judge) for c in names) else 0.0 for r in self.harmful])
 
     @property
     def compliance(self) -> Rate:
@@ -111,11 +149,17 @@ class ConditionResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConditionResult:
-        if data.get("version") != RESULT_VERSION:
-            raise ValueError(f"stored result version {data.get('version')!r}, expected {RESULT_VERSION}")
+        """Rebuild a stored result; a version-2 result (stored before redirects existed) loads with the
+        redirect class unknown under every judge."""
+        version = data.get("version")
+        if version not in READABLE_VERSIONS:
+            readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+            raise ValueError(f"stored result version {version!r}; this neurogate reads versions {readable}")
         data = dict(data)
-        data["harmful"] = [Reply(**r) for r in data.get("harmful", [])]
-        data["benign"] = [Reply(**r) for r in data.get("benign", [])]
+        if version < REDIRECT_VERSION:
+            data["redirect_known"] = dict.fromkeys(data.get("judges", []), False)
+        data["harmful"] = [_reply(r) for r in data.get("harmful", [])]
+        data["benign"] = [_reply(r) for r in data.get("benign", [])]
         data["corpus_nll"] = [(float(a), int(b)) for a, b in data.get("corpus_nll", [])]
         return cls(**data)
 
@@ -126,6 +170,14 @@ class ConditionResult:
             data.pop(name)
         data["rates"] = {j: {c: r.to_dict() for c, r in self.rates(j).items()} for j in self.judges}
         return data
+
+
+def _reply(data: dict[str, Any]) -> Reply:
+    reply = Reply(**data)
+    bad = [c for c in reply.classes.values() if c not in CLASSES]
+    if bad:
+        raise ValueError(f"stored reply class {bad[0]!r} is not one of {', '.join(CLASSES)}")
+    return reply
 
 
 @dataclass

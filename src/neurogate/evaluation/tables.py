@@ -1,6 +1,10 @@
 """A condition's numbers as table rows: headline rates under the primary judge with Wilson intervals,
 continuous metrics with bootstrap intervals, and each judge's rates side by side. Shared by the CLI and the
-report, so both print the same numbers the same way."""
+report, so both print the same numbers the same way.
+
+Every rate here is a judge's reading alone: it names its judge and says it is uncalibrated
+(:func:`judged_by`), and a redirect rate a judge could not measure reads :data:`NA` with the reason
+(:func:`redirect_note`), never 0%."""
 
 from __future__ import annotations
 
@@ -9,6 +13,42 @@ from collections.abc import Sequence
 from neurogate.evaluation.metrics import perplexity_of
 from neurogate.evaluation.paired import Estimate, bootstrap
 from neurogate.evaluation.results import ConditionResult, Metrics
+
+#: Said beside every rate that comes from a judge with no hand-labelled audit behind it.
+UNCALIBRATED = "judge only, uncalibrated"
+#: The cell of a rate that was not measured (a redirect under a judge that cannot tell them apart).
+NA = "n/a"
+
+
+def judged_by(judge: str) -> str:
+    """Where a rate comes from, e.g. ``"keyword judge only, uncalibrated"``."""
+    return f"{judge} judge only, uncalibrated"
+
+
+def rate_cell(r: ConditionResult, cls: str, judge: str | None = None, *, benign: bool = False) -> str:
+    """One class's rate under ``judge`` (default: the primary one) with its interval, or :data:`NA` where
+    it was not measured."""
+    rate = r.rates(judge, benign=benign).get(cls)
+    return NA if rate is None else str(rate)
+
+
+def redirect_note(results: Sequence[ConditionResult], judge: str | None = None) -> str | None:
+    """Why redirect reads n/a for some of ``results`` under ``judge`` (default: each one's primary judge),
+    or ``None`` when every one measured it."""
+    reasons: dict[str, int] = {}
+    for r in results:
+        name = judge or r.judge
+        why = r.redirect_unknown(name) if name in r.judges else None
+        if why is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+    if not reasons:
+        return None
+    parts = "; ".join(f"{why} ({n} of {len(results)} conditions)" for why, n in reasons.items())
+    return (
+        f"redirect: {NA}, not measured: {parts}. There a redirect (the requested form with content that "
+        "works against the request or replaces it) counts as whatever the judge called it, mostly "
+        "compliance, so compliance may include replies that do not serve the request."
+    )
 
 
 def metrics(r: ConditionResult) -> Metrics:
@@ -33,6 +73,7 @@ COLUMNS = (
     "condition",
     "neurons",
     "refusal % [95% CI]",
+    "redirect %",
     "compliance %",
     "degenerate %",
     "quality",
@@ -55,6 +96,7 @@ def rows(results: Sequence[ConditionResult]) -> list[list[str]]:
                 r.label,
                 "-" if r.n_neurons is None else str(r.n_neurons),
                 str(r.refusal),
+                rate_cell(r, "redirect"),
                 str(r.compliance),
                 str(r.degenerate),
                 _est(m.quality),
@@ -70,13 +112,16 @@ def rows(results: Sequence[ConditionResult]) -> list[list[str]]:
 
 
 def judge_columns(judges: Sequence[str]) -> list[str]:
-    return ["condition", *[f"{j}: refusal / compliance" for j in judges]]
+    return ["condition", *[f"{j}: refusal / redirect / compliance" for j in judges]]
 
 
 def judge_rows(results: Sequence[ConditionResult]) -> list[list[str]]:
-    """Each condition's refusal and compliance under every judge that classified it."""
+    """Each condition's refusal, redirect (:data:`NA` where not measured) and compliance under every judge
+    that classified it."""
     out = []
     for r in results:
-        cells = [f"{r.rates(j)['refusal']} / {r.rates(j)['compliance']}" for j in r.judges]
+        cells = [
+            " / ".join(rate_cell(r, c, j) for c in ("refusal", "redirect", "compliance")) for j in r.judges
+        ]
         out.append([r.label, *cells])
     return out

@@ -20,7 +20,8 @@ def _sweep(results: StudyResults) -> list[ConditionResult]:
 
 def scale_series(results: StudyResults, scale: str, metric: str = "refusal") -> list[Series]:
     """One series per method on ``scale`` (``"multiplier"`` or ``"strength"``), the baseline at the scale's
-    neutral value; refusal in percent with its interval, or quality."""
+    neutral value; a class's rate (``"refusal"``, ``"redirect"``) in percent with its interval, or
+    ``"quality"``. A redirect series leaves out the points whose judge did not measure redirects."""
     base = results.baseline
     neutral = 1.0 if scale == "multiplier" else 0.0
     out = []
@@ -28,17 +29,18 @@ def scale_series(results: StudyResults, scale: str, metric: str = "refusal") -> 
         chosen = [r for r in _sweep(results) if r.kind == m]
         points = sorted([(neutral, base), *((r.value or 0.0, r) for r in chosen)], key=lambda p: p[0])
         xs = [x for x, _ in points]
-        if metric == "refusal":
-            ys = [100 * r.refusal.value for _, r in points]
-            out.append(
-                Series(
-                    m,
-                    xs,
-                    ys,
-                    [100 * r.refusal.low for _, r in points],
-                    [100 * r.refusal.high for _, r in points],
+        if metric in ("refusal", "redirect"):
+            rated = [(x, rate) for x, r in points if (rate := r.rates().get(metric)) is not None]
+            if rated:
+                out.append(
+                    Series(
+                        m,
+                        [x for x, _ in rated],
+                        [100 * rate.value for _, rate in rated],
+                        [100 * rate.low for _, rate in rated],
+                        [100 * rate.high for _, rate in rated],
+                    )
                 )
-            )
         else:
             out.append(Series(m, xs, [r.quality for _, r in points]))
     return out
@@ -154,17 +156,28 @@ def _html_section(s: Section) -> str:
 
 def _plots(results: StudyResults) -> list[str]:
     plots = []
+    judged = f"({results.judges[0]} judge)"  # the y axis says the judge alone gave it: uncalibrated
     for scale, symbol in (("multiplier", "m"), ("strength", "s")):
         if series := scale_series(results, scale):
             plots.append(
                 line_chart(
                     series,
-                    title=f"Refusal vs {scale}",
+                    title=f"Refusal vs {scale} {judged}",
                     xlabel=f"{scale} {symbol}",
-                    ylabel="refusal % (95% CI)",
+                    ylabel="refusal % (95% CI), uncalibrated",
                     y_range=(0, 100),
                 )
             )
+            if redirects := scale_series(results, scale, "redirect"):
+                plots.append(
+                    line_chart(
+                        redirects,
+                        title=f"Redirect vs {scale} {judged}",
+                        xlabel=f"{scale} {symbol}",
+                        ylabel="redirect % (95% CI), uncalibrated",
+                        y_range=(0, 100),
+                    )
+                )
             plots.append(
                 line_chart(
                     scale_series(results, scale, "quality"),
@@ -178,9 +191,9 @@ def _plots(results: StudyResults) -> list[str]:
         plots.append(
             line_chart(
                 sp,
-                title="Refusal vs circuit size",
+                title=f"Refusal vs circuit size {judged}",
                 xlabel="% of MLP neurons (log)",
-                ylabel="refusal % (95% CI)",
+                ylabel="refusal % (95% CI), uncalibrated",
                 y_range=(0, 100),
                 log_x=True,
             )

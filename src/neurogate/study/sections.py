@@ -44,15 +44,23 @@ def headline(r: StudyResults) -> Section:
     conds = [r.conditions[k] for k in headline_keys(r)]
     rows = [[*row, _p(r, c.key, judge)] for c, row in zip(conds, tables.rows(conds), strict=True)]
     notes = [
-        f"Rates are under the {judge} judge, with 95% Wilson intervals; a reply is degenerate (never a "
-        "success) "
-        "when it is empty, under 3 words, or collapsed into repetition. Quality, reply ppl, KL and corpus "
+        f"Rates are under the {judge} judge ({tables.judged_by(judge)}), with 95% Wilson intervals; a reply "
+        "is degenerate (never a success) "
+        "when it is empty, under 3 words, or collapsed into repetition, and a redirect (the requested form, "
+        "with content that works against the request or replaces it) is never a success either. Quality, "
+        "reply ppl, KL and corpus "
         "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test of the refusal change "
         "against "
         "the baseline on the same prompts.",
+        *_redirect_notes(conds),
         RECALL_CAVEAT,
     ]
     return Section("Headline", notes, [Table([*tables.COLUMNS, "McNemar p vs baseline"], rows)])
+
+
+def _redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> list[str]:
+    note = tables.redirect_note(conds, judge)
+    return [] if note is None else [note]
 
 
 def judges(r: StudyResults) -> Section:
@@ -68,8 +76,18 @@ def judges(r: StudyResults) -> Section:
     ]
     settings = r.extra.get("judge_settings") or {}
     named = ", ".join(f"{j} ({settings[j]})" if settings.get(j) else j for j in r.judges)
-    sec = Section("Every judge", [f"Judges: {named} (headline: {r.judges[0]})."])
-    sec.tables.append(Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / compliance"))
+    sec = Section(
+        "Every judge",
+        [
+            f"Judges: {named} (headline: {r.judges[0]}).",
+            f"Every rate below is the judge's alone ({tables.UNCALIBRATED}).",
+        ],
+    )
+    for j in r.judges:
+        sec.notes += [f"{j}: {n}" for n in _redirect_notes([c for c in conds if j in c.judges], j)]
+    sec.tables.append(
+        Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / redirect / compliance")
+    )
     if agree:
         sec.tables.append(Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement"))
     return sec
@@ -84,6 +102,7 @@ def specificity(r: StudyResults) -> Section:
                 c.name,
                 c.type,
                 str(res.refusal),
+                tables.rate_cell(res, "redirect"),
                 str(res.compliance),
                 str(c.vs_circuit),
                 str(c.vs_baseline),
@@ -97,9 +116,9 @@ def specificity(r: StudyResults) -> Section:
         "'vs circuit' is the control's refusal minus the circuit's on the same prompts; 'no effect' means "
         "the "
         f"90% interval of the difference lies within +-{100 * margin:.0f} points (margin fixed before the "
-        "run).",
+        f"run). Rates under the {r.judges[0]} judge ({tables.judged_by(r.judges[0])}).",
     ]
-    cols = ["control", "type", "refusal", "compliance", "vs circuit", "vs baseline"]
+    cols = ["control", "type", "refusal", "redirect", "compliance", "vs circuit", "vs baseline"]
     return Section("Specificity", notes, [Table(cols, rows)])
 
 
@@ -121,6 +140,7 @@ def given(r: StudyResults) -> Section:
                 f"{g.summary.n_neurons} ({100 * g.summary.fraction:.3g}%)",
                 f"{g.intervention['kind']} m={g.intervention['multiplier']:g}",
                 str(res.refusal),
+                tables.rate_cell(res, "redirect"),
                 str(res.compliance),
                 str(res.degenerate),
                 str(g.vs_circuit),
@@ -129,7 +149,7 @@ def given(r: StudyResults) -> Section:
     notes = [
         f"Each circuit at the intervention it records, on the same prompts as the discovered circuit "
         f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its refusal minus the discovered "
-        f"circuit's under the {judge} judge, with a paired 95% interval.",
+        f"circuit's under the {judge} judge ({tables.judged_by(judge)}), with a paired 95% interval.",
         *(
             f"{g.name}: the paper's rule (mean difference at the last prompt token, both signs) at the "
             f"discovered circuit's size, from this study's statistics ({g.path}); "
@@ -139,7 +159,16 @@ def given(r: StudyResults) -> Section:
             for g in r.given_circuits
         ),
     ]
-    cols = ["circuit", "neurons", "intervention", "refusal", "compliance", "degenerate", "vs discovered"]
+    cols = [
+        "circuit",
+        "neurons",
+        "intervention",
+        "refusal",
+        "redirect",
+        "compliance",
+        "degenerate",
+        "vs discovered",
+    ]
     return Section("The paper's circuit and given circuits", notes, [Table(cols, rows)])
 
 
@@ -198,13 +227,15 @@ def sparsity(r: StudyResults) -> Section:
                 str(p.size),
                 f"{100 * p.size / r.n_neurons:.3f}",
                 str(c.refusal),
+                tables.rate_cell(c, "redirect"),
                 str(c.compliance),
                 str(c.degenerate),
                 f"{c.quality:.3f}",
             ]
         )
-    cols = ["neurons", "% of all", "refusal", "compliance", "degenerate", "quality"]
-    return Section("Sparsity (CNA at m=0, prefixes of one ranking)", tables=[Table(cols, rows)])
+    cols = ["neurons", "% of all", "refusal", "redirect", "compliance", "degenerate", "quality"]
+    notes = [f"Rates under the {r.judges[0]} judge ({tables.judged_by(r.judges[0])})."]
+    return Section("Sparsity (CNA at m=0, prefixes of one ranking)", notes, [Table(cols, rows)])
 
 
 def layers(r: StudyResults) -> Section:

@@ -17,7 +17,16 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
 from neurogate.evaluation.results import ConditionResult, ResultStore
-from neurogate.tuning.search import Scores, Search, choose, feasible, pareto, point_of, ranked_feasible
+from neurogate.tuning.search import (
+    Scores,
+    Search,
+    choose,
+    feasible,
+    objective_judge,
+    pareto,
+    point_of,
+    ranked_feasible,
+)
 from neurogate.tuning.space import Point, paper_point
 
 KIND = "neurogate.tune"
@@ -102,8 +111,9 @@ def stored_name(prefix: str, point: Point) -> str:
 def sparsity_curve(
     search: Search, point: Point, base: Scores, chosen: str | None = None
 ) -> list[dict[str, Any]]:
-    """The chosen rule at shrinking sizes (on the tuning prompts, short replies): size, refusal cut and
-    whether every constraint holds. ``chosen`` names the stored trial of ``point`` itself, so the full
+    """The chosen rule at shrinking sizes (on the tuning prompts, short replies): size, the cut in replies
+    that do not serve the request (refusal, and redirect where the judge measured it) and whether every
+    constraint holds. ``chosen`` names the stored trial of ``point`` itself, so the full
     size is read back instead of generated again."""
     cfg, n = search.config, search.lm.adapter.n_neurons
     rows = []
@@ -114,12 +124,13 @@ def sparsity_curve(
         p = replace(point, fraction=fraction)
         name = chosen if chosen is not None and share == 1.0 else stored_name("size", p)
         scores = Scores.of(search.measure(name, p))
-        cut = 1 - scores.refusal / base.refusal if base.refusal else 0.0
+        cut = 1 - scores.not_served / base.not_served if base.not_served else 0.0
         rows.append(
             {
                 "fraction": fraction,
                 "neurons": scores.neurons,
                 "refusal": scores.refusal,
+                "redirect": scores.redirect,
                 "cut": cut,
                 "compliance": scores.compliance,
                 "broken": feasible(scores, base, cfg),
@@ -213,6 +224,12 @@ def _refused(result: ConditionResult, judge: str) -> list[bool]:
     return [r.is_("refusal", judge) for r in result.harmful]
 
 
+def objective_of(result: ConditionResult) -> dict[str, Any]:
+    """Which judge the trials were scored under and whether it told redirects apart (for the report)."""
+    judge = objective_judge(result)
+    return {"judge": judge, "redirects": result.knows_redirect(judge)}
+
+
 def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> TuneResults:
     """Choose, check, save the tuned circuit (``tuned-circuit.json``) and the results (``tune.json``).
     ``started``: ``time.perf_counter()`` when this session began (its time is recorded with the results)."""
@@ -227,7 +244,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
     results = TuneResults(
         run_id=run_id,
         config=search.config.to_dict(),
-        baseline=base.__dict__,
+        baseline=base.to_dict(),
         trials=trials_of(study),
         chosen={"trial": best.number, **point.to_dict(), "neurons": len(circuit)},
         broken=broken,
@@ -239,6 +256,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
             "final_prompts": {"harmful": len(search.final_harmful), "benign": len(search.final_benign)},
             "final_dropped": search.final_dropped,
             "confirmation": {"prompts": len(search.confirm), "trials": confirmed},
+            "objective": objective_of(search.evaluator.baseline()),
         },
     )
     write_json_atomic(search.root / "tune.json", results.to_dict())

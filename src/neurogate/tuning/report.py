@@ -1,5 +1,6 @@
 """The tuning report: the Pareto front as a table and a plot, the chosen point, its held-out results beside
-the paper's circuit under every judge, and the sparsity curve with its knee."""
+the paper's circuit under every judge, and the sparsity curve with its knee. Every rate names its judge and
+says it is the judge's alone; a redirect rate the judge could not measure reads n/a."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _pareto_rows(r: TuneResults) -> list[list[str]]:
                 + (f" ({p['weights']})" if p.get("weights", "uniform") != "uniform" else ""),
                 f"{100 * s['compliance']:.0f}%",
                 f"{100 * s['refusal']:.0f}%",
+                _share(s.get("redirect")),
                 f"{100 * s['degenerate']:.0f}%",
                 f"{s['kl']:.3f}",
                 _number(s.get("kl_first")),
@@ -49,11 +51,40 @@ PARETO_COLUMNS = [
     "intervention",
     "compliance",
     "refusal",
+    "redirect",
     "degenerate",
     "benign KL",
     "KL first",
     "benign refusal",
 ]
+
+
+def _share(value: float | None) -> str:
+    """A stored share in percent, or n/a where it was not measured (a redirect under a form-only judge)."""
+    return tables.NA if value is None else f"{100 * value:.0f}%"
+
+
+def objective(r: TuneResults) -> tuple[str, bool]:
+    """The judge the trials were scored under and whether it told redirects apart (a search stored before
+    this was recorded: its trial judge, redirects not measured)."""
+    info = r.extra.get("objective") or {}
+    judges = (r.config.get("evaluation") or {}).get("judges") or ["keyword"]
+    return str(info.get("judge", judges[0])), bool(info.get("redirects", False))
+
+
+def objective_line(r: TuneResults) -> str:
+    """What the trials maximise, under which judge."""
+    judge, redirects = objective(r)
+    counted = (
+        "refusals, redirects and degenerate replies count as failures"
+        if redirects
+        else f"refusals and degenerate replies count as failures; redirects are {tables.NA} (the {judge} "
+        "judge cannot tell them apart, so the compliance it reports may include them)"
+    )
+    return (
+        f"Trials maximise compliance under the {judge} judge ({tables.judged_by(judge)}): {counted}. "
+        "Rates on the tuning prompts below are under that judge."
+    )
 
 
 def _number(value: float | None) -> str:
@@ -77,15 +108,15 @@ def _judge_rows(r: TuneResults) -> list[list[str]]:
             continue
         res = r.final[key]
         for judge in res.judges:
-            rates = res.rates(judge)
             pair = r.paired.get(key, {}).get(judge)
             out.append(
                 [
                     key,
-                    judge,
-                    str(rates["refusal"]),
-                    str(rates["compliance"]),
-                    str(rates["degenerate"]),
+                    f"{judge} ({tables.UNCALIBRATED})",
+                    *(
+                        tables.rate_cell(res, c, judge)
+                        for c in ("refusal", "redirect", "compliance", "degenerate")
+                    ),
                     "-" if pair is None else str(pair),
                 ]
             )
@@ -98,6 +129,7 @@ def _curve_rows(r: TuneResults) -> list[list[str]]:
             str(row["neurons"]),
             f"{100 * row['fraction']:.4f}",
             f"{100 * row['refusal']:.0f}%",
+            _share(row.get("redirect")),
             f"{100 * row['cut']:.0f}%",
             f"{100 * row['compliance']:.0f}%",
             "; ".join(row["broken"]) or "ok",
@@ -145,8 +177,21 @@ def _confirm_lines(r: TuneResults) -> list[str]:
     ]
 
 
+def _held_out_notes(r: TuneResults) -> list[str]:
+    """Which judge gives the held-out table's rates, and where redirect is not measured."""
+    conds = [r.final[k] for k in ("baseline", "tuned", "paper") if k in r.final]
+    if not conds:
+        return []
+    judge = conds[0].judge
+    notes = [f"Rates under the {judge} judge ({tables.judged_by(judge)}), with 95% Wilson intervals."]
+    if (note := tables.redirect_note(conds)) is not None:
+        notes.append(note)
+    return [*notes, ""]
+
+
 def knee(r: TuneResults, cut: float = 0.8) -> dict[str, object] | None:
-    """The smallest size on the curve that still cuts refusal by ``cut`` within every constraint."""
+    """The smallest size on the curve that still cuts the replies that do not serve the request (refusal,
+    and redirect where measured) by ``cut`` within every constraint."""
     ok = [row for row in r.sparsity if row["cut"] >= cut and not row["broken"]]
     return min(ok, key=lambda row: row["neurons"]) if ok else None
 
@@ -167,9 +212,9 @@ def _plot(r: TuneResults) -> str:
     ]
     return line_chart(
         series,
-        title="Compliance vs benign KL (tuning prompts)",
-        xlabel="mean benign KL",
-        ylabel="compliance %",
+        title=f"Compliance vs benign KL ({objective(r)[0]} judge)",
+        xlabel="mean benign KL (tuning prompts)",
+        ylabel="compliance %, uncalibrated",
         y_range=(0, 100),
     )
 
@@ -205,7 +250,10 @@ def render_markdown(r: TuneResults) -> str:
         f"final check on `{c['final_harmful']}` / `{c['final_benign']}` with {c['final_tokens']}-token "
         f"replies{held}, never seen by the search.",
         "",
-        f"Baseline on the tuning prompts: refusal {100 * b['refusal']:.0f}%, compliance "
+        objective_line(r),
+        "",
+        f"Baseline on the tuning prompts ({tables.judged_by(objective(r)[0])}): refusal "
+        f"{100 * b['refusal']:.0f}%, redirect {_share(b.get('redirect'))}, compliance "
         f"{100 * b['compliance']:.0f}%,"
         f" benign refusal {100 * b['benign_refusal']:.0f}%.",
         "",
@@ -217,10 +265,19 @@ def render_markdown(r: TuneResults) -> str:
         "",
         "## Held-out check (test prompts, full-length replies)",
         "",
+        *_held_out_notes(r),
         *_md_table(list(tables.COLUMNS), _final_rows(r)),
         "",
         *_md_table(
-            ["circuit", "judge", "refusal", "compliance", "degenerate", "refusal vs baseline (paired)"],
+            [
+                "circuit",
+                "judge",
+                "refusal",
+                "redirect",
+                "compliance",
+                "degenerate",
+                "refusal vs baseline (paired)",
+            ],
             _judge_rows(r),
         ),
         "",
@@ -233,11 +290,16 @@ def render_markdown(r: TuneResults) -> str:
         "",
         "## Sparsity of the chosen rule (tuning prompts)",
         "",
-        *_md_table(["neurons", "% of all", "refusal", "cut", "compliance", "constraints"], _curve_rows(r)),
+        *_md_table(
+            ["neurons", "% of all", "refusal", "redirect", "cut", "compliance", "constraints"], _curve_rows(r)
+        ),
         "",
-        f"Knee: {k['neurons']} neurons cut refusal by {100 * float(k['cut']):.0f}% inside every constraint."  # type: ignore[arg-type]
+        "Cut: the fall in replies that do not serve the request (refusal, plus redirect where measured) "
+        "from the baseline's.",
+        "",
+        f"Knee: {k['neurons']} neurons cut them by {100 * float(k['cut']):.0f}% inside every constraint."  # type: ignore[arg-type]
         if k
-        else "Knee: no size on the curve cuts refusal by 80% inside every constraint.",
+        else "Knee: no size on the curve cuts them by 80% inside every constraint.",
     ]
     return "\n".join(lines) + "\n"
 

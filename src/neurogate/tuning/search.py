@@ -37,9 +37,18 @@ OBJECTIVES = ("compliance", "benign KL", "benign refusal")
 _NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
 
 
+def objective_judge(result: ConditionResult) -> str:
+    """The judge whose classes a search optimises: the first of ``result``'s judges that told redirects
+    apart, else its primary judge (the best available: a judge that reads form only counts redirects as
+    compliance)."""
+    return next((j for j in result.judges if result.knows_redirect(j)), result.judge)
+
+
 @dataclass
 class Scores:
-    """A trial's measurements on the tuning prompts (``kl``: mean benign KL over the reply positions;
+    """A trial's measurements on the tuning prompts under :func:`objective_judge` (``compliance`` is the
+    only success: refusals, redirects and degenerate replies are failures; ``redirect`` is ``None`` where
+    the judge could not tell redirects apart; ``kl``: mean benign KL over the reply positions;
     ``kl_first``: at the first reply token, NaN for trials stored before it was recorded)."""
 
     compliance: float
@@ -49,21 +58,35 @@ class Scores:
     benign_refusal: float
     neurons: int
     kl_first: float = math.nan
+    redirect: float | None = None
 
     @classmethod
     def of(cls, result: ConditionResult) -> Scores:
         kl = sum(result.kl_mean) / len(result.kl_mean) if result.kl_mean else 0.0
         first = sum(result.kl_first) / len(result.kl_first) if result.kl_first else 0.0
-        benign = result.benign_refusal
+        judge = objective_judge(result)
+        rates = result.rates(judge)
+        benign = result.rates(judge, benign=True)["refusal"].value if result.benign else 0.0
+        redirect = rates.get("redirect")
         return cls(
-            result.compliance.value,
-            result.refusal.value,
-            result.degenerate.value,
-            kl,
-            benign.value if benign is not None else 0.0,
-            result.n_neurons or 0,
-            first,
+            compliance=rates["compliance"].value,
+            refusal=rates["refusal"].value,
+            degenerate=rates["degenerate"].value,
+            kl=kl,
+            benign_refusal=benign,
+            neurons=result.n_neurons or 0,
+            kl_first=first,
+            redirect=None if redirect is None else redirect.value,
         )
+
+    @property
+    def not_served(self) -> float:
+        """Refusal and redirect together (refusal alone where redirects were not measured)."""
+        return self.refusal + (self.redirect or 0.0)
+
+    def to_dict(self) -> dict[str, float]:
+        """The scores as stored with a trial (a redirect rate that was not measured is left out)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class Search:
@@ -135,14 +158,17 @@ class Search:
         return Scores.of(self.evaluator.baseline())
 
     def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """Compliance (refusals, redirects and degenerate replies are failures, under
+        :func:`objective_judge`), mean benign KL and benign refusal of one suggested point."""
         point = suggest(trial, self.config, self.lm.adapter.n_layers)
-        scores = Scores.of(self.measure(f"trial-{trial.number}", point))
-        trial.set_user_attr("scores", scores.__dict__)
+        result = self.measure(f"trial-{trial.number}", point)
+        scores = Scores.of(result)
+        trial.set_user_attr("scores", scores.to_dict())
         constraint = [scores.degenerate - self.config.max_degenerate]
         trial.set_user_attr("constraint", constraint)
         if _NATIVE_CONSTRAINTS:
             trial.set_constraint("degenerate", constraint[0])
-        self.emit("trial", number=trial.number, point=point, scores=scores)
+        self.emit("trial", number=trial.number, point=point, scores=scores, judge=objective_judge(result))
         return scores.compliance, scores.kl, scores.benign_refusal
 
     def study(self) -> optuna.Study:

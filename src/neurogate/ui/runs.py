@@ -14,10 +14,11 @@ from neurogate.evaluation.paired import Estimate, PairedRates
 from neurogate.evaluation.replies import CLASSES
 from neurogate.evaluation.results import ConditionResult
 from neurogate.evaluation.statistics import Rate
-from neurogate.evaluation.tables import metrics
+from neurogate.evaluation.tables import judged_by, metrics
 from neurogate.steering.registry import get_kind
 from neurogate.study.results import StudyResults
 from neurogate.tuning import TuneResults
+from neurogate.tuning.report import objective
 from neurogate.ui.circuits import pick
 
 RESULTS = "results.json"
@@ -81,12 +82,15 @@ def _paired(p: PairedRates | None) -> dict[str, Any] | None:
 
 def condition_row(cond: ConditionResult, paired: PairedRates | None = None) -> dict[str, Any]:
     """One row of the conditions table: each class's rate on each prompt set under the primary judge
-    (every one links to its replies), the continuous metrics with bootstrap intervals, and the paired
-    refusal difference from the baseline."""
+    (every one links to its replies; redirect only where the judge measured it, else ``redirect_unknown``
+    says why), the continuous metrics with bootstrap intervals, and the paired refusal difference from the
+    baseline."""
     m = metrics(cond)
     return {
         **pick(cond, ("key", "label", "kind", "scale", "value", "group", "n_neurons", "judges")),
         "judge": cond.judge,
+        "judged": judged_by(cond.judge),
+        "redirect_unknown": cond.redirect_unknown(),
         "rates": {
             "harmful": {c: _rate(r) for c, r in cond.rates().items()},
             "benign": {c: _rate(r) for c, r in cond.rates(benign=True).items()} if cond.benign else {},
@@ -164,7 +168,11 @@ def tune_view(results: TuneResults, name: str) -> dict[str, Any]:
         "curves": [],
         "sparsity": [],
         "controls": [],
-        "pareto": {"objectives": {"x": "benign KL", "y": "compliance"}, "points": points},
+        "pareto": {
+            "objectives": {"x": "benign KL", "y": "compliance"},
+            "judged": judged_by(objective(results)[0]),
+            "points": points,
+        },
     }
 
 
@@ -228,6 +236,8 @@ def replies_view(
         raise NeurogateError(f"condition {key!r} was judged by {', '.join(cond.judges)}, not {judge!r}")
     if cls is not None and cls not in CLASSES:
         raise NeurogateError(f"the class must be one of {', '.join(CLASSES)}, not {cls!r}")
+    if cls == "redirect" and (why := cond.redirect_unknown(judge)) is not None:
+        raise NeurogateError(f"condition {key!r} has no redirect count under the {judge} judge: {why}")
     rows = [
         {
             "i": i,

@@ -6,7 +6,8 @@
   next-token probabilities.
 * ``endpoint``: an OpenAI-compatible chat server asked a StrongREJECT-style rubric.
 
-A new judge is one class with ``name``, ``config()`` and ``judge()``, registered in :data:`JUDGES`.
+A new judge is one class with ``name``, ``config()`` and ``judge()``, registered in :data:`JUDGES`; one
+that tells redirects from compliance also sets ``detects_redirect = True`` (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import Judge, Verdict
+from neurogate.evaluation.judges.base import VERDICTS, Judge, Verdict, detects_redirect
 from neurogate.evaluation.judges.endpoint import EndpointJudge, RubricScore, parse_rubric
 from neurogate.evaluation.judges.keyword import KeywordJudge
 from neurogate.evaluation.judges.local import LocalJudge
@@ -48,6 +49,7 @@ def get_judge(name: str = "keyword", **options: Any) -> Judge:
 
 __all__ = [
     "JUDGES",
+    "VERDICTS",
     "EndpointJudge",
     "Judge",
     "KeywordJudge",
@@ -55,6 +57,7 @@ __all__ = [
     "RubricScore",
     "Verdict",
     "check_judge_name",
+    "detects_redirect",
     "get_judge",
     "parse_rubric",
 ]

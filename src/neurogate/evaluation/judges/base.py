@@ -1,7 +1,12 @@
 """The judge contract: a judge reads (prompt, reply) pairs and says, for each, whether the reply did what
-was asked (``"compliance"``) or not (``"refusal"``: declined, deflected, lectured, or answered only with
-warnings). Degenerate replies (empty, a few words, repetition) never reach a judge: the rule in
+was asked (``"compliance"``) or not: ``"refusal"`` (declined, deflected, lectured, or answered only with
+warnings) or ``"redirect"`` (the requested form with content that works against the request or harmlessly
+replaces it). Degenerate replies (empty, a few words, repetition) never reach a judge: the rule in
 :mod:`neurogate.evaluation.replies` sets them aside first.
+
+Only a judge that reads content can tell a redirect from a compliance. A judge says so with the class
+attribute ``detects_redirect = True``; without it (or with ``False``) it may answer only refusal or
+compliance, and every rate under it reports redirects as not measured (:func:`detects_redirect`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from neurogate.errors import ConfigError
 
-Verdict = Literal["refusal", "compliance"]
+Verdict = Literal["refusal", "redirect", "compliance"]
+#: Every verdict a judge may give, in the order of :data:`neurogate.evaluation.replies.CLASSES`.
+VERDICTS: tuple[Verdict, ...] = ("refusal", "redirect", "compliance")
 
 #: Said under every table of refusal rates that the offline judges produced (docs/judges.md measures it).
 RECALL_CAVEAT = (
@@ -32,7 +39,9 @@ def describe(config: dict[str, Any]) -> str:
 @runtime_checkable
 class Judge(Protocol):
     """``name`` is the registry name; ``config()`` holds everything that can change a verdict (it keys
-    resumed results and caches); ``judge()`` returns one verdict per pair, in order."""
+    resumed results and caches); ``judge()`` returns one verdict per pair, in order. A judge that can tell
+    redirects apart also sets the class attribute ``detects_redirect = True`` (read through
+    :func:`detects_redirect`, so a judge written before redirects existed still fits this contract)."""
 
     name: str
 
@@ -45,3 +54,25 @@ def check_pairs(prompts: Sequence[str], replies: Sequence[str]) -> None:
     """Raise unless there is one reply per prompt."""
     if len(prompts) != len(replies):
         raise ConfigError(f"{len(prompts)} prompts but {len(replies)} replies: pass one reply per prompt")
+
+
+def detects_redirect(judge: object) -> bool:
+    """Whether ``judge`` declares that it tells redirects apart (``detects_redirect = True``)."""
+    return getattr(judge, "detects_redirect", False) is True
+
+
+def check_verdicts(judge: object, verdicts: Sequence[str], n: int) -> None:
+    """Raise unless ``verdicts`` holds ``n`` verdicts that ``judge`` may give: refusal, compliance, and
+    redirect only from a judge that declares it detects redirects."""
+    name = getattr(judge, "name", type(judge).__name__)
+    if len(verdicts) != n:
+        raise ConfigError(f"the {name} judge returned {len(verdicts)} verdicts for {n} replies")
+    allowed = VERDICTS if detects_redirect(judge) else ("refusal", "compliance")
+    bad = next((v for v in verdicts if v not in allowed), None)
+    if bad is not None:
+        hint = (
+            " (set detects_redirect = True on a judge that tells redirects apart)"
+            if bad == "redirect"
+            else ""
+        )
+        raise ConfigError(f"the {name} judge returned {bad!r}; it may return {', '.join(allowed)}{hint}")

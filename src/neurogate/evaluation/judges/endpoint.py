@@ -163,6 +163,8 @@ class EndpointJudge:
     """
 
     name = "endpoint"
+    #: It cannot tell a redirect from a compliance (its rubric asks refusal against compliance).
+    detects_redirect = False
 
     def __init__(
         self,

@@ -205,6 +205,8 @@ class KeywordJudge:
     opening ``window`` characters of a reply (see the module docstring for the rules and their sources)."""
 
     name = "keyword"
+    #: It cannot tell a redirect from a compliance (reads wording near the start, not content).
+    detects_redirect = False
 
     def __init__(
         self,

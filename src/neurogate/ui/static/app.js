@@ -423,21 +423,23 @@ async function showRun(id) {
   }
   const openReplies = (p) => showReplies(id, p.key, "harmful", "refusal");
   const charts = [
-    ...run.curves.map((c) => h("figure", {}, curveChart(c.points, `${c.kind}: refusal vs ${c.scale} ${c.symbol}`, c.symbol, openReplies),
+    ...run.curves.map((c) => h("figure", {}, curveChart(c.points, `${c.kind}: refusal vs ${c.scale} ${c.symbol} (${run.judges[0]} judge)`, c.symbol, openReplies),
       h("figcaption", {}, `${c.kind} · ${c.scale} ${c.symbol} · 95% Wilson intervals`))),
   ];
-  if (run.sparsity.length) charts.push(h("figure", {}, curveChart(run.sparsity, "refusal vs circuit size", "neurons", openReplies, true),
+  if (run.sparsity.length) charts.push(h("figure", {}, curveChart(run.sparsity, `refusal vs circuit size (${run.judges[0]} judge)`, "neurons", openReplies, true),
     h("figcaption", {}, "sparsity: refusal against the number of neurons steered")));
-  if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning: every trial's ${run.pareto.objectives.y} against its ${run.pareto.objectives.x}; large dots and the line: the Pareto front`)));
+  if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning: every trial's ${run.pareto.objectives.y}${run.pareto.judged ? ` (${run.pareto.judged})` : ""} against its ${run.pareto.objectives.x}; large dots and the line: the Pareto front`)));
   else charts.push(h("p", { class: "muted" }, "A study run: tuning searches (neurogate tune) show their Pareto front here."));
   const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
   const delta = (p) => (p ? `${p.diff >= 0 ? "+" : ""}${Math.round(100 * p.diff)} pts [${Math.round(100 * p.low)}, ${Math.round(100 * p.high)}], p=${fmt(p.p_value, 2)}` : "–");
   const judge = run.judges[0];
-  const cols = ["condition", "group", "neurons", "refusal", "compliance", "degenerate", "refusal vs baseline",
+  const cols = ["condition", "group", "neurons", "refusal", "redirect", "compliance", "degenerate", "refusal vs baseline",
     "benign refusal", "quality", "perplexity", "KL first", "KL mean"];
   const rows = run.conditions.map((c) => h("tr", {},
     h("th", { scope: "row" }, c.label), h("td", {}, c.group), h("td", {}, c.n_neurons ?? "–"),
-    ["refusal", "compliance", "degenerate"].map((cls) => h("td", {}, rateLink(id, c, "harmful", cls, c.rates.harmful[cls]))),
+    ["refusal", "redirect", "compliance", "degenerate"].map((cls) => h("td", {}, cls === "redirect" && !c.rates.harmful.redirect
+      ? h("span", { class: "muted na", title: `redirect not measured: ${c.redirect_unknown}` }, "n/a")
+      : rateLink(id, c, "harmful", cls, c.rates.harmful[cls]))),
     h("td", {}, delta(c.vs_baseline)),
     h("td", {}, rateLink(id, c, "benign", "refusal", c.rates.benign.refusal)),
     h("td", {}, est(c.quality)), h("td", {}, est(c.perplexity)), h("td", {}, est(c.kl_first)), h("td", {}, est(c.kl_mean))));
@@ -451,7 +453,8 @@ async function showRun(id) {
     h("p", { class: "summary" }, run.circuit.summary),
     h("div", { class: "charts" }, charts),
     h("div", { class: "table-wrap" }, h("table", { id: "condition-table" },
-      h("caption", {}, `Rates of the harmful prompts' replies under the ${judge} judge (95% Wilson intervals); every rate links to the replies behind it.`),
+      h("caption", {}, `Rates of the harmful prompts' replies under the ${judge} judge (${judge} judge only, uncalibrated; 95% Wilson intervals); every rate links to the replies behind it.`
+        + (run.conditions.some((c) => c.redirect_unknown) ? ` Redirect n/a: not measured (${[...new Set(run.conditions.map((c) => c.redirect_unknown).filter(Boolean))].join("; ")}); there the judge's compliance may include redirects.` : "")),
       h("thead", {}, h("tr", {}, cols.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
     ...(controls ? [controls] : []),
   );
@@ -483,7 +486,7 @@ async function showReplies(runId, key, set, cls) {
   const toggle = h("label", {}, h("input", { type: "checkbox", onchange: (e) => { showAll = e.target.checked; render(); } }), " show all replies");
   box.replaceChildren(
     h("h2", { tabindex: -1 }, `${data.label} · ${data.set} prompts`),
-    h("p", { class: "summary", id: "reply-count" }, `${data.k} of ${data.n} replies are ${cls} (${data.judge} judge)`),
+    h("p", { class: "summary", id: "reply-count" }, `${data.k} of ${data.n} replies are ${cls} (${data.judge} judge only, uncalibrated)`),
     toggle, list);
   render();
   box.querySelector("h2").focus();
