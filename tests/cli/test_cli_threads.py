@@ -9,6 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from neurogate.cli.main import app
+from neurogate.discovery.circuit import Circuit, Neuron
+from neurogate.models.tiny import tiny_lm, tiny_model, tiny_tokenizer
+
 # Runs each command line in turn in one fresh process, with the environment given beside it, and prints
 # torch's thread counts after each as the last line, in JSON.
 SCRIPT = """
@@ -74,3 +80,23 @@ def test_a_bad_value_is_one_error_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --threads must be a whole number >= 1 or 'auto', got '0'"
     assert done.stdout == ""
+
+
+def test_steer_and_chat_print_tokens_per_second_on_stderr(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    tiny_model("llama").save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    neurons = [Neuron(layer, index, 1.0, 1.0, 1.0, 0.0) for layer in range(3) for index in range(0, 96, 5)]
+    spec = {"spec": str(model_dir), "shape": tiny_lm("llama").shape}
+    circuit = str(Circuit(neurons=neurons, model=spec).save(tmp_path / "circuit.json"))
+    base = ["--model", str(model_dir), "--dtype", "float32", "--device", "cpu", "--circuit", circuit]
+    runner = CliRunner()
+    steer = runner.invoke(app, ["steer", *base, "--max-new-tokens", "5", "--prompt", "hi", "--threads", "1"])
+    assert steer.exit_code == 0, steer.output
+    lines = [line for line in steer.stderr.splitlines() if "tok/s" in line]
+    assert [line.split(":")[0] for line in lines] == ["unsteered", "cna m=0"]
+    assert all(" tokens in " in line and line.endswith("tok/s on 1 thread") for line in lines)
+    assert "tok/s" not in steer.stdout
+    chat = runner.invoke(app, ["chat", *base, "--max-new-tokens", "4"], input="hello\n/quit\n")
+    assert chat.exit_code == 0, chat.output
+    assert chat.stderr.count("tok/s on 1 thread)") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from neurogate.cli.steer import (
     recorded_choice,
     resolve_value,
 )
+from neurogate.cli.threads import speed
 from neurogate.errors import NeurogateError
 from neurogate.models.generation import generate
 from neurogate.models.loading import LoadedModel
@@ -55,6 +57,7 @@ class ChatSession:
     history: list[dict[str, str]] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
     _intervention: Intervention | None = None
+    last_speed: str = ""  # the last reply's length, time and tokens/s
 
     def intervention(self) -> Intervention:
         if self._intervention is None:
@@ -97,6 +100,7 @@ class ChatSession:
     def reply(self, user: str) -> str:
         self.history.append({"role": "user", "content": user})
         steering = self.intervention() if self.enabled else None
+        started = time.perf_counter()
         (out,) = generate(
             self.lm,
             [self.render()],
@@ -105,6 +109,7 @@ class ChatSession:
             batch_size=1,
             preformatted=True,
         )
+        self.last_speed = speed(out.n_generated, time.perf_counter() - started)
         self.history.append({"role": "assistant", "content": out.text})
         return out.text
 
@@ -198,5 +203,6 @@ def chat(
                 continue
             reply = escape(session.reply(line))
             cli.console.print(f"[bold]{escape(session.status())}>[/] {reply}", highlight=False)
+            cli.err_console.print(f"({session.last_speed})", style="dim", markup=False, highlight=False)
         except NeurogateError as exc:
             cli.console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from neurogate import prompts
 from neurogate.cli import app as cli
+from neurogate.cli.threads import speed
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import compute_directions
 from neurogate.errors import ConfigError
@@ -165,8 +167,11 @@ def steer(
         lm, method, value, circuit_path=circuit, positive=positive, negative=negative, layer=layer, seed=seed
     )
     opts: dict[str, Any] = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt}
+    started = time.perf_counter()
     plain = generate(lm, texts, **opts)
+    middle = time.perf_counter()
     steered = generate(lm, texts, intervention=iv, **opts)
+    ended = time.perf_counter()
     table = Table(title=f"neurogate steer: {escape(model)}", show_lines=True)
     table.add_column("prompt", ratio=1)
     table.add_column("unsteered", ratio=2)
@@ -174,3 +179,7 @@ def steer(
     for text, a, b in zip(texts, plain, steered, strict=True):
         table.add_row(Text(text), Text(a.text), Text(b.text))
     cli.console.print(table)
+    timings = (("unsteered", plain, middle - started), (iv.label, steered, ended - middle))
+    for label, replies, seconds in timings:
+        tokens = sum(g.n_generated for g in replies)
+        cli.err_console.print(f"{label}: {speed(tokens, seconds)}", markup=False, highlight=False)

@@ -85,3 +85,11 @@ class ThreadedGroup(typer.core.TyperGroup):
 def torch_threads() -> int:
     """The CPU threads torch uses now (for the speed lines commands print)."""
     return int(torch.get_num_threads())
+
+
+def speed(tokens: int, seconds: float) -> str:
+    """A speed line for generated replies: ``"96 tokens in 8.1 s, 11.9 tok/s on 1 thread"``."""
+    rate = tokens / seconds if seconds > 0 else 0.0
+    count = torch_threads()
+    pool = f"{count} thread" + ("s" if count != 1 else "")
+    return f"{tokens} tokens in {seconds:.1f} s, {rate:.1f} tok/s on {pool}"
