@@ -220,7 +220,7 @@ def condition_progress(total: int, quiet: bool) -> Iterator[Any]:
         progress, task = live
 
         def advance(cond: Condition, result: ConditionResult, cached: bool) -> None:
-            note = " (stored)" if cached else ""
+            note = " (stored)" if cached else f" ({result.tokens_per_s:.1f} tok/s)"
             progress.update(task, advance=1, description=f"{cond.label}{note}: {refusal_text(result)}")
 
         yield advance

@@ -137,7 +137,7 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
             elif kind == "plan":
                 progress.update(task, total=info["total"], completed=0)
             elif kind == "condition":
-                note = " (stored)" if info["cached"] else ""
+                note = " (stored)" if info["cached"] else f" ({info['result'].tokens_per_s:.1f} tok/s)"
                 progress.update(
                     task, advance=1, description=f"{info['label']}{note}: {opts.refusal_text(info['result'])}"
                 )
