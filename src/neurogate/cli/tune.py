@@ -126,9 +126,7 @@ def tune(
             highlight=False,
         )
     for name in ("tuned", "paper"):
-        cli.console.print(
-            f"{name} (held out): {_rates_line(result.final[name])}", highlight=False
-        )
+        cli.console.print(f"{name} (held out): {_rates_line(result.final[name])}", highlight=False)
     k = knee(result)
     if k:
         cli.console.print(
