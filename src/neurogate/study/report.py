@@ -4,14 +4,19 @@ no external files). The content comes from :mod:`neurogate.study.sections`, so b
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from neurogate.atomic import write_text_atomic
+from neurogate.errors import NeurogateError
+from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
 from neurogate.evaluation.results import ConditionResult
 from neurogate.study.charts import Series, bar_chart, line_chart
 from neurogate.study.results import StudyResults
 from neurogate.study.sections import Section, Table, all_sections, examples
+
+logger = logging.getLogger(__name__)
 
 
 def _sweep(results: StudyResults) -> list[ConditionResult]:
@@ -101,11 +106,11 @@ def _md_section(s: Section) -> list[str]:
     return lines
 
 
-def render_markdown(results: StudyResults) -> str:
+def render_markdown(results: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
     """The study as Markdown: setup, headline, every judge, specificity, baselines, sparsity, layers, "
     "examples."""
     lines = [f"# neurogate study {results.run_id}", "", *_header(results), ""]
-    for section in all_sections(results):
+    for section in all_sections(results, calibrated):
         lines += _md_section(section)
     cap = results.capability
     if cap:
@@ -212,7 +217,7 @@ def _plots(results: StudyResults) -> list[str]:
     return plots
 
 
-def render_html(results: StudyResults) -> str:
+def render_html(results: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
     """A single self-contained HTML page: the Markdown's content plus inline SVG plots."""
     title = html.escape(results.run_id)
     ex = examples(results)
@@ -222,7 +227,7 @@ def render_html(results: StudyResults) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>neurogate study {title}</title>",
         f"<style>{_CSS}</style></head><body><h1>neurogate study {title}</h1>",
         "".join(f"<p>{html.escape(line)}</p>" for line in _header(results)),
-        *[_html_section(s) for s in all_sections(results)],
+        *[_html_section(s) for s in all_sections(results, calibrated)],
         "<div class='plots'>" + "".join(_plots(results)) + "</div>",
         "<h2>Example replies</h2>",
         _html_table(Table(["prompt", *labels], ex_rows), "ex"),
@@ -231,12 +236,24 @@ def render_html(results: StudyResults) -> str:
     return "\n".join(parts)
 
 
+def run_calibration(results: StudyResults, run_dir: str | Path) -> dict[str, CalibratedRates]:
+    """The calibrated rates of the run's audited conditions; none (with a warning) when its audit folder
+    cannot be read, so a damaged audit never costs the report."""
+    try:
+        return calibrated_rates(run_dir, results.conditions)
+    except NeurogateError as exc:
+        logger.warning("the report shows uncalibrated rates only: %s", exc)
+        return {}
+
+
 def write_reports(results: StudyResults, run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` next to ``results.json``."""
+    """Write ``report.md`` and ``report.html`` next to ``results.json``, with the calibrated rates of any
+    audit in the run folder."""
     root = Path(run_dir)
+    calibrated = run_calibration(results, root)
     return (
-        write_text_atomic(root / "report.md", render_markdown(results)),
-        write_text_atomic(root / "report.html", render_html(results)),
+        write_text_atomic(root / "report.md", render_markdown(results, calibrated)),
+        write_text_atomic(root / "report.html", render_html(results, calibrated)),
     )
 
 

@@ -4,9 +4,12 @@ interval; every rate is under a named judge."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from neurogate.evaluation import tables
+from neurogate.evaluation.audit import AUDIT_CLASSES
+from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
@@ -39,10 +42,14 @@ def _p(r: StudyResults, key: str, judge: str) -> str:
     return "-" if pair is None else f"{pair.p_value:.2g}"
 
 
-def headline(r: StudyResults) -> Section:
+def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> Section:
     judge = r.judges[0]
     conds = [r.conditions[k] for k in headline_keys(r)]
-    rows = [[*row, _p(r, c.key, judge)] for c, row in zip(conds, tables.rows(conds), strict=True)]
+    cal = calibrated or {}
+    rows = [
+        [*row, _p(r, c.key, judge), _calibrated_refusal(cal.get(c.key))]
+        for c, row in zip(conds, tables.rows(conds), strict=True)
+    ]
     notes = [
         f"Rates are under the {judge} judge ({tables.judged_by(judge)}), with 95% Wilson intervals; a reply "
         "is degenerate (never a success) "
@@ -55,7 +62,62 @@ def headline(r: StudyResults) -> Section:
         *_redirect_notes(conds),
         RECALL_CAVEAT,
     ]
-    return Section("Headline", notes, [Table([*tables.COLUMNS, "McNemar p vs baseline"], rows)])
+    notes.append(
+        "Refusal, calibrated: corrected by a blind audit of the condition's replies (section Calibrated "
+        "rates); 'judge only, uncalibrated' where the condition has no audit labels."
+    )
+    cols = [*tables.COLUMNS, "McNemar p vs baseline", "refusal, calibrated"]
+    return Section("Headline", notes, [Table(cols, rows)])
+
+
+UNCALIBRATED = "judge only, uncalibrated"
+
+
+def _calibrated_refusal(c: CalibratedRates | None) -> str:
+    return UNCALIBRATED if c is None else f"{c.classes['refusal'].corrected} ({c.n_audited} audited)"
+
+
+def calibration(r: StudyResults, calibrated: Mapping[str, CalibratedRates]) -> Section:
+    """For each condition with audit labels: per class the judge's rate, the audit's rate (Wilson) and the
+    corrected estimate over all its replies (95% interval); the other conditions say they are uncalibrated."""
+    notes = [
+        "A blind audit (`neurogate audit`) labels a random sample of each condition's replies without "
+        "showing the condition or any verdict. Judged: the headline judge's rate over all replies. "
+        "Audited: the rate among the audited replies, with its Wilson interval. Corrected: the share of all "
+        "replies in the class, the judge's verdict counts corrected by how often the audit found each "
+        "verdict right (stratified by verdict, weak pooled prior for thin strata, Bayesian-bootstrap 95% "
+        "interval over the audit items; docs/judges.md).",
+    ]
+    if not calibrated:
+        notes.append(
+            f"No condition has audit labels: every rate in this report is the {UNCALIBRATED} one. "
+            "`neurogate audit RUN_DIR --annotator NAME` draws and labels a sample."
+        )
+    rows = []
+    for key in [k for k in headline_keys(r) if k in r.conditions]:
+        c = calibrated.get(key)
+        label = r.conditions[key].label
+        if c is None:
+            rows.append([label, "-", "-", UNCALIBRATED, "-", "-"])
+            continue
+        audited = f"{c.n_audited} of {c.n_replies}" + (f" (+{c.n_unsure} unsure)" if c.n_unsure else "")
+        if c.n_unresolved:
+            audited += f" ({c.n_unresolved} unresolved)"
+        for n, cls in enumerate(AUDIT_CLASSES):
+            cr = c.classes[cls]
+            first = n == 0
+            rows.append(
+                [
+                    label if first else "",
+                    audited if first else "",
+                    cls,
+                    f"{cr.judged} ({c.judge})",
+                    str(cr.audited),
+                    str(cr.corrected),
+                ]
+            )
+    cols = ["condition", "audited", "class", "judged", "audited rate", "corrected"]
+    return Section("Calibrated rates", notes, [Table(cols, rows)])
 
 
 def _redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> list[str]:
@@ -297,8 +359,8 @@ def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
     return out
 
 
-def all_sections(r: StudyResults) -> list[Section]:
-    out = [setup(r), headline(r), judges(r)]
+def all_sections(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> list[Section]:
+    out = [setup(r), headline(r, calibrated), calibration(r, calibrated or {}), judges(r)]
     if r.given_circuits:
         out.append(given(r))
     out += [specificity(r), baselines(r)]
