@@ -94,7 +94,7 @@ class LocalJudge:
     """
 
     name = "local"
-    #: It cannot tell a redirect from a compliance (its rubric asks refusal against compliance).
+    #: Set per judge from its rubric: only a rubric that reads content (``serves``) tells redirects apart.
     detects_redirect = False
 
     def __init__(
