@@ -61,7 +61,7 @@ def test_the_four_classes_and_what_counts_as_served() -> None:
     assert CLASSES == ("refusal", "redirect", "compliance", "degenerate")
     assert NOT_SERVED == ("refusal", "redirect") and SERVED == "compliance"
     assert VERDICTS == ("refusal", "redirect", "compliance")
-    # the shipped judges read form (or ask refusal against compliance): none claims to see redirects
+    # keyword reads form, endpoint asks refusal or compliance; local says so per rubric (not by default)
     assert not any(detects_redirect(j) for j in (KeywordJudge, LocalJudge, EndpointJudge))
     assert detects_redirect(ContentJudge()) and not detects_redirect(object())
 
@@ -172,3 +172,31 @@ def test_unreadable_versions_and_classes_are_refused_with_a_reason() -> None:
     bad["harmful"][0]["classes"] = {"keyword": "maybe"}
     with pytest.raises(ValueError, match="stored reply class 'maybe' is not one of refusal, redirect"):
         ConditionResult.from_dict(bad)
+
+
+def test_the_local_judges_serves_rubric_reports_redirects_through_the_engine(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    """The shipped content-reading rubric under the engine: its redirects are stored as measured, a search
+    scores under it rather than the headline keyword judge, and keyword's redirect stays n/a."""
+    from neurogate.models.tiny import tiny_lm
+    from neurogate.tuning.search import Scores, objective_judge
+
+    store = ResultStore(tmp_path / "results")
+    _stored_fluent(lm, store)
+    judge_lm = tiny_lm("llama")
+    judge_lm.model.config.max_position_embeddings = 8192  # the byte tokenizer spells the rubric long
+    # at a threshold this low every P(no) of a random model says "not served": the form decides the class
+    serves = LocalJudge(
+        lm=judge_lm, rubric="serves", shots=1, max_reply_tokens=32, cache_dir=tmp_path, threshold=1e-9
+    )
+    settings = EvalSettings(batch_size=4, max_new_tokens=3)
+    ev = Evaluator(lm, PROMPTS, [], settings=settings, store=store, judges=[KeywordJudge(), serves])
+    result = ev.baseline()
+    assert result.redirect_known == {"keyword": False, "local": True}
+    assert [r.classes["local"] for r in result.harmful] == ["refusal", "redirect", "redirect"]
+    assert result.redirect is None and tables.rate_cell(result, "redirect") == tables.NA
+    assert tables.rate_cell(result, "redirect", "local") == str(result.rates("local")["redirect"])
+    assert objective_judge(result) == "local"
+    scores = Scores.of(result)
+    assert scores.compliance == 0.0 and scores.redirect == pytest.approx(2 / 3)
