@@ -246,3 +246,66 @@ def test_a_runs_circuit_carries_profiles_from_the_saved_statistics(client: TestC
     top = data["neurons"][0]
     detail = client.get("/api/neuron", params={"id": ranking, "layer": top["layer"], "index": top["index"]})
     assert all(r["text"] for r in detail.json()["profile"]["most"])
+
+
+def test_progress_counts_each_sides_tokens_and_the_reply_length_can_change(client: TestClient) -> None:
+    cid = circuit_id(client, "circuit.json")
+    status = client.get("/api/status").json()["live"]
+    assert status["max_new_tokens"] == 12 and status["max_new_tokens_limit"] == 256
+    body = {"prompt": "Name a colour.", "method": "cna", "value": 0.0, "circuit": cid}
+    events = steer(client, {**body, "max_new_tokens": 20})  # past the server's default of 12
+    start = events[0]
+    assert start["max_new_tokens"] == 20 and start["unsteered_cached"] is False and start["detail"] == ""
+    done = {e["side"]: e for e in events if e["event"] == "done"}
+    for side in ("steered", "unsteered"):
+        counts = [e["n"] for e in events if e["event"] == "progress" and e["side"] == side]
+        assert counts == list(range(1, len(counts) + 1)) and counts[-1] >= done[side]["n_tokens"]
+        assert {e["max"] for e in events if e["event"] == "progress" and e["side"] == side} == {20}
+        assert done[side]["n_tokens"] <= 20
+    assert any(d["n_tokens"] > 12 for d in done.values()) or all(d["finished"] for d in done.values())
+    assert steer(client, body)[0]["max_new_tokens"] == 12  # no length asked: the server's default
+    again = steer(client, {**body, "max_new_tokens": 20})
+    assert again[0]["unsteered_cached"] is True
+    assert not [e for e in again if e["event"] == "progress" and e["side"] == "unsteered"]
+    res = client.post("/api/steer", json={**body, "max_new_tokens": 257}, headers={"origin": ORIGIN})
+    assert res.status_code == 422
+
+
+def test_caa_names_its_layer_and_direction(client: TestClient) -> None:
+    events = steer(client, {"prompt": "Tell me a joke.", "method": "caa", "value": 1.0})
+    start = next(e for e in events if e["event"] == "start")
+    detail = start["detail"]
+    assert detail.startswith("Subtracts s times the direction after layer ") and "held-out accuracy" in detail
+    assert "mean residual stream on run " in detail and "(8 and 8 prompts)" in detail
+    ablation = next(
+        e
+        for e in steer(client, {"prompt": "Hi.", "method": "ablation", "value": 1.0})
+        if e["event"] == "start"
+    )
+    assert "at every residual site" in ablation["detail"]
+
+
+def test_run_rows_have_distinct_labels_and_residual_rows_name_their_layer(client: TestClient) -> None:
+    entry, run = opened(client, "study")
+    labels = [c["label"] for c in run["conditions"]]
+    assert len(labels) == len(set(labels)), labels
+    sparse = next(c for c in run["conditions"] if c["group"] == "sparsity")
+    main = next(c for c in run["conditions"] if c["key"].startswith("cna-m0-") and c["group"] == "sweep")
+    assert sparse["label"] == f"cna m=0 · {sparse['n_neurons']} neurons"
+    assert main["label"] == f"cna m=0 · {main['n_neurons']} neurons"
+    points = {p["key"]: p["label"] for c in run["curves"] for p in c["points"]}
+    points.update({p["key"]: p["label"] for p in run["sparsity"]})
+    assert points[sparse["key"]] == sparse["label"]
+    replies = client.get(
+        "/api/replies", params={"id": entry["id"], "key": sparse["key"], "set": "harmful"}
+    ).json()
+    assert replies["label"] == sparse["label"]
+    for c in run["conditions"]:
+        if c["kind"] == "caa":
+            assert c["detail"].startswith("added after layer ")
+        elif c["kind"] == "ablation":
+            assert c["detail"].endswith("'s direction, every site")
+        else:
+            assert c["detail"] == ""
+    note = run["directions_note"]
+    assert "CAA subtracts s times the direction after layer" in note and "builtin:harmful (8 prompts)" in note

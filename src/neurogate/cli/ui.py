@@ -37,7 +37,9 @@ def ui(
     no_model: Annotated[
         bool, typer.Option("--no-model", help="Browse circuits and runs only; load no model.")
     ] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest live reply.")] = 64,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Live reply length; the page can change it (at most 256).")
+    ] = 64,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
 ) -> None:

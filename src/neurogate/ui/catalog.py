@@ -112,12 +112,13 @@ class Catalog:
             return self._load(folder / RESULTS, StudyResults.load)
         return self._load(folder / TUNE, TuneResults.load)
 
-    def directions(self, fits: Callable[[ResidualDirections], bool]) -> ResidualDirections | None:
-        """Residual directions stored in a run that ``fits`` accepts (the newest run first)."""
+    def directions(self, fits: Callable[[ResidualDirections], bool]) -> tuple[ResidualDirections, str] | None:
+        """Residual directions stored in a run that ``fits`` accepts (the newest run first), with the
+        run folder's name."""
         for run in self.run_paths():
             path = run / DIRECTIONS
             if path.is_file():
                 found = self._load(path, ResidualDirections.load)
                 if fits(found):
-                    return found
+                    return found, run.name
         return None

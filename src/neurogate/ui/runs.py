@@ -101,6 +101,76 @@ def condition_row(cond: ConditionResult, paired: PairedRates | None = None) -> d
     }
 
 
+def distinct_labels(conditions: dict[str, ConditionResult]) -> dict[str, str]:
+    """Each condition's label, made unique within the run: a label two conditions share (``cna m=0``
+    on the main circuit and on a sparsity prefix) gets its neuron count, then its group, then its key."""
+    out = {k: c.label for k, c in conditions.items()}
+    for extra in (
+        lambda c: f"{c.n_neurons} neurons" if c.n_neurons is not None else "",
+        lambda c: c.group,
+        lambda c: c.key,
+    ):
+        seen: dict[str, list[str]] = {}
+        for k, label in out.items():
+            seen.setdefault(label, []).append(k)
+        for keys in seen.values():
+            if len(keys) > 1:
+                for k in keys:
+                    more = extra(conditions[k])
+                    out[k] = f"{out[k]} · {more}" if more else out[k]
+    return out
+
+
+def direction_detail(cond: ConditionResult) -> str:
+    """For a residual method (CAA, ablation), where it steers: the layer whose direction it uses; empty
+    for the others."""
+    layer = cond.intervention.get("layer")
+    if cond.kind == "baseline" or get_kind(cond.kind).source != "directions" or layer is None:
+        return ""
+    return f"added after layer {layer}" if cond.kind == "caa" else f"layer {layer}'s direction, every site"
+
+
+def directions_note(results: StudyResults) -> str:
+    """Which residual direction the run's CAA and ablation rows use: the layer, how it was chosen and the
+    prompt sets it is the mean difference of; empty when the run has neither."""
+    layers = {c.kind: c.intervention["layer"] for c in results.conditions.values() if direction_detail(c)}
+    if not layers:
+        return ""
+    sets = results.prompts or {}
+    pos, neg = sets.get("positive", {}), sets.get("negative", {})
+    source = (
+        f"the mean residual stream on {pos['name']} ({pos.get('count', '?')} prompts) minus that on "
+        f"{neg['name']} ({neg.get('count', '?')} prompts)"
+        if pos.get("name") and neg.get("name")
+        else "the mean residual stream on the positive prompts minus that on the negative ones"
+    )
+    parts = []
+    if "caa" in layers:
+        parts.append(
+            f"CAA subtracts s times the direction after layer {layers['caa']}, the layer whose direction "
+            "best separates held-out prompts"
+        )
+    if "ablation" in layers:
+        how = (
+            "chosen by its effect on refusal under KL and benign-refusal bounds"
+            if results.direction_selection is not None
+            else "the best-separating layer"
+        )
+        parts.append(
+            f"ablation removes s times the unit direction of layer {layers['ablation']} ({how}) at every "
+            "residual site"
+        )
+    return f"{'; '.join(parts)}. Each direction is {source}."
+
+
+def _relabel(view: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """Put the run's distinct labels on its table rows and chart points."""
+    points = [p for c in view["curves"] for p in c["points"]] + view["sparsity"]
+    for item in [*view["conditions"], *points]:
+        item["label"] = labels.get(item["key"], item["label"])
+    return view
+
+
 def _point(cond: ConditionResult, x: float) -> dict[str, Any]:
     return {"x": x, "key": cond.key, "label": cond.label, "rate": _rate(cond.refusal)}
 
@@ -152,7 +222,7 @@ def tune_view(results: TuneResults, name: str) -> dict[str, Any]:
         if math.isfinite(t.scores.get("kl", math.nan)) and math.isfinite(t.scores.get("compliance", math.nan))
     ]
     conditions = results.final
-    return {
+    view = {
         "kind": "tune",
         "name": name,
         "run_id": results.run_id,
@@ -174,12 +244,13 @@ def tune_view(results: TuneResults, name: str) -> dict[str, Any]:
             "points": points,
         },
     }
+    return _relabel(view, distinct_labels(conditions))
 
 
 def run_view(results: StudyResults, name: str) -> dict[str, Any]:
     """The whole page of a study run."""
     c = results.circuit
-    return {
+    view = {
         "kind": "study",
         "name": name,
         "run_id": results.run_id,
@@ -195,9 +266,14 @@ def run_view(results: StudyResults, name: str) -> dict[str, Any]:
             "summary": c.summary,
         },
         "directions": results.directions,
+        "directions_note": directions_note(results),
         "judges": results.judges,
         "conditions": [
-            {**condition_row(r, results.paired.get(k, {}).get(r.judge)), "key": k}
+            {
+                **condition_row(r, results.paired.get(k, {}).get(r.judge)),
+                "key": k,
+                "detail": direction_detail(r),
+            }
             for k, r in results.conditions.items()
         ],
         "curves": strength_curves(results),
@@ -214,6 +290,7 @@ def run_view(results: StudyResults, name: str) -> dict[str, Any]:
         ],
         "pareto": None,
     }
+    return _relabel(view, distinct_labels(results.conditions))
 
 
 def replies_view(
@@ -253,7 +330,7 @@ def replies_view(
     ]
     return {
         "key": key,
-        "label": cond.label,
+        "label": distinct_labels(conditions)[key],
         "set": which,
         "cls": cls,
         "judge": judge,

@@ -41,7 +41,7 @@ class SteerBody(BaseModel):
     method: str
     value: float
     circuit: str | None = None
-    max_new_tokens: int = Field(default=64, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
 
 
 def create_app(settings: UISettings, *, loader: Loader | None = None, start: bool = True) -> FastAPI:

@@ -18,7 +18,8 @@ class UISettings:
     """``model``: the model live steering loads (``None``: browse circuits and runs only).
     ``circuits``: circuit files to show (their folders become readable). ``runs``: a folder of study runs.
     ``host``/``port``: where the server listens (``port=0`` picks a free port). ``max_new_tokens``: the
-    longest live reply. ``judge``: the judge that labels live replies."""
+    live replies' length until the page asks for another (up to ``MAX_NEW_TOKENS``). ``judge``: the
+    judge that labels live replies."""
 
     model: str | None = None
     circuits: tuple[Path, ...] = ()

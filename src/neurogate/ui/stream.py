@@ -23,6 +23,7 @@ from neurogate.models.inputs import encode, pad_id
 from neurogate.models.loading import LoadedModel
 
 TextFn = Callable[[str], None]
+CountFn = Callable[[int], None]
 
 
 class TurnQueue:
@@ -64,10 +65,13 @@ class _TextStreamer(BaseStreamer):
     """Decodes the growing reply after each token and passes on the new text (nothing after a stop token;
     an incomplete UTF-8 character waits for the next token)."""
 
-    def __init__(self, lm: LoadedModel, stops: set[int], on_text: TextFn) -> None:
+    def __init__(
+        self, lm: LoadedModel, stops: set[int], on_text: TextFn, on_count: CountFn | None = None
+    ) -> None:
         self.lm = lm
         self.stops = stops
         self.on_text = on_text
+        self.on_count = on_count
         self.ids: list[int] = []
         self.sent = ""
         self.prompt_seen = False
@@ -82,6 +86,8 @@ class _TextStreamer(BaseStreamer):
                 self.stopped = True
                 return
             self.ids.append(int(token))
+        if self.on_count is not None:
+            self.on_count(len(self.ids))
         # a trailing replacement character may be half of a character the next token completes
         self._send(self._text().rstrip("\ufffd"))
 
@@ -108,13 +114,19 @@ class _Cancelled(StoppingCriteria):
 
 
 def stream_reply(
-    lm: LoadedModel, prompt: str, max_new_tokens: int, on_text: TextFn, cancel: threading.Event
+    lm: LoadedModel,
+    prompt: str,
+    max_new_tokens: int,
+    on_text: TextFn,
+    cancel: threading.Event,
+    on_count: CountFn | None = None,
 ) -> Generation:
-    """Greedy reply to one chat-formatted prompt, streamed through ``on_text`` piece by piece."""
+    """Greedy reply to one chat-formatted prompt, streamed through ``on_text`` piece by piece;
+    ``on_count`` hears how many tokens the reply has after each new one (stop tokens not counted)."""
     stops = stop_token_ids(lm)
     (ids,) = encode(lm, [prompt])
     input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
-    streamer = _TextStreamer(lm, set(stops), on_text)
+    streamer = _TextStreamer(lm, set(stops), on_text, on_count)
     generate: Any = lm.model.generate  # typed loosely by transformers
     with torch.inference_mode(), contiguous_head(lm):
         out = generate(

@@ -23,13 +23,52 @@ function ticks(lo, hi, n = 4) {
 
 const short = (x) => (Number.isInteger(x) || Math.abs(x) >= 100 ? String(Math.round(x)) : Number(x).toPrecision(2));
 
+/** Compact tick text: exponent form for very small or large scores, else two significant digits. */
+export function tickText(x) {
+  if (x === 0) return "0";
+  const a = Math.abs(x);
+  if (a < 0.01 || a >= 1e5) return x.toExponential(1).replace("e+", "e");
+  return short(x);
+}
+
+/** How the score panel maps scores to height. ``mode``: "linear", "log" (powers of ten; only when every
+ * score is positive) or "clip" (a cap just above the second-highest layer's top score, so one layer far
+ * above the rest does not flatten them; scores above it are drawn at the cap as open triangles).
+ * "auto" clips when one layer's top score is over three times every other layer's, else linear. */
+export function scoreScale(d, mode = "auto") {
+  const all = d.layers.flatMap((l) => l.scores);
+  const tops = d.layers.filter((l) => l.scores.length).map((l) => ({ layer: l.layer, top: Math.max(...l.scores) }))
+    .sort((a, b) => b.top - a.top);
+  const canLog = all.length > 0 && all.every((v) => v > 0);
+  const dominant = tops.length > 1 && tops[1].top > 0 && tops[0].top > 3 * tops[1].top;
+  if (mode === "auto") mode = dominant ? "clip" : "linear";
+  if (mode === "log" && !canLog) mode = "linear";
+  if (mode === "clip" && !dominant) mode = "linear";
+  const lo = Math.min(0, ...all);
+  if (mode === "log") {
+    const e0 = Math.floor(Math.log10(Math.min(...all))), e1 = Math.ceil(Math.log10(Math.max(...all)));
+    const span = Math.max(1, e1 - e0);
+    const every = Math.ceil(span / 4);
+    const marks = [];
+    for (let e = e0; e <= e0 + span; e += every) marks.push(10 ** e);
+    return { mode, canLog, dominant, lo: e0, hi: e0 + span, at: (v) => Math.log10(v), ticks: marks, clipped: [] };
+  }
+  const cap = mode === "clip" ? tops[1].top * 1.15 : Math.max(1e-9, ...all);
+  const clipped = mode === "clip" ? tops.filter((t) => t.top > cap) : [];
+  return { mode, canLog, dominant, lo, hi: cap, at: (v) => Math.min(v, cap), ticks: ticks(lo, cap, 2), clipped, cap };
+}
+
 /** Neurons per layer (bars; with an overlay, both circuits and their shared neurons) over each layer's
- * score spread (min–max whisker, quartile box, median, and every neuron as a dot). */
-export function barChart(d, overlay) {
-  const W = 1100, H = 250, left = 64, right = 10, top = 10, mid = 120, bottom = 224;
+ * score spread (min–max whisker, quartile box, median, and every neuron as a dot). ``width``: the drawing's
+ * width in CSS pixels (labels keep their size); ``scale``: a :func:`scoreScale` mode. */
+export function barChart(d, overlay, { width = 1100, scale = "auto" } = {}) {
+  const W = Math.max(320, Math.round(width)), H = 268, left = 70, right = 12, top = 10, mid = 120, bottom = 224;
   const n = Math.max(d.n_layers, 1);
   const bw = (W - left - right) / n;
   const svg = frame(W, H, `neurons per layer and score spread of ${d.n_neurons} neurons over ${d.n_layers} layers`);
+  const sc = scoreScale(d, scale);
+  svg.setAttribute("data-scale", sc.mode);
+  svg.setAttribute("data-width", W);
   const counts = overlay ? overlay.layers.map((l) => Math.max(l.a, l.b)) : d.layers.map((l) => l.count);
   const step = Math.max(1, Math.ceil(Math.max(1, ...counts) / 4));
   const maxCount = step * Math.ceil(Math.max(1, ...counts) / step);
@@ -40,7 +79,10 @@ export function barChart(d, overlay) {
   for (let t = 0; t <= maxCount; t += step) {
     svg.append(s("text", { x: left - 6, y: yCount(t) + 4, class: "tick", "text-anchor": "end" }, String(t)));
   }
-  svg.append(s("text", { x: 4, y: (top + base) / 2, class: "axis-label" }, "neurons"));
+  const title = (y, text) => svg.append(s("text", {
+    x: 14, y, class: "axis-label", "text-anchor": "middle", transform: `rotate(-90 14 ${y})`,
+  }, text));
+  title((top + base) / 2, "neurons");
   const bar = (x, y, w, cls, tip) => {
     const r = s("rect", { x, y, width: Math.max(1, w), height: Math.max(0, base - y), class: cls });
     if (tip) r.append(s("title", {}, tip));
@@ -61,25 +103,38 @@ export function barChart(d, overlay) {
       bar(x0(i) + 1, yCount(l.count), bw - 2, "bar", `layer ${i}: ${l.count} neurons`);
     }
   });
-  const all = d.layers.flatMap((l) => l.scores);
-  const lo = Math.min(0, ...all), hi = Math.max(1e-9, ...all);
-  const yScore = (v) => bottom - ((v - lo) / (hi - lo || 1)) * (bottom - mid - 6);
-  for (const t of ticks(lo, hi, 2)) svg.append(s("text", { x: left - 6, y: yScore(t) + 4, class: "tick", "text-anchor": "end" }, short(t)));
-  svg.append(s("text", { x: 4, y: (mid + bottom) / 2, class: "axis-label" }, "score"));
+  const yScore = (v) => bottom - ((sc.at(v) - sc.lo) / (sc.hi - sc.lo || 1)) * (bottom - mid - 10);
+  for (const t of sc.ticks) svg.append(s("text", { x: left - 6, y: yScore(t) + 4, class: "tick", "text-anchor": "end" }, tickText(t)));
+  title((mid + bottom) / 2, sc.mode === "log" ? "score (log)" : "score");
   d.layers.forEach((l, i) => {
     const cx = x0(i) + bw / 2;
-    const half = Math.min(bw * 0.3, 24);
+    const half = Math.max(1.5, Math.min(bw * 0.3, 24));
     if (l.spread) {
       const sp = l.spread;
       svg.append(s("line", { x1: cx, x2: cx, y1: yScore(sp.min), y2: yScore(sp.max), class: "whisker" }));
       svg.append(s("rect", { x: cx - half, y: yScore(sp.q3), width: 2 * half, height: Math.max(1, yScore(sp.q1) - yScore(sp.q3)), class: "box" }));
       svg.append(s("line", { x1: cx - half, x2: cx + half, y1: yScore(sp.median), y2: yScore(sp.median), class: "median" }));
-      for (const v of l.scores) svg.append(s("circle", { cx, cy: yScore(v), r: 2, class: "dot" }));
+      for (const v of l.scores) {
+        if (sc.mode === "clip" && v > sc.cap) continue;
+        svg.append(s("circle", { cx, cy: yScore(v), r: 2, class: "dot" }));
+      }
+      const over = sc.mode === "clip" ? l.scores.filter((v) => v > sc.cap) : [];
+      if (over.length) {
+        const y = yScore(sc.cap);
+        const tri = s("path", { d: `M${cx - 5},${y + 4} L${cx + 5},${y + 4} L${cx},${y - 5} Z`, class: "clipped", "data-layer": i });
+        tri.append(s("title", {}, `layer ${i}: ${over.length} score(s) above the cap ${tickText(sc.cap)}, up to ${tickText(Math.max(...over))}`));
+        svg.append(tri);
+      }
     }
   });
-  const every = Math.ceil(n / 28);
-  for (let i = 0; i < n; i += every) svg.append(s("text", { x: x0(i) + bw / 2, y: bottom + 14, class: "tick", "text-anchor": "middle" }, String(i)));
-  svg.append(s("text", { x: left - 6, y: bottom + 14, class: "axis-label", "text-anchor": "end" }, "layer"));
+  // layer numbers: a round step that leaves room for each label, and always the last layer
+  const gap = 8 + 7 * String(n - 1).length;
+  const every = [1, 2, 5, 10, 20, 50, 100].find((k) => k * bw >= gap) ?? Math.ceil(gap / bw);
+  const shown = [];
+  for (let i = 0; i < n; i += every) if (i === n - 1 || (n - 1 - i) * bw >= gap) shown.push(i);
+  if (shown[shown.length - 1] !== n - 1) shown.push(n - 1);
+  for (const i of shown) svg.append(s("text", { x: x0(i) + bw / 2, y: bottom + 14, class: "tick layer-tick", "text-anchor": "middle" }, String(i)));
+  svg.append(s("text", { x: left + (W - left - right) / 2, y: bottom + 34, class: "axis-label", "text-anchor": "middle" }, "layer"));
   return svg;
 }
 
