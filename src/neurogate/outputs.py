@@ -128,14 +128,16 @@ def check_target(
     return target
 
 
-def check_file_target(out: str | os.PathLike[str], option: str) -> Path:
+def check_file_target(out: str | os.PathLike[str], option: str, example: str = "circuit.json") -> Path:
     """Check, before any expensive work, that a file can be written at ``out``: not a folder, and its folder
-    exists (or can be created) and is writable. (The file is replaced atomically, a symlink by a file.)"""
+    exists (or can be created) and is writable. (The file is replaced atomically, a symlink by a file.)
+
+    A path that ends in a slash names a folder everywhere in neurogate: where a folder is written it is that
+    folder, and where a file is written it is refused here, with ``example`` as the file name to give (pass
+    the path as the user typed it: ``Path`` drops the slash)."""
     path = Path(out).expanduser()
     if path.is_dir() or str(out).endswith(("/", os.sep)):
-        raise ConfigError(
-            f"{option} {str(out)!r} is a directory; give a file name, e.g. {path / 'circuit.json'}"
-        )
+        raise ConfigError(f"{option} {str(out)!r} is a directory; give a file name, e.g. {path / example}")
     check_writable_dir(_absolute(path).parent, option, str(out))
     return path
 

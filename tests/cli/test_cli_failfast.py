@@ -135,3 +135,54 @@ def test_unusable_output_paths_fail_before_the_model_loads(
     assert isinstance(result.exception, ConfigError), result.output
     assert message in str(result.exception)
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "newdir").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "example"),
+    [
+        (["discover"], "circuit.json"),
+        (["export", "--format", "gguf", "--circuit", "{tmp}/c.json"], "steered.gguf"),
+        (["export", "--format", "control-vector"], "steered.gguf"),
+        (["base-vs-instruct", "--instruct", "{model}", "--base", "{model}"], "base-vs-instruct.json"),
+    ],
+)
+def test_a_file_output_ending_in_a_slash_is_refused_naming_a_file(
+    tmp_path: Path, command: list[str], example: str
+) -> None:
+    """A path ending in a slash names a folder everywhere: where a file is written it is refused before any
+    work (``export --format gguf --out DIR/`` once wrote a file called DIR), with a file name to give."""
+    from neurogate.discovery.circuit import Circuit, Neuron
+    from neurogate.models.tiny import tiny_lm
+
+    lm = tiny_lm("llama")
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    model = str(tmp_path / "model")
+    Circuit(neurons=[Neuron(0, 1, 1.0, 1.0, 1.0, 0.0)], model={"spec": model, "shape": lm.shape}).save(
+        tmp_path / "c.json"
+    )
+    args = [part.replace("{tmp}", str(tmp_path)).replace("{model}", model) for part in command]
+    if "--instruct" not in args:
+        args += ["--model", model]
+    result = runner.invoke(app, [*args, "--out", f"{tmp_path}/made/"])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert "is a directory; give a file name" in message and f"made/{example}" in message
+    assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.parametrize("fmt", ["dir", "lora"])
+def test_a_folder_output_ending_in_a_slash_is_that_folder(tmp_path: Path, fmt: str) -> None:
+    from neurogate.discovery.circuit import Circuit, Neuron
+    from neurogate.models.tiny import tiny_lm
+
+    lm = tiny_lm("llama")
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    model = str(tmp_path / "model")
+    circuit = Circuit(neurons=[Neuron(0, 1, 1.0, 1.0, 1.0, 0.0)], model={"spec": model, "shape": lm.shape})
+    circuit.save(tmp_path / "c.json")
+    args = ["export", "--format", fmt, "--circuit", f"{tmp_path}/c.json", "--dtype", "float32"]
+    result = runner.invoke(app, [*args, "--out", f"{tmp_path}/made/"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "made").is_dir() and any((tmp_path / "made").iterdir())

@@ -166,7 +166,8 @@ def base_vs_instruct(
     endpoint_model: opts.EndpointModelOpt = None,
     judge_url: opts.OldJudgeUrlOpt = None,
     judge_model: opts.OldJudgeModelOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
+    # a str, not a Path: a trailing slash (a folder was meant) must reach the output check
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
 ) -> None:
@@ -182,7 +183,7 @@ def base_vs_instruct(
     )
     check_evaluation(settings)
     if out is not None:
-        check_file_target(out, "--out")
+        check_file_target(out, "--out", example="base-vs-instruct.json")
     for option, spec in (("instruct", instruct), ("base", base)):  # both, before the first pipeline
         cli.preflight_model(spec, explicit=cli.given(option))
     shifts = []

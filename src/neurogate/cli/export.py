@@ -20,6 +20,7 @@ from neurogate.discovery.directions import ResidualDirections, compute_direction
 from neurogate.errors import ConfigError
 from neurogate.models import zoo
 from neurogate.models.hooks import check_scale
+from neurogate.outputs import check_file_target
 from neurogate.steering.control_vector import export_control_vector
 from neurogate.steering.export import check_target, export_model
 from neurogate.steering.gguf import export_gguf, gguf_shape, read_gguf
@@ -66,8 +67,9 @@ def _directions(
 
 @cli.app.command("export", rich_help_panel=cli.STEER)
 def export_command(
+    # a str, not a Path: a trailing slash (a folder was meant) must reach the output checks
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder (dir, lora) or file (gguf, control-vector).")
+        str, typer.Option("--out", "-o", help="Folder (dir, lora) or file (gguf, control-vector).")
     ],
     circuit: Annotated[
         Path | None, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover`.")
@@ -121,6 +123,8 @@ def export_command(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt in ("gguf", "control-vector"):  # a file: checked before any model is pulled or loaded
+        check_file_target(out, "--out", example="steered.gguf")
     model = cli.circuit_model(model, circuit)
     if fmt == "control-vector":
         found = _directions(model, directions, positive, negative, dtype, device)

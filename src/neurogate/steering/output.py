@@ -59,7 +59,7 @@ def check_file_target(
     """Refuse an unsafe file target (:func:`neurogate.outputs.check_target`: no symlinks, not an input), a
     folder, or an existing file unless ``overwrite`` and it starts with ``magic`` (a file of the format
     neurogate writes, not some other file that happens to be there); return it resolved."""
-    check_file_path(out, "--out")
+    check_file_path(out, "--out", example="steered.gguf")
     target = check_target_path(out, inputs=inputs)
     if not target.exists():
         return target
