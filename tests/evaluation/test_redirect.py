@@ -114,6 +114,9 @@ def test_a_content_judge_counts_redirects_apart_and_a_form_judge_says_it_cannot(
     note = tables.redirect_note([result], "keyword")
     assert note is not None and "keyword judge cannot tell redirects apart (1 of 1 conditions)" in note
     assert tables.redirect_note([result]) is None
+    summary = result.summary()
+    assert set(summary["rates"]["content"]) == set(CLASSES) and "redirect" not in summary["rates"]["keyword"]
+    assert summary["rates_from"]["keyword"] == "keyword judge only, uncalibrated"
     # stored as version 3 with the flags, and read back equal
     assert store.get("baseline") == result
 

@@ -164,11 +164,13 @@ class ConditionResult:
         return cls(**data)
 
     def summary(self) -> dict[str, Any]:
-        """The result without its replies (for printing as JSON), with the headline rates."""
+        """The result without its replies (for printing as JSON), with every judge's rates (redirect only
+        where that judge measured it) and what they rest on: the judges alone, no audit."""
         data = self.to_dict()
         for name in ("harmful", "benign"):
             data.pop(name)
         data["rates"] = {j: {c: r.to_dict() for c, r in self.rates(j).items()} for j in self.judges}
+        data["rates_from"] = {j: f"{j} judge only, uncalibrated" for j in self.judges}
         return data
 
 
