@@ -32,7 +32,7 @@ from neurogate.models.loading import LoadedModel, load_model
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
 from neurogate.ui.catalog import Catalog
-from neurogate.ui.settings import UISettings
+from neurogate.ui.settings import MAX_NEW_TOKENS, UISettings
 from neurogate.ui.stream import TurnQueue, stream_reply
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,13 @@ DIRECTION_SETS = ("builtin:harmful", "builtin:benign")
 @dataclass(frozen=True)
 class SteerRequest:
     """One live comparison: ``method`` at ``value`` on its own scale, with ``circuit`` (a catalog id) for
-    the neuron methods."""
+    the neuron methods; each reply stops after ``max_new_tokens`` (``None``: the explorer's default)."""
 
     prompt: str
     method: str
     value: float
     circuit: str | None = None
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():
@@ -64,6 +64,8 @@ class SteerRequest:
         scale = get_kind(self.method).scale
         if not -VALUE_LIMIT <= self.value <= VALUE_LIMIT:
             raise ConfigError(f"{scale.symbol} must be between -{VALUE_LIMIT:g} and {VALUE_LIMIT:g}")
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ConfigError(f"the reply length must be between 1 and {MAX_NEW_TOKENS} tokens")
 
 
 class LiveSteering:
@@ -83,6 +85,7 @@ class LiveSteering:
         )
         self._ready = threading.Event()
         self._directions: ResidualDirections | None = None
+        self._directions_source = ""
         self._unsteered: OrderedDict[tuple[str, int], Generation] = OrderedDict()
 
     # -- the model -------------------------------------------------------------------------------------
@@ -119,6 +122,7 @@ class LiveSteering:
             "queue": self.turns.length,
             "judge": self.classifier.names[0],
             "max_new_tokens": self.settings.max_new_tokens,
+            "max_new_tokens_limit": MAX_NEW_TOKENS,
         }
 
     def _model(self, emit: Emit) -> LoadedModel:
@@ -151,27 +155,48 @@ class LiveSteering:
     def _compare(self, req: SteerRequest, emit: Emit, cancel: threading.Event, received: float) -> None:
         lm = self._model(emit)
         iv = self._intervention(lm, req, emit)
-        max_new = min(req.max_new_tokens, self.settings.max_new_tokens)
-        emit({"event": "start", "label": iv.label, "scale": iv.scale.name, "symbol": iv.scale.symbol})
+        max_new = min(req.max_new_tokens or self.settings.max_new_tokens, MAX_NEW_TOKENS)
+        key = (req.prompt, max_new)
+        emit(
+            {
+                "event": "start",
+                "label": iv.label,
+                "scale": iv.scale.name,
+                "symbol": iv.scale.symbol,
+                "detail": self._detail(iv),
+                "max_new_tokens": max_new,
+                "unsteered_cached": key in self._unsteered,
+            }
+        )
 
         def tokens(side: str) -> Callable[[str], None]:
             return lambda text: emit(
                 {"event": "token", "side": side, "text": text, "t": time.perf_counter() - received}
             )
 
+        def counts(side: str) -> Callable[[int], None]:
+            return lambda n: emit(
+                {
+                    "event": "progress",
+                    "side": side,
+                    "n": n,
+                    "max": max_new,
+                    "t": time.perf_counter() - received,
+                }
+            )
+
         handle = iv.attach()
         started = time.perf_counter()
         try:
-            steered = stream_reply(lm, req.prompt, max_new, tokens("steered"), cancel)
+            steered = stream_reply(lm, req.prompt, max_new, tokens("steered"), cancel, counts("steered"))
         finally:
             handle.remove()
         emit({**self._done("steered", req.prompt, steered), **_speed(steered, started)})
-        key = (req.prompt, max_new)
         plain = self._unsteered.get(key)
         cached = plain is not None
         started = time.perf_counter()
         if plain is None:
-            plain = stream_reply(lm, req.prompt, max_new, tokens("unsteered"), cancel)
+            plain = stream_reply(lm, req.prompt, max_new, tokens("unsteered"), cancel, counts("unsteered"))
             if not cancel.is_set():
                 self._remember(key, plain)
         speed = {} if cached else _speed(plain, started)
@@ -209,6 +234,22 @@ class LiveSteering:
         while len(self._unsteered) > UNSTEERED_CACHE:
             self._unsteered.popitem(last=False)
 
+    def _detail(self, iv: Intervention) -> str:
+        """What a residual method steers along: its layer, how that layer was chosen, and where the
+        direction came from (empty for the neuron methods, whose circuit the page names)."""
+        d = self._directions
+        layer = getattr(iv, "layer", None)
+        if get_kind(iv.kind).source != "directions" or d is None or layer is None:
+            return ""
+        chosen = "the best-separating layer, " if layer == d.best_layer else ""
+        where = f"layer {layer} (of 0-{d.n_layers - 1}; {chosen}held-out accuracy {d.separation[layer]:.2f})"
+        what = (
+            f"Subtracts s times the direction after {where}."
+            if iv.kind == "caa"
+            else f"Removes s times the unit direction of {where} at every residual site."
+        )
+        return f"{what} Direction: the mean residual stream on {self._directions_source}."
+
     def _intervention(self, lm: LoadedModel, req: SteerRequest, emit: Emit) -> Intervention:
         kind = get_kind(req.method)
         if kind.source == "circuit":
@@ -223,13 +264,19 @@ class LiveSteering:
         """Directions stored in a run for this model, else computed once from the built-in sets."""
         if self._directions is None:
             shape = (lm.adapter.n_layers, lm.adapter.d_model)
-            found = self.catalog.directions(
+            stored = self.catalog.directions(
                 lambda d: tuple(d.diffs.shape) == shape and d.model.get("spec") == lm.spec
             )
-            if found is None:
+            if stored is None:
                 pos, neg = DIRECTION_SETS
                 emit({"event": "status", "text": f"computing residual directions ({pos} vs {neg})"})
                 found = compute_directions(lm, list(prompts.load(pos)), list(prompts.load(neg)))
+                source = f"{pos} minus that on {neg}"
+            else:
+                found, run = stored
+                source = f"run {run}'s positive prompts minus that on its negative ones"
+            counts = f" ({found.n_positive} and {found.n_negative} prompts)" if found.n_positive else ""
+            self._directions_source = source + counts
             self._directions = found
         return self._directions
 

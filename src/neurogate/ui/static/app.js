@@ -1,7 +1,7 @@
 // neurogate explorer: circuits, live steering and study runs. Plain ES module, no build step, no network
 // beyond this server. Every text from the server (replies, prompts, labels) goes into the page as text
 // nodes, never as HTML.
-import { barChart, curveChart, scatterChart } from "./charts.js";
+import { barChart, curveChart, scatterChart, scoreScale, tickText } from "./charts.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -28,7 +28,12 @@ async function api(path) {
   return data;
 }
 
-const fmt = (x, digits = 3) => (x === null || x === undefined ? "–" : Number(x).toPrecision(digits));
+/** A number in ``digits`` significant digits; exponent form below 0.001 so small scores stay short. */
+const fmt = (x, digits = 3) => {
+  if (x === null || x === undefined) return "–";
+  const v = Number(x);
+  return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(digits - 1) : v.toPrecision(digits);
+};
 const pct = (r) => (r ? `${Math.round(100 * r.value)}%` : "–");
 const ci = (r) => (r ? `[${Math.round(100 * r.low)}–${Math.round(100 * r.high)}]` : "");
 const scaleLabel = (symbol, value) => `${symbol}=${Number(value)}`;
@@ -89,7 +94,7 @@ async function pollStatus() {
 
 // ---------------------------------------------------------------------------------------------- circuits
 
-const circuitView = { data: null, sortKey: "score", sortDir: -1, selected: null, overlay: null };
+const circuitView = { data: null, sortKey: "score", sortDir: -1, selected: null, overlay: null, width: 0 };
 
 function fillCircuitSelects() {
   const options = (withNone) => [
@@ -130,7 +135,7 @@ async function showCircuit(id) {
   const skipped = u ? ` ${u} universal neuron${u === 1 ? " was" : "s were"} passed over.` : "";
   $("circuit-summary").textContent =
     `${d.n_neurons} neurons on ${d.spec} (${d.n_layers} layers); ` +
-    `${Math.round(100 * d.late_share)}% in the last quarter (layers ${d.late_start}–${d.n_layers - 1}).` + skipped;
+    `${Math.round(100 * d.late_share)}% in the last quarter (${layerRange(d)}).` + skipped;
   renderNeuronTable();
   $("neuron-detail").replaceChildren(h("p", { class: "muted" },
     d.has_profiles ? "Choose a neuron to see its scores and the discovery prompts that drive it."
@@ -150,21 +155,42 @@ async function updateOverlay() {
   renderCircuitChart();
 }
 
+const layerRange = (d) => (d.late_start >= d.n_layers - 1 ? `layer ${d.n_layers - 1}` : `layers ${d.late_start}–${d.n_layers - 1}`);
+
+/** The score panel's note: why scores are clipped or logged, and how to see them otherwise. */
+function scoreNote(d, sc) {
+  const tops = sc.clipped.map((t) => `layer ${t.layer} reaches ${tickText(t.top)}`).join(", ");
+  if (sc.mode === "clip") {
+    return `Scores are clipped at ${tickText(sc.cap)} so that one layer does not flatten the others: ${tops}. ` +
+      "Triangles mark the clipped neurons; choose log or linear to see every score to scale.";
+  }
+  if (sc.mode === "log") return "Scores on a log scale: each tick is ten times the one below.";
+  if (sc.dominant) return "On this linear scale one layer's top score flattens the others; choose clipped or log.";
+  return "";
+}
+
 function renderCircuitChart() {
   const d = circuitView.data;
   const o = circuitView.overlay;
   const box = $("circuit-chart");
   if (!d) return box.replaceChildren();
+  const select = $("score-scale");
+  const sc = scoreScale(d, select.value);
+  select.querySelector("option[value=log]").disabled = !sc.canLog;
+  const width = Math.max(620, box.clientWidth - 14);
+  circuitView.width = box.clientWidth;
   const key = (cls, text) => [h("span", { class: `key ${cls}` }), text];
   const legend = h("p", { class: "legend" }, o && !o.error
     ? [key("a", "this circuit"), key("b", "the other circuit"), key("both", "shared neurons")]
-    : [key("a", "neurons in the layer")], key("late", `last quarter of the layers (${d.late_start}–${d.n_layers - 1})`),
+    : [key("a", "neurons in the layer")], key("late", `last quarter of the layers (${layerRange(d)})`),
     " · below: each layer's scores (box: quartiles, line: median, dots: neurons)");
-  const children = [barChart(d, o && !o.error ? o : null), legend];
+  const note = scoreNote(d, sc);
+  const children = [barChart(d, o && !o.error ? o : null, { width, scale: select.value }), legend,
+    note ? h("p", { class: "legend", id: "score-note", "data-mode": sc.mode }, note) : null];
   if (o && o.error) children.push(h("p", { class: "error" }, o.error));
   else if (o) children.push(h("p", { class: "summary" },
     `Overlap: ${o.shared} shared neurons of ${o.n_a} and ${o.n_b} (Jaccard ${fmt(o.jaccard, 2)}).`));
-  box.replaceChildren(...children);
+  box.replaceChildren(...children.filter(Boolean));
 }
 
 const NEURON_COLUMNS = [
@@ -238,7 +264,8 @@ async function showNeuron(layer, index) {
 
 // ---------------------------------------------------------------------------------------------- steering
 
-const steerView = { controller: null, ran: false };
+const steerView = { controller: null, ran: false, maxTokens: 64, progress: {} };
+const VALUE_LIMIT = 10; // the server's bound on m and s
 
 function methodInfo() {
   return state.methods[$("method").value];
@@ -249,9 +276,46 @@ function setupMethods() {
   for (const m of methods) state.methods[m.kind] = m;
   $("method").replaceChildren(...methods.map((m) => h("option", { value: m.kind }, `${m.kind} (${m.scale} ${m.symbol})`)));
   $("method").addEventListener("change", () => { configureSlider(true); rerun(); });
-  $("value").addEventListener("input", updateValueLabel);
+  // the slider and the number box show one value: either one sets the other
+  $("value").addEventListener("input", () => { $("value-box").value = $("value").value; checkValue(); });
   $("value").addEventListener("change", rerun);
+  $("value-box").addEventListener("input", () => { if (checkValue()) $("value").value = $("value-box").value; });
+  $("value-box").addEventListener("change", () => { if (checkValue()) rerun(); });
+  const live = state.status.live;
+  const tokens = $("max-tokens");
+  tokens.max = String(live.max_new_tokens_limit || 256);
+  tokens.value = String(live.max_new_tokens || 64);
+  tokens.addEventListener("input", checkTokens);
+  tokens.addEventListener("change", () => { if (checkTokens()) rerun(); });
   configureSlider(true);
+  checkTokens();
+}
+
+/** The number box's value when it is a number within the server's bounds, else ``null`` (and the box
+ * says why). */
+function checkValue() {
+  const box = $("value-box");
+  const v = box.value.trim() === "" ? NaN : Number(box.value);
+  const ok = Number.isFinite(v) && Math.abs(v) <= VALUE_LIMIT;
+  box.setCustomValidity(ok ? "" : `a number from -${VALUE_LIMIT} to ${VALUE_LIMIT}`);
+  box.setAttribute("aria-invalid", String(!ok));
+  if (ok) updateValueLabel();
+  return ok ? v : null;
+}
+
+/** The reply length when it is a whole number from 1 to the server's limit, else ``null``; the help
+ * line under it says what the replies will stop at. */
+function checkTokens() {
+  const box = $("max-tokens");
+  const limit = Number(box.max);
+  const n = Number(box.value);
+  const ok = box.value.trim() !== "" && Number.isInteger(n) && n >= 1 && n <= limit;
+  box.setCustomValidity(ok ? "" : `a whole number from 1 to ${limit}`);
+  box.setAttribute("aria-invalid", String(!ok));
+  $("tokens-help").textContent = ok
+    ? `Each reply stops after ${n} tokens (a reply cut there says so); up to ${limit} allowed.`
+    : `Reply length: a whole number of tokens from 1 to ${limit}.`;
+  return ok ? n : null;
 }
 
 function configureSlider(reset) {
@@ -261,16 +325,20 @@ function configureSlider(reset) {
   slider.min = "-1";
   slider.max = neuron ? "3" : "2";
   if (reset) slider.value = neuron ? "0" : "1";
+  const box = $("value-box");
+  box.min = String(-VALUE_LIMIT);
+  box.max = String(VALUE_LIMIT);
+  if (reset) box.value = slider.value;
   $("steer-circuit").disabled = m.source !== "circuit";
   $("value-help").textContent = neuron
     ? "multiplier m: 1 = unchanged, 0 ablates the neurons, > 1 amplifies, < 0 flips them"
     : "strength s: 0 = unchanged, 1 = the method's full change, < 0 reverses it";
-  updateValueLabel();
+  checkValue();
 }
 
 function updateValueLabel() {
   const m = methodInfo();
-  const text = `${m.kind} ${scaleLabel(m.symbol, $("value").value)}`;
+  const text = `${m.kind} ${scaleLabel(m.symbol, $("value-box").value)}`;
   $("value-label").textContent = text;
   $("value").setAttribute("aria-valuetext", text);
 }
@@ -286,8 +354,40 @@ function resetSides(label) {
     s.text.textContent = "";
     s.meta.replaceChildren();
     s.el.dataset.state = "waiting";
+    delete s.el.dataset.class;
+    showProgress(name, name === "steered" ? "waiting for the model…" : "waiting for the steered reply…");
   }
+  steerView.progress = {};
   $("side-steered").querySelector("[data-role=title]").textContent = label;
+  $("side-steered").querySelector("[data-role=detail]").textContent = "";
+}
+
+/** A reply card's progress line: a bar (when ``n`` is given) and a sentence; ``null`` hides it. */
+function showProgress(name, text, n, max) {
+  const box = $(`side-${name}`).querySelector("[data-role=progress]");
+  box.hidden = text === null;
+  const bar = box.querySelector("progress");
+  bar.hidden = n === undefined;
+  if (n !== undefined) { bar.max = max; bar.value = n; }
+  box.querySelector("span").textContent = text ?? "";
+}
+
+const seconds = (x) => (x < 10 ? x.toFixed(1) : String(Math.round(x)));
+
+/** A token arrived on one side: the count, the speed so far and the time left if the reply runs to the
+ * limit; the unsteered side, still waiting, learns how long it will take at that speed. */
+function onProgress(ev) {
+  const p = (steerView.progress[ev.side] ??= { t0: ev.t, n0: ev.n });
+  const rate = ev.n > p.n0 && ev.t > p.t0 ? (ev.n - p.n0) / (ev.t - p.t0) : null;
+  p.rate = rate;
+  const left = rate ? ` · at most ${seconds((ev.max - ev.n) / rate)} s left` : "";
+  const speed = rate ? ` · ${rate.toFixed(1)} tokens/s` : "";
+  showProgress(ev.side, `${ev.n} of ${ev.max} tokens${speed}${left}`, ev.n, ev.max);
+  if (ev.side === "steered" && !steerView.progress.unsteered && side("unsteered").el.dataset.state === "waiting") {
+    const then = steerView.unsteeredCached ? "then it is shown at once (generated before)"
+      : `then up to ${ev.max} tokens${rate ? `, about ${seconds(ev.max / rate)} s at this speed` : ""}`;
+    showProgress("unsteered", `waiting for the steered reply (${ev.n} of ${ev.max} tokens); ${then}`);
+  }
 }
 
 function describeReply(ev, kl) {
@@ -295,7 +395,7 @@ function describeReply(ev, kl) {
     h("span", { class: `badge ${ev.class}` }, ev.class),
     ev.verdict ? ` ${state.status.live.judge} judge: ${ev.verdict}` : " (degenerate replies are not judged)",
     ev.degenerate ? ` · degenerate: ${ev.degenerate}` : "",
-    ` · ${ev.n_tokens} tokens${ev.finished ? "" : " (cut at the limit)"}`,
+    ` · ${ev.n_tokens} tokens${ev.finished ? "" : ` (cut at the ${steerView.maxTokens}-token limit)`}`,
     ev.tokens_per_s ? ` · ${ev.tokens_per_s.toFixed(1)} tokens/s on ${ev.threads} CPU thread${ev.threads === 1 ? "" : "s"}` : "",
   ];
   if (kl !== undefined) parts.push(` · ${kl}`);
@@ -310,16 +410,25 @@ async function runSteer(event) {
   if (event) event.preventDefault();
   const prompt = $("prompt").value.trim();
   if (!prompt) return;
+  const m = methodInfo();
+  const status = $("steer-status");
+  const value = checkValue();
+  const maxTokens = checkTokens();
+  if (value === null || maxTokens === null) {
+    status.textContent = value === null ? `error: ${m.symbol} must be a number from -${VALUE_LIMIT} to ${VALUE_LIMIT}`
+      : `error: the reply length must be a whole number from 1 to ${$("max-tokens").max}`;
+    return;
+  }
   if (steerView.controller) steerView.controller.abort();
   const controller = new AbortController();
   steerView.controller = controller;
   steerView.ran = true;
-  const m = methodInfo();
-  const value = Number($("value").value);
   resetSides(`${m.kind} ${scaleLabel(m.symbol, value)}`);
-  const status = $("steer-status");
   status.textContent = "sending…";
-  const body = { prompt, method: m.kind, value, circuit: m.source === "circuit" ? $("steer-circuit").value || null : null };
+  const body = {
+    prompt, method: m.kind, value, max_new_tokens: maxTokens,
+    circuit: m.source === "circuit" ? $("steer-circuit").value || null : null,
+  };
   let res;
   try {
     res = await fetch("/api/steer", {
@@ -358,8 +467,22 @@ async function runSteer(event) {
 function handleEvent(ev, status) {
   if (ev.event === "queued") status.textContent = `waiting: ${ev.ahead} request(s) ahead`;
   else if (ev.event === "status") status.textContent = ev.text;
-  else if (ev.event === "start") { status.textContent = `generating (${ev.label})…`; $("side-steered").querySelector("[data-role=title]").textContent = ev.label; }
-  else if (ev.event === "token") {
+  else if (ev.event === "start") {
+    status.textContent = `generating the steered reply (${ev.label})…`;
+    steerView.maxTokens = ev.max_new_tokens;
+    steerView.unsteeredCached = ev.unsteered_cached;
+    const card = $("side-steered");
+    card.querySelector("[data-role=title]").textContent = ev.label;
+    const circuit = state.circuits.find((c) => c.id === $("steer-circuit").value);
+    card.querySelector("[data-role=detail]").textContent = ev.detail
+      || (methodInfo().source === "circuit" && circuit ? `circuit: ${circuit.name} · ${circuit.n_neurons} neurons` : "");
+    showProgress("steered", `starting: up to ${ev.max_new_tokens} tokens`, 0, ev.max_new_tokens);
+    showProgress("unsteered", ev.unsteered_cached ? "waiting for the steered reply; then shown at once (generated before)"
+      : `waiting for the steered reply; then up to ${ev.max_new_tokens} tokens`);
+  } else if (ev.event === "progress") {
+    if (ev.side === "unsteered" && ev.n === 1) status.textContent = "generating the unsteered reply…";
+    onProgress(ev);
+  } else if (ev.event === "token") {
     const s = side(ev.side);
     s.el.dataset.state = "streaming";
     s.text.append(document.createTextNode(ev.text));
@@ -367,6 +490,7 @@ function handleEvent(ev, status) {
     const s = side(ev.side);
     s.text.textContent = ev.text;
     s.el.dataset.state = "done";
+    showProgress(ev.side, null);
     s.el.dataset.class = ev.class;
     const kl = ev.side === "unsteered" ? "KL from unsteered: 0 (reference)" : "KL from unsteered: measuring…";
     s.meta.replaceChildren(...describeReply(ev, kl));
@@ -375,7 +499,10 @@ function handleEvent(ev, status) {
     const s = side("steered");
     const kl = `KL from unsteered: ${fmt(ev.mean)} nats/token over ${ev.n_tokens} tokens (first token ${fmt(ev.first)})`;
     s.meta.replaceChildren(...describeReply(s.el.lastEvent, kl));
-  } else if (ev.event === "error") status.textContent = `error: ${ev.text}`;
+  } else if (ev.event === "error") {
+    status.textContent = `error: ${ev.text}`;
+    for (const name of ["steered", "unsteered"]) if (side(name).el.dataset.state !== "done") showProgress(name, "stopped (see the error above)");
+  }
   else if (ev.event === "end" && !status.textContent.startsWith("error")) status.textContent = "done";
 }
 
@@ -410,7 +537,7 @@ function rateLink(runId, cond, set, cls, rate) {
     type: "button", class: "link rate", "data-key": cond.key, "data-set": set, "data-cls": cls,
     title: `the ${set} replies of ${cond.label} (${rate.k} of ${rate.n} ${cls})`,
     onclick: () => showReplies(runId, cond.key, set, cls),
-  }, pct(rate), h("span", { class: "muted" }, ` ${ci(rate)}`));
+  }, pct(rate), h("span", { class: "muted ci" }, ` ${ci(rate)}`));
 }
 
 async function showRun(id) {
@@ -431,17 +558,18 @@ async function showRun(id) {
     h("figcaption", {}, "sparsity: refusal against the number of neurons steered")));
   if (run.pareto) charts.push(h("figure", {}, scatterChart(run.pareto), h("figcaption", {}, `tuning: every trial's ${run.pareto.objectives.y}${run.pareto.judged ? ` (${run.pareto.judged})` : ""} against its ${run.pareto.objectives.x}; large dots and the line: the Pareto front`)));
   else charts.push(h("p", { class: "muted" }, "A study run: tuning searches (neurogate tune) show their Pareto front here."));
-  const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
+  const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted ci" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
   const delta = (p) => (p ? `${p.diff >= 0 ? "+" : ""}${Math.round(100 * p.diff)} pts [${Math.round(100 * p.low)}, ${Math.round(100 * p.high)}], p=${fmt(p.p_value, 2)}` : "–");
   const judge = run.judges[0];
   const cols = ["condition", "group", "neurons", "refusal", "redirect", "compliance", "degenerate", "refusal vs baseline",
     "benign refusal", "quality", "perplexity", "KL first", "KL mean"];
   const rows = run.conditions.map((c) => h("tr", {},
-    h("th", { scope: "row" }, c.label), h("td", {}, c.group), h("td", {}, c.n_neurons ?? "–"),
+    h("th", { scope: "row" }, c.label, c.detail ? h("span", { class: "detail" }, c.detail) : null),
+    h("td", {}, c.group), h("td", {}, c.n_neurons ?? "–"),
     ["refusal", "redirect", "compliance", "degenerate"].map((cls) => h("td", {}, cls === "redirect" && !c.rates.harmful.redirect
       ? h("span", { class: "muted na", title: `redirect not measured: ${c.redirect_unknown}` }, "n/a")
       : rateLink(id, c, "harmful", cls, c.rates.harmful[cls]))),
-    h("td", {}, delta(c.vs_baseline)),
+    h("td", { class: "delta" }, delta(c.vs_baseline)),
     h("td", {}, rateLink(id, c, "benign", "refusal", c.rates.benign.refusal)),
     h("td", {}, est(c.quality)), h("td", {}, est(c.perplexity)), h("td", {}, est(c.kl_first)), h("td", {}, est(c.kl_mean))));
   const controls = run.controls.length ? h("div", { class: "table-wrap" }, h("table", { id: "control-table" },
@@ -457,6 +585,7 @@ async function showRun(id) {
       h("caption", {}, `Rates of the harmful prompts' replies under the ${judge} judge (${judge} judge only, uncalibrated; 95% Wilson intervals); every rate links to the replies behind it.`
         + (run.conditions.some((c) => c.redirect_unknown) ? ` Redirect n/a: not measured (${[...new Set(run.conditions.map((c) => c.redirect_unknown).filter(Boolean))].join("; ")}); there the judge's compliance may include redirects.` : "")),
       h("thead", {}, h("tr", {}, cols.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))),
+    ...(run.directions_note ? [h("p", { class: "note", id: "directions-note" }, run.directions_note)] : []),
     ...(controls ? [controls] : []),
   );
 }
@@ -501,6 +630,12 @@ async function main() {
   setupSteer();
   $("circuit-a").addEventListener("change", (e) => showCircuit(e.target.value));
   $("circuit-b").addEventListener("change", updateOverlay);
+  $("score-scale").addEventListener("change", renderCircuitChart);
+  // redraw the map at its new width (labels keep their size) when the window or the tab changes
+  new ResizeObserver(() => {
+    const w = $("circuit-chart").clientWidth;
+    if (w && Math.abs(w - circuitView.width) > 1) renderCircuitChart();
+  }).observe($("circuit-chart"));
   await Promise.all([loadCircuits().catch((e) => showError($("circuit-summary"), e)), loadRuns().catch((e) => showError($("run-view"), e))]);
   document.body.dataset.ready = "true";
 }
