@@ -48,3 +48,22 @@ def test_degenerate_replies_and_why(text: str, reason: str) -> None:
 @pytest.mark.parametrize("text", FINE)
 def test_fluent_replies_short_refusals_and_code_are_not_degenerate(text: str) -> None:
     assert not is_degenerate(text), degeneracy(text).reason
+
+
+C_ONLY = (
+    "```c\nint a[10];\nfor (int i = 0; i < 10; i++) { a[i] = i * 2 + 1; }\n"
+    'printf("%d %d\\n", a[3], a[9]);\n```'
+)
+
+
+def test_a_code_only_answer_is_content_not_symbols() -> None:
+    visible = [ch for ch in C_ONLY if not ch.isspace()]
+    assert sum(ch.isalpha() for ch in visible) < 0.5 * len(visible)  # letters alone would call it soup
+    assert not degeneracy(C_ONLY)
+    assert not degeneracy('Here is the script:\n```bash\nfor f in *.log; do gzip -9 "$f"; done\n```')
+
+
+def test_punctuation_soup_is_still_degenerate_inside_a_code_block() -> None:
+    soup = "```\nx {{ }} y [[ ]] z ;; ++ -- !! ?? << >> :: == // ** && || %% ## $$\n```"
+    assert degeneracy(soup).reason == "mostly symbols"
+    assert degeneracy("!!! ??? ... ;;; ::: ((( ))) a b c").reason == "mostly symbols"
