@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from audit_run import condition, make_run
+from neurogate.atomic import write_json_atomic
 from neurogate.cli.audit import key_reader, label_loop, screen
 from neurogate.cli.main import app, main
 from neurogate.errors import ConfigError, NeurogateError
@@ -94,6 +95,18 @@ def test_a_study_without_results_json_reads_its_stored_conditions(tmp_path: Path
     (tmp_path / "empty").mkdir()
     with pytest.raises(NeurogateError, match=r"no results\.json, tune\.json or stored conditions"):
         prepare_audit(tmp_path / "empty")
+
+
+def test_a_search_folder_reads_its_final_check_and_a_lost_blind_file_is_written_again(tmp_path: Path) -> None:
+    run = tmp_path / "tune-run"
+    final = {k: condition(k, 10).to_dict() for k in ("baseline", "tuned")}
+    write_json_atomic(run / "tune.json", {"run_id": "t", "final": final})
+    prep = prepare_audit(run, per_condition=4)
+    assert {h.condition for h in prep.sample.hidden.values()} == {"baseline", "tuned"}
+    blind = prep.folder / ITEMS_FILE
+    text = blind.read_text()
+    blind.unlink()
+    assert prepare_audit(run).added == [] and blind.read_text() == text
 
 
 def _press(session: LabelSession, keys: str) -> None:
@@ -264,6 +277,7 @@ def test_the_cli_labels_with_line_input_and_prints_agreement_and_rates(run: Path
     assert "--adjudicate" in out
     out = runner.invoke(app, ["audit", str(run), "--summary"], terminal_width=200).output
     assert "calibrated rates" in out and "keyword" in out and "redirect" in out
+    assert "judge only, uncalibrated" not in out  # every condition has labels
 
 
 def test_cli_errors_are_one_line(
@@ -303,8 +317,10 @@ def test_single_keys_without_enter_on_a_pseudo_terminal(run: Path, tmp_path: Pat
     assert "unknown key 'x'" in (tmp_path / "screen.txt").read_text()
 
 
+@pytest.mark.slow
 def test_the_command_on_a_real_terminal(run: Path) -> None:
-    """The installed command in a pseudo-terminal: keys without Enter, each answered on screen."""
+    """The installed command in a pseudo-terminal: keys without Enter, each answered on screen (slow: a
+    fresh interpreter imports neurogate; the key handling itself is covered above in-process)."""
     prepare_audit(run, per_condition=2)
     master, slave = os.openpty()
     proc = subprocess.Popen(

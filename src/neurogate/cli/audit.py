@@ -318,5 +318,10 @@ def audit(
         rates = calibrated_rates(run_dir, conditions, judge)
         if rates:
             cli.console.print(summary_table(rates))
-        else:
-            cli.console.print("no labels yet: rates are the judge's only, uncalibrated", markup=False)
+        rest = [c.label for k, c in conditions.items() if k not in rates]
+        if rest:
+            cli.console.print(
+                f"judge only, uncalibrated (no audit labels): {', '.join(rest)}",
+                markup=False,
+                highlight=False,
+            )

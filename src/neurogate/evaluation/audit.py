@@ -6,8 +6,9 @@ An audit draws a seeded random sample of each condition's harmful-prompt replies
 - ``items.jsonl``: what the annotator sees, one item a line: an opaque id, the prompt, the reply and the
   reply's sha256. Nothing in it names the condition, the intervention or a judge's verdict, so the file
   can be handed to annotators elsewhere.
-- ``sample.json``: what stays hidden while labelling: each item's condition, reply index and the judges'
-  verdicts, with the seed and sample size.
+- ``sample.json``: the sample itself (the items, in order) and what stays hidden while labelling: each
+  item's condition, reply index and the judges' verdicts, with the seed and sample size. ``items.jsonl`` is
+  written from it.
 - ``labels.jsonl``: the labels (:mod:`neurogate.evaluation.audit_labels`).
 
 A condition's draw is a prefix of one seeded permutation of its replies, so a larger ``per_condition``
@@ -252,16 +253,21 @@ def sample_to_dict(sample: Sample) -> dict[str, Any]:
         "seed": sample.seed,
         "per_condition": sample.per_condition,
         "conditions": sample.conditions,
-        "order": [it.id for it in sample.items],
+        "items": [asdict(it) for it in sample.items],
         "hidden": {k: asdict(h) for k, h in sample.hidden.items()},
     }
 
 
+def blind_text(sample: Sample) -> str:
+    """The blind file's text: one item a line, in labelling order."""
+    return "".join(json.dumps(asdict(it), ensure_ascii=False) + "\n" for it in sample.items)
+
+
 def save_sample(sample: Sample, folder: Path) -> None:
-    """Write the hidden part, then the blind items (each atomically)."""
-    lines = [json.dumps(asdict(it), ensure_ascii=False) for it in sample.items]
-    write_text_atomic(folder / ITEMS_FILE, "".join(line + "\n" for line in lines))
+    """Write the sample (the record that counts), then the blind file derived from it, each atomically; a
+    blind file left behind by an interruption is written again by the next :func:`prepare_audit`."""
     write_json_atomic(folder / SAMPLE_FILE, sample_to_dict(sample))
+    write_text_atomic(folder / ITEMS_FILE, blind_text(sample))
 
 
 def load_sample(run_dir: str | Path) -> Sample:
@@ -274,25 +280,14 @@ def load_sample(run_dir: str | Path) -> Sample:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("kind") != SAMPLE_KIND or data.get("version") != SAMPLE_VERSION:
             raise ValueError(f"kind {data.get('kind')!r} version {data.get('version')!r}")
-        items = {}
-        for line in (folder / ITEMS_FILE).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                it = Item(**json.loads(line))
-                items[it.id] = it
+        items = [Item(**it) for it in data["items"]]
         hidden = {
             k: Hidden(str(h["condition"]), int(h["index"]), dict(h["verdicts"]))
             for k, h in data["hidden"].items()
         }
-        order = [str(i) for i in data["order"]]
-        if set(order) != set(items) or set(order) != set(hidden):
-            raise ValueError(f"{ITEMS_FILE} and {SAMPLE_FILE} hold different items")
-        return Sample(
-            int(data["seed"]),
-            int(data["per_condition"]),
-            [items[i] for i in order],
-            hidden,
-            data["conditions"],
-        )
+        if {it.id for it in items} != set(hidden) or len(items) != len(hidden):
+            raise ValueError("its items and their hidden parts differ")
+        return Sample(int(data["seed"]), int(data["per_condition"]), items, hidden, data["conditions"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise NeurogateError(
             f"the audit sample in {folder} is damaged ({type(exc).__name__}: {exc})"
@@ -316,6 +311,9 @@ def prepare_audit(
     changed, dropped = refresh(existing, conditions) if existing is not None else ([], [])
     n = per_condition or (existing.per_condition if existing is not None else PER_CONDITION)
     sample, added = draw(conditions, n, existing.seed if existing else (seed or 0), existing)
+    blind = folder / ITEMS_FILE
     if added or changed or dropped or existing is None:
         save_sample(sample, folder)
+    elif not blind.is_file() or blind.read_text(encoding="utf-8") != blind_text(sample):
+        write_text_atomic(blind, blind_text(sample))
     return Preparation(sample, folder, added, changed, dropped, source)
