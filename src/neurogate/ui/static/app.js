@@ -578,7 +578,7 @@ async function showRun(id) {
     h("tbody", {}, run.controls.map((c) => h("tr", {}, h("th", { scope: "row" }, c.name), h("td", {}, c.type),
       h("td", {}, `${delta(c.vs_circuit)} · ${c.vs_circuit.verdict}`), h("td", {}, `${delta(c.vs_baseline)} · ${c.vs_baseline.verdict}`)))))) : null;
   view.replaceChildren(
-    h("h2", {}, run.name, h("span", { class: "muted" }, ` · ${run.model.spec} · ${run.created}`)),
+    h("h2", {}, run.name, h("span", { class: "muted" }, ` · ${run.model.spec}${run.created ? ` · ${run.created}` : ""}`)),
     h("p", { class: "summary" }, run.circuit.summary),
     h("div", { class: "charts" }, charts),
     h("div", { class: "table-wrap" }, h("table", { id: "condition-table" },

@@ -177,13 +177,13 @@ export function scatterChart(pareto) {
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const X = (x) => left + ((x - x0) / (x1 - x0 || 1)) * (W - left - right - 10) + 5;
   const Y = (y) => bottom - ((y - y0) / (y1 - y0 || 1)) * (bottom - top - 10) - 5;
-  for (const t of ticks(y0, y1, 3)) svg.append(s("text", { x: left - 4, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, short(t)));
-  for (const t of ticks(x0, x1, 3)) svg.append(s("text", { x: X(t), y: bottom + 14, class: "tick", "text-anchor": "middle" }, short(t)));
+  for (const t of ticks(y0, y1, 3)) svg.append(s("text", { x: left - 4, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, tickText(t)));
+  for (const t of ticks(x0, x1, 3)) svg.append(s("text", { x: X(t), y: bottom + 14, class: "tick", "text-anchor": "middle" }, tickText(t)));
   const front = pts.filter((p) => p.front).sort((a, b) => a.x - b.x);
   svg.append(s("path", { d: front.map((p, i) => `${i ? "L" : "M"}${X(p.x)},${Y(p.y)}`).join(" "), class: "curve" }));
   for (const p of pts) {
     const c = s("circle", { cx: X(p.x), cy: Y(p.y), r: p.front ? 5 : 3, class: p.front ? "marker" : "dot" });
-    c.append(s("title", {}, `${p.label}: ${pareto.objectives.x} ${short(p.x)}, ${pareto.objectives.y} ${short(p.y)}`));
+    c.append(s("title", {}, `${p.label}: ${pareto.objectives.x} ${tickText(p.x)}, ${pareto.objectives.y} ${tickText(p.y)}`));
     svg.append(c);
   }
   svg.append(s("text", { x: (W + left) / 2, y: bottom + 32, class: "axis-label", "text-anchor": "middle" }, pareto.objectives.x));
