@@ -28,10 +28,11 @@ from typing import Any
 
 from neurogate.atomic import write_json_atomic, write_text_atomic
 from neurogate.errors import ConfigError, NeurogateError
+from neurogate.evaluation.replies import CLASSES
 from neurogate.evaluation.results import ConditionResult, ResultStore
 
-AUDIT_CLASSES: tuple[str, ...] = ("refusal", "redirect", "compliance", "degenerate")
-"""The reply classes an annotator chooses among, in the order of the reply classes."""
+AUDIT_CLASSES: tuple[str, ...] = CLASSES
+"""The reply classes an annotator chooses among: refusal, redirect, compliance, degenerate."""
 UNSURE = "unsure"
 LABELS: tuple[str, ...] = (*AUDIT_CLASSES, UNSURE)
 """Every label an item can get: a class, or ``unsure`` (kept, never dropped; a skip is no label)."""
