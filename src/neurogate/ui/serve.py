@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from collections.abc import Callable
 
 import uvicorn
 
+from neurogate.errors import ConfigError
 from neurogate.ui.server import create_app
 from neurogate.ui.settings import UISettings
 
@@ -25,11 +27,23 @@ def url_of(host: str, port: int) -> str:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (``port=0``: a free port)."""
+    """A listening socket on ``host:port`` (``port=0``: a free port); a port in use or an address this
+    machine cannot listen on is a :class:`ConfigError` that says what to pass instead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use (another explorer or server?); pass --port with a free "
+                "port, or --port 0 to pick one"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --host or --port"
+        ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
