@@ -4,6 +4,7 @@ cases, and from a real run folder's audit labels."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,13 @@ from neurogate.evaluation.audit import AUDIT_CLASSES, prepare_audit
 from neurogate.evaluation.audit_labels import LabelStore
 from neurogate.evaluation.audit_session import LabelSession
 from neurogate.evaluation.calibration import calibrate, calibrated_rates, interval, posterior_shares
+from neurogate.evaluation.judges.keyword import KeywordJudge
+from neurogate.evaluation.replies import degeneracy
 
 K = len(AUDIT_CLASSES)  # refusal, redirect, compliance, degenerate
 FORM = np.array([0, 2, 3])  # a judge without a redirect class: verdicts refusal, compliance, degenerate
 FOUR = np.arange(K)
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 # true class shares, and P(verdict | true class): one row per true class, one column per verdict
 SCENARIOS: dict[str, tuple[list[float], list[list[float]], np.ndarray]] = {
@@ -149,3 +153,36 @@ def test_calibrated_rates_of_a_run_folder(tmp_path: Path) -> None:
         for c in AUDIT_CLASSES:
             cr = r.classes[c]
             assert 0 <= cr.corrected.low <= cr.corrected.value <= cr.corrected.high <= 1
+
+
+@pytest.mark.parametrize("name", ["tuned_audit", "cna_audit"])
+def test_a_30_reply_audit_recovers_a_condition_counted_in_full_by_hand(name: str) -> None:
+    """Two steered conditions whose every reply was read by hand (tests/data), judged by ``keyword``: over
+    300 random audits of 30 replies, the corrected interval holds the full hand count at least 90% of the
+    time, where the judge alone is far off on the tuned circuit (3% refusal judged, 19% by hand)."""
+    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    live = [i for i, r in enumerate(rows) if not degeneracy(r["reply"])]
+    verdicts = ["degenerate"] * len(rows)
+    judged = KeywordJudge().judge([rows[i]["prompt"] for i in live], [rows[i]["reply"] for i in live])
+    for i, v in zip(live, judged, strict=True):
+        verdicts[i] = v
+    names = [c for c in AUDIT_CLASSES if c in verdicts]
+    v_idx = np.array([names.index(v) for v in verdicts])
+    t_idx = np.array([AUDIT_CLASSES.index(r["label"]) for r in rows])
+    sims, n = 300, len(rows)
+    rng = np.random.default_rng(3)
+    picked = np.argsort(rng.random((sims, n)), axis=1)[:, :30]
+    strata = np.tile(np.bincount(v_idx, minlength=len(names)), (sims, 1))
+    audited = np.zeros((sims, len(names), K), dtype=np.int64)
+    np.add.at(audited, (np.repeat(np.arange(sims), 30), v_idx[picked].ravel(), t_idx[picked].ravel()), 1)
+    means, draws = posterior_shares(
+        strata, audited, np.array([AUDIT_CLASSES.index(c) for c in names]), rng, 1000
+    )
+    low, high = interval(draws)
+    truth = np.bincount(t_idx, minlength=K) / n
+    coverage = ((truth >= low - 1e-9) & (truth <= high + 1e-9)).mean(axis=0)
+    assert coverage.min() >= 0.90, coverage
+    refusal = AUDIT_CLASSES.index("refusal")
+    assert abs(means[:, refusal].mean() - truth[refusal]) < 0.02
+    if name == "tuned_audit":
+        assert verdicts.count("refusal") <= 5 and truth[refusal] == pytest.approx(0.19)
