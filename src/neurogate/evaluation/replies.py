@@ -57,8 +57,9 @@ _CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
 #: A word: a run of letters or digits, or one CJK character (those scripts put no spaces between words, so
 #: a Chinese sentence would otherwise count as one or two "words").
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+(?:'[^\W{_CJK}]+)?", re.UNICODE)
-#: A fenced code block's opening or closing fence with its language tag (```python), or an unclosed one.
-_FENCE = re.compile(r"```[^\n`]*")
+#: A fenced code block's opening or closing fence: a line of three backticks and an optional language tag
+#: (```python). A longer run of backticks is not a fence (it is soup).
+_FENCE = re.compile(r"^[ \t]*```[\w+#.-]*[ \t]*$", re.MULTILINE)
 #: A Latin letter and a CJK character with nothing between them.
 _JUNCTION = re.compile(rf"[A-Za-z][{_CJK}]|[{_CJK}][A-Za-z]")
 #: The same word twice with only spaces between ("deeply deeply"); "Well, well." has a comma, so it is not.
