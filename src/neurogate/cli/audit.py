@@ -99,16 +99,18 @@ def screen(session: LabelSession) -> str:
 def label_loop(session: LabelSession, keys: Iterator[str], out: TextIO, clear: bool = False) -> None:
     """Show the rule, then each item; one key at a time until the sample is done or ``q``."""
     out.write(RULE + "\n")
-    message = ""
+    message, first = "", True
     while not session.done:
-        if clear:
+        if clear and not first:  # the first item shows below the rule; later ones on a clean screen
             out.write("\x1b[2J\x1b[H")
+        first = False
         out.write(screen(session) + (f"{message}\n" if message else "") + "key> ")
         out.flush()
         step = session.press(next(keys))
         out.write("\n")
         if step.rule:
             out.write(RULE + "\n")
+            first = True
         message = step.message
     out.write(f"{message}\n" if message else "")
     out.flush()
@@ -121,23 +123,17 @@ def _pct(x: float) -> str:
 def summary_table(rates: dict[str, CalibratedRates]) -> Table:
     """Per condition and class: the judge's rate, the audit's rate and the corrected estimate."""
     table = Table(title="calibrated rates (95% intervals)", title_justify="left")
-    for col in ("condition", "judge", "audited", "class", "judged", "audited rate", "corrected"):
-        table.add_column(col)
+    for col in ("condition", "class", "judged", "audited", "corrected"):
+        table.add_column(col, no_wrap=col != "condition")
     for key, r in rates.items():
-        extra = ", ".join(
-            part
-            for part in (
-                f"{r.n_unsure} unsure" if r.n_unsure else "",
-                f"{r.n_unresolved} unresolved" if r.n_unresolved else "",
-            )
-            if part
-        )
+        notes = [f"{r.n_audited} of {r.n_replies} audited"]
+        notes += [f"{r.n_unsure} unsure"] if r.n_unsure else []
+        notes += [f"{r.n_unresolved} unresolved"] if r.n_unresolved else []
+        about = f"{r.label or key}\njudge {r.judge}\n" + "\n".join(notes)
         for n, c in enumerate(AUDIT_CLASSES):
             cr = r.classes[c]
             table.add_row(
-                (r.label or key) if n == 0 else "",
-                r.judge if n == 0 else "",
-                (f"{r.n_audited} of {r.n_replies}" + (f" ({extra})" if extra else "")) if n == 0 else "",
+                about if n == 0 else "",
                 c,
                 str(cr.judged),
                 str(cr.audited),
