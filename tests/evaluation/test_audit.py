@@ -245,6 +245,11 @@ def test_kappa_per_condition_and_overall_disagreements_and_adjudication(run: Pat
     again = agreement(store.read(), sample)
     assert [d.adjudicated for d in again.disagreements] == ["redirect", "degenerate"]
     assert again.pairs[0].kappa == pair.kappa  # adjudication does not change what the annotators said
+    _press(LabelSession(sample, store, "dan"), "rrrrcccc")  # a third annotator, part of the sample
+    three = agreement(store.read(), sample)
+    pairs = [(p.a, p.b, p.n) for p in three.pairs]
+    assert pairs == [("ana", "ben", 12), ("ana", "dan", 8), ("ben", "dan", 8)]
+    assert three.pairs[1].kappa == pytest.approx(1.0)
 
 
 def test_the_label_file_keeps_every_writer(run: Path) -> None:

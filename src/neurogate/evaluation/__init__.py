@@ -1,6 +1,7 @@
 """Evaluation: judges, metrics and statistics over generated replies, the engine that evaluates
 conditions resumably, sweeps, and the paper's experiments."""
 
+from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
 from neurogate.evaluation.conditions import Condition, plan_sweep
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.judges import JUDGES, EndpointJudge, Judge, KeywordJudge, get_judge
@@ -12,6 +13,7 @@ from neurogate.evaluation.sweep import SweepConfig, run_sweep
 
 __all__ = [
     "JUDGES",
+    "CalibratedRates",
     "Condition",
     "ConditionResult",
     "EndpointJudge",
@@ -23,6 +25,7 @@ __all__ = [
     "Reply",
     "ResultStore",
     "SweepConfig",
+    "calibrated_rates",
     "distinct_ngram_quality",
     "get_judge",
     "kl_divergence",

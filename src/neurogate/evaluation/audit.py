@@ -309,11 +309,12 @@ def prepare_audit(
             f"the audit sample in {folder} was drawn with seed {existing.seed}; its labels refer to it. Drop "
             f"--seed (or give --seed {existing.seed}), or move the audit folder away to draw another sample"
         )
+    before = json.dumps(sample_to_dict(existing)) if existing is not None else None
     changed, dropped = refresh(existing, conditions) if existing is not None else ([], [])
     n = per_condition or (existing.per_condition if existing is not None else PER_CONDITION)
     sample, added = draw(conditions, n, existing.seed if existing else (seed or 0), existing)
     blind = folder / ITEMS_FILE
-    if added or changed or dropped or existing is None:
+    if json.dumps(sample_to_dict(sample)) != before:  # new, extended, refreshed or judged again
         save_sample(sample, folder)
     elif not blind.is_file() or blind.read_text(encoding="utf-8") != blind_text(sample):
         write_text_atomic(blind, blind_text(sample))
