@@ -261,8 +261,10 @@ PROGRESS_LOG = """() => {
   window.progressLog = { steered: [], unsteered: [] };
   for (const side of ['steered', 'unsteered']) {
     const el = document.querySelector('#side-' + side + ' [data-role=progress] span');
-    new MutationObserver(() => window.progressLog[side].push(el.textContent))
-      .observe(el, { childList: true, characterData: true, subtree: true });
+    // every text the line held, even several set within one task (records keep each added node)
+    new MutationObserver((records) => records.forEach((r) =>
+      r.addedNodes.forEach((node) => window.progressLog[side].push(node.textContent))))
+      .observe(el, { childList: true });
   }
 }"""
 
