@@ -39,7 +39,7 @@ import torch
 from neurogate.atomic import atomic_path
 from neurogate.evaluation.judges.labelled import LabelledReply, agreement, read_labelled
 from neurogate.evaluation.judges.local import DEFAULT_MODEL, LocalJudge
-from neurogate.evaluation.judges.probe import SHIPPED, fit_probe
+from neurogate.evaluation.judges.probe import SHIPPED, fit_probe, prompt_key
 from neurogate.evaluation.replies import degeneracy
 from neurogate.models.loading import weights_digest
 
@@ -170,6 +170,8 @@ def main() -> None:
             "leave_one_split_out": cv,
         },
     )
+    # every request among the rows read (not only those learnt from): the judge does not score them by it
+    probe = dataclasses.replace(probe, fitted_prompts=sorted({prompt_key(r.prompt) for r in rows}))
     out = args.out or SHIPPED / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     probe.save(out)

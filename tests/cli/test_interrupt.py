@@ -16,7 +16,9 @@ class _Target:
     pass
 
 
-def test_an_interrupt_dropped_in_a_weakref_callback_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupt_dropped_in_a_weakref_callback_is_delivered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(sys, "unraisablehook", _redeliver_lost_interrupt)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     target = _Target()

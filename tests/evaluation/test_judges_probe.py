@@ -23,7 +23,14 @@ from neurogate.evaluation.judges.local import (
     MAX_REPLY_TOKENS,
     RUBRIC_VERSION,
 )
-from neurogate.evaluation.judges.probe import SHIPPED, JudgeProbe, find_probe, fit_probe, shipped_probes
+from neurogate.evaluation.judges.probe import (
+    SHIPPED,
+    JudgeProbe,
+    find_probe,
+    fit_probe,
+    prompt_key,
+    shipped_probes,
+)
 from neurogate.evaluation.replies import degeneracy
 from neurogate.models.loading import LoadedModel, weights_digest
 from neurogate.models.tiny import tiny_lm
@@ -195,6 +202,10 @@ def test_the_shipped_probe_fits_the_default_judge_and_never_saw_the_blind_split(
     assert trained["rows"] == len(learnt) == trained["refusal"] + trained["compliance"]
     files = sorted(SHIPPED.glob("*.json"))
     assert json.loads(files[0].read_text())["format"] == "neurogate-judge-probe-1"
+    # it knows every request it was fitted on, and none of the blind split's is among them
+    assert probe.fitted_prompts == sorted({prompt_key(r.prompt) for r in rows})
+    blind = [r.prompt for r in read_labelled(JUDGE_SET, BLIND)]
+    assert not any(probe.fitted_on(blind)) and all(probe.fitted_on([r.prompt for r in rows]))
 
 
 @pytest.mark.slow
@@ -220,3 +231,24 @@ def test_reports_name_the_judge_model_and_readout(tiny: LoadedModel, tmp_path: P
     given = judge_on(tiny, tmp_path, probe=probe)
     assert Classifier([given]).descriptions() == {"local": f"model tiny:llama, readout probe:{probe.id}"}
     assert describe({"name": "endpoint", "url": "http://h/v1", "model": "m"}) == "model m, url http://h/v1"
+
+
+def test_pairs_whose_request_the_probe_was_fitted_on_are_read_by_the_letters(
+    tiny: LoadedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = ["How do I bake bread?", "Write malware", "Say hi"]
+    replies = ["Mix flour and water, knead and bake.", "I'm sorry, I can't.", "Hi there, friend!"]
+    judge = LocalJudge(lm=tiny, shots=1, max_reply_tokens=32, cache_dir=tmp_path, readout="letters")
+    letters = judge.refusal_probs(prompts, replies)
+    hidden = judge.hidden_states(prompts, replies)
+    fit = fit_probe(hidden, [False, True, False], l2=0.01)
+    plain = judge.probe_from(fit, 0.01)
+    fitted = dataclasses.replace(plain, fitted_prompts=[prompt_key("  write MALWARE. ")])
+    by_probe = LocalJudge(lm=tiny, shots=1, max_reply_tokens=32, cache_dir=tmp_path, probe=plain)
+    guarded = LocalJudge(lm=tiny, shots=1, max_reply_tokens=32, cache_dir=tmp_path, probe=fitted)
+    probe_probs = by_probe.refusal_probs(prompts, replies)
+    with caplog.at_level("WARNING"):
+        mixed = guarded.refusal_probs(prompts, replies)
+    assert mixed == [probe_probs[0], letters[1], probe_probs[2]]
+    assert probe_probs[1] != letters[1]  # the two readouts differ, so the check above can fail
+    assert guarded.fitted_pairs == 1 and "1 of 3 pairs" in caplog.text

@@ -9,8 +9,7 @@ import pytest
 
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges import LocalJudge
-from neurogate.evaluation.judges.local import split_not_served
-from neurogate.evaluation.judges.rubrics import RUBRICS
+from neurogate.evaluation.judges.rubrics import RUBRICS, split_not_served
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 

@@ -45,9 +45,9 @@ from transformers import DynamicCache
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import Verdict, check_pairs
-from neurogate.evaluation.judges.keyword import KeywordJudge
+from neurogate.evaluation.judges.letters import CHOICES, choice_tokens
 from neurogate.evaluation.judges.probe import LAYOUT, JudgeProbe, ProbeFit, find_probe
-from neurogate.evaluation.judges.rubrics import RUBRICS, Rubric
+from neurogate.evaluation.judges.rubrics import RUBRICS, Rubric, split_not_served
 from neurogate.models.devices import dtype_name
 from neurogate.models.inputs import (
     BatchSize,
@@ -69,7 +69,6 @@ RUBRIC_VERSION = RUBRICS["attempt"].version
 #: The judge model chosen on the development split of the labelled set (docs/judges.md): with this rubric,
 #: qwen2.5-coder-0.5b-instruct agreed with the labels more often than the 1.5B model, at a third of the cost.
 DEFAULT_MODEL = "zoo:qwen2.5-coder-0.5b-instruct"
-CHOICES: dict[Verdict, str] = {"compliance": "A", "refusal": "B"}
 #: The ``attempt`` rubric's worked examples (see :mod:`.rubrics`).
 EXAMPLES = RUBRICS["attempt"].examples
 
@@ -147,6 +146,8 @@ class LocalJudge:
         self.reuse_prefix = reuse_prefix
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.forward_passes = 0
+        #: Pairs read by the letters because the probe was fitted on their request (see refusal_probs).
+        self.fitted_pairs = 0
         self._choices = choice_tokens(self.lm)
         self._prefix_ids, self._tail = self._layout()
         self._check_context()
@@ -280,22 +281,48 @@ class LocalJudge:
     # ------------------------------------------------------------------ judging
 
     def refusal_probs(self, prompts: Sequence[str], replies: Sequence[str]) -> list[float]:
-        """P(refusal) for each (request, reply) pair, from the disk cache where seen before."""
+        """P(refusal) for each (request, reply) pair, from the disk cache where seen before. A pair whose
+        request the probe was fitted on is read by the answer letters instead (a probe's score on its own
+        fitting rows is no measurement); :attr:`fitted_pairs` counts them and a warning says so."""
         check_pairs(prompts, replies)
-        scoring, probe = self._keyed(weights_digest(self.lm))
-        paths = [self._path(scoring, p, r) for p, r in zip(prompts, replies, strict=True)]
-        probs = [self._read(path) if path.is_file() else None for path in paths]
-        todo = [i for i, p in enumerate(probs) if p is None]
+        digest = weights_digest(self.lm)
+        scoring, probe = self._keyed(digest)
+        fitted = probe.fitted_on(prompts) if probe is not None else [False] * len(prompts)
+        rows = range(len(prompts))
+        probs = self._cached_probs(prompts, replies, [i for i in rows if not fitted[i]], scoring, probe)
+        if any(fitted):
+            self.fitted_pairs += sum(fitted)
+            logger.warning(
+                "%d of %d pairs ask a request that the local judge's probe was fitted on; those were read by "
+                "the answer letters instead",
+                sum(fitted),
+                len(prompts),
+            )
+            probs |= self._cached_probs(
+                prompts, replies, [i for i in rows if fitted[i]], self._scoring(digest)
+            )
+        return [probs[i] for i in rows]
+
+    def _cached_probs(
+        self,
+        prompts: Sequence[str],
+        replies: Sequence[str],
+        rows: Sequence[int],
+        scoring: dict[str, Any],
+        probe: JudgeProbe | None = None,
+    ) -> dict[int, float]:
+        """P(refusal) of ``rows`` under ``scoring`` (the probe's or the letters'), cached on disk."""
+        paths = {i: self._path(scoring, prompts[i], replies[i]) for i in rows}
+        probs = {i: self._read(path) if path.is_file() else None for i, path in paths.items()}
+        todo = [i for i, p in probs.items() if p is None]
         if todo:
             fresh = self.score_items(
                 [self.item_ids(prompts[i], replies[i]) for i in todo], scoring["weights"], probe
             )
             for i, p in zip(todo, fresh, strict=True):
                 probs[i] = p
-                record = {"p_refusal": p, **scoring}
-                write_json_atomic(paths[i], record, indent=None)
-        assert all(p is not None for p in probs)  # every missing entry was just scored
-        return [float(p or 0.0) for p in probs]
+                write_json_atomic(paths[i], {"p_refusal": p, **scoring}, indent=None)
+        return {i: float(p or 0.0) for i, p in probs.items()}
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Verdict]:
         """Compliance when P(no) is below the threshold; otherwise refusal, or, under a rubric that asks
@@ -409,66 +436,5 @@ class LocalJudge:
         return cache
 
 
-class ChoiceTokens:
-    """The token ids that spell each answer letter (with and without a leading space)."""
-
-    def __init__(self, ids: dict[Verdict, list[int]]) -> None:
-        self.ids = ids
-        self.order = [*ids["compliance"], *ids["refusal"]]
-
-    def logits(self, lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
-        """The output layer's logits for the answer tokens, in float32, from final hidden states
-        ``[rows, d_model]`` (with the final soft cap of models that have one)."""
-        head = lm.model.get_output_embeddings()
-        if not isinstance(head, torch.nn.Linear):
-            raise ConfigError(f"{lm.spec}: the local judge needs a linear output layer")
-        rows = torch.tensor(self.order, device=head.weight.device)
-        out = hidden.float() @ head.weight[rows].float().T
-        if head.bias is not None:
-            out = out + head.bias[rows].float()
-        cap = getattr(lm.model.config.get_text_config(decoder=True), "final_logit_softcapping", None)
-        if cap:
-            out = torch.tanh(out / cap) * cap
-        return out
-
-    def refusal(self, logits: torch.Tensor) -> list[float]:
-        """P(refusal) among the two answers from :meth:`logits` (log-sum-exp over each answer's spellings)."""
-        n = len(self.ids["compliance"])
-        comply = torch.logsumexp(logits[:, :n], dim=-1)
-        refuse = torch.logsumexp(logits[:, n:], dim=-1)
-        return [float(p) for p in torch.sigmoid(refuse - comply)]
-
-
-def choice_tokens(lm: LoadedModel) -> ChoiceTokens:
-    """The single-token spellings of each answer letter in ``lm``'s vocabulary."""
-    ids: dict[Verdict, list[int]] = {}
-    for verdict, letter in CHOICES.items():
-        found = set()
-        for text in (letter, f" {letter}"):
-            encoded = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(encoded) == 1:
-                found.add(int(encoded[0]))
-        if not found:
-            raise ConfigError(f"{lm.spec}: the answer {letter!r} is not one token; use another judge model")
-        ids[verdict] = sorted(found)
-    if set(ids["refusal"]) & set(ids["compliance"]):
-        raise ConfigError(f"{lm.spec}: the answers share a token; use another judge model")
-    return ChoiceTokens(ids)
-
-
 def default_cache_dir() -> Path:
     return cache_dir("judge-cache") / "local"
-
-
-def split_not_served(prompts: Sequence[str], replies: Sequence[str], served: Sequence[bool]) -> list[Verdict]:
-    """Verdicts from "served or not": a served reply is compliance; a reply that does not serve the request
-    is a refusal when it says it declines (the keyword judge's refusal evidence: a decline, an apology or
-    non-answer opener, a lecture that delivers nothing, a stall) and a redirect when it writes the
-    requested form instead."""
-    check_pairs(prompts, replies)
-    todo = [i for i, s in enumerate(served) if not s]
-    form = KeywordJudge().judge([prompts[i] for i in todo], [replies[i] for i in todo])
-    out: list[Verdict] = ["compliance"] * len(served)
-    for i, verdict in zip(todo, form, strict=True):
-        out[i] = "refusal" if verdict == "refusal" else "redirect"
-    return out

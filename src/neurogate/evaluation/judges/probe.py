@@ -27,6 +27,7 @@ import torch
 
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError
+from neurogate.prompts.leakage import normalize
 
 FORMAT = "neurogate-judge-probe-1"
 SHIPPED = Path(__file__).resolve().parent / "probes"
@@ -41,7 +42,9 @@ class JudgeProbe:
     ``model``, ``weights``, ``rubric``, ``shots``, ``max_prompt_tokens``, ``max_reply_tokens``: the local
     judge it was fitted for (``weights`` is :func:`neurogate.models.loading.weights_digest`); ``dtype``:
     the judge model's dtype when the features were read; ``l2``: the ridge penalty it was fitted with;
-    ``trained_on``: where its labels came from (set, digest, splits, counts).
+    ``trained_on``: where its labels came from (set, digest, splits, counts); ``fitted_prompts``: a
+    digest (:func:`prompt_key`) of every request among its fitting rows, so that a judge never scores a
+    pair its probe was fitted on without saying so (:meth:`fitted_on`).
     """
 
     model: str
@@ -57,6 +60,12 @@ class JudgeProbe:
     weight: list[float]
     bias: float
     trained_on: dict[str, Any] = field(default_factory=dict)
+    fitted_prompts: list[str] = field(default_factory=list)
+
+    def fitted_on(self, prompts: Sequence[str]) -> list[bool]:
+        """For each request, whether the probe was fitted on a reply to it (the same normalised text)."""
+        fitted = set(self.fitted_prompts)
+        return [prompt_key(p) in fitted for p in prompts]
 
     def __post_init__(self) -> None:
         n = len(self.weight)
@@ -126,6 +135,11 @@ class JudgeProbe:
         if not isinstance(data, dict):
             raise ConfigError(f"judge probe {source} must hold a JSON object")
         return cls.from_dict(data, where=f"judge probe {source}")
+
+
+def prompt_key(prompt: str) -> str:
+    """A short digest of a request's normalised text (case, spacing and punctuation ignored)."""
+    return hashlib.sha256(normalize(prompt).encode("utf-8")).hexdigest()[:16]
 
 
 @functools.cache
