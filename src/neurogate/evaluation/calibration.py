@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from neurogate.errors import ConfigError
+from neurogate.evaluation import tables
 from neurogate.evaluation.audit import AUDIT_CLASSES, SAMPLE_FILE, UNSURE, audit_dir, load_run, load_sample
 from neurogate.evaluation.audit_labels import LabelStore, resolve
 from neurogate.evaluation.results import ConditionResult
@@ -233,6 +234,43 @@ def calibrate(
         strata={v: (int(strata[0, i]), int(audited[0, i].sum())) for v, i in v_index.items()},
         classes=out,
     )
+
+
+UNCALIBRATED = tables.UNCALIBRATED
+"""What a report says of a condition without audit labels."""
+COLUMNS = ["condition", "audited", "class", "judged", "audited rate", "corrected"]
+"""The columns of :func:`table_rows`."""
+
+
+def table_rows(
+    conditions: Sequence[tuple[str, str]], calibrated: Mapping[str, CalibratedRates]
+) -> list[list[str]]:
+    """Report rows for ``(key, label)`` conditions in order: per class of an audited condition the judge's
+    rate (with the judge's name), the audit's rate and the corrected estimate; one row saying
+    :data:`UNCALIBRATED` for a condition without audit labels."""
+    rows = []
+    for key, label in conditions:
+        c = calibrated.get(key)
+        if c is None:
+            rows.append([label, "-", "-", UNCALIBRATED, "-", "-"])
+            continue
+        audited = f"{c.n_audited} of {c.n_replies}" + (f" (+{c.n_unsure} unsure)" if c.n_unsure else "")
+        if c.n_unresolved:
+            audited += f" ({c.n_unresolved} unresolved)"
+        for n, cls in enumerate(c.classes):
+            cr = c.classes[cls]
+            first = n == 0
+            rows.append(
+                [
+                    label if first else "",
+                    audited if first else "",
+                    cls,
+                    f"{cr.judged} ({c.judge})",
+                    str(cr.audited),
+                    str(cr.corrected),
+                ]
+            )
+    return rows
 
 
 def calibrated_rates(

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from neurogate.evaluation import tables
-from neurogate.evaluation.audit import AUDIT_CLASSES
+from neurogate.evaluation import calibration, tables
 from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
@@ -70,14 +69,14 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
     return Section("Headline", notes, [Table(cols, rows)])
 
 
-UNCALIBRATED = "judge only, uncalibrated"
+UNCALIBRATED = calibration.UNCALIBRATED
 
 
 def _calibrated_refusal(c: CalibratedRates | None) -> str:
     return UNCALIBRATED if c is None else f"{c.classes['refusal'].corrected} ({c.n_audited} audited)"
 
 
-def calibration(r: StudyResults, calibrated: Mapping[str, CalibratedRates]) -> Section:
+def calibrated_section(r: StudyResults, calibrated: Mapping[str, CalibratedRates]) -> Section:
     """For each condition with audit labels: per class the judge's rate, the audit's rate (Wilson) and the
     corrected estimate over all its replies (95% interval); the other conditions say they are uncalibrated."""
     notes = [
@@ -93,31 +92,9 @@ def calibration(r: StudyResults, calibrated: Mapping[str, CalibratedRates]) -> S
             f"No condition has audit labels: every rate in this report is the {UNCALIBRATED} one. "
             "`neurogate audit RUN_DIR --annotator NAME` draws and labels a sample."
         )
-    rows = []
-    for key in [k for k in headline_keys(r) if k in r.conditions]:
-        c = calibrated.get(key)
-        label = r.conditions[key].label
-        if c is None:
-            rows.append([label, "-", "-", UNCALIBRATED, "-", "-"])
-            continue
-        audited = f"{c.n_audited} of {c.n_replies}" + (f" (+{c.n_unsure} unsure)" if c.n_unsure else "")
-        if c.n_unresolved:
-            audited += f" ({c.n_unresolved} unresolved)"
-        for n, cls in enumerate(AUDIT_CLASSES):
-            cr = c.classes[cls]
-            first = n == 0
-            rows.append(
-                [
-                    label if first else "",
-                    audited if first else "",
-                    cls,
-                    f"{cr.judged} ({c.judge})",
-                    str(cr.audited),
-                    str(cr.corrected),
-                ]
-            )
-    cols = ["condition", "audited", "class", "judged", "audited rate", "corrected"]
-    return Section("Calibrated rates", notes, [Table(cols, rows)])
+    keys = [k for k in headline_keys(r) if k in r.conditions]
+    rows = calibration.table_rows([(k, r.conditions[k].label) for k in keys], calibrated)
+    return Section("Calibrated rates", notes, [Table(list(calibration.COLUMNS), rows)])
 
 
 def _redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> list[str]:
@@ -360,7 +337,7 @@ def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
 
 
 def all_sections(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> list[Section]:
-    out = [setup(r), headline(r, calibrated), calibration(r, calibrated or {}), judges(r)]
+    out = [setup(r), headline(r, calibrated), calibrated_section(r, calibrated or {}), judges(r)]
     if r.given_circuits:
         out.append(given(r))
     out += [specificity(r), baselines(r)]

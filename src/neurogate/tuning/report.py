@@ -5,14 +5,20 @@ says it is the judge's alone; a redirect rate the judge could not measure reads 
 from __future__ import annotations
 
 import html
+import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from neurogate.atomic import write_text_atomic
-from neurogate.evaluation import tables
+from neurogate.errors import NeurogateError
+from neurogate.evaluation import calibration, tables
+from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.study.charts import Series, line_chart
 from neurogate.tuning.final import TuneResults
+
+logger = logging.getLogger(__name__)
 
 
 def _pareto_rows(r: TuneResults) -> list[list[str]]:
@@ -225,7 +231,21 @@ def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def render_markdown(r: TuneResults) -> str:
+def _calibration_lines(r: TuneResults, calibrated: Mapping[str, CalibratedRates]) -> list[str]:
+    """The held-out conditions corrected by a blind audit of their replies (``neurogate audit``)."""
+    keys = [k for k in ("baseline", "tuned", "paper") if k in r.final]
+    lines = ["## Calibrated rates (held-out check, blind audit)", ""]
+    if not calibrated:
+        lines += [
+            f"No audit labels: the held-out rates above are the {calibration.UNCALIBRATED} ones. "
+            "`neurogate audit RUN_DIR --annotator NAME` draws a blind sample of these replies to label.",
+            "",
+        ]
+    rows = calibration.table_rows([(k, k) for k in keys], calibrated)
+    return [*lines, *_md_table(list(calibration.COLUMNS), rows), ""]
+
+
+def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
     c, b, ch = r.config, r.baseline, r.chosen
     k = knee(r)
     n = r.extra.get("final_prompts", {})
@@ -283,6 +303,7 @@ def render_markdown(r: TuneResults) -> str:
         "",
         RECALL_CAVEAT,
         "",
+        *_calibration_lines(r, calibrated or {}),
         *_confirm_lines(r),
         "## Pareto front (tuning prompts)",
         "",
@@ -304,8 +325,8 @@ def render_markdown(r: TuneResults) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(r: TuneResults) -> str:
-    body = html.escape(render_markdown(r))
+def render_html(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
+    body = html.escape(render_markdown(r, calibrated))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>neurogate tune "
         f"{html.escape(r.run_id)}</title>"
@@ -315,7 +336,14 @@ def render_html(r: TuneResults) -> str:
 
 
 def write_reports(r: TuneResults, root: Path) -> tuple[Path, Path]:
+    """Write the search's reports, with the calibrated rates of any audit of its held-out check (a damaged
+    audit folder costs only the calibration)."""
+    try:
+        calibrated = calibration.calibrated_rates(root, r.final)
+    except NeurogateError as exc:
+        logger.warning("the report shows uncalibrated rates only: %s", exc)
+        calibrated = {}
     return (
-        write_text_atomic(root / "tune-report.md", render_markdown(r)),
-        write_text_atomic(root / "tune-report.html", render_html(r)),
+        write_text_atomic(root / "tune-report.md", render_markdown(r, calibrated)),
+        write_text_atomic(root / "tune-report.html", render_html(r, calibrated)),
     )
