@@ -26,6 +26,7 @@ from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from neurogate.evaluation.results import ConditionResult
+from neurogate.progress import PlainProgress, on_terminal
 
 EvalOpt = Annotated[
     str, typer.Option("--eval", "-e", help="Harmful prompts to measure refusal on: file or builtin:NAME.")
@@ -193,10 +194,14 @@ def refusal_text(result: ConditionResult) -> str:
 
 @contextmanager
 def live_progress(quiet: bool, description: str, total: int | None) -> Iterator[Any]:
-    """A rich progress bar on stderr with spinner, counts, elapsed and remaining time; yields
-    ``(progress, task)``, or ``None`` when ``quiet``."""
+    """A rich progress bar on stderr with spinner, counts, elapsed and remaining time (plain lines when
+    stderr is not a terminal); yields ``(progress, task)``, or ``None`` when ``quiet``."""
     if quiet:
         yield None
+        return
+    if not on_terminal():
+        plain = PlainProgress()
+        yield plain, plain.add_task(description, total=total)
         return
     with Progress(
         SpinnerColumn(),

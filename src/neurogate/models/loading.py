@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from neurogate.models import zoo  # the zoo is below loading: it never imports i
 from neurogate.models.architectures import Adapter, resolve_adapter
 from neurogate.models.devices import dtype_name, resolve_device, resolve_dtype
 from neurogate.models.hf import load_tokenizer, offline, prepare_tokenizer, strip_gguf_quantization
+from neurogate.progress import quiet_gguf_conversion
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +199,8 @@ def load_model(
         kwargs["device_map"] = "auto"
     try:
         tokenizer = load_tokenizer(source, gguf_file, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with quiet_gguf_conversion() if gguf_file else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except LOAD_ERRORS as exc:
         raise _load_error(spec, source, exc) from exc
     if gguf_file:

