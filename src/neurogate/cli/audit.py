@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import termios
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -32,6 +30,11 @@ def key_reader(stream: TextIO) -> Iterator[Iterator[str]]:
     try:
         fd = stream.fileno()
     except (OSError, ValueError):  # not a file (io.UnsupportedOperation is both)
+        fd = -1
+    try:
+        import termios
+        import tty
+    except ImportError:  # no POSIX terminal control on this platform: line input
         fd = -1
     if fd >= 0 and os.isatty(fd):
         saved = termios.tcgetattr(fd)

@@ -15,7 +15,6 @@ gave (``unsure`` labels aside: an item one annotator called unsure and another a
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -75,7 +74,13 @@ class LabelStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the label file for one read-append-replace (POSIX; elsewhere none)."""
         self._lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
         with self._lock.open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
