@@ -195,7 +195,8 @@ OVERLAPS = """svg => {
   }));
   return out;
 }"""
-BOX_HEIGHTS = "svg => [...svg.querySelectorAll('rect.box')].map(r => r.getBoundingClientRect().height)"
+BOX_HEIGHTS = """svg => Object.fromEntries([...svg.querySelectorAll('rect.box')]
+  .map(r => [r.dataset.layer, r.getBoundingClientRect().height]))"""
 
 
 def _open_wide(page: Any) -> None:
@@ -212,7 +213,9 @@ def _check_map(page: Any, width: int) -> None:
     layers = [int(t) for t in page.locator("#circuit-chart .layer-tick").all_text_contents()]
     assert layers[0] == 0 and layers[-1] == WIDE_LAYERS - 1 and len(layers) >= 6
     heights = svg.evaluate(BOX_HEIGHTS)
-    small = [h for i, h in enumerate(heights) if i != HUGE_LAYER]
+    assert str(HUGE_LAYER) not in heights  # a layer wholly above the cap is drawn as its marker only
+    small = list(heights.values())
+    assert len(small) == WIDE_LAYERS - 1
     assert min(small) > 8, small  # scores 0.01-0.03 under a 2.0 layer: readable boxes, not flat lines
     assert page.evaluate("document.documentElement.scrollWidth") <= width
 
@@ -237,7 +240,7 @@ def test_circuit_map_axes_and_score_scale(server: str, browser: Any, shots: Path
     page.select_option("#score-scale", "linear")
     page.wait_for_selector("#circuit-chart svg[data-scale=linear]")
     flat = page.locator("#circuit-chart svg").evaluate(BOX_HEIGHTS)
-    assert max(h for i, h in enumerate(flat) if i != HUGE_LAYER) < 3
+    assert flat[str(HUGE_LAYER)] > 20 and max(h for k, h in flat.items() if k != str(HUGE_LAYER)) < 3
     assert "flattens" in page.inner_text("#score-note")
     page.select_option("#score-scale", "log")
     page.wait_for_selector("#circuit-chart svg[data-scale=log]")

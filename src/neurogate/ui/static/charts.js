@@ -111,9 +111,10 @@ export function barChart(d, overlay, { width = 1100, scale = "auto" } = {}) {
     const half = Math.max(1.5, Math.min(bw * 0.3, 24));
     if (l.spread) {
       const sp = l.spread;
-      svg.append(s("line", { x1: cx, x2: cx, y1: yScore(sp.min), y2: yScore(sp.max), class: "whisker" }));
-      svg.append(s("rect", { x: cx - half, y: yScore(sp.q3), width: 2 * half, height: Math.max(1, yScore(sp.q1) - yScore(sp.q3)), class: "box" }));
-      svg.append(s("line", { x1: cx - half, x2: cx + half, y1: yScore(sp.median), y2: yScore(sp.median), class: "median" }));
+      const above = sc.mode === "clip" && sp.min > sc.cap; // the whole layer is off the scale: only its marker
+      if (!above) svg.append(s("line", { x1: cx, x2: cx, y1: yScore(sp.min), y2: yScore(sp.max), class: "whisker" }));
+      if (!above) svg.append(s("rect", { x: cx - half, y: yScore(sp.q3), width: 2 * half, height: Math.max(1, yScore(sp.q1) - yScore(sp.q3)), class: "box", "data-layer": i }));
+      if (!above) svg.append(s("line", { x1: cx - half, x2: cx + half, y1: yScore(sp.median), y2: yScore(sp.median), class: "median" }));
       for (const v of l.scores) {
         if (sc.mode === "clip" && v > sc.cap) continue;
         svg.append(s("circle", { cx, cy: yScore(v), r: 2, class: "dot" }));
