@@ -142,10 +142,16 @@ PRIORITY = (
 )
 
 
-def results_table(title: str, results: Sequence[ConditionResult], width: int | None = None) -> Table:
+def results_table(
+    title: str,
+    results: Sequence[ConditionResult],
+    width: int | None = None,
+    rest: str = "the report has all",
+) -> Table:
     """The results as a rich table for the terminal: refusal with its 95% interval, every other cell as its
     point value (results.json and the report keep every interval), and as many columns as the terminal
-    (``width``, default the console's) shows without cutting a number, the headline ones first."""
+    (``width``, default the console's) shows without cutting a number, the headline ones first. ``rest``
+    says where the columns left out can be read (a sweep has no report)."""
     width = cli.console.width if width is None else width
     cols = list(tables.COLUMNS)
     rows = [
@@ -174,7 +180,7 @@ def results_table(title: str, results: Sequence[ConditionResult], width: int | N
     order = sorted(keep)
     judged = f" ({tables.judged_by(results[0].judge)})" if results else ""
     table = Table(
-        title=title + judged + (" (the columns that fit; the report has all)" if narrow else ""),
+        title=title + judged + (f" (the columns that fit; {rest})" if narrow else ""),
         caption=tables.redirect_note(results),
         box=box.SIMPLE_HEAD,
         pad_edge=False,

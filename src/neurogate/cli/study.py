@@ -145,6 +145,19 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
         yield on_event
 
 
+def _not_a_run(given: Path, path: Path) -> str:
+    """Why ``given`` (no results.json at ``path``) is not a finished run, saying what to give instead."""
+    runs = sorted(p.parent for p in given.glob("*/results.json")) if given.is_dir() else []
+    if runs:
+        return f"{given} holds runs, not one run; give one of them, e.g. {runs[0]}"
+    if given.is_dir() and (any(given.glob("*.json")) or any(given.glob("*/*.json"))):
+        return (
+            f"{given} holds a sweep's stored conditions, not a run: a sweep writes no report (`neurogate "
+            "sweep ... --json` prints every column); `neurogate run` writes a run with its report"
+        )
+    return f"no results.json at {path}; give a folder written by `neurogate run` (a finished run)"
+
+
 @cli.app.command(rich_help_panel=cli.EVAL)
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holding results.json) or the file itself.")],
@@ -155,8 +168,6 @@ def report(
     """
     path = run_dir / "results.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
-        raise NeurogateError(
-            f"no results.json at {path}; give a folder written by `neurogate run` (a finished run)"
-        )
+        raise NeurogateError(_not_a_run(run_dir, path))
     md, html = write_reports(StudyResults.load(path), path.parent)
     cli.console.print(f"[green]wrote[/] {escape(str(html))} and {escape(str(md))}", highlight=False)

@@ -120,4 +120,4 @@ def sweep(
         cli.console.print_json(json.dumps([r.summary() for r in result.results]))
         return
     title = f"sweep on {escape(model)}: {len(result.results[0].harmful)} harmful prompts"
-    cli.console.print(opts.results_table(title, result.results))
+    cli.console.print(opts.results_table(title, result.results, rest="--json prints every column"))
