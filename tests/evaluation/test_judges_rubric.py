@@ -67,3 +67,16 @@ def test_an_unknown_rubric_or_too_many_shots_is_a_clear_error(tiny: LoadedModel,
         LocalJudge(lm=tiny, rubric="vibes", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="shots must be between 0 and"):
         LocalJudge(lm=tiny, rubric="attempt", shots=len(RUBRICS["serves"].examples), cache_dir=tmp_path)
+
+
+def test_the_rubric_is_a_setting_that_reaches_the_judge_and_is_checked_early() -> None:
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.study.config import StudyConfig
+
+    settings = EvalSettings(judges=("keyword", "local"), local_judge_rubric="serves")
+    assert settings.judge_options("local")["rubric"] == "serves"
+    assert EvalSettings().judge_options("local")["rubric"] == "attempt"
+    with pytest.raises(ConfigError, match="local_judge_rubric must be one of attempt, serves"):
+        EvalSettings(local_judge_rubric="content")
+    study = StudyConfig.from_mapping({"evaluation": {"local_judge_rubric": "serves"}})
+    assert study.evaluation.local_judge_rubric == "serves"

@@ -55,6 +55,14 @@ LocalJudgeOpt = Annotated[
         "hand-labelled replies; another model is read through its answer letters; see docs/judges.md).",
     ),
 ]
+LocalRubricOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--local-judge-rubric",
+        help="What the local judge asks: attempt (was the task attempted; the default) or serves (does the "
+        "reply's content serve the request; also tells redirects apart; see docs/judges.md).",
+    ),
+]
 EndpointUrlOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="Endpoint judge: base URL (or NEUROGATE_JUDGE_URL).")
 ]
@@ -99,6 +107,7 @@ def judge_settings(
     endpoint_model: str | None,
     old_url: str | None = None,
     old_model: str | None = None,
+    local_judge_rubric: str | None = None,
 ) -> dict[str, Any]:
     """The judge part of :class:`EvalSettings` from the CLI's judge options (renamed flags are refused)."""
     if old_url is not None:
@@ -108,6 +117,7 @@ def judge_settings(
     out: dict[str, Any] = {"judges": judge_names(judge or ["keyword"])}
     given = {
         "local_judge_model": local_judge_model,
+        "local_judge_rubric": local_judge_rubric,
         "endpoint_url": endpoint_url,
         "endpoint_model": endpoint_model,
     }

@@ -51,6 +51,10 @@ def run(
     n_benign: opts.NBenignOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length.")] = None,
     judge: opts.JudgeOpt = None,
+    local_judge_model: opts.LocalJudgeOpt = None,
+    local_judge_rubric: opts.LocalRubricOpt = None,
+    endpoint_url: opts.EndpointUrlOpt = None,
+    endpoint_model: opts.EndpointModelOpt = None,
     circuit: Annotated[
         list[Path] | None,
         typer.Option(
@@ -88,7 +92,16 @@ def run(
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
     """
-    judges = opts.judge_settings(judge, None, None, None) if judge else {}
+    judges = _given(
+        {
+            "local_judge_model": local_judge_model,
+            "local_judge_rubric": local_judge_rubric,
+            "endpoint_url": endpoint_url,
+            "endpoint_model": endpoint_model,
+        }
+    )
+    if judge:
+        judges["judges"] = opts.judge_names(judge)
     evaluation = _given({"max_new_tokens": max_new_tokens, "reply_perplexity": reply_perplexity, **judges})
     prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
     cfg = study_config(

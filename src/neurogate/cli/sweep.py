@@ -47,6 +47,7 @@ def sweep(
     max_new_tokens: opts.TokensOpt = 48,
     judge: opts.JudgeOpt = None,
     local_judge_model: opts.LocalJudgeOpt = None,
+    local_judge_rubric: opts.LocalRubricOpt = None,
     endpoint_url: opts.EndpointUrlOpt = None,
     endpoint_model: opts.EndpointModelOpt = None,
     judge_url: opts.OldJudgeUrlOpt = None,
@@ -85,7 +86,15 @@ def sweep(
         engine=engine,
         engine_url=engine_url,
         reply_perplexity=reply_perplexity,
-        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
+        **opts.judge_settings(
+            judge,
+            local_judge_model,
+            endpoint_url,
+            endpoint_model,
+            judge_url,
+            judge_model,
+            local_judge_rubric=local_judge_rubric,
+        ),
     )
     config = SweepConfig.from_mapping(
         {

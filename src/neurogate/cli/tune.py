@@ -69,6 +69,7 @@ def tune(
         ),
     ] = None,
     local_judge_model: opts.LocalJudgeOpt = None,
+    local_judge_rubric: opts.LocalRubricOpt = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -99,7 +100,9 @@ def tune(
             "n_tune": n_tune,
             "n_confirm": n_confirm,
             "max_trials": trials,
-            "evaluation": opts.judge_settings(judge, local_judge_model, None, None),
+            "evaluation": opts.judge_settings(
+                judge, local_judge_model, None, None, local_judge_rubric=local_judge_rubric
+            ),
             **({"final_judges": opts.judge_names(final_judge)} if final_judge else {}),
         }
     )
@@ -123,15 +126,19 @@ def tune(
         cli.console.print(
             f"confirmed on {result.extra['confirmation']['prompts']} more tuning prompts: compliance "
             f"{100 * row['confirmation']:.0f}% (search prompts: {100 * row['tuning']:.0f}%; {trial_judge})",
+            markup=False,
             highlight=False,
         )
     for name in ("tuned", "paper"):
-        cli.console.print(f"{name} (held out): {_rates_line(result.final[name])}", highlight=False)
+        cli.console.print(
+            f"{name} (held out): {_rates_line(result.final[name])}", markup=False, highlight=False
+        )
     k = knee(result)
     if k:
         cli.console.print(
             f"knee: {k['neurons']} neurons keep an 80% cut in refusals and redirects (tuning prompts; "
             f"{trial_judge})",
+            markup=False,
             highlight=False,
         )
     folder = Path(out) / result.run_id

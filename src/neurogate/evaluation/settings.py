@@ -10,6 +10,7 @@ from neurogate import settings
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges import check_judge_name
 from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
+from neurogate.evaluation.judges.rubrics import RUBRICS
 from neurogate.models.inputs import BatchSize, check_batch_size
 
 ENGINES = ("local", "openai")
@@ -22,6 +23,8 @@ class EvalSettings:
     reply, the primary (headline) judge first. ``local_judge_model``: the model the ``local`` judge runs
     (default: the one chosen on the labelled judge set, see docs/judges.md; ``None``: the evaluated model
     itself, unsteered; the evaluated model is reused whenever it is the judge model);
+    ``local_judge_rubric``: the question it reads (``attempt``: was the task attempted; ``serves``: does the
+    content serve the request, which also tells redirects apart; :mod:`neurogate.evaluation.judges.rubrics`);
     ``endpoint_url``/``endpoint_model``: the server the ``endpoint`` judge asks. ``engine``: who generates
     the replies: ``local`` (neurogate, with hooks) or ``openai`` (an OpenAI-compatible server at
     ``engine_url``, e.g. vLLM started by ``neurogate serve``, that serves the unsteered model as ``base``
@@ -39,6 +42,7 @@ class EvalSettings:
     metric_batch_size: int = 8
     judges: tuple[str, ...] = ("keyword",)
     local_judge_model: str | None = DEFAULT_JUDGE_MODEL
+    local_judge_rubric: str = "attempt"
     endpoint_url: str | None = None
     endpoint_model: str | None = None
     engine: str = "local"
@@ -58,6 +62,10 @@ class EvalSettings:
         for name in judges:
             check_judge_name(name)  # an unknown judge fails here, not after generation
         object.__setattr__(self, "judges", tuple(dict.fromkeys(judges)))
+        if self.local_judge_rubric not in RUBRICS:
+            raise ConfigError(
+                f"local_judge_rubric must be one of {', '.join(RUBRICS)}, got {self.local_judge_rubric!r}"
+            )
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "openai" and not self.engine_url:
@@ -83,7 +91,7 @@ class EvalSettings:
         if name == "endpoint":
             opts = {"base_url": self.endpoint_url, "model": self.endpoint_model}
         elif name == "local":
-            opts = {"model": self.local_judge_model}
+            opts = {"model": self.local_judge_model, "rubric": self.local_judge_rubric}
         else:
             opts = {}
         return {k: v for k, v in opts.items() if v is not None}
