@@ -40,8 +40,8 @@ def test_the_report_shows_calibrated_rates_where_an_audit_exists(tmp_path: Path)
     md = md_path.read_text()
     section = md.split("## Calibrated rates")[1].split("\n## ")[0]
     assert "| cna m=0 | 4 of 4 | refusal | 25% [" in section  # one of four, judged and audited
-    # every reply audited: the corrected share is exact
-    assert "|  |  | redirect | 0% [0-49] (keyword) | 75% [30-95] | 75% [75-75] |" in section
+    # every reply audited: the corrected share is exact; keyword cannot say redirect, so its rate is n/a
+    assert "|  |  | redirect | n/a (keyword) | 75% [30-95] | 75% [75-75] |" in section
     assert f"| baseline | - | - | {UNCALIBRATED} | - | - |" in section
     headline = md.split("## Headline")[1].split("\n## ")[0]
     assert "refusal, calibrated" in headline and "25% [25-25] (4 audited)" in headline

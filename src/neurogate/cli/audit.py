@@ -138,7 +138,7 @@ def summary_table(rates: dict[str, CalibratedRates]) -> Table:
             table.add_row(
                 about if n == 0 else "",
                 c,
-                str(cr.judged),
+                "n/a" if cr.judged is None else str(cr.judged),
                 str(cr.audited),
                 str(cr.corrected),
                 end_section=n == len(AUDIT_CLASSES) - 1,

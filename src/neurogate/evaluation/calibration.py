@@ -80,9 +80,10 @@ class Corrected:
 
 @dataclass(frozen=True)
 class ClassRates:
-    """One class of one condition: the judge's rate, the audit's rate and the corrected estimate."""
+    """One class of one condition: the judge's rate (``None`` where the judge cannot give that class, e.g.
+    redirect under a judge that reads form), the audit's rate and the corrected estimate."""
 
-    judged: Rate
+    judged: Rate | None
     audited: Rate
     corrected: Corrected
 
@@ -187,12 +188,13 @@ def calibrate(
     n_unsure: int = 0,
     n_unresolved: int = 0,
     seed: int = 0,
+    unmeasured: Sequence[str] = (),
 ) -> CalibratedRates:
     """Corrected class shares of one condition.
 
     ``verdicts``: the judge's class of every reply; ``labels[i]``: the audited class of reply ``i`` (only
     the items with a class label; ``unsure`` and unresolved items are left out and counted by the
-    caller)."""
+    caller); ``unmeasured``: classes the judge cannot give (their judged rate is ``None``)."""
     if not verdicts:
         raise ConfigError(f"condition {key or '?'} has no replies to calibrate")
     unknown = sorted({c for c in labels.values() if c not in classes})
@@ -219,7 +221,9 @@ def calibrate(
         judged_k = int(sum(1 for v in verdicts if v == c))
         audited_k = int(audited[0, :, k].sum())
         out[c] = ClassRates(
-            Rate(judged_k, len(verdicts), *wilson_interval(judged_k, len(verdicts))),
+            None
+            if c in unmeasured
+            else Rate(judged_k, len(verdicts), *wilson_interval(judged_k, len(verdicts))),
             Rate(audited_k, n, *wilson_interval(audited_k, n)),
             Corrected(float(means[0, k]), float(low[0, k]), float(high[0, k])),
         )
@@ -265,7 +269,7 @@ def table_rows(
                     label if first else "",
                     audited if first else "",
                     cls,
-                    f"{cr.judged} ({c.judge})",
+                    f"{tables.NA if cr.judged is None else cr.judged} ({c.judge})",
                     str(cr.audited),
                     str(cr.corrected),
                 ]
@@ -305,5 +309,6 @@ def calibrated_rates(
             n_unsure=sum(1 for _, r in res if r.label == UNSURE),
             n_unresolved=sum(1 for _, r in res if r.label is None),
             seed=seed,
+            unmeasured=[c for c in AUDIT_CLASSES if c not in result.rates(name)],
         )
     return out
