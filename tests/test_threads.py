@@ -98,3 +98,17 @@ def test_the_measurement_on_this_machine_is_within_its_bounds() -> None:
     assert 0.0 <= state.busy <= state.cpus + 1e-6
     assert state.quota is None or state.quota > 0
     assert 1 <= threads.auto_threads(state.cpus, state.physical, state.busy, state.quota) <= state.cpus
+
+
+def test_refresh_counts_again_only_under_auto() -> None:
+    import torch
+
+    try:
+        assert threads.set_threads("1") == 1 and torch.get_num_threads() == 1
+        assert threads.refresh() is None and torch.get_num_threads() == 1  # a fixed number stays
+        count = threads.set_threads("auto")
+        assert 1 <= count <= len(os.sched_getaffinity(0)) and torch.get_num_threads() == count
+        again = threads.refresh()
+        assert again is not None and torch.get_num_threads() == again
+    finally:
+        threads.set_threads(1)  # the suite runs on one thread

@@ -17,6 +17,7 @@ from neurogate.evaluation import EvalSettings, SweepConfig, get_judge, run_sweep
 from neurogate.models import LoadedModel, generate, load_model, wrap_model
 from neurogate.steering import Handle, Intervention, export_model, fold, make, steer
 from neurogate.study import StudyConfig, StudyResults, run_study
+from neurogate.threads import set_threads
 from neurogate.version import __version__
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "prompts",
     "run_study",
     "run_sweep",
+    "set_threads",
     "steer",
     "wrap_model",
 ]

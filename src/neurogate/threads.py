@@ -6,11 +6,12 @@ The setting is ``--threads``, else ``$NEUROGATE_THREADS``, else ``threads`` in t
 Why not torch's default: torch starts one OpenMP thread per core, and every parallel operation waits for
 all of them. When another process keeps a core busy, the thread that shares its core runs only when the
 scheduler lets it, and every operation waits for that thread. Decoding is thousands of small operations,
-so it collapses: on a 2-core machine with one busy process, a 135M-parameter model decoded 22x slower with
-torch's 2 threads than with 1 (0.4 against 8.9 tokens/s). ``auto`` therefore counts the physical cores that
-other processes leave idle (sampled from ``/proc/stat`` over :data:`SAMPLE_SECONDS`), within the cores this
-process may use (CPU affinity and a cgroup CPU quota), and uses that many, at least one. The count is taken
-once, when the setting is applied; a load that starts later is not seen.
+so it collapses: on a shared 2-core machine, a 135M-parameter model decoded 8x slower with torch's 2
+threads than with 1 (``bench/threads.py``: 0.30 against 2.41 tokens/s beside one busy process). ``auto``
+therefore counts the physical cores that other processes leave idle (sampled from ``/proc/stat`` over
+:data:`SAMPLE_SECONDS`), within the cores this process may use (CPU affinity and a cgroup CPU quota), and
+uses that many, at least one. The count is taken when the setting is applied; a long-lived process calls
+:func:`refresh` to count again (the explorer does, before each live request).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ SLACK = 0.25
 
 Setting = int | Literal["auto"]
 ALLOWED = "a whole number >= 1 or 'auto'"
+
+
+class _Applied:
+    """The setting :func:`set_threads` last applied in this process (``None``: never called)."""
+
+    setting: Setting | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ def set_threads(setting: Setting | str = AUTO) -> int:
     import torch
 
     value = parse(setting, "threads")
+    _Applied.setting = value
     if not isinstance(value, int):
         state = measure()
         value = auto_threads(state.cpus, state.physical, state.busy, state.quota)
@@ -138,6 +146,13 @@ def set_threads(setting: Setting | str = AUTO) -> int:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
     return value
+
+
+def refresh() -> int | None:
+    """Count the idle cores again when the setting applied last was ``auto`` (a long-lived process such as
+    the explorer calls it before each request, as the load may have changed since it started); return the
+    new count, or ``None`` when the setting is a fixed number (or was never applied)."""
+    return set_threads(AUTO) if _Applied.setting == AUTO else None
 
 
 def apply_configured(flag: object = None) -> int:

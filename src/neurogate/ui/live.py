@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from neurogate import prompts
+from neurogate import prompts, threads
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError, NeurogateError
 from neurogate.evaluation.engine import Classifier
@@ -155,6 +155,7 @@ class LiveSteering:
 
     def _compare(self, req: SteerRequest, emit: Emit, cancel: threading.Event, received: float) -> None:
         lm = self._model(emit)
+        threads.refresh()  # under auto, count the idle cores again: the load may have changed since start
         iv = self._intervention(lm, req, emit)
         max_new = min(req.max_new_tokens or self.settings.max_new_tokens, MAX_NEW_TOKENS)
         key = (req.prompt, max_new)
