@@ -164,7 +164,7 @@ function scoreNote(d, sc) {
     return `Scores are clipped at ${tickText(sc.cap)} so that one layer does not flatten the others: ${tops}. ` +
       "Triangles mark the clipped neurons; choose log or linear to see every score to scale.";
   }
-  if (sc.mode === "log") return "Scores on a log scale: each tick is ten times the one below.";
+  if (sc.mode === "log") return "Scores on a log scale: equal steps up are equal ratios, so every layer keeps its spread.";
   if (sc.dominant) return "On this linear scale one layer's top score flattens the others; choose clipped or log.";
   return "";
 }

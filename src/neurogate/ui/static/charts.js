@@ -28,13 +28,20 @@ export function tickText(x) {
   if (x === 0) return "0";
   const a = Math.abs(x);
   if (a < 0.01 || a >= 1e5) return x.toExponential(1).replace("e+", "e");
-  return short(x);
+  return String(Number(x.toPrecision(2)));
 }
 
-/** How the score panel maps scores to height. ``mode``: "linear", "log" (powers of ten; only when every
- * score is positive) or "clip" (a cap just above the second-highest layer's top score, so one layer far
- * above the rest does not flatten them; scores above it are drawn at the cap as open triangles).
- * "auto" clips when one layer's top score is over three times every other layer's, else linear. */
+/** A round step near ``x``: 1, 2 or 5 times a power of ten. */
+function niceStep(x) {
+  const p = 10 ** Math.floor(Math.log10(x));
+  return [1, 2, 5, 10].map((m) => m * p).find((v) => v >= x) ?? 10 * p;
+}
+
+/** How the score panel maps scores to height. ``mode``: "linear", "log" (only when every score is
+ * positive) or "clip" (a cap just above the second-highest layer's top score, so one layer far above the
+ * rest does not flatten them; scores above it are drawn at the cap as open triangles). "auto" clips when
+ * one layer's top score is over three times every other layer's, else linear. The axis starts at zero
+ * unless every score sits well above it, where a round number under the lowest score reads better. */
 export function scoreScale(d, mode = "auto") {
   const all = d.layers.flatMap((l) => l.scores);
   const tops = d.layers.filter((l) => l.scores.length).map((l) => ({ layer: l.layer, top: Math.max(...l.scores) }))
@@ -44,16 +51,25 @@ export function scoreScale(d, mode = "auto") {
   if (mode === "auto") mode = dominant ? "clip" : "linear";
   if (mode === "log" && !canLog) mode = "linear";
   if (mode === "clip" && !dominant) mode = "linear";
-  const lo = Math.min(0, ...all);
+  const min = all.length ? Math.min(...all) : 0;
   if (mode === "log") {
-    const e0 = Math.floor(Math.log10(Math.min(...all))), e1 = Math.ceil(Math.log10(Math.max(...all)));
-    const span = Math.max(1, e1 - e0);
-    const every = Math.ceil(span / 4);
-    const marks = [];
-    for (let e = e0; e <= e0 + span; e += every) marks.push(10 ** e);
-    return { mode, canLog, dominant, lo: e0, hi: e0 + span, at: (v) => Math.log10(v), ticks: marks, clipped: [] };
+    const a = Math.log10(min), b = Math.log10(Math.max(...all));
+    const pad = 0.05 * (b - a || 1);
+    let marks = [];
+    for (let e = Math.floor(a); e <= Math.ceil(b); e++) {
+      for (const m of [1, 2, 5]) if (m * 10 ** e >= 10 ** (a - pad) && m * 10 ** e <= 10 ** (b + pad)) marks.push(m * 10 ** e);
+    }
+    if (marks.length > 5) marks = marks.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+    if (marks.length > 5) marks = marks.filter((_, k) => k % Math.ceil(marks.length / 5) === 0);
+    if (marks.length < 2) marks = [10 ** a, 10 ** b];
+    return { mode, canLog, dominant, lo: a - pad, hi: b + pad, at: (v) => Math.log10(v), ticks: marks, clipped: [] };
   }
   const cap = mode === "clip" ? tops[1].top * 1.15 : Math.max(1e-9, ...all);
+  let lo = Math.min(0, min);
+  if (min > 0 && min > 0.2 * cap) {
+    const step = niceStep((cap - min) / 4);
+    lo = Math.floor(min / step) * step;
+  }
   const clipped = mode === "clip" ? tops.filter((t) => t.top > cap) : [];
   return { mode, canLog, dominant, lo, hi: cap, at: (v) => Math.min(v, cap), ticks: ticks(lo, cap, 2), clipped, cap };
 }
