@@ -72,7 +72,10 @@ def test_the_sample_is_seeded_per_condition_shuffled_and_blind(run: Path) -> Non
     assert hidden["verdicts"]["keyword"] in ("refusal", "compliance", "degenerate")
     # the same seed draws the same sample in another folder; another seed another one
     again = prepare_audit(make_run(run.parent / "copy", keys=("baseline", "cna-m0", "caa-s1"), n=40), 10, 3)
-    assert [it.id for it in again.sample.items] == [it.id for it in sample.items]
+    assert {it.reply for it in again.sample.items} == {it.reply for it in sample.items}
+    # ids and order are keyed by the sample's secret: not reproducible from the seed and the keys
+    assert not {it.id for it in again.sample.items} & {it.id for it in sample.items}
+    assert [it.reply for it in again.sample.items] != [it.reply for it in sample.items]
     other = prepare_audit(make_run(run.parent / "other", keys=("baseline", "cna-m0", "caa-s1"), n=40), 10, 4)
     assert {it.reply for it in other.sample.items} != {it.reply for it in sample.items}
 

@@ -11,7 +11,9 @@ An audit draws a seeded random sample of each condition's harmful-prompt replies
   written from it.
 - ``labels.jsonl``: the labels (:mod:`neurogate.evaluation.audit_labels`).
 
-A condition's draw is a prefix of one seeded permutation of its replies, so a larger ``per_condition``
+Which replies are drawn depends on the seed alone; the item ids and the shuffled order are keyed by a
+random secret kept in ``sample.json``, so knowing the seed and the run's conditions does not unblind the
+items. A condition's draw is a prefix of one seeded permutation of its replies, so a larger ``per_condition``
 (or a condition added to the run later) extends the sample and keeps every item already drawn. When the
 run is generated again and a sampled reply changes, its item takes the new text and hash, and labels of
 the old text no longer count.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,7 @@ class Sample:
     items: list[Item]
     hidden: dict[str, Hidden]
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secret: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def item(self, item_id: str) -> Item | None:
         return self._by_id().get(item_id)
@@ -164,11 +168,12 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, ConditionResult], str]:
     )
 
 
-def _item_id(seed: int, key: str, index: int, taken: set[str]) -> str:
-    """An opaque, stable id: it names neither the condition nor the reply."""
+def _item_id(secret: str, key: str, index: int, taken: set[str]) -> str:
+    """An opaque id: keyed by the sample's hidden secret, so it cannot be traced back to a condition even
+    by someone who knows the run's condition keys and the seed."""
     salt = 0
     while True:
-        text = f"neurogate-audit\0{seed}\0{key}\0{index}\0{salt}"
+        text = f"neurogate-audit\0{secret}\0{key}\0{index}\0{salt}"
         item_id = hashlib.sha256(text.encode()).hexdigest()[:10]
         if item_id not in taken:
             return item_id
@@ -197,7 +202,7 @@ def draw(
             if (key, index) in have:
                 continue
             reply = result.harmful[index]
-            item_id = _item_id(seed, key, index, taken)
+            item_id = _item_id(sample.secret, key, index, taken)
             taken.add(item_id)
             new.append(
                 (
@@ -210,7 +215,7 @@ def draw(
             "replies": len(result.harmful),
             "judge": result.judge,
         }
-    random.Random(f"{seed}:order:{len(sample.items)}").shuffle(new)
+    random.Random(f"{sample.secret}:order:{len(sample.items)}").shuffle(new)  # unguessable order
     for item, hidden in new:
         sample.items.append(item)
         sample.hidden[item.id] = hidden
@@ -253,6 +258,7 @@ def sample_to_dict(sample: Sample) -> dict[str, Any]:
         "version": SAMPLE_VERSION,
         "seed": sample.seed,
         "per_condition": sample.per_condition,
+        "secret": sample.secret,
         "conditions": sample.conditions,
         "items": [asdict(it) for it in sample.items],
         "hidden": {k: asdict(h) for k, h in sample.hidden.items()},
@@ -288,7 +294,14 @@ def load_sample(run_dir: str | Path) -> Sample:
         }
         if {it.id for it in items} != set(hidden) or len(items) != len(hidden):
             raise ValueError("its items and their hidden parts differ")
-        return Sample(int(data["seed"]), int(data["per_condition"]), items, hidden, data["conditions"])
+        return Sample(
+            int(data["seed"]),
+            int(data["per_condition"]),
+            items,
+            hidden,
+            data["conditions"],
+            str(data["secret"]),
+        )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise NeurogateError(
             f"the audit sample in {folder} is damaged ({type(exc).__name__}: {exc})"
