@@ -32,6 +32,9 @@ pytestmark = pytest.mark.skipif(
 
 
 WIDE_LAYERS, HUGE_LAYER = 30, 21
+# a real circuit: 46 neurons of SmolLM2-135M-Instruct, 41 of them in layer 29 (scores up to 5.7, the rest
+# under 1.7)
+SMOLLM2_CIRCUIT = Path(__file__).parents[1] / "serving" / "data" / "smollm2-refusal-circuit.json"
 
 
 def _wide_circuit(folder: Path) -> Path:
@@ -60,6 +63,7 @@ def server(
             explorer_data["circuit"],
             explorer_data["top5"],
             _wide_circuit(tmp_path_factory.mktemp("wide")),
+            SMOLLM2_CIRCUIT,
         ),
         runs=explorer_data["runs"],
         max_new_tokens=16,
@@ -256,6 +260,23 @@ def test_circuit_map_axes_and_score_scale(server: str, browser: Any, shots: Path
     _check_map(page, 800)
     page.screenshot(path=str(shots / "circuits-800.png"), full_page=True)
     page.locator("#circuit-chart").screenshot(path=str(shots / "circuit-map-800.png"))
+
+    # the real circuit: layer 29 is clipped and named, the other layers' boxes are readable, labels clear
+    for width in (800, 1280):
+        page.set_viewport_size({"width": width, "height": 800})
+        value = page.locator("#circuit-a option", has_text="smollm2-refusal-circuit.json").get_attribute(
+            "value"
+        )
+        page.select_option("#circuit-a", value)
+        page.wait_for_selector("#circuit-summary:has-text('46 neurons')")
+        page.wait_for_selector("#circuit-chart svg[data-scale=clip]")
+        assert "layer 29 reaches 5.7" in page.inner_text("#score-note")
+        svg = page.locator("#circuit-chart svg")
+        assert svg.evaluate(OVERLAPS) == []
+        assert page.locator("#circuit-chart .layer-tick").all_text_contents()[-1] == "29"
+        assert svg.evaluate(BOX_HEIGHTS)["28"] > 15  # three neurons at 1.3-1.6: a box, not a line
+        page.locator("#circuit-chart").screenshot(path=str(shots / f"circuit-map-smollm2-{width}.png"))
+        page.select_option("#circuit-a", index=0)
     assert not errors, errors
     page.close()
 
