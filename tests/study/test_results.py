@@ -55,6 +55,19 @@ def test_to_dict_from_dict_round_trip(study: tuple[StudyResults, Path]) -> None:
     assert again.to_dict() == data
     assert isinstance(next(iter(again.circuit.per_layer)), int)  # JSON's string keys become layers again
     assert again.baseline.refusal == result.baseline.refusal
+    # results stored before CAA's vector was chosen by effect (no record of it, a match without the
+    # prompts it ran on) still load, and say they were matched on the evaluation prompts
+    assert result.caa_selection is not None and result.caa_match is not None
+    old = json.loads(json.dumps(data))
+    del old["caa_selection"]
+    old["caa_match"] = {k: v for k, v in old["caa_match"].items() if k not in ("prompts", "reference")}
+    earlier = StudyResults.from_dict(old)
+    assert earlier.caa_selection is None and earlier.caa_match is not None
+    assert earlier.caa_match.prompts == "evaluation"
+    assert "the first 4 evaluation prompts (a run stored by an earlier version)" not in render_markdown(
+        result
+    )
+    assert "evaluation prompts (a run stored by an earlier version)" in render_markdown(earlier)
 
 
 def test_report_renders_from_a_loaded_results_json(study: tuple[StudyResults, Path], tmp_path: Path) -> None:

@@ -90,6 +90,8 @@ def test_study_end_to_end_and_resume(
         "directions.safetensors",
         "ablation-direction.safetensors",
         "direction-selection.json",
+        "caa-direction.safetensors",
+        "caa-direction-selection.json",
         "caa-match.json",
     ):
         assert (run_dir / name).is_file(), name
@@ -131,6 +133,16 @@ def test_study_end_to_end_and_resume(
     selection = result.direction_selection
     assert selection is not None and selection.candidates and selection.position < 0
     assert result.directions is not None and result.directions["ablation_layer"] == selection.layer
+    # CAA's vector was chosen the same way, among the same candidates, and CAA was matched to CNA on the
+    # validation prompts (both read there), never on the evaluation prompts
+    chosen = result.caa_selection
+    assert chosen is not None and chosen.method == "caa"
+    assert sorted((c.layer, c.position) for c in chosen.candidates) == sorted(
+        (c.layer, c.position) for c in selection.candidates
+    )
+    assert result.directions["caa_layer"] == chosen.layer and result.directions["caa_chosen_by"] == "effect"
+    assert result.caa_match.prompts == "validation" and result.caa_match.n_prompts == cfg.validation
+    assert result.caa_match.reference == "cna m=0"
     # every condition is stored on its own, and sparsity sizes are sorted prefixes
     stored = sorted(p.stem for p in (run_dir / "conditions").glob("*.json"))
     assert stored == sorted(data["conditions"])
@@ -141,6 +153,9 @@ def test_study_end_to_end_and_resume(
     assert "lm-eval is not installed" in data["capability"]["skipped"]
     report = (run_dir / "report.md").read_text()
     assert "lm-eval is not installed" in report and "## Specificity" in report
+    assert f"CAA subtracts its vector after its layer at layer {chosen.layer}" in report
+    assert f"among {len(chosen.candidates)} candidates" in report and "| chosen |" in report
+    assert "the 4 validation prompts (held-out discovery prompts, not the evaluation set)" in report
     assert "<|im_start|>user" in report  # the prompt format, as the model sees it
     done = [i for k, i in events if k == "condition"]
     assert len(done) == len(data["conditions"])
@@ -149,6 +164,12 @@ def test_study_end_to_end_and_resume(
     again: list[dict[str, Any]] = []
     run_study(cfg, tmp_path, lm=lm, on_event=lambda k, i: again.append(i) if k == "condition" else None)
     assert again and all(i["cached"] for i in again)
+    # a match stored by an earlier version (on the evaluation prompts) is made again on the validation ones
+    match_file = run_dir / "caa-match.json"
+    stored = json.loads(match_file.read_text())
+    match_file.write_text(json.dumps({**stored, "prompts": "evaluation", "reference": ""}))
+    run_study(cfg, tmp_path, lm=lm)
+    assert json.loads(match_file.read_text())["prompts"] == "validation"
 
 
 def test_run_id_covers_settings_prompt_contents_and_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,27 +1,33 @@
-"""Choosing the directional-ablation direction by its effect, as Arditi et al. (2024) do.
+"""Choosing a residual baseline's direction by its effect, as Arditi et al. (2024) do for directional
+ablation; CAA's vector is chosen the same way, so the two baselines get equal care.
 
 Candidates are difference-of-means directions of the residual stream (``resid_post``) at each
 post-instruction position and each layer before the last 20%, computed on training prompts. Each candidate
-is ablated at every residual site and scored on a validation split with one forward pass per prompt:
+is applied (``method="ablation"``: removed at every residual site; ``method="caa"``: subtracted once after
+its layer at strength 1, CAA's full change) and scored on a validation split with one forward pass per
+prompt:
 
 - *refusal score*: the log-odds that the first reply token is a refusal token, averaged over harmful
   validation prompts (lower = refusal removed better). Refusal tokens are read off the unsteered model: the
   first tokens it chooses for at least 10% of harmful validation prompts and at most half as often for
   harmless ones;
-- *KL*: first-token KL(unsteered || ablated) on harmless validation prompts, which must stay under
+- *KL*: first-token KL(unsteered || steered) on harmless validation prompts, which must stay under
   ``kl_bound`` (0.1, Arditi et al.'s filter);
 - *benign refusal*: the probability mass on refusal tokens for harmless prompts under ablation, which may
   rise by at most ``benign_bound`` over the unsteered model's.
 
 The candidate with the lowest refusal score among those inside both bounds wins. To keep the cost to a
 few minutes, every candidate gets the refusal score and only the ``shortlist`` best get the two bounds.
+Both methods score the same candidates (the same count, the same ``shortlist``, the same bounds), and the
+difference-of-means candidates can be computed once and shared (``diffs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,11 +35,15 @@ import torch
 
 from neurogate.discovery.capture import CaptureOptions, capture_values
 from neurogate.discovery.directions import ResidualDirections
+from neurogate.errors import ConfigError
 from neurogate.evaluation.metrics import next_token_logprobs
 from neurogate.models.loading import LoadedModel
-from neurogate.steering.residual import ablate_direction
+from neurogate.steering.residual import ablate_direction, add_vector
 
 logger = logging.getLogger(__name__)
+
+#: The methods whose direction :func:`select_direction` chooses.
+METHODS = ("ablation", "caa")
 
 
 @dataclass
@@ -51,7 +61,8 @@ class Candidate:
 
 @dataclass
 class DirectionSelection:
-    """The chosen candidate, how it was chosen, and every candidate's scores."""
+    """The chosen candidate, how it was chosen, and every candidate's scores. ``method``: the baseline it
+    was chosen for (``"ablation"`` in records stored before CAA was chosen this way)."""
 
     layer: int
     position: int
@@ -62,6 +73,7 @@ class DirectionSelection:
     benign_bound: float
     within_bounds: bool
     candidates: list[Candidate] = field(default_factory=list)
+    method: str = "ablation"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +120,19 @@ def candidate_directions(
     return pos.mean(0) - neg.mean(0)
 
 
+Apply = Callable[[torch.Tensor, int], contextlib.AbstractContextManager[Any]]
+
+
+def applier(lm: LoadedModel, method: str) -> Apply:
+    """How ``method`` applies a candidate (its vector, its layer) while it is scored: ablation removes the
+    direction everywhere; CAA subtracts the vector once after its layer, at strength 1."""
+    if method == "ablation":
+        return lambda vector, layer: ablate_direction(lm, vector)
+    if method == "caa":
+        return lambda vector, layer: add_vector(lm, layer, vector, -1.0)
+    raise ConfigError(f"direction selection knows the methods {', '.join(METHODS)}, not {method!r}")
+
+
 def select_direction(
     lm: LoadedModel,
     train: tuple[Sequence[str], Sequence[str]],
@@ -118,11 +143,16 @@ def select_direction(
     benign_bound: float = 0.05,
     shortlist: int = 8,
     first_layer_fraction: float = 0.25,
+    method: str = "ablation",
+    diffs: torch.Tensor | None = None,
 ) -> tuple[ResidualDirections, DirectionSelection]:
-    """The direction to ablate (as :class:`ResidualDirections` whose ``best_layer`` row is the chosen
-    direction) and the record of the selection. ``train``/``validation``: (harmful, harmless) prompts."""
+    """The direction ``method`` uses (as :class:`ResidualDirections` whose ``best_layer`` row is the chosen
+    direction) and the record of the selection. ``train``/``validation``: (harmful, harmless) prompts;
+    ``diffs``: :func:`candidate_directions` of ``train`` when already computed (for the other method)."""
+    apply = applier(lm, method)
     opts = options or CaptureOptions(progress=False)
-    diffs = candidate_directions(lm, train[0], train[1], opts)
+    if diffs is None:
+        diffs = candidate_directions(lm, train[0], train[1], opts)
     n_pos, n_layers = diffs.shape[0], diffs.shape[1]
     layers = range(int(first_layer_fraction * n_layers), max(1, int(0.8 * n_layers)))
     fmt: dict[str, Any] = {"system_prompt": opts.system_prompt, "chat": opts.chat}
@@ -132,13 +162,13 @@ def select_direction(
     candidates = []
     for p in range(n_pos):
         for layer in layers:
-            with ablate_direction(lm, diffs[p, layer]):
+            with apply(diffs[p, layer], layer):
                 lp = next_token_logprobs(lm, validation[0], **fmt)
             candidates.append(Candidate(layer, p - n_pos, refusal_score(lp, tokens)))
     candidates.sort(key=lambda c: c.refusal_score)
     base_benign = float(_mass(base_b, tokens).mean())
     for cand in candidates[:shortlist]:
-        with ablate_direction(lm, diffs[cand.position + n_pos, cand.layer]):
+        with apply(diffs[cand.position + n_pos, cand.layer], cand.layer):
             lp = next_token_logprobs(lm, validation[1], **fmt)
         cand.kl, cand.benign_refusal = _kl(base_b, lp), float(_mass(lp, tokens).mean())
         cand.passed = cand.kl <= kl_bound and cand.benign_refusal <= base_benign + benign_bound
@@ -146,7 +176,7 @@ def select_direction(
     best = passing[0] if passing else min(candidates[:shortlist], key=lambda c: c.kl or 0.0)
     if not passing:
         logger.warning(
-            "no candidate direction stays within the KL and benign bounds; using the lowest-KL one"
+            "no candidate %s direction stays within the KL and benign bounds; using the lowest-KL one", method
         )
     selection = DirectionSelection(
         best.layer,
@@ -158,6 +188,7 @@ def select_direction(
         benign_bound,
         bool(passing),
         candidates,
+        method,
     )
     chosen = diffs[best.position + n_pos].clone()
     directions = ResidualDirections(

@@ -42,16 +42,18 @@ class StudyConfig:
     """Everything that decides a study's numbers (and so its run id).
 
     What is evaluated: ``methods`` at ``multipliers`` (neuron kinds) and ``strengths`` (residual kinds),
-    except that with ``match_caa`` CAA is evaluated only at the strength whose refusal matches CNA's
-    (found by bisection; set ``match_caa = false`` to sweep it over ``strengths`` instead); the
+    except that with ``match_caa`` CAA is evaluated only at the strength whose refusal matches CNA's (found
+    by bisection on the ``validation`` prompts, both methods read there; set ``match_caa = false`` to
+    sweep it over ``strengths`` instead); the
     specificity controls (equal-size circuits of the battery ``controls`` contrasts, and circuits matched
     to the main one in per-layer counts and activation size, one per ``random_seeds``), all at ``m = 0``;
     the ``sparsity`` curve (off by default, as each size is one more condition: ``neurogate tune``
     reports the curve of a tuned rule, and e.g. ``sparsity = [0.0001, 0.001, 0.01]`` adds it here); and
     each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the intervention it records
     (``cna m=0`` when it records none), beside the discovered circuit. With
-    ``select_direction`` the ablation direction is chosen by its effect on ``validation`` held-out
-    discovery prompts per side (as Arditi et al. do); otherwise by held-out separation. "No effect"
+    ``select_direction`` the ablation direction and CAA's vector are each chosen by their effect on
+    ``validation`` held-out discovery prompts per side (as Arditi et al. do), among the same candidates;
+    otherwise CAA's layer is the best-separating one and ablation uses it too. "No effect"
     claims use ``equivalence_margin``, fixed before the run. ``corpus``: the benign text whose perplexity
     is the capability proxy (``builtin`` or a text file, one passage a line).
 

@@ -278,6 +278,7 @@ class Study:
             controls=analysis.controls(results, main.key, named, judges[0], margin),
             caa_match=match.match if match else None,
             direction_selection=dirs.selection,
+            caa_selection=dirs.caa_selection,
             paired=analysis.paired_vs_baseline(results, judges, margin),
             agreement=analysis.agreement(results, judges),
             layers=self.layers(circuit, controls),

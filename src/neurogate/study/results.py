@@ -111,6 +111,8 @@ class StudyResults:
 
     ``paired[key][judge]``: each condition's refusal against the baseline's on the same prompts.
     ``agreement[judge_a + " / " + judge_b]``: how often two judges give the same class, and Cohen's kappa.
+    ``caa_selection``: how CAA's vector was chosen by effect (``None`` where it was not, and in results
+    stored before CAA was chosen this way); ``direction_selection`` is the ablation direction's.
     """
 
     run_id: str
@@ -136,6 +138,7 @@ class StudyResults:
     conditions: dict[str, ConditionResult]
     seconds: float
     given_circuits: list[GivenCircuit] = field(default_factory=list)
+    caa_selection: DirectionSelection | None = None
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
     extra: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +200,7 @@ _TYPED = (
     "layers",
     "conditions",
     "given_circuits",
+    "caa_selection",
 )
 
 
@@ -212,4 +216,5 @@ def _typed(data: dict[str, Any]) -> dict[str, Any]:
         "layers": [LayerProfile.from_dict(p) for p in data["layers"]],
         "conditions": {k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
         "given_circuits": [GivenCircuit.from_dict(g) for g in data.get("given_circuits", [])],
+        "caa_selection": DirectionSelection.from_dict(caa) if (caa := data.get("caa_selection")) else None,
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from neurogate.evaluation import calibration, tables
 from neurogate.evaluation.calibration import CalibratedRates
+from neurogate.evaluation.direction_selection import DirectionSelection
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
@@ -211,46 +212,99 @@ def given(r: StudyResults) -> Section:
     return Section("The paper's circuit and given circuits", notes, [Table(cols, rows)])
 
 
+def _selection(s: DirectionSelection, name: str, applied: str) -> tuple[str, Table]:
+    """One baseline's direction selection as a note (what was tried, what won) and a table of the best
+    candidates by refusal score, the chosen one marked (added below when it is not among them)."""
+    layers = sorted({c.layer for c in s.candidates})
+    positions = sorted({c.position for c in s.candidates})
+    measured = sum(1 for c in s.candidates if c.kl is not None)
+    span = "none"
+    if layers:
+        span = f"layers {layers[0]}-{layers[-1]} x positions {positions[0]}..{positions[-1]}"
+    note = (
+        f"{name} {applied} at layer {s.layer}, position {s.position} (from the end of the prompt), chosen "
+        f"by effect on held-out discovery prompts among {len(s.candidates)} candidates ({span}; the "
+        f"{measured} best by refusal log-odds measured against the KL bound {s.kl_bound} and the "
+        f"benign-refusal bound +{s.benign_bound}; "
+        f"{'within both' if s.within_bounds else 'none within both: the lowest-KL candidate'})."
+    )
+    ranked = sorted(s.candidates, key=lambda c: c.refusal_score)
+    shown = ranked[:5]
+    shown += [c for c in ranked[5:] if (c.layer, c.position) == (s.layer, s.position)]
+    rows = [
+        [
+            str(c.layer),
+            str(c.position),
+            f"{c.refusal_score:.2f}",
+            _f(c.kl),
+            _f(c.benign_refusal),
+            str(c.passed),
+            "chosen" if (c.layer, c.position) == (s.layer, s.position) else "",
+        ]
+        for c in shown
+    ]
+    cols = ["layer", "position", "refusal log-odds", "KL", "benign refusal mass", "within bounds", ""]
+    caption = f"{name}: best candidates (unsteered log-odds {s.baseline_refusal_score:.2f})"
+    return note, Table(cols, rows, caption)
+
+
+def _matched_pair(r: StudyResults) -> tuple[ConditionResult, ConditionResult] | None:
+    """The main circuit's condition and CAA's at the matched strength, as evaluated in full."""
+    caa = next((c for c in r.conditions.values() if c.kind == "caa" and c.group == "matched"), None)
+    main = next(
+        (
+            c
+            for k in r.sweep
+            if (c := r.conditions.get(k)) is not None
+            and c.kind == "cna"
+            and c.value == 0.0
+            and c.n_neurons == r.circuit.n_neurons
+        ),
+        None,
+    )
+    return None if caa is None or main is None else (main, caa)
+
+
 def baselines(r: StudyResults) -> Section:
+    """How each residual baseline was set up: its direction (chosen by effect or by separation, with
+    the candidates tried) and CAA's matched strength (where it was matched, and how close the match held
+    on the evaluation prompts)."""
     notes: list[str] = []
+    tables: list[Table] = []
     d = r.directions or {}
-    if "caa_layer" in d:
+    if r.caa_selection is not None:
+        note, table = _selection(r.caa_selection, "CAA", "subtracts its vector after its layer")
+        notes.append(note)
+        tables.append(table)
+    elif "caa_layer" in d:
         notes.append(f"CAA adds its vector after layer {d['caa_layer']} (best held-out separation).")
     if r.caa_match is not None:
         m = r.caa_match
         probes = ", ".join(f"s={s:g}: {100 * p:.0f}%" for s, p in m.probes)
-        notes.append(
-            f"CAA matched to CNA's refusal {100 * m.target:.0f}%: s={m.strength:g} (refusal "
-            f"{100 * m.refusal:.0f}% "
-            f"on the first {m.n_prompts} prompts with {m.max_new_tokens}-token replies; probes {probes})."
+        where = (
+            f"the {m.n_prompts} validation prompts (held-out discovery prompts, not the evaluation set)"
+            if m.prompts == "validation"
+            else f"the first {m.n_prompts} evaluation prompts (a run stored by an earlier version)"
         )
+        source = f" ({m.reference} on the same prompts and replies)" if m.reference else ""
+        notes.append(
+            f"CAA matched to CNA's refusal {100 * m.target:.0f}%{source}: s={m.strength:g} (refusal "
+            f"{100 * m.refusal:.0f}% on {where} with {m.max_new_tokens}-token replies, under the "
+            f"{r.judges[0]} judge; probes {probes})."
+        )
+        pair = _matched_pair(r)
+        if pair is not None:
+            main, caa = pair
+            notes.append(
+                f"On the evaluation prompts, as measured in full: {main.label} refusal {main.refusal}, "
+                f"{caa.label} (matched) refusal {caa.refusal}."
+            )
     s = r.direction_selection
     if s is not None:
-        best = sorted(s.candidates, key=lambda c: c.refusal_score)[:5]
-        notes.append(
-            f"Directional ablation removes the direction at layer {s.layer}, position {s.position} (from "
-            "the end "
-            f"of the prompt), chosen by effect on held-out discovery prompts among {len(s.candidates)} "
-            "candidates "
-            f"(KL bound {s.kl_bound}, benign-refusal bound +{s.benign_bound}; "
-            f"{'within both' if s.within_bounds else 'none within both: the lowest-KL candidate'})."
-        )
-        rows = [
-            [
-                str(c.layer),
-                str(c.position),
-                f"{c.refusal_score:.2f}",
-                _f(c.kl),
-                _f(c.benign_refusal),
-                str(c.passed),
-            ]
-            for c in best
-        ]
-        cols = ["layer", "position", "refusal log-odds", "KL", "benign refusal mass", "within bounds"]
-        return Section(
-            "Baselines", notes, [Table(cols, rows, f"baseline log-odds {s.baseline_refusal_score:.2f}")]
-        )
-    return Section("Baselines", notes)
+        note, table = _selection(s, "Directional ablation", "removes the direction")
+        notes.append(note)
+        tables.append(table)
+    return Section("Baselines", notes, tables)
 
 
 def _f(x: float | None) -> str:

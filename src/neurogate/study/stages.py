@@ -1,5 +1,10 @@
 """Study stages besides discovery and the conditions: the residual baselines' directions, CAA at matched
-refusal, the capability checks, and the one helper that stores each stage's output as it finishes."""
+refusal, the capability checks, and the one helper that stores each stage's output as it finishes.
+
+The two residual baselines get equal care: with ``select_direction`` both the ablation direction and CAA's
+vector are chosen by their effect among the same candidates, on the same held-out validation prompts
+(:mod:`neurogate.evaluation.direction_selection`), and CAA's strength is then matched to CNA's refusal on
+those validation prompts, never on the evaluation prompts that report it (:func:`caa_match`)."""
 
 from __future__ import annotations
 
@@ -21,9 +26,14 @@ from neurogate.discovery.directions import ResidualDirections, compute_direction
 from neurogate.errors import ConfigError, NeurogateError
 from neurogate.evaluation.capability import capability as lm_eval_capability
 from neurogate.evaluation.conditions import Condition
-from neurogate.evaluation.direction_selection import DirectionSelection, select_direction
+from neurogate.evaluation.direction_selection import (
+    METHODS,
+    DirectionSelection,
+    candidate_directions,
+    select_direction,
+)
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.matching import Match, match_strength
+from neurogate.evaluation.matching import Match, match_strength, refusal_on
 from neurogate.evaluation.results import ConditionResult
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts.sources import PromptSets
@@ -90,12 +100,14 @@ class StageFiles:
 
 @dataclass
 class Baselines:
-    """The residual baselines' directions: CAA's (difference of means at the last prompt token, the
-    best-separating layer) and the ablation direction (chosen by its effect, with its selection record)."""
+    """The residual baselines' directions: CAA's and the ablation direction. Each is chosen by its effect
+    (with its selection record) when the study selects directions, else CAA's is the difference of means at
+    the last prompt token at the best-separating layer (and ablation uses the same)."""
 
     caa: ResidualDirections | None
     ablation: ResidualDirections | None
     selection: DirectionSelection | None
+    caa_selection: DirectionSelection | None = None
 
     def record(self) -> dict[str, Any] | None:
         if self.caa is None and self.ablation is None:
@@ -103,15 +115,45 @@ class Baselines:
         out: dict[str, Any] = {}
         if self.caa is not None:
             out["caa_layer"] = self.caa.best_layer
-            out["separation"] = self.caa.separation
+            if self.caa_selection is not None:
+                out["caa_position"] = self.caa.model.get("position", -1)
+                out["caa_chosen_by"] = "effect"
+            else:
+                out["separation"] = self.caa.separation
+                out["caa_chosen_by"] = "separation"
         if self.ablation is not None:
             out["ablation_layer"] = self.ablation.best_layer
             out["ablation_position"] = self.ablation.model.get("position", -1)
         return out
 
 
+#: Where each method's chosen direction and its selection record are stored (ablation's names predate
+#: CAA's selection, and stored runs keep them).
+SELECTION_FILES = {
+    "ablation": ("ablation-direction.safetensors", "direction-selection.json"),
+    "caa": ("caa-direction.safetensors", "caa-direction-selection.json"),
+}
+
+
+def validation_split(
+    study: Study, config: StudyConfig
+) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """(train, validation) discovery prompts, each (harmful, harmless): the first ``validation`` prompts
+    of each side are held out for choosing directions and matching CAA's strength."""
+    sets, v = study.sets, config.validation
+    if min(len(sets.positive), len(sets.negative)) < 2 * v:
+        raise ConfigError(
+            f"choosing the baselines' directions and matching CAA's strength hold out {v} discovery "
+            f"prompts per side (validation = {v}); give at least {2 * v}"
+        )
+    pos, neg = list(sets.positive.prompts), list(sets.negative.prompts)
+    return (pos[v:], neg[v:]), (pos[:v], neg[:v])
+
+
 def baselines(study: Study, config: StudyConfig) -> Baselines:
-    """Compute (or read back) the directions the configured residual methods need."""
+    """Compute (or read back) the directions the configured residual methods need. With
+    ``select_direction``, ablation and CAA are each chosen by effect among the same candidates (computed
+    once, from the training split, and shared)."""
     kinds = {k for k in config.methods if get_kind(k).source == "directions"}
     if not kinds:
         return Baselines(None, None, None)
@@ -122,29 +164,33 @@ def baselines(study: Study, config: StudyConfig) -> Baselines:
         study.emit("stage", name="residual directions")
         return compute_directions(study.lm, sets.positive.prompts, sets.negative.prompts, options=opts)
 
+    # kept in every run: the explorer reads it, and it is CAA's vector where directions are not selected
     directions = files.load_or_compute(
         "directions.safetensors", caa, ResidualDirections.load, ResidualDirections.save
     )
-    if "ablation" not in kinds or not config.select_direction:
+    by_effect = [m for m in METHODS if m in kinds] if config.select_direction else []
+    if not by_effect:
         return Baselines(directions, None, None)
-    v = config.validation
-    if min(len(sets.positive), len(sets.negative)) < 2 * v:
-        raise ConfigError(
-            f"direction selection holds out {v} discovery prompts per side; give at least {2 * v}"
-        )
-    train = (sets.positive.prompts[v:], sets.negative.prompts[v:])
-    val = (sets.positive.prompts[:v], sets.negative.prompts[:v])
-    path = study.dir / "direction-selection.json"
-    stored = _stored(path, lambda p: DirectionSelection.from_dict(json.loads(p.read_text())))
-    chosen_file = study.dir / "ablation-direction.safetensors"
-    stored_direction = _stored(chosen_file, ResidualDirections.load) if stored is not None else None
-    if stored is not None and stored_direction is not None:
-        return Baselines(directions, stored_direction, stored)
-    study.emit("stage", name="ablation direction (by effect)")
-    chosen, selection = select_direction(study.lm, train, val, options=opts)
-    chosen.save(study.dir / "ablation-direction.safetensors")
-    write_json_atomic(path, selection.to_dict(), allow_nan=True)
-    return Baselines(directions, chosen, selection)
+    train, val = validation_split(study, config)
+    chosen: dict[str, tuple[ResidualDirections | None, DirectionSelection | None]] = {}
+    diffs = None
+    for method in by_effect:
+        direction_file, record_file = (study.dir / name for name in SELECTION_FILES[method])
+        stored = _stored(record_file, lambda p: DirectionSelection.from_dict(json.loads(p.read_text())))
+        stored_direction = _stored(direction_file, ResidualDirections.load) if stored is not None else None
+        if stored is not None and stored_direction is not None:
+            chosen[method] = (stored_direction, stored)
+            continue
+        study.emit("stage", name=f"{method} direction (by effect)")
+        if diffs is None:
+            diffs = candidate_directions(study.lm, train[0], train[1], opts)
+        vector, selection = select_direction(study.lm, train, val, options=opts, method=method, diffs=diffs)
+        vector.save(direction_file)
+        write_json_atomic(record_file, selection.to_dict(), allow_nan=True)
+        chosen[method] = (vector, selection)
+    caa_dirs, caa_selection = chosen.get("caa", (directions, None))
+    ablation, ablation_selection = chosen.get("ablation", (None, None))
+    return Baselines(caa_dirs, ablation, ablation_selection, caa_selection)
 
 
 @dataclass
@@ -162,15 +208,25 @@ def caa_match(
     main_key: str,
     sweep: list[Condition],
 ) -> MatchedCondition | None:
-    """Find CAA's strength at CNA's refusal rate, evaluate CAA there in full, and add it to ``results``."""
+    """Find CAA's strength at CNA's refusal rate, evaluate CAA there in full, and add it to ``results``.
+
+    Both rates are read on the validation prompts (the held-out harmful discovery prompts), with the same
+    short replies and the headline judge: the evaluation prompts never choose the strength they then
+    measure. A record stored by an earlier version, matched on the evaluation prompts, is matched again."""
     if not study.config.match_caa or "caa" not in study.config.methods or main_key not in results:
         return None
+    main = next((c for c in sweep if c.key == main_key), None)
+    if main is None:
+        return None
     path = study.dir / "caa-match.json"
-    target = results[main_key].refusal.value
     match = _stored(path, lambda p: Match.from_dict(json.loads(p.read_text())))
+    if match is not None and match.prompts != "validation":
+        match = None
     if match is None:
-        study.emit("stage", name="CAA at matched refusal (bisection)")
-        match = match_strength(evaluator, "caa", target)
+        study.emit("stage", name="CAA at matched refusal (bisection on the validation prompts)")
+        _, (val, _) = validation_split(study, study.config)
+        target = refusal_on(evaluator, main, val)
+        match = match_strength(evaluator, "caa", target, prompts=val, on="validation", reference=main.label)
         write_json_atomic(path, match.to_dict())
     if match.strength == 0.0:
         return MatchedCondition(match, "baseline")
