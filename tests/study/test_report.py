@@ -214,21 +214,46 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert html_path.read_text() == page
 
 
-def test_judge_agreement_when_kappa_is_undefined() -> None:
-    """Two judges that give every reply one and the same class agree fully, but Cohen's kappa is 0/0: it is
-    stored as None (results.json stays valid JSON) and the report says why, instead of writing NaN."""
-    one = _result("baseline", "baseline", "baseline", None, [R, R, R])
+def test_judge_agreement_counts_only_changed_replies_that_reach_the_judges() -> None:
+    """Agreement is read on the distinct replies that reach the judges and differ from the baseline's:
+    the unsteered model's own replies and degenerate ones (classed before any judge) are left out and
+    counted. Two judges that give every counted reply one class agree fully, but Cohen's kappa is 0/0: it
+    is stored as None (results.json stays valid JSON) and the report says why, instead of writing NaN."""
+    base = _result("baseline", "baseline", "baseline", None, [R, R, R, R])
+    for reply in (*base.harmful, *base.benign):
+        reply.classes["local"] = reply.classes["keyword"]
+    mixed = _result("cna-m0-n5", "cna m=0", "cna", 0.0, [R, C, C, "degenerate"], 5)
+    for reply, verdict in zip(mixed.harmful, ("refusal", "compliance", "refusal", "degenerate"), strict=True):
+        reply.classes["local"] = verdict  # type: ignore[assignment]
+    mixed.harmful[0].text = base.harmful[0].text  # a stock refusal the circuit did not change
+    both = analysis.agreement({"baseline": base, "cna-m0-n5": mixed}, ["keyword", "local"])
+    # pooled with the 5 unchanged replies and the degenerate one, the judges would agree 6 times in 7
+    assert both == {
+        "keyword / local": {
+            "agreement": 0.5,
+            "kappa": 0.0,
+            "n": 2.0,
+            "degenerate": 1.0,
+            "unchanged": 4.0,
+            "scope": 1.0,
+        }
+    }
+    assert analysis.agreement({"baseline": base}, ["keyword", "local"])["keyword / local"]["n"] == 0.0
+    one = _result("cna-m0-n5", "cna m=0", "cna", 0.0, [R, R, R], 5)
     for reply in (*one.harmful, *one.benign):
         reply.classes["local"] = "refusal"
-    mixed = _result("cna-m0", "cna m=0", "cna", 0.0, [R, C, C])
-    for reply, verdict in zip(mixed.harmful, ("refusal", "compliance", "refusal"), strict=True):
-        reply.classes["local"] = verdict  # type: ignore[assignment]
-    for reply in mixed.benign:
-        reply.classes["local"] = reply.classes["keyword"]
-    flat = analysis.agreement({"baseline": one}, ["keyword", "local"])
-    assert flat == {"keyword / local": {"agreement": 1.0, "kappa": None, "n": 5.0}}
+    flat = analysis.agreement({"baseline": base, "cna-m0-n5": one}, ["keyword", "local"])
+    assert flat["keyword / local"]["agreement"] == 1.0 and flat["keyword / local"]["kappa"] is None
     json.dumps(flat, allow_nan=False)
-    both = analysis.agreement({"baseline": one, "cna-m0": mixed}, ["keyword", "local"])["keyword / local"]
-    assert both["agreement"] == 9 / 10 and both["kappa"] is not None and 0 < both["kappa"] < 1
-    results = dataclasses.replace(_results(), agreement=flat, judges=["keyword", "local"])
-    assert "undefined (one class)" in render_markdown(results)
+    results = dataclasses.replace(
+        _results(),
+        conditions={"baseline": base, "cna-m0-n5": one},
+        agreement=flat,
+        judges=["keyword", "local"],
+    )
+    results.sweep = ["baseline", "cna-m0-n5"]
+    results.controls, results.sparsity = [], []
+    md = render_markdown(results)
+    assert "undefined (one class)" in md
+    assert "over the 3 distinct replies that reach the judges and differ from the baseline's" in md
+    assert "0 degenerate replies" in md and "4 that are the unsteered model's own" in md

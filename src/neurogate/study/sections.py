@@ -13,6 +13,7 @@ from neurogate.evaluation.direction_selection import DirectionSelection
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
+from neurogate.study import analysis
 from neurogate.study.results import PAPER, StudyResults
 
 
@@ -104,15 +105,19 @@ def _redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> l
 
 
 def judges(r: StudyResults) -> Section:
+    """Every judge's rates side by side, and how often each pair agrees on the replies the interventions
+    changed (recomputed from the stored replies, so results stored by earlier versions, which pooled every
+    reply, show the same measure)."""
     conds = [r.conditions[k] for k in headline_keys(r)]
+    agreement = analysis.agreement(r.conditions, r.judges)
     agree = [
         [
             pair,
-            f"{v['agreement']:.3f}",
+            "-" if v["agreement"] is None else f"{v['agreement']:.3f}",
             "undefined (one class)" if v["kappa"] is None else f"{v['kappa']:.3f}",
             f"{int(v['n'] or 0)}",
         ]
-        for pair, v in r.agreement.items()
+        for pair, v in agreement.items()
     ]
     settings = r.extra.get("judge_settings") or {}
     named = ", ".join(f"{j} ({settings[j]})" if settings.get(j) else j for j in r.judges)
@@ -129,7 +134,17 @@ def judges(r: StudyResults) -> Section:
         Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / redirect / compliance")
     )
     if agree:
-        sec.tables.append(Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement"))
+        first = next(iter(agreement.values()))
+        sec.notes.append(
+            f"Agreement: over the {int(first['n'] or 0)} distinct replies that reach the judges and differ "
+            "from the baseline's reply to the same prompt (harmful and benign prompts). Left out: "
+            f"{int(first['degenerate'] or 0)} degenerate replies (classed by the degeneracy rule before any "
+            f"judge, so every judge 'agrees') and {int(first['unchanged'] or 0)} that are the unsteered "
+            "model's own (mostly stock refusals, which would inflate agreement on steered replies)."
+        )
+        sec.tables.append(
+            Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement on changed replies")
+        )
     return sec
 
 
