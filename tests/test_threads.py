@@ -110,5 +110,24 @@ def test_refresh_counts_again_only_under_auto() -> None:
         assert 1 <= count <= len(os.sched_getaffinity(0)) and torch.get_num_threads() == count
         again = threads.refresh()
         assert again is not None and torch.get_num_threads() == again
+        assert threads.refresh(min_interval=3600) is None  # counted a moment ago
     finally:
         threads.set_threads(1)  # the suite runs on one thread
+
+
+def test_generation_counts_again_between_batches_under_auto() -> None:
+    from neurogate.models.generation import generate
+    from neurogate.models.tiny import tiny_lm
+
+    lm = tiny_lm("llama")
+    try:
+        threads.set_threads("auto")
+        threads._Applied.at -= threads.REFRESH_SECONDS + 1  # as if the last count were long ago
+        stale = threads._Applied.at
+        generate(lm, ["one", "two"], max_new_tokens=2, batch_size=1)
+        assert threads._Applied.at > stale + threads.REFRESH_SECONDS
+        threads.set_threads(1)
+        generate(lm, ["one"], max_new_tokens=2)  # a fixed number is never counted again
+        assert threads._Applied.setting == 1
+    finally:
+        threads.set_threads(1)

@@ -10,8 +10,8 @@ so it collapses: on a shared 2-core machine, a 135M-parameter model decoded 8x s
 threads than with 1 (``bench/threads.py``: 0.30 against 2.41 tokens/s beside one busy process). ``auto``
 therefore counts the physical cores that other processes leave idle (sampled from ``/proc/stat`` over
 :data:`SAMPLE_SECONDS`), within the cores this process may use (CPU affinity and a cgroup CPU quota), and
-uses that many, at least one. The count is taken when the setting is applied; a long-lived process calls
-:func:`refresh` to count again (the explorer does, before each live request).
+uses that many, at least one. The count is taken when the setting is applied, and again by :func:`refresh`:
+before each live request in the explorer, and every :data:`REFRESH_SECONDS` between generation batches.
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ SAMPLE_SECONDS = 0.2
 #: A core counts as idle when other processes use at most this share of it (measurement noise, short
 #: bursts); a thread on a core that is busier than that makes every parallel operation wait for it.
 SLACK = 0.25
+#: How often long work (generation, batch by batch) counts the idle cores again under ``auto``.
+REFRESH_SECONDS = 30.0
 
 Setting = int | Literal["auto"]
 ALLOWED = "a whole number >= 1 or 'auto'"
 
 
 class _Applied:
-    """The setting :func:`set_threads` last applied in this process (``None``: never called)."""
+    """The setting :func:`set_threads` last applied in this process (``None``: never called), and when
+    (``time.monotonic``)."""
 
     setting: Setting | None = None
+    at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ def set_threads(setting: Setting | str = AUTO) -> int:
     if not isinstance(value, int):
         state = measure()
         value = auto_threads(state.cpus, state.physical, state.busy, state.quota)
+    _Applied.at = time.monotonic()
     torch.set_num_threads(value)
     # RuntimeError: inter-op work already ran, or it was set before; torch keeps its pool
     with contextlib.suppress(RuntimeError):
@@ -148,11 +153,14 @@ def set_threads(setting: Setting | str = AUTO) -> int:
     return value
 
 
-def refresh() -> int | None:
-    """Count the idle cores again when the setting applied last was ``auto`` (a long-lived process such as
-    the explorer calls it before each request, as the load may have changed since it started); return the
-    new count, or ``None`` when the setting is a fixed number (or was never applied)."""
-    return set_threads(AUTO) if _Applied.setting == AUTO else None
+def refresh(min_interval: float = 0.0) -> int | None:
+    """Count the idle cores again when the setting applied last was ``auto`` and at least ``min_interval``
+    seconds have passed since the last count (the load may have changed since: the explorer calls it before
+    each request, generation between batches every :data:`REFRESH_SECONDS`); return the new count, or
+    ``None`` when nothing was counted (a fixed number, never applied, or counted too recently)."""
+    if _Applied.setting != AUTO or time.monotonic() - _Applied.at < min_interval:
+        return None
+    return set_threads(AUTO)
 
 
 def apply_configured(flag: object = None) -> int:

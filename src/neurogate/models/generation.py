@@ -26,6 +26,8 @@ from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_i
 from neurogate.models.loading import LoadedModel
 from neurogate.models.ragged import ragged_greedy
 from neurogate.progress import progress_bar
+from neurogate.threads import REFRESH_SECONDS
+from neurogate.threads import refresh as refresh_threads
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,8 @@ def generate(
         results: dict[int, Generation] = {}
         with head:
             for rows in _batches(seqs, size):
+                if lm.device.type == "cpu":  # under auto, count the idle cores again now and then
+                    refresh_threads(REFRESH_SECONDS)
                 new = _decode(lm, [seqs[i] for i in rows], options, engine, prefix)
                 for row, ids in zip(rows, new, strict=True):
                     results[row] = _finish(lm, prompts[row], ids, stops)
