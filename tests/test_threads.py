@@ -43,6 +43,16 @@ def test_the_flag_wins_over_the_environment_and_the_file(tmp_path: Path) -> None
     assert threads.configured(None, {}, write(tmp_path / "other.toml", "")) == ("auto", "default")
 
 
+def test_a_plain_omp_num_threads_is_kept_below_neurogates_own_settings(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    assert threads.configured(None, {"OMP_NUM_THREADS": "2"}, missing) == (2, "OMP_NUM_THREADS")
+    assert threads.configured(None, {"OMP_NUM_THREADS": "2", threads.ENV: "3"}, missing) == (3, threads.ENV)
+    file = write(tmp_path / "settings.toml", "threads = 4\n")
+    assert threads.configured(None, {"OMP_NUM_THREADS": "2"}, file) == (4, str(file))
+    for other in ("4,2", "0", ""):  # nested lists and nonsense are OpenMP's business: auto
+        assert threads.configured(None, {"OMP_NUM_THREADS": other}, missing) == ("auto", "default")
+
+
 def test_the_file_takes_auto_as_text_and_numbers_as_integers(tmp_path: Path) -> None:
     assert threads.from_file(write(tmp_path / "a.toml", 'threads = "auto"\n')) == "auto"
     assert threads.from_file(write(tmp_path / "b.toml", "threads = 1\n")) == 1

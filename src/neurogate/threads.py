@@ -1,7 +1,8 @@
 """How many CPU threads torch uses: one setting for every command, the explorer and the library.
 
 The setting is ``--threads``, else ``$NEUROGATE_THREADS``, else ``threads`` in the settings file
-(:func:`settings_path`), else ``auto``; each takes a whole number >= 1 or ``auto``.
+(:func:`settings_path`), else ``$OMP_NUM_THREADS`` when it is a plain number, else ``auto``; each of
+neurogate's own takes a whole number >= 1 or ``auto``.
 
 Why not torch's default: torch starts one OpenMP thread per core, and every parallel operation waits for
 all of them. When another process keeps a core busy, the thread that shares its core runs only when the
@@ -102,7 +103,8 @@ def configured(
     flag: object = None, env: Mapping[str, str] | None = None, path: Path | None = None
 ) -> tuple[Setting, str]:
     """The setting and where it came from: ``flag`` (``--threads``), else ``NEUROGATE_THREADS`` in ``env``
-    (default: the process environment), else the settings file, else ``auto``."""
+    (default: the process environment), else the settings file, else a plain number in ``OMP_NUM_THREADS``
+    (the variable every OpenMP program reads, kept when the user set it), else ``auto``."""
     if flag is not None:
         return parse(flag, "--threads"), "--threads"
     env = os.environ if env is None else env
@@ -111,6 +113,9 @@ def configured(
     found = from_file(path)
     if found is not None:
         return found, str(path or settings_path())
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp), "OMP_NUM_THREADS"
     return AUTO, "default"
 
 
