@@ -27,6 +27,7 @@ from neurogate.evaluation.audit import (
     AUDIT_CLASSES,
     ITEMS_FILE,
     RULE,
+    RULE_VERSION,
     SAMPLE_FILE,
     load_sample,
     prepare_audit,
@@ -64,9 +65,11 @@ def test_the_sample_is_seeded_per_condition_shuffled_and_blind(run: Path) -> Non
     assert sum(a != b for a, b in itertools.pairwise(order)) > 5
     # what the annotator gets names neither the condition nor a verdict
     blind = (prep.folder / ITEMS_FILE).read_text(encoding="utf-8")
+    records = [json.loads(line) for line in blind.splitlines()]
+    shown = " ".join(r["prompt"] + " " + r["reply"] for r in records)  # ids and hashes are hex
     for word in ("baseline", "cna", "caa", "keyword", "condition", "verdict"):
-        assert word not in blind
-    first = json.loads(blind.splitlines()[0])
+        assert word not in shown
+    first = records[0]
     assert set(first) == {"id", "prompt", "reply", "sha256"} and first["sha256"] == reply_hash(first["reply"])
     hidden = json.loads((prep.folder / SAMPLE_FILE).read_text())["hidden"][first["id"]]
     assert hidden["verdicts"]["keyword"] in ("refusal", "compliance", "degenerate")
@@ -130,7 +133,7 @@ def test_labels_are_appended_with_who_when_which_rule_and_the_reply_hash(run: Pa
     assert len(records) == 4
     rec = records[0]
     assert rec["item"] == first.id and rec["annotator"] == "ana" and rec["label"] == "refusal"
-    assert rec["reply_sha256"] == first.sha256 and rec["rule"] == "1" and rec["adjudicated"] is False
+    assert rec["reply_sha256"] == first.sha256 and rec["rule"] == RULE_VERSION and rec["adjudicated"] is False
     assert rec["time"].endswith("+00:00")
     third = sample.items[2].id
     assert resolve(store.read(), sample)[third].label == "degenerate"
