@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
+from neurogate.evaluation import tables
 from neurogate.evaluation.experiments import LayerProfile
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
+from neurogate.evaluation.metrics import matched_quality
 from neurogate.evaluation.results import ConditionResult, Reply
 from neurogate.study import analysis
 from neurogate.study.charts import Series, bar_chart, line_chart
@@ -191,9 +196,29 @@ def test_each_method_is_charted_on_its_own_scale_from_the_baseline() -> None:
     assert (caa.name, caa.x, caa.y) == ("caa", [0.0, 1.0], [75.0, 0.0])  # baseline at s = 0
     assert caa.low[1] == 100 * results.conditions["caa-s1"].refusal.low
     (quality,) = scale_series(results, "strength", "quality")
-    assert quality.y == [0.98, 0.5]
+    assert len(quality.y) == 2 and all(math.isnan(y) for y in quality.y)  # no reply long enough to count
     cna, base = sparsity_series(results)
     assert cna.x == [100 * 2 / 288, 100 * 5 / 288] and cna.y == [50.0, 25.0] and base.y == [75.0, 75.0]
+
+
+def test_quality_compares_compliant_replies_at_matched_length() -> None:
+    """Quality reads only compliant replies, each cut to the same number of words; refusals, degenerate
+    replies and replies too short to cut are left out (and counted in the cell)."""
+    results = _results()
+    caa, base = results.conditions["caa-s1"], results.conditions["baseline"]  # C C C degenerate / R R R C
+    caa.harmful[0].text = " ".join(["one two three four"] * 10)  # 40 words: 4 distinct 4-grams in 32
+    caa.harmful[1].text = " ".join(f"w{i}" for i in range(50))  # 50 distinct words
+    caa.harmful[3].text = " ".join(f"x{i}" for i in range(50))  # long, but degenerate
+    base.harmful[0].text = " ".join(f"r{i}" for i in range(50))  # long, but a refusal
+    assert tables.quality_values(caa) == [4 / 29, 1.0, None, None]
+    assert tables.quality_values(base) == [None, None, None, None]
+    assert matched_quality("a b c") is None and matched_quality("a b c d", words=4) == 1.0
+    (quality,) = scale_series(results, "strength", "quality")
+    assert math.isnan(quality.y[0]) and quality.y[1] == pytest.approx((4 / 29 + 1.0) / 2)
+    md = render_markdown(results)
+    assert tables.QUALITY_RULE in md
+    row = next(line for line in md.splitlines() if line.startswith("| caa s=1 |"))
+    assert f"{(4 / 29 + 1.0) / 2:.3f}" in row and "n=2" in row
 
 
 def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:

@@ -46,6 +46,22 @@ def distinct_ngram_quality(text: str, n: int = 4) -> float:
     return len(set(grams)) / len(grams)
 
 
+#: How many words of a reply :func:`matched_quality` reads: every reply is cut to the same length, since
+#: the distinct n-gram ratio falls with length alone (a 64-token reply has about 45 words).
+MATCHED_WORDS = 32
+
+
+def matched_quality(text: str, words: int = MATCHED_WORDS, n: int = 4) -> float | None:
+    """:func:`distinct_ngram_quality` of the reply's first ``words`` words, or ``None`` when it has fewer:
+    quality at matched length, so a long answer is not scored against a short refusal (which cannot
+    repeat itself). The study reads it on compliant replies only (:func:`neurogate.evaluation.tables.
+    quality_values`): like with like."""
+    split = text.split()
+    if len(split) < words:
+        return None
+    return distinct_ngram_quality(" ".join(split[:words]), n)
+
+
 def mean_quality(texts: Sequence[str], n: int = 4) -> float:
     """Mean :func:`distinct_ngram_quality` over replies (1.0 for none)."""
     if not texts:

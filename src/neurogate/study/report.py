@@ -10,7 +10,9 @@ from pathlib import Path
 
 from neurogate.atomic import write_text_atomic
 from neurogate.errors import NeurogateError
+from neurogate.evaluation import tables
 from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
+from neurogate.evaluation.metrics import MATCHED_WORDS
 from neurogate.evaluation.results import ConditionResult
 from neurogate.study.charts import Series, bar_chart, line_chart
 from neurogate.study.results import StudyResults
@@ -26,7 +28,8 @@ def _sweep(results: StudyResults) -> list[ConditionResult]:
 def scale_series(results: StudyResults, scale: str, metric: str = "refusal") -> list[Series]:
     """One series per method on ``scale`` (``"multiplier"`` or ``"strength"``), the baseline at the scale's
     neutral value; a class's rate (``"refusal"``, ``"redirect"``) in percent with its interval, or
-    ``"quality"``. A redirect series leaves out the points whose judge did not measure redirects."""
+    ``"quality"`` (compliant replies at matched length, :func:`tables.quality_values`; NaN, not drawn,
+    where none counts). A redirect series leaves out the points whose judge did not measure redirects."""
     base = results.baseline
     neutral = 1.0 if scale == "multiplier" else 0.0
     out = []
@@ -47,7 +50,7 @@ def scale_series(results: StudyResults, scale: str, metric: str = "refusal") -> 
                     )
                 )
         else:
-            out.append(Series(m, xs, [r.quality for _, r in points]))
+            out.append(Series(m, xs, [tables.metrics(r).quality.value for _, r in points]))
     return out
 
 
@@ -188,7 +191,7 @@ def _plots(results: StudyResults) -> list[str]:
                     scale_series(results, scale, "quality"),
                     title=f"Quality vs {scale}",
                     xlabel=f"{scale} {symbol}",
-                    ylabel="distinct 4-gram ratio",
+                    ylabel=f"distinct 4-grams, compliant, first {MATCHED_WORDS} words",
                     y_range=(0, 1),
                 )
             )

@@ -60,6 +60,8 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
         "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test of the refusal change "
         "against "
         "the baseline on the same prompts.",
+        f"Quality compares like with like: {tables.QUALITY_RULE}; '-' where no reply counts. Refusals "
+        "cannot repeat themselves and degenerate replies have their own rate, so neither is averaged in.",
         *_redirect_notes(conds),
         RECALL_CAVEAT,
     ]
@@ -338,12 +340,17 @@ def sparsity(r: StudyResults) -> Section:
                 tables.rate_cell(c, "redirect"),
                 str(c.compliance),
                 str(c.degenerate),
-                f"{c.quality:.3f}",
+                _quality(c),
             ]
         )
     cols = ["neurons", "% of all", "refusal", "redirect", "compliance", "degenerate", "quality"]
-    notes = [f"Rates under the {r.judges[0]} judge ({tables.judged_by(r.judges[0])})."]
+    notes = [f"Rates under the {r.judges[0]} judge ({tables.judged_by(r.judges[0])}); {tables.QUALITY_RULE}."]
     return Section("Sparsity (CNA at m=0, prefixes of one ranking)", notes, [Table(cols, rows)])
+
+
+def _quality(c: ConditionResult) -> str:
+    q = tables.metrics(c).quality
+    return "-" if not q.n else f"{q.value:.3f} (n={q.n})"
 
 
 def layers(r: StudyResults) -> Section:
