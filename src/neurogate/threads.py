@@ -168,12 +168,6 @@ def refresh(min_interval: float = 0.0) -> int | None:
     return set_threads(AUTO)
 
 
-def apply_configured(flag: object = None) -> int:
-    """:func:`set_threads` with the :func:`configured` setting (what every command does first)."""
-    setting, _ = configured(flag)
-    return set_threads(setting)
-
-
 def _physical(cpus: list[int]) -> int:
     """Physical cores among ``cpus``: distinct SMT sibling sets (each CPU its own core where unknown)."""
     cores: set[str] = set()

@@ -1,9 +1,10 @@
-"""``--threads``: one option on the root command and on every command, applied once before a command runs.
+"""``--threads``: one option on the root command and on every command, applied before a command runs.
 
 The root option (``neurogate --threads 1 steer ...``) is remembered by the root callback; the option that
 :class:`ThreadedGroup` adds to every command (``neurogate steer --threads 1 ...``) wins over it, and its
-callback applies the result (:func:`neurogate.threads.apply_configured`: flag, then ``NEUROGATE_THREADS``,
-then the settings file, then ``auto``) as the command's options are read, before its body runs.
+callback applies the result (:func:`neurogate.threads.configured`: the flag, then ``NEUROGATE_THREADS``,
+then the settings file, then a plain ``OMP_NUM_THREADS``, then ``auto``) as the command's options are read,
+before its body runs. Also the speed line commands print after generating.
 """
 
 from __future__ import annotations
