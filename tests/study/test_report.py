@@ -221,6 +221,26 @@ def test_quality_compares_compliant_replies_at_matched_length() -> None:
     assert f"{(4 / 29 + 1.0) / 2:.3f}" in row and "n=2" in row
 
 
+def test_differences_of_continuous_metrics_carry_paired_intervals() -> None:
+    """The report's comparison table: every condition minus the baseline and minus the circuit, on each
+    continuous metric, with a paired bootstrap interval and its count."""
+    results = _results()
+    caa = results.conditions["caa-s1"]
+    caa.kl_first, caa.kl_mean = [0.3, 0.5], [0.2, 0.4]
+    d = tables.differences(results.conditions["cna-m0-n5"], caa)
+    assert d.kl_first.value == pytest.approx(0.39) and d.kl_first.n == 2
+    assert d.kl_first.low <= d.kl_first.value <= d.kl_first.high
+    assert d.perplexity.value == pytest.approx(0.0) and d.perplexity.n == 4  # same NLL per token
+    assert d.quality.n == 0 and d.corpus_perplexity.n == 0  # no reply counts; no corpus measured
+    other = dataclasses.replace(caa, harmful=caa.harmful[:3])
+    assert tables.differences(results.baseline, other).perplexity.n == 0  # other prompts: not paired
+    md = render_markdown(results)
+    assert "## Paired differences" in md
+    row = next(line for line in md.splitlines() if line.startswith("| caa s=1 - cna m=0 |"))
+    assert "+0.390 [+0.290, +0.490] (n=2)" in row and "| - |" in row
+    assert any(line.startswith("| cna m=0 [matched-0] - baseline |") for line in md.splitlines())
+
+
 def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     page = render_html(_results())
     # refusal and quality against m and against s, the sparsity curve, one layer chart

@@ -3,8 +3,10 @@
 Conditions of one run share their prompts, so differences are judged pairwise: McNemar's exact test for a
 change in a rate, Newcombe's interval for the paired difference of two proportions, and a two one-sided
 tests (TOST) rule with an equivalence margin fixed before the run for any "no effect" claim. Continuous
-metrics (quality, KL, perplexity) get percentile bootstrap intervals. Agreement between two judges is
-Cohen's kappa.
+metrics (quality, KL, perplexity) get percentile bootstrap intervals, and so do their differences between
+two conditions: :func:`paired_difference` and :func:`paired_perplexity_difference` resample the shared
+prompts (or corpus passages) as pairs, so the interval carries the correlation between the conditions
+instead of treating them as independent samples. Agreement between two judges is Cohen's kappa.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from neurogate.errors import ConfigError
 from neurogate.evaluation.statistics import wilson_interval
@@ -160,6 +164,63 @@ def bootstrap(
     low = draws[int(0.025 * (resamples - 1))]
     high = draws[math.ceil(0.975 * (resamples - 1))]
     return Estimate(stat(items), low, high, n)
+
+
+def _percentiles(draws: np.ndarray, value: float, n: int) -> Estimate:
+    """``value`` with the 2.5th and 97.5th percentiles of the finite ``draws`` (NaN when fewer than half
+    of them are finite: most resamples had nothing to measure)."""
+    finite = np.sort(draws[np.isfinite(draws)])
+    if len(finite) < max(1, len(draws) // 2):
+        return Estimate(value, math.nan, math.nan, n)
+    low = float(finite[int(0.025 * (len(finite) - 1))])
+    high = float(finite[math.ceil(0.975 * (len(finite) - 1))])
+    return Estimate(value, low, high, n)
+
+
+def paired_difference(
+    a: Sequence[float | None], b: Sequence[float | None], *, resamples: int = 2000, seed: int = 0
+) -> Estimate:
+    """The mean of ``b[i] - a[i]`` over the items both conditions measured (a ``None`` or non-finite value
+    on either side drops the pair) with a 95% percentile bootstrap interval over resampled pairs, seeded.
+    ``a`` and ``b`` hold one value per shared item (prompt) in the same order."""
+    if len(a) != len(b):
+        raise ConfigError(f"a paired difference needs equal lengths, got {len(a)} and {len(b)}")
+    diffs = np.array(
+        [
+            float(y) - float(x)
+            for x, y in zip(a, b, strict=True)
+            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+        ]
+    )
+    n = len(diffs)
+    if not n:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    rows = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    return _percentiles(diffs[rows].mean(axis=1), float(diffs.mean()), n)
+
+
+def paired_perplexity_difference(
+    a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]], *, resamples: int = 2000, seed: int = 0
+) -> Estimate:
+    """``perplexity(b) - perplexity(a)`` where each side holds one ``(summed NLL, tokens)`` per shared item
+    and perplexity is exp(total NLL / total tokens), with a 95% percentile bootstrap interval over
+    resampled items (both sides drawn together), seeded. Items with no tokens on either side are left
+    out, so both perplexities are read on the same items."""
+    if len(a) != len(b):
+        raise ConfigError(f"a paired difference needs equal lengths, got {len(a)} and {len(b)}")
+    kept = [(x, y) for x, y in zip(a, b, strict=True) if x[1] > 0 and y[1] > 0]
+    n = len(kept)
+    if not n:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    nll = np.array([[x[0], y[0]] for x, y in kept], dtype=np.float64)
+    tokens = np.array([[x[1], y[1]] for x, y in kept], dtype=np.float64)
+
+    def difference(rows: np.ndarray) -> np.ndarray:
+        ppl = np.exp(nll[rows].sum(axis=-2) / tokens[rows].sum(axis=-2))
+        return ppl[..., 1] - ppl[..., 0]
+
+    rows = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    return _percentiles(difference(rows), float(difference(np.arange(n))), n)
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:

@@ -8,10 +8,16 @@ Every rate here is a judge's reading alone: it names its judge and says it is un
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from neurogate.evaluation.metrics import MATCHED_WORDS, matched_quality, perplexity_of
-from neurogate.evaluation.paired import Estimate, bootstrap
+from neurogate.evaluation.paired import (
+    Estimate,
+    bootstrap,
+    paired_difference,
+    paired_perplexity_difference,
+)
 from neurogate.evaluation.results import ConditionResult, Metrics
 
 #: Said beside every rate that comes from a judge with no hand-labelled audit behind it.
@@ -83,6 +89,61 @@ def metrics(r: ConditionResult) -> Metrics:
         kl_mean=bootstrap(r.kl_mean),
         corpus_perplexity=bootstrap(r.corpus_nll, statistic=perplexity_of),
     )
+
+
+_NONE = Estimate(math.nan, math.nan, math.nan, 0)
+
+
+def differences(a: ConditionResult, b: ConditionResult) -> Metrics:
+    """Each continuous metric of ``b`` minus ``a``'s, paired on what both conditions share (95% percentile
+    bootstrap over resampled pairs, seeded): quality and reply perplexity per harmful prompt (quality on
+    the prompts where both replies count by :func:`quality_values`), KL per benign prompt, corpus
+    perplexity per passage. A metric whose items do not line up (other prompts, or one side not measured)
+    reads as not measured (``n = 0``)."""
+    same = [x.prompt for x in a.harmful] == [x.prompt for x in b.harmful]
+    nll_a = [(x.nll, x.nll_tokens) for x in a.harmful]
+    nll_b = [(x.nll, x.nll_tokens) for x in b.harmful]
+
+    def lined_up(x: Sequence[object], y: Sequence[object]) -> bool:
+        return bool(x) and len(x) == len(y)
+
+    return Metrics(
+        quality=paired_difference(quality_values(a), quality_values(b)) if same else _NONE,
+        perplexity=paired_perplexity_difference(nll_a, nll_b) if same else _NONE,
+        kl_first=paired_difference(a.kl_first, b.kl_first) if lined_up(a.kl_first, b.kl_first) else _NONE,
+        kl_mean=paired_difference(a.kl_mean, b.kl_mean) if lined_up(a.kl_mean, b.kl_mean) else _NONE,
+        corpus_perplexity=(
+            paired_perplexity_difference(a.corpus_nll, b.corpus_nll)
+            if lined_up(a.corpus_nll, b.corpus_nll)
+            else _NONE
+        ),
+    )
+
+
+def signed(e: Estimate, digits: int = 3) -> str:
+    """A difference with its interval, signs shown (``+0.012 [-0.003, +0.027]``), and the pairs it rests
+    on; ``-`` where it was not measured."""
+    if not e.n or not math.isfinite(e.value):
+        return "-"
+    if not (math.isfinite(e.low) and math.isfinite(e.high)):
+        return f"{e.value:+.{digits}f} (n={e.n})"
+    return f"{e.value:+.{digits}f} [{e.low:+.{digits}f}, {e.high:+.{digits}f}] (n={e.n})"
+
+
+DIFFERENCE_COLUMNS = ("comparison", "quality", "reply ppl", "KL first", "KL mean", "corpus ppl")
+
+
+def difference_row(label: str, a: ConditionResult, b: ConditionResult) -> list[str]:
+    """One row of :data:`DIFFERENCE_COLUMNS`: ``b`` minus ``a`` on every continuous metric."""
+    d = differences(a, b)
+    return [
+        label,
+        signed(d.quality),
+        signed(d.perplexity, 2),
+        signed(d.kl_first),
+        signed(d.kl_mean),
+        signed(d.corpus_perplexity, 2),
+    ]
 
 
 def _est(e: Estimate, digits: int = 3) -> str:

@@ -265,10 +265,9 @@ def _selection(s: DirectionSelection, name: str, applied: str) -> tuple[str, Tab
     return note, Table(cols, rows, caption)
 
 
-def _matched_pair(r: StudyResults) -> tuple[ConditionResult, ConditionResult] | None:
-    """The main circuit's condition and CAA's at the matched strength, as evaluated in full."""
-    caa = next((c for c in r.conditions.values() if c.kind == "caa" and c.group == "matched"), None)
-    main = next(
+def main_condition(r: StudyResults) -> ConditionResult | None:
+    """The discovered circuit ablated (``cna m=0`` at the circuit's size) among the sweep's conditions."""
+    return next(
         (
             c
             for k in r.sweep
@@ -279,7 +278,38 @@ def _matched_pair(r: StudyResults) -> tuple[ConditionResult, ConditionResult] | 
         ),
         None,
     )
+
+
+def _matched_pair(r: StudyResults) -> tuple[ConditionResult, ConditionResult] | None:
+    """The main circuit's condition and CAA's at the matched strength, as evaluated in full."""
+    caa = next((c for c in r.conditions.values() if c.kind == "caa" and c.group == "matched"), None)
+    main = main_condition(r)
     return None if caa is None or main is None else (main, caa)
+
+
+def _named(c: ConditionResult) -> str:
+    return f"{c.label} (matched)" if c.group == "matched" else c.label
+
+
+def differences(r: StudyResults) -> Section:
+    """Every continuous metric's difference between conditions on the prompts they share, with paired
+    bootstrap intervals: each condition against the baseline (what it costs), and each other condition
+    against the discovered circuit (how the methods and controls compare with it)."""
+    main = main_condition(r)
+    conds = [r.conditions[k] for k in headline_keys(r) if k != "baseline"]
+    rows = [tables.difference_row(f"{_named(c)} - baseline", r.baseline, c) for c in conds]
+    if main is not None:
+        rows += [
+            tables.difference_row(f"{_named(c)} - {main.label}", main, c) for c in conds if c.key != main.key
+        ]
+    notes = [
+        "Each row is one condition minus another on the same prompts (corpus passages for corpus ppl): the "
+        "difference of the two conditions' values, with a 95% percentile bootstrap interval that resamples "
+        "the shared prompts as pairs (2,000 resamples, seeded), and n, the pairs it rests on. KL is "
+        "per benign prompt (the baseline's is 0), reply ppl per harmful prompt with a reply on both sides, "
+        f"quality per harmful prompt where both replies count ({tables.QUALITY_RULE}).",
+    ]
+    return Section("Paired differences", notes, [Table(list(tables.DIFFERENCE_COLUMNS), rows)])
 
 
 def baselines(r: StudyResults) -> Section:
@@ -413,7 +443,8 @@ def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
 
 
 def all_sections(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> list[Section]:
-    out = [setup(r), headline(r, calibrated), calibrated_section(r, calibrated or {}), judges(r)]
+    out = [setup(r), headline(r, calibrated), differences(r), calibrated_section(r, calibrated or {})]
+    out.append(judges(r))
     if r.given_circuits:
         out.append(given(r))
     out += [specificity(r), baselines(r)]
