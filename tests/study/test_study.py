@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neurogate import prompts
+from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
@@ -90,7 +91,6 @@ def test_study_end_to_end_and_resume(
         "directions.safetensors",
         "ablation-direction.safetensors",
         "direction-selection.json",
-        "caa-direction.safetensors",
         "caa-direction-selection.json",
         "caa-match.json",
     ):
@@ -143,6 +143,8 @@ def test_study_end_to_end_and_resume(
     assert result.directions["caa_layer"] == chosen.layer and result.directions["caa_chosen_by"] == "effect"
     assert result.caa_match.prompts == "validation" and result.caa_match.n_prompts == cfg.validation
     assert result.caa_match.reference == "cna m=0"
+    stored_caa = ResidualDirections.load(run_dir / "directions.safetensors")  # the explorer's file
+    assert stored_caa.best_layer == chosen.layer and stored_caa.model["position"] == chosen.position
     # every condition is stored on its own, and sparsity sizes are sorted prefixes
     stored = sorted(p.stem for p in (run_dir / "conditions").glob("*.json"))
     assert stored == sorted(data["conditions"])
@@ -611,3 +613,32 @@ def test_cli_run_sparsity_and_reply_perplexity_flags(tiny_dir: Path, tmp_path: P
     assert results.sparsity[0].size == max(1, round(0.01 * results.model["n_neurons"]))
     assert all(r.nll_tokens == len(r.token_ids) for r in results.baseline.harmful)
     assert "Reply ppl: the steered harmful replies" in (run_dir / "report.md").read_text()
+
+
+def test_without_direction_selection_caa_uses_the_separating_layer_and_is_still_matched_on_validation(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    """``select_direction = false``: no candidates are scored; CAA (and ablation) use the best-separating
+    layer's difference of means, and CAA's strength is still matched on the validation prompts."""
+    cfg = _config(
+        methods=["cna", "caa", "ablation"],
+        select_direction=False,
+        sparsity=[],
+        random_seeds=[0],
+        controls=[],
+        examples=1,
+    )
+    results = run_study(cfg, tmp_path, lm=lm)
+    run = study_dir(cfg, tmp_path)
+    assert results.caa_selection is None and results.direction_selection is None
+    assert not (run / "caa-direction-selection.json").exists()
+    separation = ResidualDirections.load(run / "directions.safetensors")
+    assert results.directions == {
+        "caa_layer": separation.best_layer,
+        "separation": separation.separation,
+        "caa_chosen_by": "separation",
+    }
+    assert results.caa_match is not None and results.caa_match.prompts == "validation"
+    report = (run / "report.md").read_text()
+    assert f"CAA adds its vector after layer {separation.best_layer} (best held-out separation)." in report
+    assert "candidates" not in report.split("## Baselines")[1].split("##")[0]

@@ -127,11 +127,14 @@ class Baselines:
         return out
 
 
+#: The run's residual directions: CAA's vector (chosen by effect, or by separation where directions are
+#: not selected); the explorer reads it from a run folder.
+DIRECTIONS = "directions.safetensors"
 #: Where each method's chosen direction and its selection record are stored (ablation's names predate
 #: CAA's selection, and stored runs keep them).
 SELECTION_FILES = {
     "ablation": ("ablation-direction.safetensors", "direction-selection.json"),
-    "caa": ("caa-direction.safetensors", "caa-direction-selection.json"),
+    "caa": (DIRECTIONS, "caa-direction-selection.json"),
 }
 
 
@@ -164,11 +167,10 @@ def baselines(study: Study, config: StudyConfig) -> Baselines:
         study.emit("stage", name="residual directions")
         return compute_directions(study.lm, sets.positive.prompts, sets.negative.prompts, options=opts)
 
-    # kept in every run: the explorer reads it, and it is CAA's vector where directions are not selected
-    directions = files.load_or_compute(
-        "directions.safetensors", caa, ResidualDirections.load, ResidualDirections.save
-    )
     by_effect = [m for m in METHODS if m in kinds] if config.select_direction else []
+    directions = None
+    if kinds - set(by_effect):  # a method that uses the best-separating layer's difference of means
+        directions = files.load_or_compute(DIRECTIONS, caa, ResidualDirections.load, ResidualDirections.save)
     if not by_effect:
         return Baselines(directions, None, None)
     train, val = validation_split(study, config)
