@@ -141,7 +141,10 @@ class ConditionResult:
 
     @property
     def quality(self) -> float:
-        """Mean repetition quality of the harmful-prompt replies (1.0 when there are none)."""
+        """Mean repetition quality of every harmful-prompt reply at full length (1.0 when there are none).
+        Refusals score about 1.0 and longer replies lower by length alone, so the study's tables compare
+        conditions with :func:`neurogate.evaluation.tables.quality_values` instead (compliant replies at
+        matched length)."""
         return sum(r.quality for r in self.harmful) / len(self.harmful) if self.harmful else 1.0
 
     def to_dict(self) -> dict[str, Any]:
