@@ -155,7 +155,7 @@ def test_study_end_to_end_and_resume(
     assert "lm-eval is not installed" in data["capability"]["skipped"]
     report = (run_dir / "report.md").read_text()
     assert "lm-eval is not installed" in report and "## Specificity" in report
-    assert f"CAA subtracts its vector after its layer at layer {chosen.layer}" in report
+    assert f"after its layer: the candidate at layer {chosen.layer}, position {chosen.position}" in report
     assert f"among {len(chosen.candidates)} candidates" in report and "| chosen |" in report
     assert "the 4 validation prompts (held-out discovery prompts, not the evaluation set)" in report
     assert "<|im_start|>user" in report  # the prompt format, as the model sees it

@@ -239,8 +239,9 @@ def _selection(s: DirectionSelection, name: str, applied: str) -> tuple[str, Tab
     if layers:
         span = f"layers {layers[0]}-{layers[-1]} x positions {positions[0]}..{positions[-1]}"
     note = (
-        f"{name} {applied} at layer {s.layer}, position {s.position} (from the end of the prompt), chosen "
-        f"by effect on held-out discovery prompts among {len(s.candidates)} candidates ({span}; the "
+        f"{name} {applied}: the candidate at layer {s.layer}, position {s.position} (from the end of the "
+        f"prompt), chosen by effect on held-out discovery prompts among {len(s.candidates)} candidates "
+        f"({span}; the "
         f"{measured} best by refusal log-odds measured against the KL bound {s.kl_bound} and the "
         f"benign-refusal bound +{s.benign_bound}; "
         f"{'within both' if s.within_bounds else 'none within both: the lowest-KL candidate'})."
@@ -320,7 +321,8 @@ def baselines(r: StudyResults) -> Section:
     tables: list[Table] = []
     d = r.directions or {}
     if r.caa_selection is not None:
-        note, table = _selection(r.caa_selection, "CAA", "subtracts its vector after its layer")
+        applied = "subtracts s times a mean difference after its layer"
+        note, table = _selection(r.caa_selection, "CAA", applied)
         notes.append(note)
         tables.append(table)
     elif "caa_layer" in d:
@@ -348,7 +350,7 @@ def baselines(r: StudyResults) -> Section:
             )
     s = r.direction_selection
     if s is not None:
-        note, table = _selection(s, "Directional ablation", "removes the direction")
+        note, table = _selection(s, "Directional ablation", "removes a direction at every residual site")
         notes.append(note)
         tables.append(table)
     return Section("Baselines", notes, tables)
