@@ -4,6 +4,7 @@ steering on a real tiny model, and the safety rules (host, Origin, confined path
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -275,8 +276,12 @@ def test_caa_names_its_layer_and_direction(client: TestClient) -> None:
     events = steer(client, {"prompt": "Tell me a joke.", "method": "caa", "value": 1.0})
     start = next(e for e in events if e["event"] == "start")
     detail = start["detail"]
-    assert detail.startswith("Subtracts s times the direction after layer ") and "held-out accuracy" in detail
-    assert "mean residual stream on run " in detail and "(8 and 8 prompts)" in detail
+    assert (
+        detail.startswith("Subtracts s times the direction after layer ")
+        and "best-separating layer" in detail
+    )
+    assert "mean residual stream on run " in detail and re.search(r"\(\d+ and \d+ prompts\)\.$", detail)
+    assert "nan" not in detail
     ablation = next(
         e
         for e in steer(client, {"prompt": "Hi.", "method": "ablation", "value": 1.0})

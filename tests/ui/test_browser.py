@@ -375,7 +375,7 @@ def test_steer_value_box_reply_length_progress_and_caa(
     _steered(page)
     detail = page.inner_text("#side-steered [data-role=detail]")
     assert re.search(r"Subtracts s times the direction after layer \d+ \(of 0-\d+", detail), detail
-    assert "held-out accuracy" in detail and "positive prompts minus" in detail, detail
+    assert "best-separating layer" in detail and "positive prompts minus" in detail, detail
     page.set_viewport_size({"width": 800, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
     page.screenshot(path=str(shots / "steer-800.png"), full_page=True)

@@ -11,6 +11,7 @@ are attached for the steered generation and the KL pass only.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -243,8 +244,12 @@ class LiveSteering:
         layer = getattr(iv, "layer", None)
         if get_kind(iv.kind).source != "directions" or d is None or layer is None:
             return ""
-        chosen = "the best-separating layer, " if layer == d.best_layer else ""
-        where = f"layer {layer} (of 0-{d.n_layers - 1}; {chosen}held-out accuracy {d.separation[layer]:.2f})"
+        accuracy = d.separation[layer] if layer < len(d.separation) else math.nan
+        how = [
+            *(["the best-separating layer"] if layer == d.best_layer else []),
+            *([f"held-out accuracy {accuracy:.2f}"] if math.isfinite(accuracy) else []),
+        ]
+        where = f"layer {layer} (of 0-{d.n_layers - 1}{''.join('; ' + h for h in how)})"
         what = (
             f"Subtracts s times the direction after {where}."
             if iv.kind == "caa"

@@ -144,21 +144,21 @@ def directions_note(results: StudyResults) -> str:
         if pos.get("name") and neg.get("name")
         else "the mean residual stream on the positive prompts minus that on the negative ones"
     )
+
+    def how(selection: object) -> str:
+        if selection is not None:
+            return "chosen by its effect on refusal under KL and benign-refusal bounds"
+        return "the layer whose direction best separates held-out prompts"
+
     parts = []
     if "caa" in layers:
         parts.append(
-            f"CAA subtracts s times the direction after layer {layers['caa']}, the layer whose direction "
-            "best separates held-out prompts"
+            f"CAA subtracts s times the direction after layer {layers['caa']} ({how(results.caa_selection)})"
         )
     if "ablation" in layers:
-        how = (
-            "chosen by its effect on refusal under KL and benign-refusal bounds"
-            if results.direction_selection is not None
-            else "the best-separating layer"
-        )
         parts.append(
-            f"ablation removes s times the unit direction of layer {layers['ablation']} ({how}) at every "
-            "residual site"
+            f"ablation removes s times the unit direction of layer {layers['ablation']} "
+            f"({how(results.direction_selection)}) at every residual site"
         )
     return f"{'; '.join(parts)}. Each direction is {source}."
 
