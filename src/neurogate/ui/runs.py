@@ -144,6 +144,8 @@ def directions_note(results: StudyResults) -> str:
         if pos.get("name") and neg.get("name")
         else "the mean residual stream on the positive prompts minus that on the negative ones"
     )
+    if results.caa_selection is not None or results.direction_selection is not None:
+        source += "; one chosen by effect is read on their training split, the validation prompts held out"
 
     def how(selection: object) -> str:
         if selection is not None:
