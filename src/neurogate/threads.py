@@ -236,6 +236,6 @@ def _busy(cpus: list[int], seconds: float) -> float:
     busy = 0.0
     for cpu, (idle0, total0) in before.items():
         idle1, total1 = after.get(cpu, (idle0, total0))
-        if total1 > total0:
-            busy += 1.0 - (idle1 - idle0) / (total1 - total0)
+        if total1 > total0:  # iowait may step backwards (a kernel quirk): keep each CPU within [0, 1]
+            busy += min(1.0, max(0.0, 1.0 - (idle1 - idle0) / (total1 - total0)))
     return busy
