@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from neurogate.evaluation.audit import prepare_audit
 from neurogate.evaluation.audit_labels import LabelStore
 from neurogate.evaluation.audit_session import KEYS, LabelSession
@@ -39,3 +41,23 @@ def test_the_search_report_shows_the_audited_held_out_check(tmp_path: Path) -> N
     assert "No audit labels" not in section
     assert "| tuned | 3 of 3 | refusal |" in section
     assert "| redirect |" in section and "| 100% [44-100] | 100% [100-100] |" in section
+
+
+def test_a_finished_search_draws_its_audit_sample_and_names_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neurogate.cli.tune import _audit_sample
+
+    run = tmp_path / "search"
+    run.mkdir()
+    shutil.copy(DATA / "v2-tune.json", run / "tune.json")
+    _audit_sample(run)
+    out = capsys.readouterr().out
+    items = (run / "audit" / "items.jsonl").read_text().splitlines()
+    assert items and f"neurogate audit {run} --annotator NAME" in " ".join(out.split())
+    assert "uncalibrated" in out
+    (run / "tune.json").write_text("{")  # a damaged search: no sample, one line, no traceback
+    shutil.rmtree(run / "audit")
+    _audit_sample(run)
+    captured = capsys.readouterr()
+    assert "no audit sample drawn" in captured.err and "Traceback" not in captured.err

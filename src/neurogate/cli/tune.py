@@ -10,7 +10,9 @@ from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.errors import NeurogateError
 from neurogate.evaluation import tables
+from neurogate.evaluation.audit import audit_dir, prepare_audit
 from neurogate.evaluation.preflight import check_evaluation
 from neurogate.evaluation.results import ConditionResult
 from neurogate.outputs import check_dir_output
@@ -146,6 +148,25 @@ def tune(
     cli.console.print(
         f"evaluate it in the study beside the paper's circuit: neurogate run --model {model} --circuit "
         f"{folder / 'tuned-circuit.json'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    _audit_sample(folder)
+
+
+def _audit_sample(folder: Path) -> None:
+    """Draw the blind audit sample of the held-out check's replies into the run folder and say how to label
+    it: the judged rates above are one judge's, and an audit of 30 replies per condition calibrates them."""
+    try:
+        prep = prepare_audit(folder)
+    except NeurogateError as exc:
+        cli.err_console.print(f"no audit sample drawn: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return
+    cli.console.print(
+        f"audit sample: {len(prep.sample.items)} held-out replies, drawn blind into {audit_dir(folder)}; "
+        "label them (the rates above are judge only, uncalibrated): "
+        f"neurogate audit {folder} --annotator NAME",
         markup=False,
         highlight=False,
         soft_wrap=True,
