@@ -43,8 +43,10 @@ class LabelSession:
         items: Sequence[Item] | None = None,
         adjudicate: bool = False,
         others: dict[str, dict[str, str]] | None = None,
+        source: str = "terminal",
     ) -> None:
         self.sample, self.store, self.annotator, self.adjudicate = sample, store, annotator, adjudicate
+        self.source = source  # where the labels are given (kept with each one): "terminal", "explorer"
         self.items = list(items if items is not None else sample.items)
         self.others = others or {}
         good, self.stale = valid(store.read(), sample)
@@ -96,7 +98,18 @@ class LabelSession:
         if key in KEYS:
             label = KEYS[key]
             self.store.append(
-                [Label(item.id, self.annotator, label, item.sha256, now(), RULE_VERSION, self.adjudicate)]
+                [
+                    Label(
+                        item.id,
+                        self.annotator,
+                        label,
+                        item.sha256,
+                        now(),
+                        RULE_VERSION,
+                        self.adjudicate,
+                        self.source,
+                    )
+                ]
             )
             self.labels[item.id] = label
             return self._advance()

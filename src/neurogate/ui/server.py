@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from neurogate.errors import NeurogateError
 from neurogate.steering.registry import INTERVENTIONS
 from neurogate.tuning import TuneResults
+from neurogate.ui import audit as audit_views
 from neurogate.ui import circuits as circuit_views
 from neurogate.ui import runs as run_views
 from neurogate.ui.catalog import Catalog
@@ -120,6 +121,8 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
     async def steer(body: SteerBody) -> StreamingResponse:
         req = SteerRequest(**body.model_dump())
         return StreamingResponse(_events(live, req), media_type="application/x-ndjson")
+
+    audit_views.register(app, catalog)  # the Audit page: blind labelling, agreement, calibrated rates
 
     if start:
         live.start()
