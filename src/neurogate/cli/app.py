@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,6 +32,56 @@ from neurogate.models.zoo import DEFAULT_MODEL
 console = Console()
 err_console = Console(stderr=True)
 
+#: The word the help shows for an option's value, by the value's type (a flag shows none; the help text says
+#: what each value means, so typer's ``<str>``/``<bool>`` on every row only takes width at 80 columns).
+METAVARS = {"boolean": "", "integer": "N", "float": "NUM", "path": "PATH"}
+
+
+def _tidy_help(command: Any) -> None:
+    """Give every option of ``command`` and its subcommands a short value word (see :data:`METAVARS`)."""
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+    for param in command.params:
+        if param.param_type_name == "option" and param.metavar is None:
+            param.metavar = _value_word(param)
+    made = command.get_help_option  # --help is made when first asked for: give it no value word either
+
+    def get_help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+
+
+def _value_word(param: Any) -> str:
+    """The help's word for an option's value: none for a flag, else by the type of the value."""
+    if param.is_flag:
+        return ""
+    described = getattr(param, "type_descriptor", None)  # typer on its own click copy
+    if described is not None:
+        if described.is_path:
+            return "PATH"
+        kind = described.annotation
+        kind = typing.get_args(kind)[0] if described.is_list and typing.get_args(kind) else kind
+        if kind is Path:
+            return "PATH"
+        name = getattr(kind, "__name__", "")
+        name = {"int": "integer", "float": "float", "bool": "boolean"}.get(name, name)
+    else:
+        name = param.type.name
+    return METAVARS.get(name, "TEXT")
+
+
+class NeurogateGroup(ThreadedGroup):
+    """The root group: every command takes ``--threads``, and option values read as short words in help."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        _tidy_help(self)
+
+
 app = typer.Typer(
     name="neurogate",
     help="Find the few MLP neurons that carry a behaviour in a language model, and turn it down or up.",
@@ -38,7 +89,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",
-    cls=ThreadedGroup,  # every command takes --threads
+    cls=NeurogateGroup,  # every command takes --threads; short value words in help
 )
 
 DEFAULT_SPEC = f"zoo:{DEFAULT_MODEL}"

@@ -112,7 +112,12 @@ def layers(
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     behaviours: Annotated[
         str,
-        typer.Option("--behaviours", help="refusal and/or built-in battery contrast names, comma-separated."),
+        typer.Option(
+            "--behaviours",
+            help="refusal and/or built-in battery contrast names, comma-separated (default: refusal, "
+            "code-vs-poetry, french-vs-english).",
+            show_default=False,  # one long word: the help column would cut it at 80 columns
+        ),
     ] = "refusal,code-vs-poetry,french-vs-english",
     positive: opts.PositiveOpt = "builtin:harmful",
     negative: opts.NegativeOpt = "builtin:benign",

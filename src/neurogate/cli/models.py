@@ -33,11 +33,13 @@ def list_models() -> None:
 
     Example: neurogate models list
     """
-    table = Table(title=f"neurogate model zoo (cache: {cache_dir('zoo')})")
-    for col in ("name", "what it is", "GGUF size", "pulled"):
-        table.add_column(col)
+    table = Table(title=escape(f"neurogate model zoo (cache: {cache_dir('zoo')})"))
+    table.add_column("name", no_wrap=True)  # the names are what a user copies: never cut
+    table.add_column("what it is", ratio=1, overflow="fold")
+    table.add_column("GGUF size", justify="right", no_wrap=True)
+    table.add_column("pulled", ratio=1, min_width=6)
     for name, entry in zoo.ZOO.items():
-        default = " (default)" if name == zoo.DEFAULT_MODEL else ""
+        default = "\n(default)" if name == zoo.DEFAULT_MODEL else ""
         table.add_row(
             f"zoo:{name}{default}",
             entry.description,

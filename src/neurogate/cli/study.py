@@ -73,13 +73,14 @@ def run(
         ),
     ] = None,
     reply_perplexity: Annotated[
-        bool | None,
+        bool,
         typer.Option(
-            "--reply-perplexity/--no-reply-perplexity",
+            "--reply-perplexity",
             help="Score the harmful replies under the unsteered model too (off by default: one more "
-            "teacher-forced pass over every reply).",
+            "teacher-forced pass over every reply; --no-reply-perplexity turns off a --config's).",
         ),
-    ] = None,
+    ] = False,
+    no_reply_perplexity: Annotated[bool, typer.Option("--no-reply-perplexity", hidden=True)] = False,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -102,7 +103,8 @@ def run(
     )
     if judge:
         judges["judges"] = opts.judge_names(judge)
-    evaluation = _given({"max_new_tokens": max_new_tokens, "reply_perplexity": reply_perplexity, **judges})
+    perplexity = True if reply_perplexity else (False if no_reply_perplexity else None)  # None: --config's
+    evaluation = _given({"max_new_tokens": max_new_tokens, "reply_perplexity": perplexity, **judges})
     prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
     cfg = study_config(
         config,
