@@ -31,7 +31,7 @@ def main(source: str, out: str, n: int = 80, seed: int = 24) -> None:
     random.Random(seed).shuffle(fresh)
     chosen = fresh[:n]
     Path(out).write_text(json.dumps([{"instruction": p} for p in chosen], indent=1) + "\n", encoding="utf-8")
-    print(f"{len(prompts)} #tune prompts, {len(fresh)} not in any labelled file; wrote {len(chosen)} to {out}")
+    print(f"{len(prompts)} #tune prompts, {len(fresh)} in no labelled file; wrote {len(chosen)} to {out}")
 
 
 if __name__ == "__main__":
