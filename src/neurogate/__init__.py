@@ -8,17 +8,43 @@ weights) or a baseline intervention, generate, and evaluate. Subpackages follow 
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from neurogate import prompts
-from neurogate.discovery import Circuit, DiscoverConfig, ResidualDirections, compute_directions, discover
 from neurogate.errors import NeurogateError
-from neurogate.evaluation import EvalSettings, SweepConfig, get_judge, run_sweep
-from neurogate.models import LoadedModel, generate, load_model, wrap_model
-from neurogate.steering import Handle, Intervention, export_model, fold, make, steer
-from neurogate.study import StudyConfig, StudyResults, run_study
-from neurogate.threads import set_threads
 from neurogate.version import __version__
+
+if TYPE_CHECKING:
+    from neurogate import prompts
+    from neurogate.discovery import (  # type: ignore[no-redef]  # mypy also sees the submodule discover
+        Circuit,
+        DiscoverConfig,
+        ResidualDirections,
+        compute_directions,
+        discover,
+    )
+    from neurogate.evaluation import EvalSettings, SweepConfig, get_judge, run_sweep
+    from neurogate.models import LoadedModel, generate, load_model, wrap_model
+    from neurogate.steering import Handle, Intervention, export_model, fold, make, steer
+    from neurogate.study import StudyConfig, StudyResults, run_study
+    from neurogate.threads import set_threads
+
+#: Where each public name lives. It is imported on first use, so ``import neurogate`` does not load torch
+#: and transformers (the command line's ``--help`` answers in a fraction of a second).
+_LAZY = {
+    "prompts": "neurogate.prompts",  # a subpackage: the module itself
+    **dict.fromkeys(
+        ["Circuit", "DiscoverConfig", "ResidualDirections", "compute_directions", "discover"],
+        "neurogate.discovery",
+    ),
+    **dict.fromkeys(["EvalSettings", "SweepConfig", "get_judge", "run_sweep"], "neurogate.evaluation"),
+    **dict.fromkeys(["LoadedModel", "generate", "load_model", "wrap_model"], "neurogate.models"),
+    **dict.fromkeys(
+        ["Handle", "Intervention", "export_model", "fold", "make", "steer"], "neurogate.steering"
+    ),
+    **dict.fromkeys(["StudyConfig", "StudyResults", "run_study"], "neurogate.study"),
+    "set_threads": "neurogate.threads",
+}
 
 __all__ = [
     "Circuit",
@@ -87,6 +113,11 @@ _RENAMED = {
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if name == "prompts" else getattr(module, name)
+        globals()[name] = value  # later lookups find it directly
+        return value
     if name in _RENAMED:
         raise AttributeError(f"neurogate.{name} is no longer at the package root: use {_RENAMED[name]}")
     raise AttributeError(f"module 'neurogate' has no attribute {name!r}")

