@@ -114,6 +114,17 @@ def assert_blind(state: dict[str, Any]) -> None:
         assert not any(word in t.lower() for t in texts), (word, texts)
 
 
+def test_the_page_is_served_with_its_tab_and_script(client: TestClient) -> None:
+    page = client.get("/").text
+    assert 'id="tab-audit"' in page and 'id="view-audit"' in page
+    assert '<script type="module" src="/static/audit.js">' in page
+    res = client.get("/static/audit.js")
+    assert res.status_code == 200 and "javascript" in res.headers["content-type"]
+    assert "http://" not in res.text and "https://" not in res.text
+    for html_sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert html_sink not in res.text  # server text only ever becomes text nodes
+
+
 def test_rule_and_runs_are_listed(client: TestClient, run: Path) -> None:
     rule = client.get("/api/audit/rule").json()
     assert rule["text"] == RULE and rule["version"] == RULE_VERSION and rule["per_condition"] == 30

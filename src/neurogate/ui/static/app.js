@@ -44,7 +44,7 @@ function showError(where, err) {
 
 // ---------------------------------------------------------------------------------------------- tabs
 
-const TABS = ["circuits", "steer", "runs"];
+const TABS = ["circuits", "steer", "runs", "audit"];  // audit: its page is audit.js
 function selectTab(name, focus = false) {
   for (const t of TABS) {
     const on = t === name;
