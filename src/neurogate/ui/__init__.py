@@ -1,4 +1,5 @@
-"""``neurogate ui``: a local web explorer for circuits, live steering and study results.
+"""``neurogate ui``: a local web explorer for circuits, live steering, study results and blind audits of
+their replies.
 
 The page (``static/``) needs no build step and makes no request to any other host; the server binds
 127.0.0.1 by default, checks the Origin of every state-changing request, and reads only the folders it
