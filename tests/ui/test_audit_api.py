@@ -201,6 +201,7 @@ def test_labels_are_written_through_the_library_and_resume(client: TestClient, r
     assert (resumed["position"], resumed["labelled"]) == (4, 3)
     other = restarted.get("/api/audit/item", params={"run": run_id(restarted), "annotator": "ben"}).json()
     assert (other["position"], other["labelled"]) == (1, 0)
+    assert_blind(other)
     assert client.get("/api/audit/runs").json()[0]["annotators"] == {"ana": 3}
 
 

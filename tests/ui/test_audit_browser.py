@@ -142,6 +142,10 @@ def test_labelling_with_the_keyboard(server: str, browser: Any, run: Path, tmp_p
     page.wait_for_selector("#view-audit[data-position='7']")
     assert "resumed" in page.inner_text("#audit-status")
     assert page.input_value("#audit-annotator") == "ana"
+    for width in (800, 390):  # the item and the rule stack on a narrow screen
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(screens(tmp_path) / f"audit-label-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     for n, k in enumerate("crdgcrdgcr", start=8):
         key(k, str(n))
     assert len(records(run)) == 16
