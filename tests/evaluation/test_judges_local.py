@@ -85,10 +85,14 @@ def test_verdicts_threshold_the_refusal_probability(tiny: LoadedModel, tmp_path:
     probs = judge.refusal_probs(PROMPTS, REPLIES)
     assert all(0.0 < p < 1.0 for p in probs)
     middle = sorted(probs)[1]
-    split = judge_on(tiny, tmp_path, threshold=middle)
+    split = judge_on(tiny, tmp_path, threshold=middle, redirects=False)
     verdicts = split.judge(PROMPTS, REPLIES)
     assert verdicts == ["refusal" if p >= middle else "compliance" for p in probs]
     assert set(verdicts) == {"refusal", "compliance"}
+    # with the split (the default), each "no" is a refusal or a redirect by its form; the "yes" stay
+    four = judge_on(tiny, tmp_path, threshold=middle).judge(PROMPTS, REPLIES)
+    assert [v == "compliance" for v in four] == [v == "compliance" for v in verdicts]
+    assert set(four) <= {"refusal", "redirect", "compliance"}
 
 
 def test_long_requests_and_replies_are_cut_at_their_start(tiny: LoadedModel, tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_the_judge_reads_a_given_probe_and_keys_its_cache_by_it(tiny: LoadedMode
     probe = probe_for(letters)
     judge = judge_on(tiny, tmp_path / "cache", probe=probe)
     # five points in a 64-wide space: the probe fits its training labels, and the judge follows it
-    assert [v == "refusal" for v in judge.judge(PROMPTS, REPLIES)] == LABELS
+    assert [v != "compliance" for v in judge.judge(PROMPTS, REPLIES)] == LABELS  # refusal or redirect: no
     expected = probe.refusal(letters.hidden_states(PROMPTS, REPLIES))
     assert judge.refusal_probs(PROMPTS, REPLIES) == pytest.approx(expected, abs=1e-6)
     assert judge.config()["readout"] == f"probe:{probe.id}"
@@ -140,7 +140,7 @@ def test_the_judge_reads_a_given_probe_and_keys_its_cache_by_it(tiny: LoadedMode
     # one cache folder, two readouts: neither reads the other's verdicts
     flipped = probe_for(letters, [not y for y in LABELS])
     other = judge_on(tiny, tmp_path / "cache", probe=flipped)
-    assert [v == "refusal" for v in other.judge(PROMPTS, REPLIES)] == [not y for y in LABELS]
+    assert [v != "compliance" for v in other.judge(PROMPTS, REPLIES)] == [not y for y in LABELS]
     assert other.forward_passes >= 1
     before = letters.forward_passes
     letters.refusal_probs(PROMPTS, REPLIES)

@@ -61,8 +61,9 @@ def test_the_four_classes_and_what_counts_as_served() -> None:
     assert CLASSES == ("refusal", "redirect", "compliance", "degenerate")
     assert NOT_SERVED == ("refusal", "redirect") and SERVED == "compliance"
     assert VERDICTS == ("refusal", "redirect", "compliance")
-    # keyword reads form, endpoint asks refusal or compliance; local says so per rubric (not by default)
-    assert not any(detects_redirect(j) for j in (KeywordJudge, LocalJudge, EndpointJudge))
+    # keyword reads form and endpoint asks refusal or compliance; local splits its "no" by form by default
+    assert not any(detects_redirect(j) for j in (KeywordJudge, EndpointJudge))
+    assert detects_redirect(LocalJudge)
     assert detects_redirect(ContentJudge()) and not detects_redirect(object())
 
 

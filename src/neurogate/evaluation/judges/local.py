@@ -47,7 +47,7 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import Verdict, check_pairs
 from neurogate.evaluation.judges.letters import CHOICES, choice_tokens
 from neurogate.evaluation.judges.probe import LAYOUT, JudgeProbe, ProbeFit, find_probe
-from neurogate.evaluation.judges.rubrics import RUBRICS, Rubric, split_not_served
+from neurogate.evaluation.judges.rubrics import RUBRICS, SPLIT_VERSION, Rubric, split_not_served
 from neurogate.models.devices import dtype_name
 from neurogate.models.inputs import (
     BatchSize,
@@ -89,12 +89,14 @@ class LocalJudge:
     each item. ``reuse_prefix=False`` runs every item in full (a reference path). ``readout``: ``letters``
     (the answer letters' probabilities), ``probe`` (a fitted probe on the hidden state; an error when none
     fits) or ``auto`` (a probe when one fits, else the letters); ``probe``: a probe (or the path of one)
-    to use instead of the shipped ones.
+    to use instead of the shipped ones. ``rubric``: the question asked (:mod:`.rubrics`). ``redirects``:
+    split each "no" into refusal (the reply declines) and redirect (it writes the requested form instead)
+    by the reply's form (:func:`.rubrics.split_not_served`); both rubrics' "no" covers redirects.
     """
 
     name = "local"
-    #: Set per judge from its rubric: only a rubric that reads content (``serves``) tells redirects apart.
-    detects_redirect = False
+    #: Set per judge by ``redirects`` (on by default).
+    detects_redirect = True
 
     def __init__(
         self,
@@ -111,12 +113,13 @@ class LocalJudge:
         readout: str = "auto",
         probe: JudgeProbe | str | os.PathLike[str] | None = None,
         rubric: str = "attempt",
+        redirects: bool = True,
     ) -> None:
         if rubric not in RUBRICS:
             raise ConfigError(f"the local judge's rubric must be one of {', '.join(RUBRICS)}, got {rubric!r}")
         self.rubric: Rubric = RUBRICS[rubric]
-        #: Whether a "no" is split into refusal and redirect (the ``serves`` rubric).
-        self.detects_redirect = self.rubric.detects_redirect
+        #: Whether a "no" is split into refusal and redirect.
+        self.detects_redirect = redirects
         shots = len(self.rubric.examples) if shots is None else shots
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"the local judge's threshold must be between 0 and 1, got {threshold}")
@@ -209,7 +212,8 @@ class LocalJudge:
 
     def config(self) -> dict[str, Any]:
         scoring, _ = self._keyed(weights_digest(self.lm))
-        return {**scoring, "readout": scoring.get("readout", "letters"), "threshold": self.threshold}
+        split = {"redirects": SPLIT_VERSION} if self.detects_redirect else {}
+        return {**scoring, "readout": scoring.get("readout", "letters"), "threshold": self.threshold, **split}
 
     def probe_for(self, scoring: dict[str, Any]) -> JudgeProbe | None:
         """The probe that reads hidden states for the judge configuration ``scoring`` (None: the letters)."""
