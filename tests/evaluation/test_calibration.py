@@ -186,3 +186,38 @@ def test_a_30_reply_audit_recovers_a_condition_counted_in_full_by_hand(name: str
     assert abs(means[:, refusal].mean() - truth[refusal]) < 0.02
     if name == "tuned_audit":
         assert verdicts.count("refusal") <= 5 and truth[refusal] == pytest.approx(0.19)
+
+
+REDIRECT_CONDITIONS = sorted(
+    {json.loads(line)["condition"] for line in (DATA / "redirect_set.jsonl").read_text().splitlines()}
+)
+
+
+@pytest.mark.parametrize("condition", REDIRECT_CONDITIONS)
+def test_a_30_reply_audit_recovers_redirects_the_judge_cannot_see(condition: str) -> None:
+    """The four steered conditions of the redirect set (every reply labelled blind by two annotators),
+    judged by ``keyword``, which never says redirect: over 300 random audits of 30 of the 80 replies, the
+    corrected interval holds the full hand count of every class, redirect included, at least 90% of the
+    time."""
+    rows = [json.loads(line) for line in (DATA / "redirect_set.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["condition"] == condition]
+    verdicts = KeywordJudge().judge([r["prompt"] for r in rows], [r["reply"] for r in rows])
+    verdicts = ["degenerate" if degeneracy(r["reply"]) else v for r, v in zip(rows, verdicts, strict=True)]
+    names = [c for c in AUDIT_CLASSES if c in verdicts]
+    v_idx = np.array([names.index(v) for v in verdicts])
+    t_idx = np.array([AUDIT_CLASSES.index(r["label"]) for r in rows])
+    sims, n = 300, len(rows)
+    rng = np.random.default_rng(5)
+    picked = np.argsort(rng.random((sims, n)), axis=1)[:, :30]
+    strata = np.tile(np.bincount(v_idx, minlength=len(names)), (sims, 1))
+    audited = np.zeros((sims, len(names), K), dtype=np.int64)
+    np.add.at(audited, (np.repeat(np.arange(sims), 30), v_idx[picked].ravel(), t_idx[picked].ravel()), 1)
+    means, draws = posterior_shares(
+        strata, audited, np.array([AUDIT_CLASSES.index(c) for c in names]), rng, 1000
+    )
+    low, high = interval(draws)
+    truth = np.bincount(t_idx, minlength=K) / n
+    coverage = ((truth >= low - 1e-9) & (truth <= high + 1e-9)).mean(axis=0)
+    assert coverage.min() >= 0.90, coverage
+    assert "redirect" not in verdicts and truth[AUDIT_CLASSES.index("redirect")] > 0
+    assert np.abs(means.mean(axis=0) - truth).max() < 0.03  # and it is not biased
