@@ -114,7 +114,7 @@ def judge_settings(
         raise ConfigError("--judge-url is now --endpoint-url (the 'llm' judge is now called 'endpoint')")
     if old_model is not None:
         raise ConfigError("--judge-model is now --endpoint-model (the 'llm' judge is now called 'endpoint')")
-    out: dict[str, Any] = {"judges": judge_names(judge or ["keyword"])}
+    out: dict[str, Any] = {"judges": judge_names(judge)} if judge else {}  # else the settings' default
     given = {
         "local_judge_model": local_judge_model,
         "local_judge_rubric": local_judge_rubric,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,7 +89,8 @@ def run(
     """Run the whole study (discovery, the methods, specificity controls, layers) and report it.
 
     Writes results.json, report.md and report.html. Rerunning resumes (finished conditions are kept).
-    Replies are judged by keyword (the headline) and local by default, by keyword alone with --quick.
+    Replies are judged by local (the headline: it tells redirects apart) and keyword by default, by
+    keyword alone with --quick.
     Settings come from the defaults (or --quick), then --config, then the flags given here.
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
@@ -160,12 +162,22 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
         yield on_event
 
 
+def _is_condition(path: Path) -> bool:
+    """Whether ``path`` is a stored condition (one reply set and its verdicts, as a sweep keeps them)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "harmful" in data and "judges" in data
+
+
 def _not_a_run(given: Path, path: Path) -> str:
     """Why ``given`` (no results.json at ``path``) is not a finished run, saying what to give instead."""
     runs = sorted(p.parent for p in given.glob("*/results.json")) if given.is_dir() else []
     if runs:
         return f"{given} holds runs, not one run; give one of them, e.g. {runs[0]}"
-    if given.is_dir() and (any(given.glob("*.json")) or any(given.glob("*/*.json"))):
+    stored = [*given.glob("*.json"), *given.glob("*/*.json")][:50] if given.is_dir() else []
+    if any(_is_condition(p) for p in stored):
         return (
             f"{given} holds a sweep's stored conditions, not a run: a sweep writes no report (`neurogate "
             "sweep ... --json` prints every column); `neurogate run` writes a run with its report"

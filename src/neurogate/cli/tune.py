@@ -66,8 +66,8 @@ def tune(
         list[str] | None,
         typer.Option(
             "--final-judge",
-            help="Judge(s) of the final held-out check (default: keyword,local; the trials use --judge, "
-            "keyword by default). Adding one to a finished search judges its stored replies.",
+            help="Judge(s) of the final held-out check (default: local,keyword; the trials use --judge, "
+            "keyword,local by default). Adding one to a finished search judges its stored replies.",
         ),
     ] = None,
     local_judge_model: opts.LocalJudgeOpt = None,

@@ -58,8 +58,9 @@ class StudyConfig:
     is the capability proxy (``builtin`` or a text file, one passage a line).
 
     Defaults: 100 harmful + 40 benign evaluation prompts with near-duplicates of discovery prompts dropped,
-    128-token greedy replies, judged by every offline judge (``keyword`` for the headline, then
-    ``local``; :meth:`quick` keeps ``keyword`` alone). ``discovery`` and ``evaluation`` must agree on how
+    128-token greedy replies, judged by every offline judge (``local`` for the headline: it tells
+    redirects apart and scored best on blind steered replies, docs/judges.md; then ``keyword``;
+    :meth:`quick` keeps ``keyword`` alone). ``discovery`` and ``evaluation`` must agree on how
     prompts are formatted (``chat``, ``system_prompt``).
     """
 
@@ -69,7 +70,7 @@ class StudyConfig:
     prompts: PromptSources = field(default_factory=PromptSources)
     discovery: DiscoverConfig = field(default_factory=DiscoverConfig)
     evaluation: EvalSettings = field(
-        default_factory=lambda: EvalSettings(max_new_tokens=128, judges=("keyword", "local"))
+        default_factory=lambda: EvalSettings(max_new_tokens=128, judges=("local", "keyword"))
     )
     methods: tuple[str, ...] = ("cna", "caa", "ablation")
     multipliers: tuple[float, ...] = (0.0,)

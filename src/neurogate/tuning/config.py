@@ -48,8 +48,9 @@ class TuneConfig:
     fewest). Choosing the best of many trials on a few dozen prompts favours the luckiest, so the
     ``confirm_top`` most compliant trials inside every constraint are measured again on ``n_confirm`` further
     tuning prompts (those after the first ``n_tune`` of ``harmful``), and the one most compliant over both
-    sets is chosen. Trials use ``search_tokens``-token replies judged by ``evaluation.judges`` (the fast
-    keyword judge by default); the chosen point is then checked once on the test prompts with
+    sets is chosen. Trials use ``search_tokens``-token replies judged by ``evaluation.judges`` (``keyword``
+    and ``local`` by default; the objective reads the first judge that tells redirects apart, so a redirect
+    is a failure); the chosen point is then checked once on the test prompts with
     ``final_tokens``-token replies under every judge in ``final_judges`` (the first gives the headline).
     The final judges are not part of the run id: adding one to a finished search judges its stored replies,
     nothing is generated; neither are the confirmation settings, which change the choice, not the trials.
@@ -88,8 +89,8 @@ class TuneConfig:
     max_trials: int = 200
     seed: int = 0
     universal_filter: bool = True
-    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(judges=("keyword",)))
-    final_judges: tuple[str, ...] = ("keyword", "local")
+    evaluation: EvalSettings = field(default_factory=lambda: EvalSettings(judges=("keyword", "local")))
+    final_judges: tuple[str, ...] = ("local", "keyword")
 
     def __post_init__(self) -> None:
         for name, allowed in (
