@@ -1,8 +1,9 @@
 """Commands that apply a circuit load the model it was found on unless --model says otherwise, and refuse a
---model that names another model, naming both."""
+--model whose shape does not fit, naming both (a copy under another name is used, with a note)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from neurogate.cli.main import app
 from neurogate.discovery.circuit import Circuit, Neuron
-from neurogate.errors import ConfigError
+from neurogate.errors import NeurogateError
 from neurogate.models.tiny import tiny_lm, tiny_model, tiny_tokenizer
 
 runner = CliRunner()
@@ -77,14 +78,29 @@ def test_a_model_other_than_the_circuits_is_refused_naming_both(
     found: tuple[Path, Path], tmp_path: Path, command: list[str]
 ) -> None:
     model_dir, circuit = found
-    other = tmp_path / "other-model"
+    other = tmp_path / "other-model"  # another architecture: the circuit's neurons do not exist in it
+    tiny_model("gpt2").save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
     args = [part.replace("{tmp}", str(tmp_path)) for part in command]
-    result = runner.invoke(app, [*args, "--circuit", str(circuit), "--model", str(other)])
-    assert isinstance(result.exception, ConfigError), result.output
+    result = runner.invoke(
+        app, [*args, "--circuit", str(circuit), "--model", str(other), "--dtype", "float32"]
+    )
+    assert isinstance(result.exception, NeurogateError), result.output
     message = str(result.exception)
-    assert f"--model {other} is not the model" in message and f"({model_dir})" in message
-    assert "leave --model out" in message
+    assert f"found on {model_dir}" in message and f"does not fit {other}" in message
     assert not (tmp_path / "steered").exists()
+
+
+def test_a_copy_of_the_circuits_model_under_another_name_is_used_with_a_note(
+    found: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_dir, circuit = found
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    args = ["steer", "--model", str(copy), "--circuit", str(circuit), "--dtype", "float32"]
+    result = runner.invoke(app, [*args, "--max-new-tokens", "2", "--prompt", "hi"])
+    assert result.exit_code == 0, result.output
+    assert f"was found on {model_dir}" in " ".join(result.stderr.split())
 
 
 def test_the_circuits_model_spelled_another_way_is_accepted(

@@ -231,8 +231,9 @@ def load(model: str, dtype: str, device: str, trust_remote_code: bool = False) -
 
 def circuit_model(model: str, circuit: str | os.PathLike[str] | None) -> str:
     """The model a command that applies a circuit loads: ``--model`` when given, else the model the circuit
-    was found on (said on stderr), else the default. A ``--model`` that is not the circuit's model is
-    refused, naming both: the circuit's neurons belong to the model it was found on."""
+    was found on (said on stderr), else the default. A ``--model`` named otherwise than the circuit's model
+    (a local copy, a fine-tune, a hub id for a zoo model) is used, with a note naming both; one whose shape
+    does not fit the circuit is refused when it loads (:meth:`Circuit.check_model` names both)."""
     from neurogate.discovery.circuit import Circuit
 
     spec = Circuit.load(circuit).model.get("spec") if circuit is not None else None
@@ -246,10 +247,12 @@ def circuit_model(model: str, circuit: str | os.PathLike[str] | None) -> str:
         )
         return recorded
     if not same_model(model, recorded):
-        raise ConfigError(
-            f"--model {model} is not the model the circuit {circuit} was found on ({recorded}); leave "
-            f"--model out to use {recorded}, or find a circuit on {model} with `neurogate discover --model "
-            f"{model}`"
+        err_console.print(
+            f"model: {model} (the circuit {circuit} was found on {recorded}; a model of another shape is "
+            "refused once it loads)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     return model
 
