@@ -376,3 +376,14 @@ def test_every_class_has_a_key() -> None:
         "\n", " "
     ).replace("  ", " ")
     assert condition("baseline", 3).harmful  # the fixture builder
+
+
+def test_a_sweeps_folder_of_stored_conditions_can_be_audited(tmp_path: Path) -> None:
+    from neurogate.evaluation.results import ResultStore
+
+    folder = tmp_path / "sweep-out"
+    store = ResultStore(folder)
+    for key in ("baseline", "cna-m0"):
+        store.put(condition(key, 12))
+    prep = prepare_audit(folder, per_condition=5)
+    assert len(prep.sample.items) == 10 and (folder / "audit" / "items.jsonl").is_file()

@@ -145,7 +145,8 @@ def audit_dir(run_dir: str | Path) -> Path:
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, ConditionResult], str]:
     """A run folder's conditions and the file or folder they came from: a study's ``results.json``, a
-    search's ``tune.json`` (its final check), or, for an unfinished run, the stored conditions."""
+    search's ``tune.json`` (its final check), or, for an unfinished run, the stored conditions (also a
+    sweep's ``--out`` folder, which holds its conditions directly)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise NeurogateError(
@@ -168,14 +169,14 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, ConditionResult], str]:
                 raise NeurogateError(
                     f"cannot read the conditions of {path} ({type(exc).__name__}: {exc})"
                 ) from exc
-    for folder in ("conditions", "final"):
+    for folder in ("conditions", "final", "."):  # ".": a sweep's folder holds its conditions itself
         store = ResultStore(root / folder)
         found = {k: r for k in store.keys() if (r := store.get(k)) is not None}  # noqa: SIM118
         if found:
             return found, str(root / folder)
     raise NeurogateError(
         f"no results.json, tune.json or stored conditions in {root}; give a folder written by "
-        "`neurogate run` or `neurogate tune`"
+        "`neurogate run`, `neurogate tune` or `neurogate sweep --out`"
     )
 
 
