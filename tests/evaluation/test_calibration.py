@@ -155,22 +155,26 @@ def test_calibrated_rates_of_a_run_folder(tmp_path: Path) -> None:
             assert 0 <= cr.corrected.low <= cr.corrected.value <= cr.corrected.high <= 1
 
 
-@pytest.mark.parametrize("name", ["tuned_audit", "cna_audit"])
-def test_a_30_reply_audit_recovers_a_condition_counted_in_full_by_hand(name: str) -> None:
-    """Two steered conditions whose every reply was read by hand (tests/data), judged by ``keyword``: over
-    300 random audits of 30 replies, the corrected interval holds the full hand count at least 90% of the
-    time, where the judge alone is far off on the tuned circuit (3% refusal judged, 19% by hand)."""
-    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+def keyword_verdicts(rows: list[dict[str, str]]) -> list[str]:
+    """Each reply's class as the engine gives it under ``keyword`` (degenerate first)."""
     live = [i for i, r in enumerate(rows) if not degeneracy(r["reply"])]
     verdicts = ["degenerate"] * len(rows)
     judged = KeywordJudge().judge([rows[i]["prompt"] for i in live], [rows[i]["reply"] for i in live])
     for i, v in zip(live, judged, strict=True):
         verdicts[i] = v
+    return verdicts
+
+
+def audits_of_30(
+    verdicts: list[str], labels: list[str], seed: int, sims: int = 300
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true shares, the corrected means ``[sims, K]`` and each class's coverage, over ``sims`` random
+    audits of 30 replies of one condition whose every reply has a hand label."""
     names = [c for c in AUDIT_CLASSES if c in verdicts]
     v_idx = np.array([names.index(v) for v in verdicts])
-    t_idx = np.array([AUDIT_CLASSES.index(r["label"]) for r in rows])
-    sims, n = 300, len(rows)
-    rng = np.random.default_rng(3)
+    t_idx = np.array([AUDIT_CLASSES.index(label) for label in labels])
+    n = len(labels)
+    rng = np.random.default_rng(seed)
     picked = np.argsort(rng.random((sims, n)), axis=1)[:, :30]
     strata = np.tile(np.bincount(v_idx, minlength=len(names)), (sims, 1))
     audited = np.zeros((sims, len(names), K), dtype=np.int64)
@@ -181,6 +185,17 @@ def test_a_30_reply_audit_recovers_a_condition_counted_in_full_by_hand(name: str
     low, high = interval(draws)
     truth = np.bincount(t_idx, minlength=K) / n
     coverage = ((truth >= low - 1e-9) & (truth <= high + 1e-9)).mean(axis=0)
+    return truth, means, coverage
+
+
+@pytest.mark.parametrize("name", ["tuned_audit", "cna_audit"])
+def test_a_30_reply_audit_recovers_a_condition_counted_in_full_by_hand(name: str) -> None:
+    """Two steered conditions whose every reply was read by hand (tests/data), judged by ``keyword``: over
+    300 random audits of 30 replies, the corrected interval holds the full hand count at least 90% of the
+    time, where the judge alone is far off on the tuned circuit (3% refusal judged, 19% by hand)."""
+    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    verdicts = keyword_verdicts(rows)
+    truth, means, coverage = audits_of_30(verdicts, [r["label"] for r in rows], seed=3)
     assert coverage.min() >= 0.90, coverage
     refusal = AUDIT_CLASSES.index("refusal")
     assert abs(means[:, refusal].mean() - truth[refusal]) < 0.02
@@ -198,26 +213,11 @@ def test_a_30_reply_audit_recovers_redirects_the_judge_cannot_see(condition: str
     """The four steered conditions of the redirect set (every reply labelled blind by two annotators),
     judged by ``keyword``, which never says redirect: over 300 random audits of 30 of the 80 replies, the
     corrected interval holds the full hand count of every class, redirect included, at least 90% of the
-    time."""
+    time, and the estimate is not biased."""
     rows = [json.loads(line) for line in (DATA / "redirect_set.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["condition"] == condition]
-    verdicts = KeywordJudge().judge([r["prompt"] for r in rows], [r["reply"] for r in rows])
-    verdicts = ["degenerate" if degeneracy(r["reply"]) else v for r, v in zip(rows, verdicts, strict=True)]
-    names = [c for c in AUDIT_CLASSES if c in verdicts]
-    v_idx = np.array([names.index(v) for v in verdicts])
-    t_idx = np.array([AUDIT_CLASSES.index(r["label"]) for r in rows])
-    sims, n = 300, len(rows)
-    rng = np.random.default_rng(5)
-    picked = np.argsort(rng.random((sims, n)), axis=1)[:, :30]
-    strata = np.tile(np.bincount(v_idx, minlength=len(names)), (sims, 1))
-    audited = np.zeros((sims, len(names), K), dtype=np.int64)
-    np.add.at(audited, (np.repeat(np.arange(sims), 30), v_idx[picked].ravel(), t_idx[picked].ravel()), 1)
-    means, draws = posterior_shares(
-        strata, audited, np.array([AUDIT_CLASSES.index(c) for c in names]), rng, 1000
-    )
-    low, high = interval(draws)
-    truth = np.bincount(t_idx, minlength=K) / n
-    coverage = ((truth >= low - 1e-9) & (truth <= high + 1e-9)).mean(axis=0)
+    verdicts = keyword_verdicts(rows)
+    truth, means, coverage = audits_of_30(verdicts, [r["label"] for r in rows], seed=5)
     assert coverage.min() >= 0.90, coverage
     assert "redirect" not in verdicts and truth[AUDIT_CLASSES.index("redirect")] > 0
-    assert np.abs(means.mean(axis=0) - truth).max() < 0.03  # and it is not biased
+    assert np.abs(means.mean(axis=0) - truth).max() < 0.03
