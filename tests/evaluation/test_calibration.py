@@ -221,3 +221,14 @@ def test_a_30_reply_audit_recovers_redirects_the_judge_cannot_see(condition: str
     assert coverage.min() >= 0.90, coverage
     assert "redirect" not in verdicts and truth[AUDIT_CLASSES.index("redirect")] > 0
     assert np.abs(means.mean(axis=0) - truth).max() < 0.03
+
+
+def test_calibrating_under_a_judge_that_did_not_classify_the_run_is_refused(tmp_path: Path) -> None:
+    run = make_run(tmp_path)  # judged by keyword only
+    prepare_audit(run, per_condition=5)
+    assert calibrated_rates(run, judge="keyword") == {}  # no labels yet: nothing to calibrate, no error
+    sample = prepare_audit(run).sample
+    session = LabelSession(sample, LabelStore(run), "ana")
+    session.press("r")
+    with pytest.raises(ConfigError, match="the local judge did not classify condition"):
+        calibrated_rates(run, judge="local")

@@ -284,6 +284,7 @@ def audit(
     if len(modes) > 1:
         raise ConfigError(f"give one of {', '.join(modes)}")
     labelling = not modes or adjudicate
+    load_run(run_dir)  # a folder that holds no run is said first, before what else is missing
     if labelling and not annotator:
         raise ConfigError("give --annotator NAME: every label records who gave it")
     prep = prepare_audit(run_dir, per_condition, seed)

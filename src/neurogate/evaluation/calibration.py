@@ -299,6 +299,11 @@ def calibrated_rates(
         if not res or not result.harmful:
             continue
         name = judge or result.judge
+        if name not in result.judges:
+            raise ConfigError(
+                f"the {name} judge did not classify condition {result.label!r} (its judges: "
+                f"{', '.join(result.judges)}); calibrate one of those, or add the judge to the run first"
+            )
         out[key] = calibrate(
             [str(r.classes.get(name, "?")) for r in result.harmful],
             {i: r.label for i, r in res if r.label in AUDIT_CLASSES},
