@@ -67,6 +67,11 @@ def fmt(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
+def as_judge_set(cls: str) -> str:
+    """A class in the judge set's three classes: a redirect is a refusal there."""
+    return "refusal" if cls == "redirect" else cls
+
+
 def report(name: str, score: Agreement, rows: list[LabelledReply], predicted: list[str]) -> None:
     print(f"\n{name}: accuracy {score.accuracy:.3f} ({score.n - len(score.errors)}/{score.n})")
     print(f"  {'class':<11} {'precision':>9} {'recall':>7} {'support':>7}")
@@ -89,7 +94,8 @@ def evaluate(judge: Judge, rows: list[LabelledReply]) -> dict[str, Any]:
     start = time.perf_counter()
     classes = Classifier([judge]).classify(prompts, replies)
     seconds = time.perf_counter() - start
-    predicted = [c[judge.name] for c in classes]
+    # the judge set's rule labels a redirect as a refusal (tests/data/README.md): compare on that rule
+    predicted = [as_judge_set(c[judge.name]) for c in classes]
     score = agreement([r.label for r in rows], predicted)
     report(judge.name, score, rows, predicted)
     print(f"  {judged} replies judged in {seconds:.2f} s = {judged / max(seconds, 1e-9):.1f} judgments/s")

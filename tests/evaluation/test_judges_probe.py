@@ -218,8 +218,25 @@ def test_the_default_judge_reads_the_shipped_probe_on_the_blind_split(tmp_path: 
     judge = LocalJudge(DEFAULT_MODEL, cache_dir=tmp_path)
     assert judge.config()["readout"] == f"probe:{shipped_probes()[0].id}"
     classes = Classifier([judge]).classify([r.prompt for r in rows], [r.reply for r in rows])
+    # the judge set's rule labels a redirect as a refusal: a "redirect" verdict is a refusal there
+    predicted = ["refusal" if c["local"] == "redirect" else c["local"] for c in classes]
+    score = agreement([r.label for r in rows], predicted)
+    assert score.accuracy >= 0.9, score.errors
+
+
+@pytest.mark.slow
+def test_the_default_judge_on_the_blind_split_of_the_four_class_set(tmp_path: Path) -> None:
+    """The default local judge on the blind split of tests/data/redirect_set.jsonl (156 steered replies,
+    12 of them redirects), classified as the engine does: measured 0.923 (docs/judges.md). The bar is the
+    0.9 target; redirect precision and recall (0.73 and 0.67) are below their 0.8 target and are not
+    asserted here beyond finding most redirects."""
+    rows = read_labelled(JUDGE_SET.parent / "redirect_set.jsonl")
+    rows = [r for r in rows if r.split == "blind"]
+    judge = LocalJudge(DEFAULT_MODEL, cache_dir=tmp_path)
+    classes = Classifier([judge]).classify([r.prompt for r in rows], [r.reply for r in rows])
     score = agreement([r.label for r in rows], [c["local"] for c in classes])
     assert score.accuracy >= 0.9, score.errors
+    assert (score.recall("redirect") or 0.0) >= 0.5
 
 
 def test_reports_name_the_judge_model_and_readout(tiny: LoadedModel, tmp_path: Path) -> None:
