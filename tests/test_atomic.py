@@ -70,3 +70,23 @@ def test_a_killed_writers_temporary_file_goes_with_the_next_write(tmp_path: Path
     assert len(left) == 1 and json.loads(target.read_text()) == {"a": 1}
     write_json_atomic(target, {"a": 2})
     assert not [p for p in tmp_path.glob(".out.json.*") if p != live]
+
+
+def test_a_ctrl_c_while_the_work_folder_is_made_leaves_no_folder(tmp_path: Path) -> None:
+    """SIGINT is held while the folder is made, then delivered inside the block that removes it."""
+    import signal
+
+    from neurogate.outputs import interrupts_held, owned_tempdir
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts_held():
+            signal.raise_signal(signal.SIGINT)  # held: nothing happens until the block ends
+            held = True
+        assert held
+        with pytest.raises(KeyboardInterrupt), owned_tempdir(tmp_path, ".work-") as work:
+            assert work.is_dir()
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert list(tmp_path.iterdir()) == []

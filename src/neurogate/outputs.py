@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -188,17 +189,34 @@ def owned_tempdir(parent: str | os.PathLike[str], prefix: str) -> Iterator[Path]
     file (:func:`release`) before renaming the folder into place."""
     base = Path(parent)
     base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-    tmp.chmod(dir_mode())
-    owner = tmp / OWNER
-    with owner.open("w") as fh:
-        _lock(fh)
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        try:
+    tmp: Path | None = None
+    try:
+        with interrupts_held():  # a Ctrl-C between making the folder and owning it would leave it behind
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        tmp.chmod(dir_mode())
+        owner = tmp / OWNER
+        with owner.open("w") as fh:
+            _lock(fh)
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
             yield tmp
-        finally:
+    finally:
+        if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT back for the block (it is delivered when the block ends), where the platform allows."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # pragma: no cover - Windows
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
 
 
 def release(folder: Path) -> None:
