@@ -31,7 +31,7 @@ $(VLLM_VENV)/.stamp: Makefile
 ## vllm: create .venv-vllm with vLLM's CPU build (about 4 minutes, once), for the serving tests and bench
 vllm: $(VLLM_VENV)/.stamp
 
-## demo: pull the default zoo model, then run the reduced study on it (about 20 minutes on 2 CPU cores)
+## demo: pull the default zoo model, then run the reduced study on it (about 25 minutes on 2 CPU cores)
 demo: venv
 	$(VENV)/bin/neurogate models pull $(MODEL:zoo:%=%)
 	$(VENV)/bin/neurogate info --model $(MODEL)

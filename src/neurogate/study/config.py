@@ -124,8 +124,9 @@ class StudyConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
-        """A reduced study for demos: about 21 minutes on the default model on an idle 2-core CPU (bf16;
-        `make demo` took 22 minutes with its set-up)."""
+        """A reduced study for demos: 25.7 minutes on the default model on a 2-core Intel Xeon (bf16) with
+        one other busy process, since CAA's direction is chosen by effect like the ablation direction's
+        (about 21 minutes before that, on an idle AMD EPYC)."""
         base = cls(
             prompts=PromptSources(n_eval=48, n_benign=24),
             evaluation=EvalSettings(max_new_tokens=64, kl_tokens=8),
