@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from audit_run import make_run
+from loopback import serving
 from neurogate.evaluation.audit import RULE, load_sample
 from neurogate.evaluation.audit_labels import Label, LabelStore, now
 from neurogate.ui import UISettings, create_app
@@ -42,19 +42,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(run: Path) -> Iterator[str]:
     """The explorer on a free loopback port with the run's folder and no model."""
-    import uvicorn
-
-    from neurogate.ui.serve import bind, url_of
-
-    app = create_app(UISettings(runs=run.parent))
-    sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    yield url_of("127.0.0.1", sock.getsockname()[1])
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(create_app(UISettings(runs=run.parent))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from loopback import serving
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.models.loading import LoadedModel
 from neurogate.ui import UISettings, create_app
@@ -54,10 +54,6 @@ def server(
     explorer_data: dict[str, Path], shared_lm: LoadedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The explorer on a free loopback port, serving the tiny model, three circuits and the runs."""
-    import uvicorn
-
-    from neurogate.ui.serve import bind, url_of
-
     settings = UISettings(
         circuits=(
             explorer_data["circuit"],
@@ -68,15 +64,8 @@ def server(
         runs=explorer_data["runs"],
         max_new_tokens=16,
     )
-    app = create_app(settings, loader=lambda: shared_lm)
-    sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    yield url_of("127.0.0.1", sock.getsockname()[1])
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(create_app(settings, loader=lambda: shared_lm)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
