@@ -167,25 +167,18 @@ def _plots(results: StudyResults) -> list[str]:
     judged = f"({results.judges[0]} judge)"  # the y axis says the judge alone gave it: uncalibrated
     for scale, symbol in (("multiplier", "m"), ("strength", "s")):
         if series := scale_series(results, scale):
-            plots.append(
-                line_chart(
-                    series,
-                    title=f"Refusal vs {scale} {judged}",
-                    xlabel=f"{scale} {symbol}",
-                    ylabel="refusal % (95% CI), uncalibrated",
-                    y_range=(0, 100),
-                )
-            )
-            if redirects := scale_series(results, scale, "redirect"):
-                plots.append(
-                    line_chart(
-                        redirects,
-                        title=f"Redirect vs {scale} {judged}",
-                        xlabel=f"{scale} {symbol}",
-                        ylabel="redirect % (95% CI), uncalibrated",
-                        y_range=(0, 100),
+            # refusal, then redirect where the judge measured it (an empty series draws nothing)
+            for cls, rates in (("refusal", series), ("redirect", scale_series(results, scale, "redirect"))):
+                if rates:
+                    plots.append(
+                        line_chart(
+                            rates,
+                            title=f"{cls.capitalize()} vs {scale} {judged}",
+                            xlabel=f"{scale} {symbol}",
+                            ylabel=f"{cls} % (95% CI), uncalibrated",
+                            y_range=(0, 100),
+                        )
                     )
-                )
             plots.append(
                 line_chart(
                     scale_series(results, scale, "quality"),
