@@ -25,3 +25,18 @@ def serving(app: Any) -> Iterator[str]:
         srv.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextmanager
+def chromium(executable: str) -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (imported here: browser tests skip without it)."""
+    from playwright.sync_api import sync_playwright
+
+    from neurogate.ui.browser import CHROMIUM_FLAGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=list(CHROMIUM_FLAGS))
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from audit_run import make_run
-from loopback import serving
+from loopback import chromium, serving
 from neurogate.evaluation.audit import RULE, load_sample
 from neurogate.evaluation.audit_labels import Label, LabelStore, now
 from neurogate.ui import UISettings, create_app
-from neurogate.ui.browser import CHROMIUM_FLAGS, find_chromium
+from neurogate.ui.browser import find_chromium
 
 CHROMIUM = find_chromium()
 
@@ -48,10 +48,9 @@ def server(run: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS))
+    assert CHROMIUM is not None  # the module is skipped without it
+    with chromium(CHROMIUM) as b:
         yield b
-        b.close()
 
 
 def records(run: Path) -> list[dict[str, Any]]:

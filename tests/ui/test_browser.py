@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from loopback import serving
+from loopback import chromium, serving
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.models.loading import LoadedModel
 from neurogate.ui import UISettings, create_app
-from neurogate.ui.browser import CHROMIUM_FLAGS, find_chromium
+from neurogate.ui.browser import find_chromium
 
 CHROMIUM = find_chromium()
 
@@ -78,10 +78,9 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_FLAGS))
+    assert CHROMIUM is not None  # the module is skipped without it
+    with chromium(CHROMIUM) as b:
         yield b
-        b.close()
 
 
 def _steered(page: Any) -> str:
