@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from neurogate.evaluation import tables
-from neurogate.evaluation.experiments import LayerProfile
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.metrics import matched_quality
 from neurogate.evaluation.results import ConditionResult, Reply
 from neurogate.study import analysis
 from neurogate.study.charts import Series, bar_chart, line_chart
+from neurogate.study.experiments import LayerProfile
 from neurogate.study.report import render_html, render_markdown, scale_series, sparsity_series, write_reports
 from neurogate.study.results import CircuitSummary, SparsityPoint, StudyResults
 

@@ -440,7 +440,7 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
 
 
 def test_experiment_helpers(lm: LoadedModel) -> None:
-    from neurogate.evaluation.experiments import layer_localisation, sparsity_sizes
+    from neurogate.study.experiments import layer_localisation, sparsity_sizes
 
     assert sparsity_sizes(10_000, [0.0001, 0.001, 0.001, 0.01]) == [1, 10, 100]
     with pytest.raises(ConfigError):
@@ -457,9 +457,9 @@ def test_experiment_helpers(lm: LoadedModel) -> None:
 
 
 def test_behaviour_shift_on_a_base_model_uses_raw_prompts() -> None:
-    from neurogate.evaluation.experiments import behaviour_shift
     from neurogate.evaluation.settings import EvalSettings
     from neurogate.models.tiny import tiny_lm
+    from neurogate.study.experiments import behaviour_shift
 
     base = tiny_lm("llama", chat_template=False)
     shift = behaviour_shift(

@@ -19,7 +19,11 @@ from neurogate.errors import ConfigError
 from neurogate.evaluation import tables
 from neurogate.evaluation.conditions import baseline
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.experiments import (
+from neurogate.evaluation.preflight import check_evaluation
+from neurogate.evaluation.results import ResultStore
+from neurogate.evaluation.settings import EvalSettings
+from neurogate.outputs import check_dir_output, check_file_target
+from neurogate.study.experiments import (
     ShiftResult,
     behaviour_shift,
     discover_for_sparsity,
@@ -27,10 +31,6 @@ from neurogate.evaluation.experiments import (
     sparsity_conditions,
     sparsity_sizes,
 )
-from neurogate.evaluation.preflight import check_evaluation
-from neurogate.evaluation.results import ResultStore
-from neurogate.evaluation.settings import EvalSettings
-from neurogate.outputs import check_dir_output, check_file_target
 
 
 @cli.app.command(rich_help_panel=cli.EVAL)

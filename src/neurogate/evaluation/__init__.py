@@ -1,5 +1,5 @@
 """Evaluation: judges, metrics and statistics over generated replies, the engine that evaluates
-conditions resumably, sweeps, and the paper's experiments."""
+conditions resumably, and sweeps."""
 
 from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
 from neurogate.evaluation.conditions import Condition, plan_sweep

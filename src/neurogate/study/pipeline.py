@@ -25,7 +25,6 @@ from neurogate.discovery.scoring import Evidence
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import Condition, plan_sweep
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.experiments import LayerProfile, sparsity_conditions, sparsity_sizes
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.models import zoo
 from neurogate.models.inputs import format_prompt
@@ -34,6 +33,7 @@ from neurogate.steering.controls import magnitude_matched_circuit
 from neurogate.steering.registry import get_kind
 from neurogate.study import analysis
 from neurogate.study.config import StudyConfig
+from neurogate.study.experiments import LayerProfile, sparsity_conditions, sparsity_sizes
 from neurogate.study.report import write_reports
 from neurogate.study.results import PAPER, CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
 from neurogate.study.stages import (

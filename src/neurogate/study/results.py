@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from neurogate.errors import NeurogateError
-from neurogate.evaluation.direction_selection import DirectionSelection
-from neurogate.evaluation.experiments import LayerProfile
 from neurogate.evaluation.matching import Match
 from neurogate.evaluation.paired import PairedRates
 from neurogate.evaluation.results import ConditionResult
+from neurogate.study.direction_selection import DirectionSelection
+from neurogate.study.experiments import LayerProfile
 
 KIND = "neurogate.study"
 SCHEMA_VERSION = 3

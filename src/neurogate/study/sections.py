@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from neurogate.evaluation import calibration, tables
 from neurogate.evaluation.calibration import CalibratedRates
-from neurogate.evaluation.direction_selection import DirectionSelection
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
 from neurogate.study import analysis
+from neurogate.study.direction_selection import DirectionSelection
 from neurogate.study.results import PAPER, StudyResults
 
 

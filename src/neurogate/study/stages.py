@@ -3,7 +3,7 @@ refusal, the capability checks, and the one helper that stores each stage's outp
 
 The two residual baselines get equal care: with ``select_direction`` both the ablation direction and CAA's
 vector are chosen by their effect among the same candidates, on the same held-out validation prompts
-(:mod:`neurogate.evaluation.direction_selection`), and CAA's strength is then matched to CNA's refusal on
+(:mod:`neurogate.study.direction_selection`), and CAA's strength is then matched to CNA's refusal on
 those validation prompts, never on the evaluation prompts that report it (:func:`caa_match`)."""
 
 from __future__ import annotations
@@ -26,12 +26,6 @@ from neurogate.discovery.directions import ResidualDirections, compute_direction
 from neurogate.errors import ConfigError, NeurogateError
 from neurogate.evaluation.capability import capability as lm_eval_capability
 from neurogate.evaluation.conditions import Condition
-from neurogate.evaluation.direction_selection import (
-    METHODS,
-    DirectionSelection,
-    candidate_directions,
-    select_direction,
-)
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.matching import Match, match_strength, refusal_on
 from neurogate.evaluation.results import ConditionResult
@@ -39,6 +33,12 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts.sources import PromptSets
 from neurogate.steering.registry import get_kind
 from neurogate.study.config import StudyConfig
+from neurogate.study.direction_selection import (
+    METHODS,
+    DirectionSelection,
+    candidate_directions,
+    select_direction,
+)
 from neurogate.study.results import PAPER
 
 T = TypeVar("T")

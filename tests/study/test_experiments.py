@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neurogate.evaluation.experiments import sparsity_conditions, verdict
 from neurogate.evaluation.paired import compare_rates
+from neurogate.study.experiments import sparsity_conditions, verdict
 
 
 def _pairs(only_base: int, only_steered: int, both: int, neither: int) -> tuple[list[bool], list[bool]]:
