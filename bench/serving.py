@@ -33,14 +33,14 @@ from peft import PeftModel
 from common import cpu_name
 from neurogate.discovery.circuit import Circuit
 from neurogate.evaluation.remote import Endpoint, generate_remote, local_server
+from neurogate.export.lora import export_lora
+from neurogate.export.model import export_model
+from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, model_source
 from neurogate.models.generation import Generation, generate
 from neurogate.models.inputs import encode
 from neurogate.models.loading import load_model
 from neurogate.prompts import load as load_prompts
 from neurogate.steering import fold
-from neurogate.steering.export import export_model
-from neurogate.steering.lora import export_lora
-from neurogate.steering.serving import VllmPlan, adapter_name, engine_rank, model_source
 
 ROOT = Path(__file__).resolve().parents[1]
 CIRCUIT = ROOT / "tests" / "serving" / "data" / "smollm2-refusal-circuit.json"

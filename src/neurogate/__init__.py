@@ -3,7 +3,7 @@
 The public API, in the order a study uses it: load a model, discover a circuit, steer it (hooks or folded
 weights) or a baseline intervention, generate, and evaluate. Subpackages follow the same pipeline:
 :mod:`neurogate.models`, :mod:`neurogate.prompts`, :mod:`neurogate.discovery`, :mod:`neurogate.steering`,
-:mod:`neurogate.evaluation`, :mod:`neurogate.study`.
+:mod:`neurogate.export`, :mod:`neurogate.evaluation`, :mod:`neurogate.study`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from neurogate.errors import NeurogateError
 from neurogate.version import __version__
 
 if TYPE_CHECKING:
-    from neurogate import prompts
+    from neurogate import export, prompts
     from neurogate.discovery import (  # type: ignore[no-redef]  # mypy also sees the submodule discover
         Circuit,
         DiscoverConfig,
@@ -24,24 +24,25 @@ if TYPE_CHECKING:
         discover,
     )
     from neurogate.evaluation import EvalSettings, SweepConfig, get_judge, run_sweep
+    from neurogate.export import export_model
     from neurogate.models import LoadedModel, generate, load_model, wrap_model
-    from neurogate.steering import Handle, Intervention, export_model, fold, make, steer
+    from neurogate.steering import Handle, Intervention, fold, make, steer
     from neurogate.study import StudyConfig, StudyResults, run_study
     from neurogate.threads import set_threads
 
 #: Where each public name lives. It is imported on first use, so ``import neurogate`` does not load torch
 #: and transformers (the command line's ``--help`` answers in a fraction of a second).
 _LAZY = {
-    "prompts": "neurogate.prompts",  # a subpackage: the module itself
+    "export": "neurogate.export",  # subpackages: the module itself
+    "prompts": "neurogate.prompts",
     **dict.fromkeys(
         ["Circuit", "DiscoverConfig", "ResidualDirections", "compute_directions", "discover"],
         "neurogate.discovery",
     ),
     **dict.fromkeys(["EvalSettings", "SweepConfig", "get_judge", "run_sweep"], "neurogate.evaluation"),
     **dict.fromkeys(["LoadedModel", "generate", "load_model", "wrap_model"], "neurogate.models"),
-    **dict.fromkeys(
-        ["Handle", "Intervention", "export_model", "fold", "make", "steer"], "neurogate.steering"
-    ),
+    **dict.fromkeys(["Handle", "Intervention", "fold", "make", "steer"], "neurogate.steering"),
+    "export_model": "neurogate.export",
     **dict.fromkeys(["StudyConfig", "StudyResults", "run_study"], "neurogate.study"),
     "set_threads": "neurogate.threads",
 }
@@ -61,6 +62,7 @@ __all__ = [
     "__version__",
     "compute_directions",
     "discover",
+    "export",
     "export_model",
     "fold",
     "generate",
@@ -77,7 +79,6 @@ __all__ = [
 
 #: Names of neurogate 0.1 that moved or were renamed, with where they live now.
 _RENAMED = {
-    "export": "neurogate.export_model",
     "Evaluator": "neurogate.evaluation.Evaluator",
     "Condition": "neurogate.evaluation.Condition (kind + value on the kind's own scale)",
     "ConditionResult": "neurogate.evaluation.ConditionResult",
@@ -115,7 +116,7 @@ _RENAMED = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        value = module if name == "prompts" else getattr(module, name)
+        value = module if name in ("export", "prompts") else getattr(module, name)
         globals()[name] = value  # later lookups find it directly
         return value
     if name in _RENAMED:

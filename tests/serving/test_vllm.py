@@ -15,10 +15,10 @@ import pytest
 
 from neurogate.discovery.circuit import Circuit
 from neurogate.evaluation.remote import Endpoint, generate_remote, local_server
+from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.prompts import load as load_prompts
-from neurogate.steering.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
 
 pytestmark = pytest.mark.slow
 

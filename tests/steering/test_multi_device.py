@@ -25,11 +25,11 @@ from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.discovery.directions import compute_directions
 from neurogate.discovery.discover import discover
 from neurogate.errors import ConfigError
+from neurogate.export.lora import export_lora
 from neurogate.models.generation import generate
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.steering import fold, steer
-from neurogate.steering.lora import export_lora
 from neurogate.steering.residual import ActivationAddition, DirectionalAblation, orthogonalize
 
 PICKS = [(0, 3), (1, 5), (1, 9), (2, 90)]

@@ -18,13 +18,13 @@ from neurogate.cli import app as cli
 from neurogate.discovery.circuit import Circuit, Toward
 from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError
+from neurogate.export.control_vector import export_control_vector
+from neurogate.export.gguf import export_gguf, gguf_shape, read_gguf
+from neurogate.export.lora import export_lora
+from neurogate.export.model import check_target, export_model
 from neurogate.models import zoo
 from neurogate.models.hooks import check_scale
 from neurogate.outputs import check_file_target
-from neurogate.steering.control_vector import export_control_vector
-from neurogate.steering.export import check_target, export_model
-from neurogate.steering.gguf import export_gguf, gguf_shape, read_gguf
-from neurogate.steering.lora import export_lora
 
 FORMATS = ("dir", "lora", "gguf", "control-vector")
 CONVERT_HINT = (

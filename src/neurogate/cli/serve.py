@@ -13,8 +13,8 @@ import typer
 from neurogate.cli import app as cli
 from neurogate.discovery.circuit import Circuit
 from neurogate.errors import ConfigError
-from neurogate.steering.export import export_model
-from neurogate.steering.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
+from neurogate.export.model import export_model
+from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
 
 LOCAL_VLLM = Path(".venv-vllm/bin/python")
 

@@ -34,12 +34,12 @@ from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import RESULT_VERSION, ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
+from neurogate.export.serving import BASE_NAME
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
 from neurogate.settings import digest as settings_digest
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
-from neurogate.steering.serving import BASE_NAME
 
 Progress = Callable[[Condition, ConditionResult, bool], None]
 

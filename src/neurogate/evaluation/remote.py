@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from neurogate.errors import ConfigError, EndpointError
+from neurogate.export.serving import VllmPlan, stop_server
 from neurogate.models.generation import Generation, check_sampling
 from neurogate.progress import progress_bar
-from neurogate.steering.serving import VllmPlan, stop_server
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 VLLM_EXTRAS: Mapping[str, Any] = {"return_token_ids": True, "repetition_penalty": 1.0}

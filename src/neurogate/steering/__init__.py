@@ -1,10 +1,10 @@
-"""Steering: the interventions (neuron multipliers, CAA, directional ablation, the random control),
-exact weight folding, and exporting a steered model. Build any of them by kind with :func:`make`."""
+"""Steering: the interventions (neuron multipliers, CAA, directional ablation, the random control) and
+exact weight folding. Build any of them by kind with :func:`make`. Saving a steered model in a format
+other tools load (a model directory, LoRA, GGUF, a control vector) is :mod:`neurogate.export`'s job."""
 
 from neurogate.models.hooks import Handle
 from neurogate.steering.base import MULTIPLIER, STRENGTH, Intervention, Scale
 from neurogate.steering.controls import random_circuit
-from neurogate.steering.export import export_model
 from neurogate.steering.fold import fold
 from neurogate.steering.neurons import steer
 from neurogate.steering.registry import INTERVENTIONS, KINDS, get_kind, make
@@ -20,7 +20,6 @@ __all__ = [
     "Scale",
     "ablate_direction",
     "add_vector",
-    "export_model",
     "fold",
     "get_kind",
     "make",
@@ -28,3 +27,12 @@ __all__ = [
     "random_circuit",
     "steer",
 ]
+
+#: Names that moved to :mod:`neurogate.export` (which imports steering, never the reverse).
+_MOVED = {"export_model": "neurogate.export.export_model"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        raise AttributeError(f"neurogate.steering.{name} moved: use {_MOVED[name]}")
+    raise AttributeError(f"module 'neurogate.steering' has no attribute {name!r}")

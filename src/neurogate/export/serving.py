@@ -3,7 +3,7 @@
 :func:`adapter_name` names each adapter, :func:`export_adapters` writes them, and :class:`VllmPlan` builds the
 command that serves the base model with every adapter enabled (vLLM's OpenAI-compatible server; requests
 pick an adapter by its name in the ``model`` field). The folded alternative serves an exported model
-directory (:func:`neurogate.steering.export.export_model`) with no adapter: the fast path on CPUs, where
+directory (:func:`neurogate.export.model.export_model`) with no adapter: the fast path on CPUs, where
 vLLM's LoRA kernels cost more than they save; on GPUs the LoRA path batches many adapters in one server.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from neurogate.discovery.circuit import Circuit
 from neurogate.errors import ConfigError
+from neurogate.export.lora import ENGINE_RANKS, export_lora
 from neurogate.models import zoo
 from neurogate.models.loading import LoadedModel
-from neurogate.steering.lora import ENGINE_RANKS, export_lora
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 BASE_NAME = "base"

@@ -25,11 +25,11 @@ from safetensors.torch import save_file
 
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import ConfigError
+from neurogate.export.model import check_target
+from neurogate.export.output import check_finite, circuit_lines, staged_dir, write_meta
 from neurogate.models.devices import dtype_name, resolve_dtype
 from neurogate.models.loading import LoadedModel
-from neurogate.steering.export import check_target
 from neurogate.steering.fold import resident_weight
-from neurogate.steering.output import check_finite, circuit_lines, staged_dir, write_meta
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def export_lora(
     """Write the fold of ``multiplier`` as a PEFT LoRA adapter folder (``adapter_config.json`` and
     ``adapter_model.safetensors``) at ``out_dir``. ``dtype``: of the stored factors (default: the
     model's); ``base_model``: what the config names as the base (default: ``lm``'s source); ``overwrite``
-    and ``inputs`` as in :func:`neurogate.steering.export.export_model`."""
+    and ``inputs`` as in :func:`neurogate.export.model.export_model`."""
     out = check_target(out_dir, overwrite, [*inputs, lm.source, lm.spec])
     layers = lora_layers(lm, circuit, multiplier)
     if not layers:

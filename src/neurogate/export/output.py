@@ -1,7 +1,7 @@
 """What every export format shares: staged writes renamed into place, safe file targets, finite weights,
 and the description of what was folded in.
 
-The folder rules are :mod:`neurogate.outputs`' (and :func:`neurogate.steering.export.check_target`'s): a
+The folder rules are :mod:`neurogate.outputs`' (and :func:`neurogate.export.model.check_target`'s): a
 target is written in a temporary folder this process owns beside it and renamed into place, so a crash
 never leaves half an export; an existing target is replaced only when it is an earlier neurogate export (it
 carries :data:`MARKER`). File formats (GGUF) replace only a file of their own format. Every changed weight is

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.steering.test_export import PICKS, make_circuit, saved_tiny
+from tests.export.test_model import PICKS, make_circuit, saved_tiny
 
 from neurogate.errors import ConfigError
+from neurogate.export.model import MARKER, export_model
 from neurogate.models.loading import LoadedModel, wrap_model
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
 from neurogate.outputs import OWNER, TEMP_PREFIX, owned_tempdir
-from neurogate.steering.export import MARKER, export_model
 from neurogate.steering.fold import fold
 from neurogate.steering.neurons import NeuronScaling
 

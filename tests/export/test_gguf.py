@@ -15,11 +15,11 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, quants
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import CircuitError, ConfigError, ModelLoadError
+from neurogate.export.gguf import changed_tensors, export_gguf
 from neurogate.models import zoo
 from neurogate.models.inputs import encode
 from neurogate.models.loading import load_model
 from neurogate.steering import fold
-from neurogate.steering.gguf import changed_tensors, export_gguf
 
 Q = GGMLQuantizationType
 SHAPE = {"family": "llama", "model_type": "llama", "n_layers": 3, "d_mlp": 64, "d_model": 32}

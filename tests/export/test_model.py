@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import CircuitError, ConfigError
+from neurogate.export.model import export_model
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
 from neurogate.steering import steer
-from neurogate.steering.export import export_model
 
 PICKS = [(0, 3), (0, 17), (1, 5), (2, 90)]
 PROMPT = "<|im_start|>user\nexport me<|im_end|>\n<|im_start|>assistant\n"

@@ -12,8 +12,8 @@ from gguf import GGUFReader
 
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
+from neurogate.export.control_vector import export_control_vector, read_control_vector
 from neurogate.models.loading import LoadedModel
-from neurogate.steering.control_vector import export_control_vector, read_control_vector
 from neurogate.steering.residual import ActivationAddition, add_vector
 
 IDS = torch.tensor([[1, 5, 9, 20, 33, 7]])

@@ -18,7 +18,7 @@ from gguf import GGUFWriter
 from neurogate.atomic import atomic_path
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
-from neurogate.steering.output import check_file_target
+from neurogate.export.output import check_file_target
 
 ARCH = "controlvector"
 
@@ -69,7 +69,7 @@ def export_control_vector(
 
 def read_control_vector(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
     """The ``{layer: vector}`` a control-vector GGUF holds (read back the way llama.cpp reads it)."""
-    from neurogate.steering.gguf import read_gguf
+    from neurogate.export.gguf import read_gguf
 
     out: dict[int, np.ndarray] = {}
     for tensor in read_gguf(path).tensors:

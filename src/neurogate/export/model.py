@@ -18,13 +18,13 @@ import torch
 
 from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
+from neurogate.export.mlp_bias import savable_mlp_bias
+from neurogate.export.output import staged_dir
 from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
 from neurogate.outputs import OWNER, apply_umask, check_writable_dir
 from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
-from neurogate.steering.mlp_bias import savable_mlp_bias
-from neurogate.steering.output import staged_dir
 from neurogate.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def export_model(
     earlier export (its :data:`MARKER` lists every file in it); ``inputs`` are paths the target must not
     contain (the model's own folder always counts). Folded weights are checked to be finite first.
     ``toward="mean"`` folds mean-ablation (the constant goes into the MLP bias; see
-    :mod:`neurogate.steering.mlp_bias` for the families that can save one).
+    :mod:`neurogate.export.mlp_bias` for the families that can save one).
     """
     circuit.check_model(lm)
     check_scale(circuit.factors(multiplier), lm.dtype, "the multiplier")

@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
+from neurogate.export.lora import export_lora, lora_layers, padded_rank
 from neurogate.models.generation import generate
 from neurogate.models.inputs import encode
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.prompts import load as load_prompts
 from neurogate.steering import fold
-from neurogate.steering.lora import export_lora, lora_layers, padded_rank
 
 REAL_CIRCUIT = Path(__file__).parents[1] / "serving" / "data" / "smollm2-refusal-circuit.json"
 PICKS = [(0, 3), (0, 17), (2, 90), *[(1, i) for i in range(20, 41)]]  # ranks 8, 32, 8

@@ -26,7 +26,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, qu
 from neurogate.atomic import atomic_path
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import CircuitError, ConfigError, ModelLoadError
-from neurogate.steering.output import check_file_target, check_finite, multiplier_json
+from neurogate.export.output import check_file_target, check_finite, multiplier_json
 
 logger = logging.getLogger(__name__)
 
