@@ -12,8 +12,8 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.audit import prepare_audit
 from neurogate.evaluation.audit_labels import LabelStore
 from neurogate.evaluation.audit_session import LabelSession
+from neurogate.study.judge_sections import UNCALIBRATED
 from neurogate.study.report import write_reports
-from neurogate.study.sections import UNCALIBRATED
 
 
 def test_the_report_shows_calibrated_rates_where_an_audit_exists(tmp_path: Path) -> None:

@@ -1,41 +1,21 @@
-"""The report's content as data: sections of notes and tables built from :class:`StudyResults`, rendered
-the same way to Markdown and HTML by :mod:`neurogate.study.report`. Every number names its scale and its
-interval; every rate is under a named judge."""
+"""The report's sections (:class:`~neurogate.study.content.Section`) built from :class:`StudyResults`, in
+order, rendered the same way to Markdown and HTML by :mod:`neurogate.study.report`; the sections about the
+judges are in :mod:`neurogate.study.judge_sections`. Every number names its scale and its interval; every
+rate is under a named judge."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from neurogate.evaluation import calibration, tables
+from neurogate.evaluation import tables
 from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
-from neurogate.study import analysis
+from neurogate.study.content import Section, Table, headline_keys
 from neurogate.study.direction_selection import DirectionSelection
+from neurogate.study.judge_sections import calibrated_refusal, calibrated_section, judges, redirect_notes
 from neurogate.study.results import PAPER, StudyResults
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-
-@dataclass
-class Section:
-    title: str
-    notes: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    code: str = ""
-
-
-def headline_keys(r: StudyResults) -> list[str]:
-    """The sweep's conditions, the given circuits, then the specificity controls."""
-    sweep = [k for k in r.sweep if k in r.conditions]
-    return sweep + [g.key for g in r.given_circuits] + [c.key for c in r.controls]
 
 
 def _p(r: StudyResults, key: str, judge: str) -> str:
@@ -48,7 +28,7 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
     conds = [r.conditions[k] for k in headline_keys(r)]
     cal = calibrated or {}
     rows = [
-        [*row, _p(r, c.key, judge), _calibrated_refusal(cal.get(c.key))]
+        [*row, _p(r, c.key, judge), calibrated_refusal(cal.get(c.key))]
         for c, row in zip(conds, tables.rows(conds), strict=True)
     ]
     notes = [
@@ -62,7 +42,7 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
         "the baseline on the same prompts.",
         f"Quality compares like with like: {tables.QUALITY_RULE}; '-' where no reply counts. Refusals "
         "cannot repeat themselves and degenerate replies have their own rate, so neither is averaged in.",
-        *_redirect_notes(conds),
+        *redirect_notes(conds),
         RECALL_CAVEAT,
     ]
     notes.append(
@@ -71,83 +51,6 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
     )
     cols = [*tables.COLUMNS, "McNemar p vs baseline", "refusal, calibrated"]
     return Section("Headline", notes, [Table(cols, rows)])
-
-
-UNCALIBRATED = calibration.UNCALIBRATED
-
-
-def _calibrated_refusal(c: CalibratedRates | None) -> str:
-    return UNCALIBRATED if c is None else f"{c.classes['refusal'].corrected} ({c.n_audited} audited)"
-
-
-def calibrated_section(r: StudyResults, calibrated: Mapping[str, CalibratedRates]) -> Section:
-    """For each condition with audit labels: per class the judge's rate, the audit's rate (Wilson) and the
-    corrected estimate over all its replies (95% interval); the other conditions say they are uncalibrated."""
-    notes = [
-        "A blind audit (`neurogate audit`) labels a random sample of each condition's replies without "
-        "showing the condition or any verdict. Judged: the headline judge's rate over all replies. "
-        "Audited: the rate among the audited replies, with its Wilson interval. Corrected: the share of all "
-        "replies in the class, the judge's verdict counts corrected by how often the audit found each "
-        "verdict right (stratified by verdict, weak pooled prior for thin strata, Bayesian-bootstrap 95% "
-        "interval over the audit items; docs/judges.md).",
-    ]
-    if not calibrated:
-        notes.append(
-            f"No condition has audit labels: every rate in this report is the {UNCALIBRATED} one. "
-            "`neurogate audit RUN_DIR --annotator NAME` draws and labels a sample."
-        )
-    keys = [k for k in headline_keys(r) if k in r.conditions]
-    rows = calibration.table_rows([(k, r.conditions[k].label) for k in keys], calibrated)
-    return Section("Calibrated rates", notes, [Table(list(calibration.COLUMNS), rows)])
-
-
-def _redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> list[str]:
-    note = tables.redirect_note(conds, judge)
-    return [] if note is None else [note]
-
-
-def judges(r: StudyResults) -> Section:
-    """Every judge's rates side by side, and how often each pair agrees on the replies the interventions
-    changed (recomputed from the stored replies, so results stored by earlier versions, which pooled every
-    reply, show the same measure)."""
-    conds = [r.conditions[k] for k in headline_keys(r)]
-    agreement = analysis.agreement(r.conditions, r.judges)
-    agree = [
-        [
-            pair,
-            "-" if v["agreement"] is None else f"{v['agreement']:.3f}",
-            "undefined (one class)" if v["kappa"] is None else f"{v['kappa']:.3f}",
-            f"{int(v['n'] or 0)}",
-        ]
-        for pair, v in agreement.items()
-    ]
-    settings = r.extra.get("judge_settings") or {}
-    named = ", ".join(f"{j} ({settings[j]})" if settings.get(j) else j for j in r.judges)
-    sec = Section(
-        "Every judge",
-        [
-            f"Judges: {named} (headline: {r.judges[0]}).",
-            f"Every rate below is the judge's alone ({tables.UNCALIBRATED}).",
-        ],
-    )
-    for j in r.judges:
-        sec.notes += [f"{j}: {n}" for n in _redirect_notes([c for c in conds if j in c.judges], j)]
-    sec.tables.append(
-        Table(tables.judge_columns(r.judges), tables.judge_rows(conds), "refusal / redirect / compliance")
-    )
-    if agree:
-        first = next(iter(agreement.values()))
-        sec.notes.append(
-            f"Agreement: over the {int(first['n'] or 0)} distinct replies that reach the judges and differ "
-            "from the baseline's reply to the same prompt (harmful and benign prompts). Left out: "
-            f"{int(first['degenerate'] or 0)} degenerate replies (classed by the degeneracy rule before any "
-            f"judge, so every judge 'agrees') and {int(first['unchanged'] or 0)} that are the unsteered "
-            "model's own (mostly stock refusals, which would inflate agreement on steered replies)."
-        )
-        sec.tables.append(
-            Table(["judges", "same class", "Cohen's kappa", "replies"], agree, "agreement on changed replies")
-        )
-    return sec
 
 
 def specificity(r: StudyResults) -> Section:
