@@ -15,6 +15,7 @@ from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models import inputs
 from neurogate.models.inputs import BatchSize
 from neurogate.models.loading import LoadedModel
+from neurogate.models.prefix import MIN_PREFIX
 from neurogate.models.sites import SiteKind
 from neurogate.models.tiny import tiny_lm
 from reference import last_token_reference
@@ -146,8 +147,8 @@ def test_lm_head_and_final_norm_never_run(lm: LoadedModel) -> None:
 
 def test_prefix_is_found_and_reused(lm: LoadedModel) -> None:
     seqs = inputs.encode(lm, PROMPTS)
-    n = capture.shared_prefix(seqs)
-    assert n >= capture.MIN_PREFIX  # "<|im_start|>user\n" is shared by every chat-formatted prompt
+    n = inputs.shared_prefix(seqs)
+    assert n >= MIN_PREFIX  # "<|im_start|>user\n" is shared by every chat-formatted prompt
     assert all(s[:n] == seqs[0][:n] for s in seqs)
     calls: list[int] = []
     handle = lm.model.register_forward_pre_hook(
@@ -162,9 +163,9 @@ def test_prefix_is_found_and_reused(lm: LoadedModel) -> None:
 
 
 def test_shared_prefix_leaves_a_token_for_every_sequence() -> None:
-    assert capture.shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
-    assert capture.shared_prefix([[1, 2], [3, 4]]) == 0
-    assert capture.shared_prefix([]) == 0
+    assert inputs.shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert inputs.shared_prefix([[1, 2], [3, 4]]) == 0
+    assert inputs.shared_prefix([]) == 0
 
 
 def test_plan_batches_sorts_by_length_and_respects_the_budget() -> None:
@@ -212,7 +213,7 @@ def test_raw_text_model_runs_the_plain_path() -> None:
 def test_prefix_reuse_matches_plain_path_on_a_real_model(zoo_lm: LoadedModel) -> None:
     prompts = PROMPTS[:6]
     seqs = inputs.encode(zoo_lm, prompts)
-    assert capture.shared_prefix(seqs) >= capture.MIN_PREFIX
+    assert inputs.shared_prefix(seqs) >= MIN_PREFIX
     plain = capture.collect_stats(zoo_lm, prompts, options=CaptureOptions(progress=False, reuse_prefix=False))
     reused = capture.collect_stats(zoo_lm, prompts, options=CaptureOptions(progress=False, reuse_prefix=True))
     assert_close_rel(reused.mean, plain.mean)

@@ -9,6 +9,7 @@ import torch
 
 from neurogate.discovery import capture
 from neurogate.discovery.capture import CaptureOptions, capture_values, collect_stats_many, last_token_values
+from neurogate.models import prefix as prefix_mod
 from neurogate.models.hooks import hook_site
 from neurogate.models.inputs import encode
 from neurogate.models.loading import LoadedModel
@@ -64,7 +65,7 @@ def test_failing_prefix_cache_falls_back_to_full_prompts(
         def __init__(self, **_: object) -> None:
             raise TypeError("this cache type is not supported")
 
-    monkeypatch.setattr(capture, "DynamicCache", Broken)
+    monkeypatch.setattr(prefix_mod, "DynamicCache", Broken)
     with caplog.at_level(logging.WARNING):
         got = collect_stats_many(lm, [PROMPTS], options=opts)
     assert "shared-prefix reuse is unavailable" in caplog.text
@@ -74,13 +75,13 @@ def test_failing_prefix_cache_falls_back_to_full_prompts(
 def test_sliding_window_shorter_than_prompts_skips_prefix_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
     lm = tiny_lm("mistral")
     calls: list[int] = []
-    original = capture._run_suffix
+    original = capture.build_prefix
 
     def spy(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(capture, "_run_suffix", spy)
+    monkeypatch.setattr(capture, "build_prefix", spy)
     lm.model.config.sliding_window = 4096
     collect_stats_many(lm, [PROMPTS], options=CaptureOptions(progress=False))
     assert calls, "with a long window the shared prefix is reused"

@@ -12,7 +12,7 @@ from neurogate.models import prefix as prefix_mod
 from neurogate.models.generation import generate
 from neurogate.models.inputs import encode, shared_prefix, template_prefix
 from neurogate.models.loading import LoadedModel
-from neurogate.models.prefix import MIN_PREFIX, prefill
+from neurogate.models.prefix import MIN_PREFIX, build_prefix, forward, prefill, reusable, rows_on
 from neurogate.models.tiny import TINY_FAMILIES, tiny_lm
 from neurogate.steering.registry import make
 
@@ -65,6 +65,41 @@ def test_prefill_takes_the_plain_path_under_a_short_sliding_window(monkeypatch: 
     with torch.no_grad():
         prefill(lm, seqs, prefix=template_prefix(lm, system_prompt=SYSTEM))
     assert len(calls) == 1
+
+
+def test_a_kept_prefix_cache_serves_many_batches_like_a_fresh_one() -> None:
+    lm = tiny_lm("llama")
+    seqs = encode(lm, PROMPTS, system_prompt=SYSTEM)
+    n = shared_prefix(seqs)
+    head = build_prefix(lm, seqs[0][:n])
+    assert head is not None and len(head) == n
+
+    def last(rows_seqs: list[list[int]], prefix: object) -> torch.Tensor:
+        return forward(lm, rows_on(lm, rows_seqs, prefix)).output.logits[:, -1]  # type: ignore[arg-type]
+
+    first, second = last(seqs[:2], head), last(seqs[2:], head)
+    assert head.cache.get_seq_length() == n and head.cache.layers[0].keys.shape[0] == 1  # batches use copies
+    torch.testing.assert_close(last(seqs[:2], head), first, rtol=0, atol=0)
+    torch.testing.assert_close(last(seqs[2:], build_prefix(lm, seqs[0][:n])), second, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([first, second]), last(seqs, None), rtol=1e-4, atol=1e-4)
+    # the decoder's last hidden state (the local judge's probe readout) agrees with the plain pass too
+    decoder = lm.model.base_model
+    hidden = forward(lm, rows_on(lm, seqs, head), module=decoder).output.last_hidden_state[:, -1]
+    plain = forward(lm, rows_on(lm, seqs), module=decoder).output.last_hidden_state[:, -1]
+    torch.testing.assert_close(hidden, plain, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="start with the prefix"):
+        rows_on(lm, [[*seqs[0][: n - 1], -1, *seqs[0][n:]]], head)
+
+
+def test_reusable_needs_a_long_enough_prefix_inside_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = tiny_lm("mistral")
+    assert reusable(lm, MIN_PREFIX, 10) and not reusable(lm, MIN_PREFIX - 1, 10)
+    # a cache built for one batch pays for its pass alone, so it needs twice the length
+    assert not reusable(lm, MIN_PREFIX, 10, per_call=True) and reusable(lm, 2 * MIN_PREFIX, 10, per_call=True)
+    monkeypatch.setattr(lm.model.config, "sliding_window", MIN_PREFIX + 4, raising=False)
+    assert reusable(lm, MIN_PREFIX, 4) and not reusable(lm, MIN_PREFIX, 5)
+    monkeypatch.setattr(lm.model.config, "use_sliding_window", False, raising=False)
+    assert reusable(lm, MIN_PREFIX, 5)  # a window the model does not use does not count
 
 
 def _no_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,10 @@
 :func:`iter_captures` formats and tokenizes the prompts (:func:`neurogate.models.inputs.encode`), feeds them
 through the model in length-sorted batches with a :class:`~neurogate.discovery.recorder.Recorder`, and
 yields each batch's values. When all prompts share a token prefix (a chat template's system turn), the
-prefix runs once and its key/value cache is reused for every batch. :func:`collect_stats_many` folds the
-batches into per-set running statistics (discovery); :func:`capture_values` keeps every prompt's values
-(residual directions).
+prefix runs once and its key/value cache is reused for every batch: the prefill port
+(:mod:`neurogate.models.prefix`) builds the prefix cache and the batches, the recorder runs them.
+:func:`collect_stats_many` folds the batches into per-set running statistics (discovery);
+:func:`capture_values` keeps every prompt's values (residual directions).
 
 Positions (:data:`POSITIONS`): ``last`` reads the last prompt token (the paper); the ``post-*`` modes read
 the template's post-instruction tokens (after the user's message: the end-of-turn marker, the assistant
@@ -16,35 +17,24 @@ pass per prompt.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from transformers import DynamicCache
 
 from neurogate.discovery.recorder import Recorder, Reduce, recording
 from neurogate.discovery.stats import SiteStats
 from neurogate.errors import ConfigError, PromptSetError
-from neurogate.models.inputs import (
-    BatchSize,
-    encode,
-    left_padded,
-    left_positions,
-    pad_id,
-    plan_batches,
-    post_instruction_tokens,
-)
+from neurogate.models.inputs import BatchSize, encode, plan_batches, post_instruction_tokens, shared_prefix
 from neurogate.models.loading import LoadedModel
+from neurogate.models.prefix import Rows, build_prefix, reusable, rows_on
 from neurogate.models.sites import NEURONS, SiteKind
 from neurogate.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-MIN_PREFIX = 4  # shorter shared prefixes are not worth a separate cached pass
 Positions = Literal["last", "post-mean", "post-max", "post-each"]
 POSITIONS: tuple[str, ...] = ("last", "post-mean", "post-max", "post-each")
 _REDUCE: dict[str, Reduce] = {"last": "first", "post-mean": "mean", "post-max": "max", "post-each": "none"}
@@ -78,83 +68,18 @@ def last_token_values(
     """Values at the last token of each sequence in one left-padded batch, no prefix reuse: the reference
     path for small batches and tests."""
     with torch.inference_mode(), recording(lm, kinds) as rec:
-        return _run_plain(lm, rec, sequences, 1)
+        return _record(rec, rows_on(lm, sequences), 1)
 
 
-def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common token prefix, kept at least one token short of the shortest sequence."""
-    if not sequences:
-        return 0
-    first = sequences[0]
-    limit = min(len(s) for s in sequences) - 1
-    n = 0
-    while n < limit and all(s[n] == first[n] for s in sequences):
-        n += 1
-    return max(n, 0)
-
-
-def _prefix_supported(lm: LoadedModel, longest: int) -> bool:
-    config = lm.model.config
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else None
-    window = getattr(text or config, "sliding_window", None)
-    if isinstance(window, int) and 0 < window < longest:
-        return False
-    params = inspect.signature(lm.model.forward).parameters
-    return "cache" in params or "past_key_values" in params
-
-
-def _prefix_cache(lm: LoadedModel, rec: Recorder, prefix: Sequence[int]) -> Any | None:
-    """Run the shared prefix once and return its filled key/value cache (None when the model cannot)."""
-    ids = torch.tensor([list(prefix)], dtype=torch.long, device=lm.device)
-    try:
-        cache = DynamicCache(config=lm.model.config)
-        positions = torch.arange(len(prefix), device=lm.device)[None]
-        rec.run(ids, torch.ones_like(ids), None, position_ids=positions, cache=cache)
-        if cache.get_seq_length() != len(prefix):
-            raise ValueError(f"cache holds {cache.get_seq_length()} positions, expected {len(prefix)}")
-    except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError) as exc:
-        lm.note_once(
-            "no-prefix-cache", f"{lm.spec}: shared-prefix reuse is unavailable ({exc}); running full prompts"
-        )
-        return None
-    return cache
-
-
-def _run_plain(
-    lm: LoadedModel, rec: Recorder, seqs: Sequence[Sequence[int]], n_pos: int
-) -> dict[str, torch.Tensor]:
-    """One left-padded batch; every row's last ``n_pos`` tokens sit in the same last columns."""
-    batch = left_padded(lm, seqs)
-    width = batch.input_ids.shape[1]
-    read = torch.arange(width - n_pos, width, device=lm.device).expand(len(seqs), n_pos)
-    positions = left_positions(batch.attention_mask)
-    return rec.run(batch.input_ids, batch.attention_mask, read, position_ids=positions)
-
-
-def _run_suffix(
-    lm: LoadedModel,
-    rec: Recorder,
-    prefix_cache: Any,
-    n_prefix: int,
-    suffixes: Sequence[Sequence[int]],
-    n_pos: int,
-) -> dict[str, torch.Tensor]:
-    """Right-padded suffixes after the cached prefix; row r's last ``n_pos`` real tokens end at
-    ``len(r) - 1``."""
-    width = max(len(s) for s in suffixes)
-    rows = len(suffixes)
-    ids = torch.full((rows, width), pad_id(lm), dtype=torch.long)
-    mask = torch.zeros((rows, n_prefix + width), dtype=torch.long)
-    mask[:, :n_prefix] = 1
-    for r, seq in enumerate(suffixes):
-        ids[r, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-        mask[r, n_prefix : n_prefix + len(seq)] = 1
-    read = torch.stack([torch.arange(len(s) - n_pos, len(s)) for s in suffixes]).to(lm.device)
-    positions = (torch.arange(width) + n_prefix).expand(rows, width)
-    cache = copy.deepcopy(prefix_cache)
-    cache.batch_repeat_interleave(rows)
+def _record(rec: Recorder, rows: Rows, n_pos: int | None = None) -> dict[str, torch.Tensor]:
+    """Run ``rows`` through the recorder, reading each row's last ``n_pos`` tokens (the last columns of
+    the left-padded batch); None reads nothing (the prefix pass, which only fills the cache)."""
+    read = None
+    if n_pos is not None:
+        rows_n, width = rows.input_ids.shape
+        read = torch.arange(width - n_pos, width, device=rows.input_ids.device).expand(rows_n, n_pos)
     return rec.run(
-        ids.to(lm.device), mask.to(lm.device), read, position_ids=positions.to(lm.device), cache=cache
+        rows.input_ids, rows.attention_mask, read, position_ids=rows.position_ids, cache=rows.cache
     )
 
 
@@ -182,10 +107,9 @@ def iter_captures(
     short = [i for i, s in enumerate(seqs) if len(s) < n_pos]
     if short:
         raise PromptSetError(f"prompt {owner[short[0]]} has fewer than the {n_pos} tokens to read")
-    n_prefix = shared_prefix(seqs) if opts.reuse_prefix else 0
-    if n_prefix < MIN_PREFIX or min(len(s) for s in seqs) - n_prefix < n_pos:
-        n_prefix = 0
-    if n_prefix and not _prefix_supported(lm, max(len(s) for s in seqs)):
+    # every row keeps the n_pos tokens it is read at after the prefix
+    n_prefix = shared_prefix(seqs, min(len(s) for s in seqs) - n_pos) if opts.reuse_prefix else 0
+    if not reusable(lm, n_prefix, max(len(s) for s in seqs) - n_prefix):
         n_prefix = 0
     batches = plan_batches([len(s) - n_prefix for s in seqs], opts.batch_size, lm.device)
     with (
@@ -193,13 +117,11 @@ def iter_captures(
         recording(lm, kinds, reduce=_REDUCE[opts.positions]) as rec,
         progress_bar(opts.progress, len(seqs), "capturing activations") as advance,
     ):
-        cache = _prefix_cache(lm, rec, seqs[0][:n_prefix]) if n_prefix else None
+        head = None
+        if n_prefix:  # built once, copied for every batch; the recorder stops it after the last layer
+            head = build_prefix(lm, seqs[0][:n_prefix], run=lambda rows: _record(rec, rows))
         for idx in batches:
-            if cache is not None:
-                values = _run_suffix(lm, rec, cache, n_prefix, [seqs[i][n_prefix:] for i in idx], n_pos)
-            else:
-                values = _run_plain(lm, rec, [seqs[i] for i in idx], n_pos)
-            yield [owner[i] for i in idx], values
+            yield [owner[i] for i in idx], _record(rec, rows_on(lm, [seqs[i] for i in idx], head), n_pos)
             advance(len(idx))
     logger.info(
         "captured %d prompts in %d batches (shared prefix: %d tokens)", len(seqs), len(batches), n_prefix

@@ -211,7 +211,11 @@ def template_prefix(lm: LoadedModel, *, system_prompt: str | None = None, chat: 
 
 
 def shared_prefix(seqs: Sequence[Sequence[int]], limit: int | None = None) -> int:
-    """Tokens every sequence starts with, at most ``limit`` and leaving each sequence at least one."""
+    """How many tokens every sequence starts with, at most ``limit`` (None: no limit other than the next
+    rule) and always at least one token short of the shortest sequence, so that every row keeps a token
+    of its own to run on top of a shared prefix (the position whose output is read). The one definition
+    of a shared prefix: :mod:`neurogate.models.prefix` and its callers use it, and so do
+    :func:`template_prefix` and :func:`post_instruction_tokens`."""
     if not seqs:
         return 0
     longest = min(len(s) for s in seqs) - 1

@@ -1,31 +1,54 @@
-"""Prefill with a shared prompt prefix computed once.
+"""The prefill port: a token prefix the rows share runs once, and the rows' own tokens run on top of a copy
+of its key/value cache. Every pass over many chat-formatted prompts goes through it: the capture pass
+(:mod:`neurogate.discovery.capture`), teacher forcing (:mod:`neurogate.evaluation.metrics`), greedy
+generation (:mod:`neurogate.models.ragged`) and the local judge (:mod:`neurogate.evaluation.judges.local`).
 
 Every chat-formatted prompt starts with the same tokens: the system turn and the user header (24 of the
-~42 tokens of an AdvBench prompt on Qwen2.5). A batched forward pass would compute them once per row.
-:func:`prefill` runs them once (a single row), copies their key/value cache to every row, and runs only
-the rows' own tokens on top: their attention mask is the prefix's ones followed by the left-padded
-suffixes, and their position ids continue from the prefix, so each row sees exactly the tokens it would
-see in a plain pass. Interventions act per position, so they apply to the prefix pass as to any other.
+~42 tokens of an AdvBench prompt on Qwen2.5). A batched forward pass would compute them once per row. The
+steps, each one function:
 
-The prefix pass has one row whatever the batch, so a row's numbers do not depend on which rows share its
-batch any more than with plain left padding. Models whose cache cannot be copied across rows, or whose
-sliding attention window is shorter than the batch, take the plain path.
+- :func:`~neurogate.models.inputs.shared_prefix` counts the tokens every row starts with (at most a
+  limit, always leaving each row a token of its own); :data:`MIN_PREFIX` is the shortest worth a pass
+  (twice that for a prefix built for a single batch).
+- :func:`reusable` says whether the model can take a prefix cache for rows of a given length (a long
+  enough prefix, no sliding attention window shorter than prefix + rows, a forward that takes a cache).
+- :func:`build_prefix` runs the prefix once (a single row) into a :class:`PrefixCache`. The capture pass
+  and the local judge build one and keep it for all their batches.
+- :func:`rows_on` makes one left-padded batch (:class:`Rows`) of full token sequences. With a prefix
+  cache, only the tokens after the prefix go in, on a fresh copy of the cache repeated per row; the
+  attention mask is the prefix's ones followed by the left-padded suffixes', and the position ids
+  continue from the prefix, so each row sees exactly the tokens it would see in a plain pass. Without
+  one, it is the plain left-padded batch. Either way every row's last token is the last column.
+- :func:`forward` runs a batch through the model (or its decoder, for hidden states) and gives back the
+  output with the mask and positions; the caller reads what it needs: logits (teacher forcing,
+  generation, the judge's answer letters), the last hidden state (the judge's probe). The capture pass
+  runs the same batches through its :class:`~neurogate.discovery.recorder.Recorder` instead.
+- :func:`prefill` is the one-call form: the prefix built, used and dropped in one pass.
+
+Interventions act per position, so they apply to the prefix pass as to any other. The prefix pass has one
+row whatever the batch, so a row's numbers do not depend on which rows share its batch any more than with
+plain left padding. Models whose cache cannot be copied across rows, or whose sliding attention window is
+shorter than the rows, take the plain path.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from neurogate.models.inputs import left_padded, left_positions, shared_prefix
 from neurogate.models.loading import LoadedModel
 
-#: Shorter shared prefixes are not worth a separate pass.
-MIN_PREFIX = 8
+#: The shortest shared prefix worth a separate pass when its cache serves many batches (the capture pass,
+#: the local judge). A prefix built for one batch (:func:`prefill`) pays for its pass alone, so it needs
+#: twice this length (:func:`reusable`).
+MIN_PREFIX = 4
 
 
 @dataclass
@@ -36,6 +59,52 @@ class Prefilled:
     output: Any
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
+
+
+@dataclass
+class Rows:
+    """One left-padded batch ready for a forward pass: ``input_ids`` (the tokens after the prefix when
+    ``cache`` holds one), the full ``attention_mask`` (prefix included), ``position_ids``, and the
+    key/value cache the rows run on (None: the plain path)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    cache: Any = None
+
+    def kwargs(self, module: torch.nn.Module) -> dict[str, Any]:
+        """Keyword arguments of ``module``'s forward over these rows (the cache under its keyword)."""
+        out: dict[str, Any] = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+        }
+        if self.cache is not None:
+            out["use_cache"] = True
+            out[cache_kwarg(module)] = self.cache
+        return out
+
+
+@dataclass
+class PrefixCache:
+    """A prefix's token ``ids`` and the key/value cache of one row over them, built once
+    (:func:`build_prefix`) and copied for every batch that runs on it (:func:`rows_on`)."""
+
+    ids: list[int]
+    cache: Any
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def copy_for(self, rows: int) -> Any:
+        """A fresh copy of the cache with its row repeated ``rows`` times (the kept one stays intact)."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+#: Runs one batch's forward pass (:func:`build_prefix` takes one to run the prefix some other way).
+Runner = Callable[[Rows], object]
 
 
 def cache_of(output: Any) -> Any:
@@ -57,17 +126,96 @@ def _window(lm: LoadedModel) -> int | None:
     cfg = lm.model.config
     text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
     window = getattr(text, "sliding_window", None)
-    if not isinstance(window, int) or getattr(text, "use_sliding_window", True) is False:
+    if not isinstance(window, int) or window <= 0 or getattr(text, "use_sliding_window", True) is False:
         return None
     return window
 
 
-def _usable(lm: LoadedModel, prefix: int, width: int) -> bool:
+def reusable(lm: LoadedModel, prefix: int, width: int, *, per_call: bool = False) -> bool:
+    """Whether ``lm`` can run rows of up to ``width`` tokens of their own on the cache of a ``prefix``-token
+    prefix: the prefix has at least :data:`MIN_PREFIX` tokens (twice that when ``per_call``: a cache built
+    for one batch only), a sliding attention window (if any) covers ``prefix + width``, and the model's
+    forward takes a cache. (Whether the cache can be copied across rows is known once it is built:
+    :func:`build_prefix`.)"""
+    if prefix < MIN_PREFIX * (2 if per_call else 1):
+        return False
     window = _window(lm)
-    return prefix >= MIN_PREFIX and (window is None or prefix + width <= window)
+    if window is not None and prefix + width > window:
+        return False
+    params = inspect.signature(lm.model.forward).parameters
+    return "cache" in params or "past_key_values" in params
 
 
 @torch.no_grad()
+def forward(
+    lm: LoadedModel,
+    rows: Rows,
+    *,
+    module: torch.nn.Module | None = None,
+    use_cache: bool = False,
+    logits_to_keep: int | None = None,
+) -> Prefilled:
+    """One forward pass of ``module`` over ``rows``: the model by default, its decoder
+    (``lm.model.base_model``) to read hidden states without the output head. ``use_cache``: the plain path
+    returns a cache too (rows on a prefix always do), for decoding steps; ``logits_to_keep``: only the last
+    positions reach the output head, where the module supports it."""
+    module = lm.model if module is None else module
+    kwargs = {"use_cache": use_cache, **rows.kwargs(module)}
+    if logits_to_keep is not None and "logits_to_keep" in inspect.signature(module.forward).parameters:
+        kwargs["logits_to_keep"] = logits_to_keep
+    return Prefilled(module(**kwargs), rows.attention_mask, rows.position_ids)
+
+
+@torch.no_grad()
+def build_prefix(
+    lm: LoadedModel,
+    ids: Sequence[int],
+    *,
+    module: torch.nn.Module | None = None,
+    run: Runner | None = None,
+) -> PrefixCache | None:
+    """Run ``ids`` once (one row) and keep their key/value cache: through ``module`` (:func:`forward`,
+    only the last position reaching an output head), or through ``run`` (e.g. a recorder's pass, which may
+    stop once the last layer has filled its cache). None, noted once, when the model cannot fill a cache
+    that copies across rows; its callers then run full sequences."""
+    ids = list(ids)
+    try:
+        cache = DynamicCache(config=lm.model.config)
+        tokens = torch.tensor([ids], dtype=torch.long, device=lm.device)
+        positions = torch.arange(len(ids), device=lm.device)[None]
+        rows = Rows(tokens, torch.ones_like(tokens), positions, cache)
+        if run is not None:
+            run(rows)
+        else:
+            forward(lm, rows, module=module, logits_to_keep=1)
+        if cache.get_seq_length() != len(ids):
+            raise ValueError(f"cache holds {cache.get_seq_length()} positions, expected {len(ids)}")
+        if not hasattr(cache, "batch_repeat_interleave"):
+            raise NotImplementedError("the cache cannot be copied across rows")
+    except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError) as exc:
+        lm.note_once(
+            "no-prefix-cache", f"{lm.spec}: shared-prefix reuse is unavailable ({exc}); running full prompts"
+        )
+        return None
+    return PrefixCache(ids, cache)
+
+
+def rows_on(lm: LoadedModel, seqs: Sequence[Sequence[int]], prefix: PrefixCache | None = None) -> Rows:
+    """``seqs`` (full token id lists) as one left-padded batch on the model's device: with ``prefix``
+    (which every sequence starts with, leaving a token after it), only the tokens after it, on a fresh
+    copy of its cache (see the module docstring); without, the plain batch."""
+    if prefix is None:
+        batch = left_padded(lm, seqs)
+        return Rows(batch.input_ids, batch.attention_mask, left_positions(batch.attention_mask))
+    n = len(prefix)
+    if any(len(s) <= n or list(s[:n]) != prefix.ids for s in seqs):
+        raise ValueError("every sequence must start with the prefix and have a token after it")
+    tails = left_padded(lm, [s[n:] for s in seqs])
+    mask = torch.cat([tails.attention_mask.new_ones((len(seqs), n)), tails.attention_mask], dim=1)
+    positions = left_positions(tails.attention_mask) + n
+    return Rows(tails.input_ids, mask, positions, prefix.copy_for(len(seqs)))
+
+
 def prefill(
     lm: LoadedModel,
     seqs: Sequence[Sequence[int]],
@@ -79,35 +227,8 @@ def prefill(
     """One forward pass over ``seqs`` (token id lists), left-padded; with ``prefix`` (the length of a
     token prefix the rows may share, e.g. :func:`neurogate.models.inputs.template_prefix`), the part of it
     they do share is computed once. ``logits_to_keep``: only the last positions reach the output head."""
-    extra: dict[str, Any] = {}
-    if logits_to_keep is not None and "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
-        extra["logits_to_keep"] = logits_to_keep
     n = shared_prefix(seqs, prefix)
-    if n and _usable(lm, n, max(len(s) for s in seqs) - n):
-        head = lm.model(input_ids=torch.tensor([list(seqs[0][:n])], device=lm.device), use_cache=True)
-        cache = cache_of(head)
-        if cache is not None and hasattr(cache, "batch_repeat_interleave"):
-            cache.batch_repeat_interleave(len(seqs))
-            tails = left_padded(lm, [s[n:] for s in seqs])
-            ones = tails.attention_mask.new_ones((len(seqs), n))
-            mask = torch.cat([ones, tails.attention_mask], dim=1)
-            positions = left_positions(tails.attention_mask) + n
-            out = lm.model(
-                input_ids=tails.input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{cache_kwarg(lm.model): cache},
-                **extra,
-            )
-            return Prefilled(out, mask, positions)
-    batch = left_padded(lm, seqs)
-    positions = left_positions(batch.attention_mask)
-    out = lm.model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=positions,
-        use_cache=use_cache,
-        **extra,
-    )
-    return Prefilled(out, batch.attention_mask, positions)
+    head = None
+    if reusable(lm, n, max(len(s) for s in seqs) - n, per_call=True):
+        head = build_prefix(lm, seqs[0][:n])
+    return forward(lm, rows_on(lm, seqs, head), use_cache=use_cache, logits_to_keep=logits_to_keep)
