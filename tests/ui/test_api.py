@@ -62,7 +62,7 @@ def test_page_and_assets_are_served_with_a_strict_policy(client: TestClient) -> 
     assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
     total = len(page.content)
-    for asset in ("app.js", "charts.js", "style.css"):
+    for asset in ("app.js", "charts.js", "dom.js", "style.css"):
         res = client.get(f"/static/{asset}")
         assert res.status_code == 200
         text = res.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace name, never fetched

@@ -2,24 +2,7 @@
 // beyond this server. Every text from the server (replies, prompts, labels) goes into the page as text
 // nodes, never as HTML.
 import { barChart, curveChart, scatterChart, scoreScale, tickText } from "./charts.js";
-
-const $ = (id) => document.getElementById(id);
-
-/** Build an element: attributes (on* are listeners) and children (strings become text nodes). */
-export function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "class") el.className = v;
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children.flat(Infinity)) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
+import { $, h } from "./dom.js";
 
 async function api(path) {
   const res = await fetch(path, { headers: { Accept: "application/json" } });

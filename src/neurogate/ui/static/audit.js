@@ -4,25 +4,10 @@
 // before it answers. Agreement and calibrated rates are a separate view. Text from the server only ever
 // becomes text nodes.
 
-const $ = (id) => document.getElementById(id);
+import { $, h as el } from "./dom.js";
+
 const STORE = "neurogate.audit";
 const ORDER = ["r", "d", "c", "g", "u", "s", "b"];
-
-/** Build an element: attributes (on* are listeners) and children (strings become text nodes). */
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children.flat(Infinity)) {
-    if (c === null || c === undefined || c === false) continue;
-    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return node;
-}
 
 /** GET (no body) or POST a JSON body; a failed request throws the server's error message. */
 async function call(path, body) {
