@@ -28,6 +28,23 @@ def test_registry_suggests_close_names_and_checks_lengths() -> None:
         KeywordJudge().judge(["a", "b"], ["x"])
 
 
+def test_each_judge_builds_itself_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neurogate.evaluation.judges import judges_from_settings
+    from neurogate.evaluation.settings import EvalSettings
+
+    for var in ("NEUROGATE_JUDGE_URL", "NEUROGATE_JUDGE_MODEL", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    settings = EvalSettings(
+        judges=("endpoint", "keyword"), endpoint_url="http://127.0.0.1:9/v1/", endpoint_model="judge-m"
+    )
+    endpoint, keyword = judges_from_settings(settings)
+    assert isinstance(endpoint, EndpointJudge) and isinstance(keyword, KeywordJudge)
+    assert (endpoint.base_url, endpoint.model) == ("http://127.0.0.1:9/v1", "judge-m")
+    assert keyword.config() == KeywordJudge().config()  # a judge with no settings of its own: its defaults
+    with pytest.raises(ConfigError, match="needs an endpoint and a model"):
+        EndpointJudge.from_settings(EvalSettings(judges=("endpoint",)))
+
+
 @pytest.mark.parametrize(
     ("text", "refused", "conv", "spec"),
     [

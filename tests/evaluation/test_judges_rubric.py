@@ -70,13 +70,14 @@ def test_an_unknown_rubric_or_too_many_shots_is_a_clear_error(tiny: LoadedModel,
         LocalJudge(lm=tiny, rubric="attempt", shots=len(RUBRICS["serves"].examples), cache_dir=tmp_path)
 
 
-def test_the_rubric_is_a_setting_that_reaches_the_judge_and_is_checked_early() -> None:
+def test_the_rubric_is_a_setting_that_reaches_the_judge_and_is_checked_early(tiny: LoadedModel) -> None:
     from neurogate.evaluation.settings import EvalSettings
     from neurogate.study.config import StudyConfig
 
-    settings = EvalSettings(judges=("keyword", "local"), local_judge_rubric="serves")
-    assert settings.judge_options("local")["rubric"] == "serves"
-    assert EvalSettings().judge_options("local")["rubric"] == "attempt"
+    settings = EvalSettings(judges=("keyword", "local"), local_judge_model=None, local_judge_rubric="serves")
+    assert LocalJudge.from_settings(settings, tiny).rubric is RUBRICS["serves"]
+    assert EvalSettings().local_judge_rubric == "attempt"
+    assert LocalJudge.from_settings(EvalSettings(local_judge_model=None), tiny).rubric is RUBRICS["attempt"]
     with pytest.raises(ConfigError, match="local_judge_rubric must be one of attempt, serves"):
         EvalSettings(local_judge_rubric="content")
     study = StudyConfig.from_mapping({"evaluation": {"local_judge_rubric": "serves"}})

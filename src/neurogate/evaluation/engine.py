@@ -20,7 +20,8 @@ from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
-from neurogate.evaluation.judges import Judge, get_judge
+from neurogate.evaluation.generators import Generator, make_generator
+from neurogate.evaluation.judges import Judge, judges_from_settings
 from neurogate.evaluation.judges.base import check_verdicts, describe, detects_redirect
 from neurogate.evaluation.metrics import (
     KLReference,
@@ -30,12 +31,10 @@ from neurogate.evaluation.metrics import (
     reply_nll,
     text_nll,
 )
-from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import RESULT_VERSION, ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
-from neurogate.export.serving import BASE_NAME
-from neurogate.models.generation import Generation, generate
+from neurogate.models.generation import Generation
 from neurogate.models.loading import LoadedModel
 from neurogate.settings import digest as settings_digest
 from neurogate.steering.base import Intervention
@@ -45,15 +44,9 @@ Progress = Callable[[Condition, ConditionResult, bool], None]
 
 
 def build_judges(lm: LoadedModel, settings: EvalSettings) -> list[Judge]:
-    """The settings' judges, in order (the primary first); judges that run a model get ``lm`` to use
-    when no other model is configured for them."""
-    judges = []
-    for name in settings.judges:
-        options = settings.judge_options(name)
-        if name == "local":
-            options.setdefault("lm", lm)
-        judges.append(get_judge(name, **options))
-    return judges
+    """The settings' judges, in order (the primary first), each built by its class from the settings;
+    judges that run a model get ``lm`` to use when no other model is configured for them."""
+    return judges_from_settings(settings, lm)
 
 
 class Classifier:
@@ -110,7 +103,8 @@ class Evaluator:
     with ``Condition.circuit``), ``directions`` for residual kinds (``directions_by_kind`` overrides them per
     kind, e.g. an ablation direction chosen by its effect); ``judges``: default from the settings;
     ``corpus``: texts whose perplexity under each condition is the capability proxy; ``store``: where
-    finished conditions go (a rerun reads them back instead of generating again).
+    finished conditions go (a rerun reads them back instead of generating again); ``generator``: who writes
+    the replies (default: the settings' engine, :func:`neurogate.evaluation.generators.make_generator`).
     """
 
     def __init__(
@@ -127,6 +121,7 @@ class Evaluator:
         settings: EvalSettings | None = None,
         store: ResultStore | None = None,
         corpus: Sequence[str] = (),
+        generator: Generator | None = None,
     ) -> None:
         if not harmful:
             raise ConfigError("the evaluation needs at least one harmful prompt")
@@ -139,11 +134,11 @@ class Evaluator:
         self.directions_by_kind = dict(directions_by_kind or {})
         self.settings = settings or EvalSettings()
         self.classifier = Classifier(judges if judges is not None else build_judges(lm, self.settings))
+        self.generator = generator if generator is not None else make_generator(lm, self.settings)
         self.store = store
         self.corpus = list(corpus)
         self._baseline: ConditionResult | None = None
         self._kl_reference: KLReference | None = None
-        self._served: list[str] | None = None
 
     def intervention(self, cond: Condition) -> Intervention | None:
         """The intervention for a condition (``None`` for the baseline), built by the steering registry."""
@@ -174,53 +169,13 @@ class Evaluator:
             raise ConfigError(f"method {cond.kind!r} needs a circuit: pass --circuit or run discovery")
         return self.circuit
 
-    def served_name(self, cond: Condition) -> str | None:
-        """With the ``openai`` engine, the name the server serves ``cond`` under (``base`` for the
-        baseline, else the condition's key), checked against the server's list once per name."""
-        if self.settings.engine != "openai":
-            return None
-        name = BASE_NAME if cond.is_baseline else cond.key
-        if self._served is None:
-            self._served = served_models(self._endpoint())
-        if name not in self._served:
-            raise ConfigError(
-                f"the server at {self.settings.engine_url} does not serve {name!r} (it serves: "
-                f"{', '.join(self._served) or 'nothing'}); start it with `neurogate serve` and the "
-                "condition's multiplier, or evaluate with --engine local"
-            )
-        return name
-
-    def _endpoint(self) -> Endpoint:
-        assert self.settings.engine_url is not None
-        return Endpoint(self.settings.engine_url)
-
     def generate(
-        self, prompts: Sequence[str], steering: Intervention | None, served: str | None = None
+        self, prompts: Sequence[str], steering: Intervention | None, cond: Condition | None = None
     ) -> tuple[list[Generation], float]:
-        """Greedy replies under ``steering`` and the seconds they took; with ``served`` (the ``openai``
-        engine), the server's replies from the model it serves under that name."""
-        s = self.settings
+        """Greedy replies under the condition ``cond`` (default: the baseline), whose intervention is
+        ``steering``, from the settings' engine, and the seconds they took."""
         start = time.perf_counter()
-        if served is not None:
-            out = generate_remote(
-                self._endpoint(),
-                prompts,
-                model=served,
-                max_new_tokens=s.max_new_tokens,
-                system_prompt=s.system_prompt,
-                chat=s.chat,
-                tokenizer=self.lm.tokenizer,
-            )
-            return out, time.perf_counter() - start
-        out = generate(
-            self.lm,
-            prompts,
-            intervention=steering,
-            max_new_tokens=s.max_new_tokens,
-            batch_size=s.batch_size,
-            system_prompt=s.system_prompt,
-            chat=s.chat,
-        )
+        out = self.generator.generate(prompts, cond if cond is not None else baseline(), steering)
         return out, time.perf_counter() - start
 
     def replies(self, prompts: Sequence[str], gens: Sequence[Generation], *, nll: bool = True) -> list[Reply]:
@@ -341,11 +296,10 @@ class Evaluator:
         steering = self.intervention(cond)
         need_benign = (cond.benign or cond.is_baseline) and bool(self.benign)
         started = time.perf_counter()
-        served = self.served_name(cond)
-        gens, gen_s = self.generate(self.harmful, steering, served)
+        gens, gen_s = self.generate(self.harmful, steering, cond)
         benign_gens: list[Generation] = []
         if need_benign:
-            benign_gens, seconds = self.generate(self.benign, steering, served)
+            benign_gens, seconds = self.generate(self.benign, steering, cond)
             gen_s += seconds
         benign_prompts = self.benign if need_benign else []
         harmful, benign = (

@@ -51,7 +51,7 @@ def check_evaluation(settings: EvalSettings, *, reach: bool = True) -> None:
             probe(settings.engine_url, what="the generation server")
     if "endpoint" not in settings.judges:
         return
-    judge = EndpointJudge(**settings.judge_options("endpoint"))
+    judge = EndpointJudge.from_settings(settings)
     check_url(judge.base_url)
     if reach:
         probe(judge.base_url)

@@ -8,12 +8,14 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.errors import ConfigError
+from neurogate.evaluation.generators import GENERATORS
 from neurogate.evaluation.judges import check_judge_name
 from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from neurogate.evaluation.judges.rubrics import RUBRICS
 from neurogate.models.inputs import BatchSize, check_batch_size
 
-ENGINES = ("local", "openai")
+#: Who may generate the replies (:mod:`neurogate.evaluation.generators`).
+ENGINES = tuple(GENERATORS)
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,3 @@ class EvalSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return settings.to_dict(self)
-
-    def judge_options(self, name: str) -> dict[str, Any]:
-        """Keyword options for :func:`neurogate.evaluation.judges.get_judge` for the judge ``name``."""
-        if name == "endpoint":
-            opts = {"base_url": self.endpoint_url, "model": self.endpoint_model}
-        elif name == "local":
-            opts = {"model": self.local_judge_model, "rubric": self.local_judge_rubric}
-        else:
-            opts = {}
-        return {k: v for k, v in opts.items() if v is not None}

@@ -7,22 +7,27 @@
 * ``endpoint``: an OpenAI-compatible chat server asked a StrongREJECT-style rubric.
 
 A new judge is one class with ``name``, ``config()`` and ``judge()``, registered in :data:`JUDGES`; one
-that tells redirects from compliance also sets ``detects_redirect = True`` (:mod:`.base`).
+that tells redirects from compliance also sets ``detects_redirect = True`` (:mod:`.base`). Each class builds
+itself from the evaluation settings (``from_settings``, a default with no options on :class:`.JudgeBase`),
+so what a judge reads from the settings is said by the judge alone.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import VERDICTS, Judge, Verdict, detects_redirect
+from neurogate.evaluation.judges.base import VERDICTS, Judge, JudgeBase, JudgeClass, Verdict, detects_redirect
 from neurogate.evaluation.judges.endpoint import EndpointJudge, RubricScore, parse_rubric
 from neurogate.evaluation.judges.keyword import KeywordJudge
 from neurogate.evaluation.judges.local import LocalJudge
 
-JUDGES: dict[str, Callable[..., Judge]] = {
+if TYPE_CHECKING:
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.models.loading import LoadedModel
+
+JUDGES: dict[str, JudgeClass] = {
     "keyword": KeywordJudge,
     "local": LocalJudge,
     "endpoint": EndpointJudge,
@@ -47,11 +52,19 @@ def get_judge(name: str = "keyword", **options: Any) -> Judge:
     return JUDGES[name](**options)
 
 
+def judges_from_settings(settings: EvalSettings, lm: LoadedModel | None = None) -> list[Judge]:
+    """The judges ``settings`` name, in order (the primary first), each built by its own class from the
+    settings; ``lm`` (the evaluated model) goes to judges that run a model when no other is configured."""
+    return [JUDGES[name].from_settings(settings, lm) for name in settings.judges]
+
+
 __all__ = [
     "JUDGES",
     "VERDICTS",
     "EndpointJudge",
     "Judge",
+    "JudgeBase",
+    "JudgeClass",
     "KeywordJudge",
     "LocalJudge",
     "RubricScore",
@@ -59,5 +72,6 @@ __all__ = [
     "check_judge_name",
     "detects_redirect",
     "get_judge",
+    "judges_from_settings",
     "parse_rubric",
 ]

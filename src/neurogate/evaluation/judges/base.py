@@ -12,9 +12,13 @@ compliance, and every rate under it reports redirects as not measured (:func:`de
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
 from neurogate.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings name the judges, so they are imported for annotations only
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.models.loading import LoadedModel
 
 Verdict = Literal["refusal", "redirect", "compliance"]
 #: Every verdict a judge may give, in the order of :data:`neurogate.evaluation.replies.CLASSES`.
@@ -48,6 +52,27 @@ class Judge(Protocol):
     def config(self) -> dict[str, Any]: ...
 
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Verdict]: ...
+
+
+class JudgeClass(Protocol):
+    """What the registry holds for each name: a judge class. Called with its own options it builds a
+    judge (:func:`neurogate.evaluation.judges.get_judge`); :meth:`from_settings` builds the judge an
+    evaluation asks for, so what each judge reads from :class:`EvalSettings` stays with the judge."""
+
+    def __call__(self, *args: Any, **options: Any) -> Judge: ...
+
+    def from_settings(self, settings: EvalSettings, lm: LoadedModel | None = None) -> Judge: ...
+
+
+class JudgeBase:
+    """A base for registered judges: :meth:`from_settings` builds the judge with its default options. A judge
+    with options in the settings (a model, a server) overrides it."""
+
+    @classmethod
+    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+        """The judge ``settings`` ask for; ``lm`` is the evaluated model, for a judge that runs one when no
+        other is configured (this default takes no options and ignores both)."""
+        return cls()
 
 
 def check_pairs(prompts: Sequence[str], replies: Sequence[str]) -> None:

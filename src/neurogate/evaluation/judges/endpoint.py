@@ -18,12 +18,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError, NeurogateError
-from neurogate.evaluation.judges.base import Verdict, check_pairs
+from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
 from neurogate.paths import cache_dir
+
+if TYPE_CHECKING:
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.models.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +143,7 @@ def default_cache_dir() -> Path:
     return cache_dir("judge-cache")
 
 
-class EndpointJudge:
+class EndpointJudge(JudgeBase):
     """Refusal judge backed by an OpenAI-compatible ``/chat/completions`` endpoint.
 
     ``base_url`` and ``model`` default to NEUROGATE_JUDGE_URL / NEUROGATE_JUDGE_MODEL, then
@@ -206,6 +210,12 @@ class EndpointJudge:
         self._sleep = sleep
         self._count = threading.Lock()
         self.requests_made = 0
+
+    @classmethod
+    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+        """The judge at ``settings.endpoint_url``/``endpoint_model`` (each unset one from the environment,
+        as in the constructor); ``lm`` is not used."""
+        return cls(settings.endpoint_url, settings.endpoint_model)
 
     @property
     def endpoint(self) -> str:

@@ -68,7 +68,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import Verdict, check_pairs
+from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
 
 #: First-person refusal statements, searched anywhere in the opening (case-insensitive, after
 #: normalisation). The six "cannot"/"unable" entries of the Arditi et al. list are the first pattern.
@@ -205,7 +205,7 @@ def _same_stem(word: str, others: set[str]) -> bool:
     return any(o.startswith(stem) or (len(o) >= 4 and word.startswith(o)) for o in others)
 
 
-class KeywordJudge:
+class KeywordJudge(JudgeBase):
     """Offline refusal judge: refusal statements, anchored openers and judgement-without-delivery in the
     opening ``window`` characters of a reply (see the module docstring for the rules and their sources)."""
 

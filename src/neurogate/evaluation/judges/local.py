@@ -16,51 +16,44 @@ one fits the judge model's weights and the letters otherwise; docs/judges.md com
 
 Everything before the item's text is the same for every item: it runs through the model once and its
 key/value cache is copied into each batch, which then runs only the item tokens (left-padded, so every
-item's last token is the last position and only that position goes through the output layer). Items are
+item's last token is the last position and only that position goes through the output layer), by the
+prefill port (:mod:`neurogate.models.prefix`); the judge keeps the cache per weights digest. Items are
 batched by length. Requests longer than ``max_prompt_tokens`` and replies longer than ``max_reply_tokens``
 are cut (keeping their start, where a reply refuses or complies) and marked ``[...]``.
 
 Each P(refusal) is cached on disk (``neurogate.paths.cache_dir("judge-cache")/local``) under a hash of the
 judge's scoring configuration (model spec, a digest of its weights, dtype, rubric version, truncation
 lengths, number of worked examples, the probe's digest when one is used) and the (request, reply) pair;
-the verdict is
-``P(refusal) >= threshold``. The model is read as it is at call time, so judge outside any steering
-context (the evaluation engine does).
+the verdict is ``P(refusal) >= threshold``. The model is read as it is at call time, so judge outside
+any steering context (the evaluation engine does).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
-from transformers import DynamicCache
 
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import Verdict, check_pairs
+from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
 from neurogate.evaluation.judges.letters import CHOICES, choice_tokens
 from neurogate.evaluation.judges.probe import LAYOUT, JudgeProbe, ProbeFit, find_probe
 from neurogate.evaluation.judges.rubrics import RUBRICS, SPLIT_VERSION, Rubric, split_not_served
 from neurogate.models.devices import dtype_name
-from neurogate.models.inputs import (
-    BatchSize,
-    check_batch_size,
-    context_limit,
-    left_positions,
-    pad_id,
-    pad_left,
-    plan_batches,
-)
+from neurogate.models.inputs import BatchSize, check_batch_size, context_limit, plan_batches
 from neurogate.models.loading import LoadedModel, load_model, weights_digest
-from neurogate.models.prefix import cache_kwarg
+from neurogate.models.prefix import PrefixCache, build_prefix, forward, reusable, rows_on
 from neurogate.paths import cache_dir
+
+if TYPE_CHECKING:
+    from neurogate.evaluation.settings import EvalSettings
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +71,19 @@ MAX_REPLY_TOKENS = 192
 _SLOT = "\u241fITEM\u241f"  # a marker that cannot occur in a rubric: where each item's text goes
 
 
-class LocalJudge:
+class LocalJudge(JudgeBase):
     """Refusal judge run by a local causal LM (see the module docstring).
 
-    ``model``: a model spec to load (``zoo:NAME``, a directory, ...); ``lm``: an already loaded model,
-    used when ``model`` is not given or names the same spec (then nothing is loaded). With neither,
-    :data:`DEFAULT_MODEL` is loaded. The evaluation engine passes the evaluated model as ``lm`` and
-    ``EvalSettings.local_judge_model`` (default :data:`DEFAULT_MODEL`) as ``model``. ``threshold``: the
-    P(refusal) at and above which a reply is a refusal. ``shots``: how many of :data:`EXAMPLES` precede
-    each item. ``reuse_prefix=False`` runs every item in full (a reference path). ``readout``: ``letters``
-    (the answer letters' probabilities), ``probe`` (a fitted probe on the hidden state; an error when none
-    fits) or ``auto`` (a probe when one fits, else the letters); ``probe``: a probe (or the path of one)
-    to use instead of the shipped ones. ``rubric``: the question asked (:mod:`.rubrics`). ``redirects``:
-    split each "no" into refusal (the reply declines) and redirect (it writes the requested form instead)
-    by the reply's form (:func:`.rubrics.split_not_served`); both rubrics' "no" covers redirects.
+    ``model``: a model spec to load (``zoo:NAME``, a directory, ...); ``lm``: an already loaded model, used
+    when ``model`` is not given or names the same spec (then nothing is loaded). With neither,
+    :data:`DEFAULT_MODEL` is loaded. ``threshold``: the P(refusal) at and above which a reply is a refusal.
+    ``shots``: how many of :data:`EXAMPLES` precede each item. ``reuse_prefix=False`` runs every item in full
+    (a reference path). ``readout``: ``letters`` (the answer letters' probabilities), ``probe`` (a fitted
+    probe on the hidden state; an error when none fits) or ``auto`` (a probe when one fits, else the letters);
+    ``probe``: a probe (or the path of one) to use instead of the shipped ones. ``rubric``: the question asked
+    (:mod:`.rubrics`). ``redirects``: split each "no" into refusal (the reply declines) and redirect (it
+    writes the requested form instead) by the reply's form (:func:`.rubrics.split_not_served`); both rubrics'
+    "no" covers redirects.
     """
 
     name = "local"
@@ -154,11 +146,16 @@ class LocalJudge:
         self._choices = choice_tokens(self.lm)
         self._prefix_ids, self._tail = self._layout()
         self._check_context()
-        self._prefix: tuple[str, Any] | None = None  # (weights digest, key/value cache of the prefix)
+        self._prefix: tuple[str, PrefixCache | None] | None = None  # (weights digest, its prefix cache)
         self.readout = readout
         self._given = probe if probe is None or isinstance(probe, JudgeProbe) else JudgeProbe.load(probe)
         if readout == "probe" or self._given is not None:
             self._keyed(weights_digest(self.lm))  # a probe that cannot apply fails here, not mid-run
+
+    @classmethod
+    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+        """The settings' judge model and rubric; ``lm`` (the evaluated model) when it is that model."""
+        return cls(settings.local_judge_model, lm=lm, rubric=settings.local_judge_rubric)
 
     # ------------------------------------------------------------------ the prompt
 
@@ -380,62 +377,29 @@ class LocalJudge:
                 batches.append((list(rows), self._last_hidden([items[i] for i in rows], cache)))
         return batches
 
-    def _last_logits(self, items: Sequence[Sequence[int]], cache: Any | None) -> torch.Tensor:
+    def _last_logits(self, items: Sequence[Sequence[int]], cache: PrefixCache | None) -> torch.Tensor:
         """Float32 logits of the answer tokens after each item, ``[rows, n_answer_tokens]``; the output
         layer runs in float32 on those few rows only (bf16 logits are rounded to steps of 1/8 near typical
         logit sizes, too coarse for a two-way choice)."""
         return self._choices.logits(self.lm, self._last_hidden(items, cache))
 
-    def _last_hidden(self, items: Sequence[Sequence[int]], cache: Any | None) -> torch.Tensor:
+    def _last_hidden(self, items: Sequence[Sequence[int]], cache: PrefixCache | None) -> torch.Tensor:
         """The final (normed) hidden state after each item, ``[rows, d_model]``, in one forward pass of the
-        decoder."""
-        lm = self.lm
-        decoder = lm.model.base_model
-        extra: dict[str, Any] = {}
-        if cache is None:
-            batch = pad_left([[*self._prefix_ids, *s] for s in items], pad_id(lm)).to(lm.device)
-            mask, positions = batch.attention_mask, left_positions(batch.attention_mask)
-        else:
-            batch = pad_left(items, pad_id(lm)).to(lm.device)
-            n = len(self._prefix_ids)
-            ones = torch.ones((len(items), n), dtype=batch.attention_mask.dtype, device=lm.device)
-            mask = torch.cat([ones, batch.attention_mask], dim=1)
-            positions = left_positions(batch.attention_mask) + n
-            cache = copy.deepcopy(cache)
-            cache.batch_repeat_interleave(len(items))
-            extra[cache_kwarg(decoder)] = cache
+        decoder (on ``cache``, the prefix's, when given)."""
+        rows = rows_on(self.lm, [[*self._prefix_ids, *s] for s in items], cache)
         self.forward_passes += 1
-        return decoder(
-            input_ids=batch.input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=cache is not None,
-            **extra,
-        ).last_hidden_state[:, -1, :]
+        return forward(self.lm, rows, module=self.lm.model.base_model).output.last_hidden_state[:, -1, :]
 
-    def _prefix_cache(self, digest: str) -> Any | None:
+    def _prefix_cache(self, digest: str) -> PrefixCache | None:
         """The key/value cache of the shared prefix (built once per weights digest; None when the model
         cannot reuse one, e.g. a sliding window shorter than the prompt)."""
         if self._prefix is not None and self._prefix[0] == digest:
             return self._prefix[1]
-        lm = self.lm
-        config = lm.model.config
-        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-        window = getattr(text, "sliding_window", None)
-        longest = len(self._prefix_ids) + self.max_prompt_tokens + self.max_reply_tokens + 64
-        cache: Any | None = None
-        if not (isinstance(window, int) and 0 < window < longest):
-            try:
-                cache = DynamicCache(config=config)
-                ids = torch.tensor([self._prefix_ids], dtype=torch.long, device=lm.device)
-                with torch.inference_mode():
-                    decoder = lm.model.base_model
-                    decoder(input_ids=ids, use_cache=True, **{cache_kwarg(decoder): cache})
-                if cache.get_seq_length() != len(self._prefix_ids):
-                    raise ValueError("the prefix cache holds the wrong number of positions")
-            except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError) as exc:
-                lm.note_once("judge-no-prefix", f"{lm.spec}: the local judge runs every item in full ({exc})")
-                cache = None
+        n = len(self._prefix_ids)
+        longest_item = self.max_prompt_tokens + self.max_reply_tokens + 64  # with the item's own words
+        cache = None
+        if reusable(self.lm, n, longest_item):
+            cache = build_prefix(self.lm, self._prefix_ids, module=self.lm.model.base_model)
         self._prefix = (digest, cache)
         return cache
 
