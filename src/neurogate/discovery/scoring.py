@@ -116,6 +116,9 @@ class Scorer:
     needs: tuple[SiteKind, ...] = (NEURONS,)
     min_prompts: int = 1
     uses_weights: bool = False
+    along: Callable[[Evidence, LoadedModel | None, torch.Tensor], torch.Tensor] | None = None
+    """For scorers that rank along one residual direction: ``fn`` with that direction given (``score(...,
+    direction=d)``) in place of the one ``fn`` reads off the statistics."""
 
 
 def _mean_diff(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
@@ -159,6 +162,56 @@ def _direction(ev: Evidence, lm: LoadedModel | None) -> torch.Tensor:
     return ev.diff * writes_along(lm, unit).to(ev.diff.device)
 
 
+def separating_layer(ev: Evidence) -> int:
+    """The layer (among all but the last 20%, as for the residual baselines) whose residual mean
+    difference is largest against the spread of the two sets: ``|mean_pos - mean_neg|^2`` over the summed
+    pooled variance of the residual stream after that layer."""
+    pos, neg = ev.positive[RESIDUAL], ev.negative[RESIDUAL].to(ev.positive[RESIDUAL].mean.device)
+    diff = pos.mean - neg.mean
+    pooled = (pos.m2 + neg.m2).sum(dim=1) / max(1, pos.n + neg.n - 2)
+    ratio = diff.square().sum(dim=1) / pooled.clamp_min(1e-12)
+    candidates = range(max(1, int(0.8 * diff.shape[0])))
+    return max(candidates, key=lambda layer: (float(ratio[layer]), layer))
+
+
+def ablation_direction(ev: Evidence) -> torch.Tensor:
+    """The residual direction :func:`along_direction` uses when none is given: the difference of means of
+    the residual stream after :func:`separating_layer`, ``[d_model]`` float64."""
+    layer = separating_layer(ev)
+    return ev.positive[RESIDUAL].mean[layer] - ev.negative[RESIDUAL].mean[layer].to(
+        ev.positive[RESIDUAL].mean.device
+    )
+
+
+def along_direction(
+    ev: Evidence, lm: LoadedModel | None, direction: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(mean_pos - mean_neg) * <W_down[:, j], d>``: how far each neuron's mean change writes along ONE
+    unit residual direction ``d`` (the same for every layer, as directional ablation removes one direction
+    from every layer). Ranked by size this is ``|W_down[:, j] . d|`` times ``|mean_pos - mean_neg|``; the sign
+    says whether the neuron pushes toward the behaviour (positive) or away from it. ``direction``: the
+    study's ablation direction (``ablation-direction.safetensors``) when given, else
+    :func:`ablation_direction` of ``ev``."""
+    if lm is None:
+        raise ConfigError(
+            "the ablation-direction score reads the model's down-projection weights: pass the model"
+        )
+    d = (direction if direction is not None else ablation_direction(ev)).to(torch.float64).flatten()
+    if d.numel() != lm.adapter.d_model:
+        raise ConfigError(
+            f"the direction has {d.numel()} values; this model's residual stream has {lm.adapter.d_model}"
+        )
+    norm = d.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ConfigError("the ablation direction is zero or not finite; the two prompt sets look identical")
+    unit = (d / norm).cpu().expand(lm.adapter.n_layers, -1)
+    return ev.diff * writes_along(lm, unit).to(ev.diff.device)
+
+
+def _ablation_direction(ev: Evidence, lm: LoadedModel | None) -> torch.Tensor:
+    return along_direction(ev, lm)
+
+
 SCORERS: dict[str, Scorer] = {
     s.name: s
     for s in (
@@ -183,6 +236,15 @@ SCORERS: dict[str, Scorer] = {
             needs=(NEURONS, RESIDUAL),
             uses_weights=True,
         ),
+        Scorer(
+            "ablation-direction",
+            "mean_pos - mean_neg times how much the neuron writes along one residual direction, the one "
+            "directional ablation removes (the study's, else the best-separating layer's mean difference)",
+            _ablation_direction,
+            needs=(NEURONS, RESIDUAL),
+            uses_weights=True,
+            along=along_direction,
+        ),
     )
 }
 
@@ -198,11 +260,17 @@ def get_scorer(name: str) -> Scorer:
 
 
 def score(
-    evidence: Evidence, name: str = "mean-diff", *, lm: LoadedModel | None = None, sign: Sign = "both"
+    evidence: Evidence,
+    name: str = "mean-diff",
+    *,
+    lm: LoadedModel | None = None,
+    sign: Sign = "both",
+    direction: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ranking score, signed value)``, both ``[n_layers, d_mlp]``, under the scorer ``name``. The ranking
     score is the signed value's size (``sign="both"``) or only its positive or negative part (other neurons
-    score 0 and rank last)."""
+    score 0 and rank last). ``direction``: the residual direction of a scorer that ranks along one
+    (``ablation-direction``); other scorers ignore it."""
     scorer = get_scorer(name)
     if sign not in SIGNS:
         raise ConfigError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
@@ -216,7 +284,10 @@ def score(
             f"the {scorer.name} score needs at least {scorer.min_prompts} prompt(s) on each side "
             f"(got {pos.n} and {neg.n})"
         )
-    signed = scorer.fn(evidence, lm)
+    if direction is not None and scorer.along is not None:
+        signed = scorer.along(evidence, lm, direction)
+    else:
+        signed = scorer.fn(evidence, lm)
     if sign == "both":
         return signed.abs(), signed
     return (signed if sign == "positive" else -signed).clamp_min(0.0), signed
