@@ -1,6 +1,6 @@
 """The reliability battery: bad and edge inputs run as real ``neurogate`` CLI subprocesses.
 
-Each case (``scripts/battery_cases.py``) runs in a fresh folder of its own with the smallest zoo model
+Each case (``scripts/battery/``) runs in a fresh folder of its own with the smallest zoo model
 (SmolLM2-135M-Instruct). For every case the battery records the exit code, whether a Python traceback
 appeared, the first line of the message, whether the case's own checks held (e.g. an exported model has no
 inf/NaN weight, a user's file was not deleted), and whether anything outside the case's folder changed.
@@ -35,8 +35,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "src"))
 
-from battery_cases import Case, Ctx, prepare_shared  # noqa: E402
-from battery_table import CASES  # noqa: E402
+from battery import CASES  # noqa: E402
+from battery.checks import Case, Ctx, prepare_shared  # noqa: E402
 
 RESULTS = HERE / "reliability_battery.json"
 DOC = REPO / "docs" / "reliability.md"

