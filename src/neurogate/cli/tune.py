@@ -34,8 +34,11 @@ def tune(
         str, typer.Option("--budget", help="Search time, e.g. 30m or 1h (then the final check).")
     ] = "30m",
     cap: Annotated[
-        float, typer.Option("--cap", help="Largest circuit, as a share of all MLP neurons.")
-    ] = 0.001,
+        float,
+        typer.Option(
+            "--cap", help="Largest circuit, as a share of all MLP neurons (default 1%; the paper's is 0.1%)."
+        ),
+    ] = 0.01,
     harmful: Annotated[
         str,
         typer.Option("--harmful", help="Tuning prompts with the behaviour (a #tune half keeps #test apart)."),
@@ -61,6 +64,14 @@ def tune(
         ),
     ] = 48,
     trials: Annotated[int, typer.Option("--trials", help="At most this many trials in all.")] = 200,
+    exportable: Annotated[
+        bool,
+        typer.Option(
+            "--exportable",
+            help="Search only interventions a LoRA adapter or GGUF fold can serve (cna; mean writes a "
+            "constant those formats cannot carry).",
+        ),
+    ] = False,
     judge: opts.JudgeOpt = None,
     final_judge: Annotated[
         list[str] | None,
@@ -102,6 +113,7 @@ def tune(
             "n_tune": n_tune,
             "n_confirm": n_confirm,
             "max_trials": trials,
+            "exportable": exportable,
             "evaluation": opts.judge_settings(
                 judge, local_judge_model, None, None, local_judge_rubric=local_judge_rubric
             ),
@@ -114,10 +126,14 @@ def tune(
     cli.note_saved(f"every finished trial is stored under {out}; a rerun resumes the search")
     with opts.live_progress(quiet, "starting", None) as live:
         result = run_tune(config, out, on_event=_events(live))
+    from neurogate.tuning.front import exportable as can_export
+    from neurogate.tuning.space import multiplier_text
+
     ch = result.chosen
+    served = "exportable" if ch.get("exportable", can_export(ch)) else "not exportable (writes a constant)"
     cli.console.print(
         f"chosen: {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} neurons, layers "
-        f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} m={ch['multiplier']:.2f}",
+        f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} {multiplier_text(ch)}; {served}",
         markup=False,
         highlight=False,
     )

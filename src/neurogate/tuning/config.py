@@ -16,6 +16,10 @@ from neurogate.models.zoo import DEFAULT_MODEL
 from neurogate.version import __version__
 
 INTERVENTIONS = ("cna", "mean")
+EXPORTABLE = ("cna",)
+"""Interventions a plain weight edit can serve (a LoRA adapter, a GGUF ``ffn_down`` fold): ``cna`` only
+scales neurons. ``mean`` also writes a constant, ``(1 - m) * mean_neg``, into the down-projection's output,
+which needs a bias those formats do not carry."""
 POSITION_MODES = ("last", "post-mean", "post-max")
 
 
@@ -37,9 +41,15 @@ class TuneConfig:
     """A search over neuron circuits and how they are steered.
 
     Search space: ``scorers`` x ``signs`` x ``positions`` x circuit size (a share of all MLP neurons between
-    ``min_fraction`` and ``cap``) x ``interventions`` (``cna``: multiply by m; ``mean``: move toward the
-    benign mean by m) x m in ``multipliers`` (a range) x ``weights`` (every neuron takes m, or each in
-    proportion to its score) x a window of layers. Objectives on the tuning
+    ``min_fraction`` and ``cap``, default 1%; the paper's rule and the seeded points stay at 0.1%) x
+    ``interventions`` (``cna``: multiply by m; ``mean``: move toward the benign mean by m; ``exportable``
+    keeps only those a LoRA adapter or GGUF fold can serve, :data:`EXPORTABLE`) x m in ``multipliers`` (a
+    range) x a profile of m over the window, ``slope`` in ``slopes`` (m runs from ``m - slope/2`` at the
+    window's first layer to ``m + slope/2`` at its last; ``(0, 0)`` keeps one m everywhere) x ``weights``
+    (every neuron takes m, or each in proportion to its score) x a window of layers. The
+    ``ablation-direction`` scorer ranks along ``ablation_direction`` (a directions file such as the study's
+    ``ablation-direction.safetensors``, its chosen row) when given, else along the difference of means at
+    the best-separating layer of the tuning statistics. Objectives on the tuning
     prompts (``harmful``, ``benign``; use a ``#tune`` half and keep its ``#test`` half for ``final_*``):
     compliance (up), mean benign KL (down) and benign refusal (down), subject to at most ``max_degenerate``
     degenerate replies. The chosen point is the most compliant trial that also keeps the mean benign KL
@@ -71,14 +81,23 @@ class TuneConfig:
     confirm_top: int = 3
     n_final: int | None = 100
     n_final_benign: int | None = 40
-    scorers: tuple[str, ...] = ("mean-diff", "effect-size", "layer-normalised", "direction")
+    scorers: tuple[str, ...] = (
+        "mean-diff",
+        "effect-size",
+        "layer-normalised",
+        "direction",
+        "ablation-direction",
+    )
     signs: tuple[str, ...] = ("both", "positive")
     positions: tuple[str, ...] = POSITION_MODES
     interventions: tuple[str, ...] = INTERVENTIONS
     weights: tuple[str, ...] = WEIGHTINGS
-    cap: float = 0.001
+    cap: float = 0.01
     min_fraction: float = 0.00002
     multipliers: tuple[float, float] = (-2.0, 0.5)
+    slopes: tuple[float, float] = (-1.0, 1.0)
+    exportable: bool = False
+    ablation_direction: str | None = None
     max_degenerate: float = 0.05
     max_kl: float = 0.1
     max_first_kl: float = 0.3
@@ -108,7 +127,28 @@ class TuneConfig:
                 )
             object.__setattr__(self, name, values)
         settings.number("cap", self.cap, low=0.0, high=1.0, low_open=True)
-        settings.number("min_fraction", self.min_fraction, low=0.0, high=self.cap, low_open=True)
+        settings.number("min_fraction", self.min_fraction, low=0.0, low_open=True)
+        if self.min_fraction > self.cap:
+            raise ConfigError(
+                f"cap ({self.cap:g}) must be at least min_fraction ({self.min_fraction:g}), the smallest "
+                "size the search tries"
+            )
+        if self.exportable:
+            kept = tuple(i for i in self.interventions if i in EXPORTABLE)
+            if not kept:
+                raise ConfigError(
+                    f"exportable searches only {', '.join(EXPORTABLE)}; interventions lists none of them "
+                    f"({', '.join(self.interventions)})"
+                )
+            object.__setattr__(self, "interventions", kept)
+        slo, shi = (settings.number("slopes", v) for v in settings.as_tuple("slopes", self.slopes))
+        if slo > shi:
+            raise ConfigError(f"slopes is a range (low, high) with low <= high, got {self.slopes}")
+        object.__setattr__(self, "slopes", (slo, shi))
+        if self.ablation_direction is not None and not isinstance(self.ablation_direction, str):
+            raise ConfigError(
+                f"ablation_direction is a directions file path, got {self.ablation_direction!r}"
+            )
         lo, hi = (
             settings.number("multipliers", v) for v in settings.as_tuple("multipliers", self.multipliers)
         )

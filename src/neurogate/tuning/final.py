@@ -17,6 +17,7 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
 from neurogate.evaluation.results import ConditionResult, ResultStore
+from neurogate.tuning.front import exportable, front_rows
 from neurogate.tuning.search import (
     Scores,
     Search,
@@ -35,19 +36,28 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class Trial:
-    """One finished trial: its number, point and scores, and whether it is on the Pareto front."""
+    """One finished trial: its number, point and scores, whether it is on the Pareto front of the three
+    objectives, and whether a LoRA adapter or GGUF fold can serve it (``exportable``; results stored
+    before it was recorded read it off the point)."""
 
     number: int
     point: dict[str, Any]
     scores: dict[str, float]
     pareto: bool
     seconds: float
+    exportable: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.exportable is None:
+            self.exportable = exportable(self.point)
 
 
 @dataclass
 class TuneResults:
     """What ``neurogate tune`` found: every trial, the chosen point and the constraints it breaks (if
-    any), its test-split results beside the paper's circuit, and the sparsity curve of its rule."""
+    any), its test-split results beside the paper's circuit, the sparsity curve of its rule, and the front of
+    compliance against mean benign KL (``front``: one row per trial on it; empty in results stored before
+    it was recorded, :func:`front_of` computes it from the trials)."""
 
     run_id: str
     config: dict[str, Any]
@@ -62,6 +72,7 @@ class TuneResults:
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
     extra: dict[str, Any] = field(default_factory=dict)
+    front: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,14 +104,24 @@ def trials_of(study: optuna.Study) -> list[Trial]:
             if t.datetime_complete and t.datetime_start
             else 0.0
         )
-        out.append(Trial(t.number, point_of(t).to_dict(), t.user_attrs["scores"], t.number in front, seconds))
+        point = point_of(t)
+        scores = t.user_attrs["scores"]
+        out.append(Trial(t.number, point.to_dict(), scores, t.number in front, seconds, point.exportable))
     return out
+
+
+def front_of(r: TuneResults) -> list[dict[str, Any]]:
+    """The stored front of compliance against mean benign KL, or (results stored before it) the one the
+    trials give."""
+    return r.front or front_rows(r.trials)
 
 
 def rule_key(point: Point) -> str:
     """A short digest of everything in ``point`` but its size: the key under which stored results of
-    that rule are found again (results keyed by size alone would be reused for another rule)."""
-    return settings.digest({k: v for k, v in point.to_dict().items() if k != "fraction"}, 8)
+    that rule are found again (results keyed by size alone would be reused for another rule). A flat
+    profile (slope 0) is left out, so such a point keeps the key it had before profiles."""
+    kept = {k: v for k, v in point.to_dict().items() if k != "fraction" and not (k == "slope" and v == 0)}
+    return settings.digest(kept, 8)
 
 
 def stored_name(prefix: str, point: Point) -> str:
@@ -207,7 +228,10 @@ def final_check(
     )
     search.emit("stage", name="final check: baseline")
     out = {"baseline": ev.baseline()}
-    for name, p in (("tuned", point), ("paper", paper_point(search.lm.adapter.n_layers, cfg.cap))):
+    for name, p in (
+        ("tuned", point),
+        ("paper", paper_point(search.lm.adapter.n_layers, cfg.cap, cfg.min_fraction)),
+    ):
         search.emit("stage", name=f"final check: {name}")
         # stored under the point's own key: a resumed search that chooses another point measures it anew
         stored = stored_name("tuned", p) if name == "tuned" else name
@@ -237,16 +261,23 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
     best, broken, confirmed = confirm(search, study, base)
     point = point_of(best)
     circuit = search.circuit(point)
-    circuit.method["intervention"] = {"kind": point.intervention, "multiplier": point.multiplier}
+    # a profile's per-layer multipliers are in the neurons' weights, relative to this one
+    circuit.method["intervention"] = {"kind": point.intervention, "multiplier": point.condition_multiplier}
     circuit.save(search.root / "tuned-circuit.json")
     curve = sparsity_curve(search, point, base, chosen=f"trial-{best.number}")
     final, paired = final_check(search, point)
+    trials = trials_of(study)
     results = TuneResults(
         run_id=run_id,
         config=search.config.to_dict(),
         baseline=base.to_dict(),
-        trials=trials_of(study),
-        chosen={"trial": best.number, **point.to_dict(), "neurons": len(circuit)},
+        trials=trials,
+        chosen={
+            "trial": best.number,
+            **point.to_dict(),
+            "neurons": len(circuit),
+            "exportable": point.exportable,
+        },
         broken=broken,
         sparsity=curve,
         final=final,
@@ -258,6 +289,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
             "confirmation": {"prompts": len(search.confirm), "trials": confirmed},
             "objective": objective_of(search.evaluator.baseline()),
         },
+        front=front_rows(trials),
     )
     write_json_atomic(search.root / "tune.json", results.to_dict())
     return results

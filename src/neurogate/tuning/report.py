@@ -16,7 +16,9 @@ from neurogate.evaluation import calibration, tables
 from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.study.charts import Series, line_chart
-from neurogate.tuning.final import TuneResults
+from neurogate.tuning.final import TuneResults, front_of
+from neurogate.tuning.front import exportable
+from neurogate.tuning.space import multiplier_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,9 @@ def _pareto_rows(r: TuneResults) -> list[list[str]]:
                 p["positions"],
                 str(int(s["neurons"])),
                 f"{p['first_layer']}-{p['last_layer']}",
-                f"{p['intervention']} m={p['multiplier']:.2f}"
+                f"{p['intervention']} {multiplier_text(p)}"
                 + (f" ({p['weights']})" if p.get("weights", "uniform") != "uniform" else ""),
+                _yes(t.exportable),
                 f"{100 * s['compliance']:.0f}%",
                 f"{100 * s['refusal']:.0f}%",
                 _share(s.get("redirect")),
@@ -55,6 +58,7 @@ PARETO_COLUMNS = [
     "neurons",
     "layers",
     "intervention",
+    "exportable",
     "compliance",
     "refusal",
     "redirect",
@@ -63,6 +67,49 @@ PARETO_COLUMNS = [
     "KL first",
     "benign refusal",
 ]
+
+
+def _yes(value: bool | None) -> str:
+    return "yes" if value else "no"
+
+
+def _front_lines(r: TuneResults) -> list[str]:
+    """The front of compliance against mean benign KL: no other trial is as compliant at a lower KL."""
+    by_number = {t.number: t for t in r.trials}
+    rows = []
+    for row in front_of(r):
+        t = by_number.get(row["trial"])
+        p = t.point if t is not None else {}
+        how = (
+            f"{p['scorer']}/{p['sign']}/{p['positions']}, layers {p['first_layer']}-{p['last_layer']}, "
+            f"{p['intervention']} {multiplier_text(p)}"
+            if p
+            else "-"
+        )
+        rows.append(
+            [
+                str(row["trial"]),
+                how,
+                "-" if row.get("neurons") is None else str(int(row["neurons"])),
+                f"{100 * row['compliance']:.0f}%",
+                f"{row['kl']:.3f}",
+                _share(row.get("degenerate")),
+                _yes(row["exportable"]),
+            ]
+        )
+    return [
+        "## Front: compliance against benign KL (tuning prompts)",
+        "",
+        "The trials no other trial beats on both compliance and mean benign KL (degenerate replies count "
+        "against compliance). Exportable: a plain LoRA adapter or GGUF `ffn_down` fold serves it (`cna`); "
+        "a `mean` point also writes a constant into the down-projection's output, which those formats "
+        "cannot carry.",
+        "",
+        *_md_table(
+            ["trial", "point", "neurons", "compliance", "benign KL", "degenerate", "exportable"], rows
+        ),
+        "",
+    ]
 
 
 def _share(value: float | None) -> str:
@@ -204,7 +251,8 @@ def knee(r: TuneResults, cut: float = 0.8) -> dict[str, object] | None:
 
 def _plot(r: TuneResults) -> str:
     all_trials = [t for t in r.trials]
-    front = sorted((t for t in r.trials if t.pareto), key=lambda t: t.scores["kl"])
+    numbers = {row["trial"] for row in front_of(r)}
+    front = sorted((t for t in r.trials if t.number in numbers), key=lambda t: t.scores["kl"])
     series = [
         Series(
             "trials",
@@ -280,7 +328,9 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
         f"**Chosen** (trial {ch['trial']}): {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} "
         "neurons "
         f"({100 * ch['fraction']:.4f}% of all), layers {ch['first_layer']}-{ch['last_layer']}, "
-        f"{ch['intervention']} m={ch['multiplier']:.2f}. "
+        f"{ch['intervention']} {multiplier_text(ch)}; "
+        + ("exportable" if ch.get("exportable", exportable(ch)) else "not exportable (it writes a constant)")
+        + ". "
         + ("Inside every constraint." if not r.broken else "Breaks: " + "; ".join(r.broken) + "."),
         "",
         "## Held-out check (test prompts, full-length replies)",
@@ -309,6 +359,7 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
         "",
         *_md_table(PARETO_COLUMNS, _pareto_rows(r)),
         "",
+        *_front_lines(r),
         "## Sparsity of the chosen rule (tuning prompts)",
         "",
         *_md_table(

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from neurogate import prompts
 from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.config import DiscoverConfig
+from neurogate.discovery.directions import ResidualDirections
 from neurogate.discovery.discover import gather_evidence
 from neurogate.discovery.scoring import Evidence
 from neurogate.discovery.universal import universal_neurons
@@ -29,7 +31,7 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts.leakage import without_leaks
 from neurogate.prompts.sets import PromptSet
 from neurogate.tuning.config import TuneConfig
-from neurogate.tuning.space import Point, circuit_at, paper_point, suggest
+from neurogate.tuning.space import Point, circuit_at, paper_point, paper_size, suggest
 
 logger = logging.getLogger(__name__)
 Event = Callable[[str, dict[str, Any]], None]
@@ -107,6 +109,7 @@ class Search:
         )
         self._evidence: dict[str, Evidence] = {}
         self._universal: set[tuple[int, int]] | None = None
+        self.direction = ablation_direction(lm, config)
         settings = replace(config.evaluation, max_new_tokens=config.search_tokens)
         self.evaluator = Evaluator(
             lm,
@@ -146,13 +149,14 @@ class Search:
 
     def circuit(self, point: Point) -> Circuit:
         spec = {"positive": self.positive.describe(), "negative": self.negative.describe()}
-        return circuit_at(self.lm, point, self.evidence(point.positions), self.universal(), spec)
+        evidence = self.evidence(point.positions)
+        return circuit_at(self.lm, point, evidence, self.universal(), spec, direction=self.direction)
 
     def measure(self, name: str, point: Point, evaluator: Evaluator | None = None) -> ConditionResult:
         """Evaluate ``point`` as the circuit ``name`` (stored, so a rerun reads it back)."""
         ev = evaluator or self.evaluator
         ev.circuits[name] = self.circuit(point)
-        return ev.run(Condition(point.intervention, point.multiplier, circuit=name))
+        return ev.run(Condition(point.intervention, point.condition_multiplier, circuit=name))
 
     def baseline(self) -> Scores:
         return Scores.of(self.evaluator.baseline())
@@ -164,6 +168,7 @@ class Search:
         result = self.measure(f"trial-{trial.number}", point)
         scores = Scores.of(result)
         trial.set_user_attr("scores", scores.to_dict())
+        trial.set_user_attr("point", point.to_dict())
         constraint = [scores.degenerate - self.config.max_degenerate]
         trial.set_user_attr("constraint", constraint)
         if _NATIVE_CONSTRAINTS:
@@ -187,8 +192,9 @@ class Search:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(OBJECTIVES))
         if not study.trials:
+            profiles = self.config.slopes[0] < self.config.slopes[1]  # else slope is not a parameter
             for point in seed_points(self.lm.adapter.n_layers, self.config):
-                study.enqueue_trial(point.to_dict())
+                study.enqueue_trial({k: v for k, v in point.to_dict().items() if k != "slope" or profiles})
         return study
 
     def run(self) -> optuna.Study:
@@ -205,6 +211,17 @@ class Search:
             study.optimize(self.objective, n_trials=left, timeout=self.config.budget, catch=())
         logger.info("searched %d trials in %.0f s", len(study.trials) - done, time.perf_counter() - started)
         return study
+
+
+def ablation_direction(lm: LoadedModel, config: TuneConfig) -> torch.Tensor | None:
+    """The residual direction the ``ablation-direction`` scorer ranks along: the chosen row of
+    ``config.ablation_direction`` (a directions file, such as the study's ``ablation-direction.safetensors``)
+    when given, else ``None`` (the scorer then reads the difference of means off the tuning statistics)."""
+    if config.ablation_direction is None:
+        return None
+    directions = ResidualDirections.load(config.ablation_direction)
+    directions.check_model(lm)
+    return directions.unit().to(torch.float64)
 
 
 def confirm_prompts(config: TuneConfig) -> PromptSet:
@@ -247,20 +264,23 @@ def held_out(config: TuneConfig, seen: list[PromptSet]) -> tuple[PromptSet, Prom
 
 
 def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
-    """Points tried first: the paper's rule, and each scorer at the cap with ablation."""
-    points = [paper_point(n_layers, config.cap)]
+    """Points tried first: the paper's rule, and each scorer at the paper's size (0.1%, or the cap when
+    smaller) with ablation."""
+    size = paper_size(config.cap, config.min_fraction)
+    points = [paper_point(n_layers, config.cap, config.min_fraction)]
     for scorer in config.scorers:
         if scorer != "mean-diff":
-            points.append(Point(scorer, "both", "last", config.cap, 0, n_layers - 1, "cna", 0.0))
+            points.append(Point(scorer, "both", "last", size, 0, n_layers - 1, "cna", 0.0))
     # the best point of earlier searches on the default model: the direction scorer over the template's
     # post-instruction tokens (docs/results.md)
-    points.append(Point("direction", "both", "post-mean", config.cap, 0, n_layers - 1, "cna", 0.0))
+    points.append(Point("direction", "both", "post-mean", size, 0, n_layers - 1, "cna", 0.0))
     # and the region where those searches found their best points: that scorer's positive neurons in the
     # middle of the network, at a fifth of the default cap, pushed past their benign mean
     small = max(config.min_fraction, min(config.cap, 0.0002))
     middle = (round(0.35 * (n_layers - 1)), round(0.75 * (n_layers - 1)))
     points.append(Point("direction", "positive", "post-mean", small, *middle, "mean", -1.0))
     lo, hi = config.multipliers
+    s_lo, s_hi = config.slopes
     return [
         p
         for p in points
@@ -270,6 +290,7 @@ def seed_points(n_layers: int, config: TuneConfig) -> list[Point]:
         and p.intervention in config.interventions
         and p.weights in config.weights
         and lo <= p.multiplier <= hi
+        and s_lo <= p.slope <= s_hi
     ]
 
 
@@ -324,4 +345,9 @@ def ranked_feasible(study: optuna.Study, base: Scores, config: TuneConfig) -> li
 
 
 def point_of(trial: optuna.trial.FrozenTrial) -> Point:
+    """The point a trial ran (as it recorded it; trials stored before that: from its parameters, a missing
+    slope read as 0)."""
+    stored = trial.user_attrs.get("point")
+    if isinstance(stored, dict):
+        return Point(**{k: v for k, v in stored.items() if k in Point.__dataclass_fields__})
     return Point(**{name: trial.params[name] for name in Point.__dataclass_fields__ if name in trial.params})
