@@ -10,8 +10,9 @@ overwrite what it did not write, and checks the folded weights are finite. Expor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from neurogate.lazy import lazy_names
 
 if TYPE_CHECKING:
     from neurogate.export.control_vector import export_control_vector, read_control_vector
@@ -30,14 +31,7 @@ _LAZY = {
     **dict.fromkeys(["VllmPlan", "export_adapters"], "serving"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'neurogate.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"neurogate.export.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "VllmPlan",

@@ -3,8 +3,9 @@ canonical sites, hooks that undo themselves, the one prompt -> tokens -> batches
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from neurogate.lazy import lazy_names
 
 if TYPE_CHECKING:
     from neurogate.models.architectures import Adapter, ArchSpec, resolve_adapter, supported_families
@@ -23,14 +24,7 @@ _LAZY = {
     **dict.fromkeys(["Site", "parse_site"], "sites"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'neurogate.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"neurogate.models.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "Adapter",
