@@ -214,3 +214,19 @@ def test_the_cli_passes_exportable_through(tmp_path: Path, monkeypatch: pytest.M
     assert seen[-1].exportable and seen[-1].interventions == ("cna",) and seen[-1].cap == 0.01
     CliRunner().invoke(app, args)
     assert not seen[-1].exportable and "mean" in seen[-1].interventions
+
+
+def test_a_search_of_profiles_records_them_in_the_trials_and_the_tuned_circuit(
+    lm: LoadedModel, tmp_path: Path
+) -> None:
+    """With one slope allowed, it is no search parameter: every trial still records it, and the chosen
+    circuit carries the profile in its weights under the multiplier it records."""
+    config = TuneConfig.from_mapping({**SMALL, "slopes": [0.5, 0.5], "max_trials": 2})
+    result = run_tune(config, tmp_path, lm=lm)
+    assert all(t.point["slope"] == 0.5 for t in result.trials) and result.chosen["slope"] == 0.5
+    circuit = Circuit.load(tmp_path / result.run_id / "tuned-circuit.json")
+    chosen = Point(**{k: result.chosen[k] for k in Point.__dataclass_fields__})
+    assert circuit.method["profile"]["slope"] == 0.5
+    assert circuit.recorded_intervention() == (chosen.intervention, chosen.condition_multiplier)
+    report = (tmp_path / result.run_id / "tune-report.md").read_text()
+    assert "over the layers" in report
