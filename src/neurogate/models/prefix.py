@@ -23,7 +23,7 @@ steps, each one function:
   output with the mask and positions; the caller reads what it needs: logits (teacher forcing,
   generation, the judge's answer letters), the last hidden state (the judge's probe). The capture pass
   runs the same batches through its :class:`~neurogate.discovery.recorder.Recorder` instead.
-- :func:`prefill` is the one-call form: the prefix built, used and dropped in one pass.
+- :func:`prefill` is the one-call form: the prefix built, used by one batch and dropped.
 
 Interventions act per position, so they apply to the prefix pass as to any other. The prefix pass has one
 row whatever the batch, so a row's numbers do not depend on which rows share its batch any more than with
