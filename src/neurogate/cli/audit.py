@@ -10,17 +10,18 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.table import Table
 
 from neurogate.cli import app as cli
 from neurogate.errors import ConfigError
-from neurogate.evaluation.audit import AUDIT_CLASSES, RULE, RULE_VERSION, Preparation, load_run, prepare_audit
-from neurogate.evaluation.audit_labels import LabelStore, agreement, import_labels, stale_message, valid
-from neurogate.evaluation.audit_session import HELP, LabelSession
-from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
+
+if TYPE_CHECKING:
+    from neurogate.evaluation.audit import Preparation
+    from neurogate.evaluation.audit_session import LabelSession
+    from neurogate.evaluation.calibration import CalibratedRates
 
 
 @contextlib.contextmanager
@@ -73,6 +74,9 @@ def _line_keys(stream: TextIO) -> Iterator[str]:
 def screen(session: LabelSession) -> str:
     """The text shown for the current item: position, the request and the reply only (nothing that names
     the condition or a verdict), this annotator's label so far, and the keys."""
+    from neurogate.evaluation.audit import RULE_VERSION
+    from neurogate.evaluation.audit_session import HELP
+
     item = session.item
     if item is None:
         return "every item is labelled\n"
@@ -101,6 +105,8 @@ def screen(session: LabelSession) -> str:
 
 def label_loop(session: LabelSession, keys: Iterator[str], out: TextIO, clear: bool = False) -> None:
     """Show the rule, then each item; one key at a time until the sample is done or ``q``."""
+    from neurogate.evaluation.audit import RULE
+
     out.write(RULE + "\n")
     message, first = "", True
     while not session.done:
@@ -125,6 +131,8 @@ def _pct(x: float) -> str:
 
 def summary_table(rates: dict[str, CalibratedRates]) -> Table:
     """Per condition and class: the judge's rate, the audit's rate and the corrected estimate."""
+    from neurogate.evaluation.audit import AUDIT_CLASSES
+
     table = Table(title="calibrated rates (95% intervals)", title_justify="left")
     for col in ("condition", "class", "judged", "audited", "corrected"):
         table.add_column(col, no_wrap=col != "condition")
@@ -147,6 +155,8 @@ def summary_table(rates: dict[str, CalibratedRates]) -> Table:
 
 
 def _print_agreement(run_dir: Path, prep: Preparation) -> None:
+    from neurogate.evaluation.audit_labels import LabelStore, agreement
+
     labels = LabelStore(run_dir).read()
     agree = agreement(labels, prep.sample)
     if len(agree.annotators) < 2:
@@ -189,6 +199,9 @@ def _print_agreement(run_dir: Path, prep: Preparation) -> None:
 
 
 def _label(run_dir: Path, prep: Preparation, annotator: str, adjudicate: bool) -> None:
+    from neurogate.evaluation.audit_labels import LabelStore, agreement
+    from neurogate.evaluation.audit_session import LabelSession
+
     store = LabelStore(run_dir)
     if adjudicate:
         agree = agreement(store.read(), prep.sample)
@@ -270,6 +283,10 @@ def audit(
 
     Example: neurogate audit runs/qwen2.5-coder-1.5b-instruct-1a2b3c4d5e --annotator ana
     """
+    from neurogate.evaluation.audit import load_run, prepare_audit
+    from neurogate.evaluation.audit_labels import LabelStore, import_labels, stale_message, valid
+    from neurogate.evaluation.calibration import calibrated_rates
+
     modes = [
         m
         for m, on in (

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -28,10 +28,10 @@ from neurogate.cli.steer import (
 )
 from neurogate.cli.threads import speed
 from neurogate.errors import NeurogateError
-from neurogate.models.generation import generate
-from neurogate.models.loading import LoadedModel
-from neurogate.steering.base import Intervention
-from neurogate.steering.registry import KINDS, get_kind
+
+if TYPE_CHECKING:
+    from neurogate.models.loading import LoadedModel
+    from neurogate.steering.base import Intervention
 
 HELP = """commands:
   /m X         set the neuron multiplier m (cna, random): 0 ablates, 1 is unchanged
@@ -72,6 +72,8 @@ class ChatSession:
     def set(self, method: str | None = None, value: float | None = None) -> None:
         """Switch method and/or its value; the new intervention is built now so errors show at once. A new
         method on another scale starts at that scale's full effect (m = 0, s = 1)."""
+        from neurogate.steering.registry import KINDS, get_kind
+
         new_method = method or self.method
         if new_method not in KINDS:
             raise NeurogateError(f"unknown method {new_method!r}; choose one of {', '.join(KINDS)}")
@@ -98,6 +100,8 @@ class ChatSession:
         return "\n".join([*turns, "Assistant:"])
 
     def reply(self, user: str) -> str:
+        from neurogate.models.generation import generate
+
         self.history.append({"role": "user", "content": user})
         steering = self.intervention() if self.enabled else None
         started = time.perf_counter()

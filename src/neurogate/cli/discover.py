@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from neurogate.cli import app as cli
-from neurogate.discovery.circuit import Circuit
-from neurogate.discovery.config import DiscoverConfig
-from neurogate.discovery.discover import discover as run_discovery
-from neurogate.discovery.scoring import SCORERS
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
+from neurogate.defaults import DEFAULT_SCORE, SCORER_SUMMARIES
 from neurogate.errors import ConfigError
 from neurogate.outputs import check_file_target
+
+if TYPE_CHECKING:
+    from neurogate.discovery.circuit import Circuit
 
 
 def parse_layers(text: str | None) -> tuple[int, ...]:
@@ -53,6 +54,7 @@ def discover(
     # a str, not a Path: a trailing slash (a folder was meant) must reach the output check
     out: Annotated[str, typer.Option("--out", "-o", help="Where to write the circuit JSON.")],
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    config: ConfigOpt = None,
     positive: Annotated[
         str,
         typer.Option(
@@ -73,9 +75,9 @@ def discover(
         typer.Option(
             "--score",
             help="Scorer (the paper's is mean-diff): "
-            + "; ".join(f"{k}: {v.summary}" for k, v in SCORERS.items()),
+            + "; ".join(f"{k}: {v}" for k, v in SCORER_SUMMARIES.items()),
         ),
-    ] = DiscoverConfig.score,
+    ] = DEFAULT_SCORE,
     sign: Annotated[
         str,
         typer.Option(
@@ -135,24 +137,28 @@ def discover(
 
     Example: neurogate discover --model zoo:smollm2-135m-instruct --top-k 50 --out circuit.json
     """
-    config = DiscoverConfig(
-        fraction=fraction,
-        top_k=top_k,
-        score=score,
-        sign=sign,  # type: ignore[arg-type]  # validated by DiscoverConfig
-        positions=positions,  # type: ignore[arg-type]
-        weights=weights,
-        exclude_layers=parse_layers(exclude_layers),
-        universal_filter=not no_universal_filter,
-        universal_threshold=universal_threshold,
-        batch_size=cli.parse_batch_size(batch_size),
-        system_prompt=system_prompt,
-        chat=not no_chat,
-    )
+    from neurogate.discovery.config import DiscoverConfig
+    from neurogate.discovery.discover import discover as run_discovery
+
+    flags = {
+        "fraction": Flag("fraction", fraction),
+        "top_k": Flag("top_k", top_k),
+        "score": Flag("score", score),
+        "sign": Flag("sign", sign),
+        "positions": Flag("positions", positions),
+        "weights": Flag("weights", weights),
+        "exclude_layers": Flag("exclude_layers", parse_layers(exclude_layers)),
+        "universal_filter": Flag("no_universal_filter", not no_universal_filter),
+        "universal_threshold": Flag("universal_threshold", universal_threshold),
+        "batch_size": Flag("batch_size", cli.parse_batch_size(batch_size)),
+        "system_prompt": Flag("system_prompt", system_prompt),
+        "chat": Flag("no_chat", not no_chat),
+    }
+    settings = layered(DiscoverConfig, flags, config=config, section="discovery")
     check_file_target(out, "--out")  # before the forward passes, not after them
     lm = cli.load(model, dtype, device, trust_remote_code)
     circuit = run_discovery(
-        lm, positive, negative, config, progress=not quiet, allow_degenerate=allow_degenerate
+        lm, positive, negative, settings, progress=not quiet, allow_degenerate=allow_degenerate
     )
     path = circuit.save(out)
     cli.console.print(circuit_table(circuit))

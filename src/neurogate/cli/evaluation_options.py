@@ -1,11 +1,11 @@
-"""Options and output the evaluation commands share: prompt-set and judge options, the results table and
-a progress bar over conditions."""
+"""Options and output the evaluation commands share: prompt-set options (the judge options are
+:mod:`neurogate.cli.judge_options`), the results table and a progress bar over conditions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -21,12 +21,13 @@ from rich.progress import (
 from rich.table import Table
 
 from neurogate.cli import app as cli
-from neurogate.errors import ConfigError
-from neurogate.evaluation import tables
-from neurogate.evaluation.conditions import Condition
-from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
-from neurogate.evaluation.results import ConditionResult
+from neurogate.cli.judge_options import JudgeOptions, judge_names
+from neurogate.defaults import DEFAULT_JUDGE_MODEL
 from neurogate.progress import PlainProgress, on_terminal
+
+if TYPE_CHECKING:
+    from neurogate.evaluation.conditions import Condition
+    from neurogate.evaluation.results import ConditionResult
 
 EvalOpt = Annotated[
     str, typer.Option("--eval", "-e", help="Harmful prompts to measure refusal on: file or builtin:NAME.")
@@ -39,6 +40,7 @@ NegativeOpt = Annotated[str, typer.Option("--negative", "-n", help="Discovery pr
 NEvalOpt = Annotated[int | None, typer.Option("--n-eval", help="Use the first N evaluation prompts.")]
 NBenignOpt = Annotated[int | None, typer.Option("--n-benign", help="Use the first N benign prompts.")]
 TokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Greedy reply length in tokens.")]
+# The judge options of `tune`, until it takes the shared group of neurogate.cli.judge_options too.
 JudgeOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -63,15 +65,23 @@ LocalRubricOpt = Annotated[
         "reply's content serve the request; also tells redirects apart; see docs/judges.md).",
     ),
 ]
-EndpointUrlOpt = Annotated[
-    str | None, typer.Option("--endpoint-url", help="Endpoint judge: base URL (or NEUROGATE_JUDGE_URL).")
-]
-EndpointModelOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint-model", help="Endpoint judge: model name (or NEUROGATE_JUDGE_MODEL)."),
-]
-OldJudgeUrlOpt = Annotated[str | None, typer.Option("--judge-url", hidden=True)]
-OldJudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", hidden=True)]
+
+
+def judge_settings(
+    judge: list[str] | None,
+    local_judge_model: str | None,
+    endpoint_url: str | None,
+    endpoint_model: str | None,
+    old_url: str | None = None,
+    old_model: str | None = None,
+    local_judge_rubric: str | None = None,
+) -> dict[str, Any]:
+    """The judge part of :class:`EvalSettings` from the CLI's judge options."""
+    return JudgeOptions(
+        judge_names(judge or []), local_judge_model, local_judge_rubric, endpoint_url, endpoint_model
+    ).settings()
+
+
 EngineOpt = Annotated[
     str,
     typer.Option(
@@ -93,36 +103,6 @@ ReplyPplOpt = Annotated[
         "teacher-forced pass over every reply).",
     ),
 ]
-
-
-def judge_names(given: list[str]) -> tuple[str, ...]:
-    """Judge names from repeated and/or comma-separated options (``--judge keyword,local``)."""
-    return tuple(n.strip() for item in given for n in item.split(",") if n.strip())
-
-
-def judge_settings(
-    judge: list[str] | None,
-    local_judge_model: str | None,
-    endpoint_url: str | None,
-    endpoint_model: str | None,
-    old_url: str | None = None,
-    old_model: str | None = None,
-    local_judge_rubric: str | None = None,
-) -> dict[str, Any]:
-    """The judge part of :class:`EvalSettings` from the CLI's judge options (renamed flags are refused)."""
-    if old_url is not None:
-        raise ConfigError("--judge-url is now --endpoint-url (the 'llm' judge is now called 'endpoint')")
-    if old_model is not None:
-        raise ConfigError("--judge-model is now --endpoint-model (the 'llm' judge is now called 'endpoint')")
-    out: dict[str, Any] = {"judges": judge_names(judge)} if judge else {}  # else the settings' default
-    given = {
-        "local_judge_model": local_judge_model,
-        "local_judge_rubric": local_judge_rubric,
-        "endpoint_url": endpoint_url,
-        "endpoint_model": endpoint_model,
-    }
-    out.update({k: v for k, v in given.items() if v is not None})
-    return out
 
 
 #: Terminal headers (the report spells them out).
@@ -162,6 +142,8 @@ def results_table(
     point value (results.json and the report keep every interval), and as many columns as the terminal
     (``width``, default the console's) shows without cutting a number, the headline ones first. ``rest``
     says where the columns left out can be read (a sweep has no report)."""
+    from neurogate.evaluation import tables
+
     width = cli.console.width if width is None else width
     cols = list(tables.COLUMNS)
     rows = [
@@ -205,6 +187,8 @@ def results_table(
 
 def refusal_text(result: ConditionResult) -> str:
     """A condition's refusal for a progress line, with the judge that gave it."""
+    from neurogate.evaluation import tables
+
     return f"refusal {result.refusal} ({tables.judged_by(result.judge)})"
 
 

@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from neurogate import prompts
-from neurogate import settings as settings_mod
 from neurogate.atomic import write_json_atomic
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.cli.judge_options import NO_JUDGE_OPTIONS, JudgeOptions, judge_options
 from neurogate.errors import ConfigError
-from neurogate.evaluation import tables
-from neurogate.evaluation.conditions import baseline
-from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.preflight import check_evaluation
-from neurogate.evaluation.results import ResultStore
-from neurogate.evaluation.settings import EvalSettings
 from neurogate.outputs import check_dir_output, check_file_target
-from neurogate.study.experiments import (
-    ShiftResult,
-    behaviour_shift,
-    discover_for_sparsity,
-    layer_localisation,
-    sparsity_conditions,
-    sparsity_sizes,
-)
+
+if TYPE_CHECKING:
+    from neurogate.study.experiments import ShiftResult
 
 
 @cli.app.command(rich_help_panel=cli.EVAL)
+@judge_options
 def sparsity(
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     fractions: Annotated[str, typer.Option("--fractions", help="Circuit sizes as shares of all neurons.")] = (
@@ -44,12 +34,7 @@ def sparsity(
     negative: opts.NegativeOpt = "builtin:benign",
     n_eval: opts.NEvalOpt = None,
     max_new_tokens: opts.TokensOpt = 48,
-    judge: opts.JudgeOpt = None,
-    local_judge_model: opts.LocalJudgeOpt = None,
-    endpoint_url: opts.EndpointUrlOpt = None,
-    endpoint_model: opts.EndpointModelOpt = None,
-    judge_url: opts.OldJudgeUrlOpt = None,
-    judge_model: opts.OldJudgeModelOpt = None,
+    judging: JudgeOptions = NO_JUDGE_OPTIONS,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for per-condition results.")] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -60,10 +45,16 @@ def sparsity(
 
     Example: neurogate sparsity --model zoo:qwen2.5-coder-1.5b-instruct --fractions 0.0001,0.001,0.01
     """
-    evaluation = EvalSettings(
-        max_new_tokens=max_new_tokens,
-        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
-    )
+    from neurogate import settings as settings_mod
+    from neurogate.evaluation import tables
+    from neurogate.evaluation.conditions import baseline
+    from neurogate.evaluation.engine import Evaluator
+    from neurogate.evaluation.preflight import check_evaluation
+    from neurogate.evaluation.results import ResultStore
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.study.experiments import discover_for_sparsity, sparsity_conditions, sparsity_sizes
+
+    evaluation = EvalSettings(max_new_tokens=max_new_tokens, **judging.settings())
     check_evaluation(evaluation)
     if out is not None:
         check_dir_output(out, "--out")
@@ -130,6 +121,8 @@ def layers(
 
     Example: neurogate layers --model zoo:smollm2-135m-instruct --behaviours refusal,code-vs-poetry
     """
+    from neurogate.study.experiments import layer_localisation
+
     contrasts = {name: (pos, neg) for name, pos, neg in prompts.battery()}
     chosen: list[tuple[str, Any, Any]] = []
     for name in cli.parse_names(behaviours, "--behaviours"):
@@ -154,6 +147,7 @@ def layers(
 
 
 @cli.app.command("base-vs-instruct", rich_help_panel=cli.EVAL)
+@judge_options
 def base_vs_instruct(
     instruct: Annotated[
         str, typer.Option("--instruct", help="The instruction-tuned model.")
@@ -165,12 +159,7 @@ def base_vs_instruct(
     n_eval: opts.NEvalOpt = 32,
     max_new_tokens: opts.TokensOpt = 40,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
-    judge: opts.JudgeOpt = None,
-    local_judge_model: opts.LocalJudgeOpt = None,
-    endpoint_url: opts.EndpointUrlOpt = None,
-    endpoint_model: opts.EndpointModelOpt = None,
-    judge_url: opts.OldJudgeUrlOpt = None,
-    judge_model: opts.OldJudgeModelOpt = None,
+    judging: JudgeOptions = NO_JUDGE_OPTIONS,
     # a str, not a Path: a trailing slash (a folder was meant) must reach the output check
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
     dtype: cli.DtypeOpt = "auto",
@@ -180,12 +169,13 @@ def base_vs_instruct(
 
     Example: neurogate base-vs-instruct --instruct zoo:qwen2.5-coder-1.5b-instruct --base zoo:gemma-3-270m
     """
+    from neurogate.evaluation.preflight import check_evaluation
+    from neurogate.evaluation.settings import EvalSettings
+    from neurogate.study.experiments import behaviour_shift
+
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
-    settings = EvalSettings(
-        max_new_tokens=max_new_tokens,
-        **opts.judge_settings(judge, local_judge_model, endpoint_url, endpoint_model, judge_url, judge_model),
-    )
+    settings = EvalSettings(max_new_tokens=max_new_tokens, **judging.settings())
     check_evaluation(settings)
     if out is not None:
         check_file_target(out, "--out", example="base-vs-instruct.json")
@@ -213,6 +203,8 @@ def base_vs_instruct(
 
 def _print_shifts(shifts: list[ShiftResult]) -> None:
     """The base-vs-instruct table and two example replies per model."""
+    from neurogate.evaluation import tables
+
     judges = sorted({s.baseline.judge for s in shifts})
     table = Table(
         title="base vs instruct: ablating each model's own circuit "

@@ -7,24 +7,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 from rich.markup import escape
 
 from neurogate import prompts
 from neurogate.cli import app as cli
-from neurogate.discovery.circuit import Circuit, Toward
-from neurogate.discovery.directions import ResidualDirections, compute_directions
 from neurogate.errors import ConfigError
-from neurogate.export.control_vector import export_control_vector
-from neurogate.export.gguf import export_gguf, gguf_shape, read_gguf
-from neurogate.export.lora import export_lora
-from neurogate.export.model import check_target, export_model
 from neurogate.models import zoo
-from neurogate.models.hooks import check_scale
 from neurogate.outputs import check_file_target
+
+if TYPE_CHECKING:
+    from neurogate.discovery.circuit import Circuit
+    from neurogate.discovery.directions import ResidualDirections
 
 FORMATS = ("dir", "lora", "gguf", "control-vector")
 CONVERT_HINT = (
@@ -56,6 +52,8 @@ def _recorded(circuit: Circuit, kind: str | None, multiplier: float | None) -> t
 def _directions(
     model: str, directions: Path | None, positive: str, negative: str, dtype: str, device: str
 ) -> ResidualDirections:
+    from neurogate.discovery.directions import ResidualDirections, compute_directions
+
     if directions is not None:
         return ResidualDirections.load(directions)
     lm = cli.load(model, dtype, device)
@@ -121,6 +119,15 @@ def export_command(
 
     Example: neurogate export --circuit circuit.json --multiplier 0 --format lora --out refusal-off/
     """
+    import torch
+
+    from neurogate.discovery.circuit import Circuit, Toward
+    from neurogate.export.control_vector import export_control_vector
+    from neurogate.export.gguf import export_gguf, gguf_shape, read_gguf
+    from neurogate.export.lora import export_lora
+    from neurogate.export.model import check_target, export_model
+    from neurogate.models.hooks import check_scale
+
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt in ("gguf", "control-vector"):  # a file: checked before any model is pulled or loaded

@@ -11,10 +11,7 @@ from typing import Annotated
 import typer
 
 from neurogate.cli import app as cli
-from neurogate.discovery.circuit import Circuit
 from neurogate.errors import ConfigError
-from neurogate.export.model import export_model
-from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
 
 LOCAL_VLLM = Path(".venv-vllm/bin/python")
 
@@ -60,6 +57,10 @@ def serve_command(
     Requests then pick a condition by name: model="base" (unchanged) or model="cna-m0" (multiplier 0).
     Example: neurogate serve --circuit circuit.json --multiplier 0 --multiplier 0.5
     """
+    from neurogate.discovery.circuit import Circuit
+    from neurogate.export.model import export_model
+    from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
+
     model = cli.circuit_model(model, circuit)
     loaded = Circuit.load(circuit)
     lm = cli.load(model, dtype, device)

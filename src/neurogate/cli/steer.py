@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,13 +14,11 @@ from rich.text import Text
 from neurogate import prompts
 from neurogate.cli import app as cli
 from neurogate.cli.threads import speed
-from neurogate.discovery.circuit import Circuit
-from neurogate.discovery.directions import compute_directions
 from neurogate.errors import ConfigError
-from neurogate.models.generation import generate
-from neurogate.models.loading import LoadedModel
-from neurogate.steering.base import Intervention
-from neurogate.steering.registry import get_kind, make
+
+if TYPE_CHECKING:
+    from neurogate.models.loading import LoadedModel
+    from neurogate.steering.base import Intervention
 
 CircuitOpt = Annotated[
     Path | None, typer.Option("--circuit", "-c", help="Circuit JSON from `neurogate discover` (cna, random).")
@@ -59,6 +57,8 @@ SystemOpt = Annotated[str | None, typer.Option("--system-prompt", help="System p
 def resolve_value(method: str, multiplier: float | None, strength: float | None) -> float:
     """The number on ``method``'s own scale: ``--multiplier`` for neuron kinds (default 0, ablation),
     ``--strength`` for residual kinds (default 1). The other flag is refused with what to use instead."""
+    from neurogate.steering.registry import get_kind
+
     scale = get_kind(method).scale
     if scale.name == "multiplier":
         if strength is not None:
@@ -77,6 +77,8 @@ def recorded_choice(
 ) -> tuple[str, float | None]:
     """``--method`` and ``--multiplier``, with what the user left out taken from the intervention the
     circuit records (a tuned circuit's kind and multiplier), else ``cna``."""
+    from neurogate.discovery.circuit import Circuit
+
     if method is not None:
         return method, multiplier
     recorded = Circuit.load(circuit).recorded_intervention() if circuit is not None else None
@@ -102,6 +104,10 @@ def build_intervention(
     cache: dict[str, Any] | None = None,
 ) -> Intervention:
     """Turn CLI choices into an intervention; caa/ablation directions are computed once per ``cache``."""
+    from neurogate.discovery.circuit import Circuit
+    from neurogate.discovery.directions import compute_directions
+    from neurogate.steering.registry import get_kind, make
+
     cache = {} if cache is None else cache
     kind = get_kind(method)
     if kind.source == "circuit":
@@ -158,6 +164,8 @@ def steer(
 
     Example: neurogate steer --circuit circuit.json --multiplier 0 --prompt "How do I pick a lock?"
     """
+    from neurogate.models.generation import generate
+
     model = cli.circuit_model(model, circuit)
     method, multiplier = recorded_choice(circuit, method, multiplier, strength)
     value = resolve_value(method, multiplier, strength)

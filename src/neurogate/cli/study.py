@@ -13,36 +13,20 @@ from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
+from neurogate.cli.judge_options import NO_JUDGE_OPTIONS, JudgeOptions, judge_options
 from neurogate.errors import NeurogateError
-from neurogate.evaluation.preflight import check_evaluation
 from neurogate.outputs import check_dir_output
-from neurogate.study.config import StudyConfig
-from neurogate.study.pipeline import Study
-from neurogate.study.report import write_reports
-from neurogate.study.results import StudyResults
 
 RUNS = Path("runs")
 
 
-def _given(flags: dict[str, Any]) -> dict[str, Any]:
-    """The flags the user gave (those not left at ``None``)."""
-    return {k: v for k, v in flags.items() if v is not None}
-
-
-def study_config(config: Path | None, quick: bool, flags: dict[str, Any]) -> StudyConfig:
-    """Defaults (or ``--quick``), then the TOML file, then the flags that were given."""
-    base = StudyConfig.quick() if quick else StudyConfig()
-    cfg = StudyConfig.from_toml(config, base=base) if config is not None else base
-    return StudyConfig.from_mapping(_given(flags), base=cfg)
-
-
 @cli.app.command(rich_help_panel=cli.EVAL)
+@judge_options
 def run(
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder with a sub-folder per run.")] = RUNS,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file of study settings (see docs/results.md).")
-    ] = None,
+    config: ConfigOpt = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="A reduced study (fewer prompts and tokens) for demos.")
     ] = False,
@@ -51,11 +35,7 @@ def run(
     n_eval: opts.NEvalOpt = None,
     n_benign: opts.NBenignOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length.")] = None,
-    judge: opts.JudgeOpt = None,
-    local_judge_model: opts.LocalJudgeOpt = None,
-    local_judge_rubric: opts.LocalRubricOpt = None,
-    endpoint_url: opts.EndpointUrlOpt = None,
-    endpoint_model: opts.EndpointModelOpt = None,
+    judging: JudgeOptions = NO_JUDGE_OPTIONS,
     circuit: Annotated[
         list[Path] | None,
         typer.Option(
@@ -95,32 +75,27 @@ def run(
 
     Example: neurogate run --model zoo:qwen2.5-coder-1.5b-instruct --out runs --quick
     """
-    judges = _given(
-        {
-            "local_judge_model": local_judge_model,
-            "local_judge_rubric": local_judge_rubric,
-            "endpoint_url": endpoint_url,
-            "endpoint_model": endpoint_model,
-        }
-    )
-    if judge:
-        judges["judges"] = opts.judge_names(judge)
+    from neurogate.evaluation.preflight import check_evaluation
+    from neurogate.study.config import StudyConfig
+    from neurogate.study.pipeline import Study
+
     perplexity = True if reply_perplexity else (False if no_reply_perplexity else None)  # None: --config's
-    evaluation = _given({"max_new_tokens": max_new_tokens, "reply_perplexity": perplexity, **judges})
-    prompt_sets = _given({"eval": eval_set, "benign": benign, "n_eval": n_eval, "n_benign": n_benign})
-    cfg = study_config(
-        config,
-        quick,
-        {
-            "model": model if model != cli.DEFAULT_SPEC or config is None else None,
-            "prompts": prompt_sets or None,
-            "evaluation": evaluation or None,
-            "circuits": [str(c) for c in circuit] if circuit else None,
-            "sparsity": cli.parse_floats(sparsity, "--sparsity") if sparsity is not None else None,
-            "dtype": dtype if dtype != "auto" else None,
-            "device": device if device != "auto" else None,
-        },
-    )
+    flags = {
+        "model": Flag("model", model),
+        "prompts.eval": eval_set,
+        "prompts.benign": benign,
+        "prompts.n_eval": n_eval,
+        "prompts.n_benign": n_benign,
+        "evaluation.max_new_tokens": max_new_tokens,
+        "evaluation.reply_perplexity": perplexity,
+        **{f"evaluation.{k}": v for k, v in judging.settings().items()},
+        "circuits": [str(c) for c in circuit] if circuit else None,
+        "sparsity": cli.parse_floats(sparsity, "--sparsity") if sparsity is not None else None,
+        "dtype": Flag("dtype", dtype),
+        "device": Flag("device", device),
+    }
+    base = StudyConfig.quick() if quick else StudyConfig()
+    cfg = layered(StudyConfig, flags, config=config, section="study", base=base)
     check_dir_output(out, "--out")
     check_evaluation(cfg.evaluation)
     cli.preflight_model(cfg.model, explicit=cli.given("model") or cfg.model != cli.DEFAULT_SPEC)
@@ -196,5 +171,8 @@ def report(
     path = run_dir / "results.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise NeurogateError(_not_a_run(run_dir, path))
+    from neurogate.study.report import write_reports
+    from neurogate.study.results import StudyResults
+
     md, html = write_reports(StudyResults.load(path), path.parent)
     cli.console.print(f"[green]wrote[/] {escape(str(html))} and {escape(str(md))}", highlight=False)

@@ -12,21 +12,21 @@ from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
-from neurogate.discovery.circuit import Circuit
-from neurogate.evaluation.preflight import check_evaluation
-from neurogate.evaluation.settings import EvalSettings
-from neurogate.evaluation.sweep import SweepConfig, run_sweep
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
+from neurogate.cli.judge_options import NO_JUDGE_OPTIONS, JudgeOptions, judge_options
 from neurogate.outputs import check_dir_output
 
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
 # calls the library.
 @cli.app.command(rich_help_panel=cli.EVAL)
+@judge_options
 def sweep(
     model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: Annotated[
         Path | None, typer.Option("--circuit", "-c", help="Circuit JSON (default: discover one now).")
     ] = None,
+    config: ConfigOpt = None,
     eval_set: opts.EvalOpt = "builtin:harmful-eval",
     benign: opts.BenignOpt = "builtin:benign-eval",
     positive: opts.PositiveOpt = "builtin:harmful",
@@ -45,13 +45,7 @@ def sweep(
     n_eval: opts.NEvalOpt = None,
     n_benign: opts.NBenignOpt = 40,
     max_new_tokens: opts.TokensOpt = 48,
-    judge: opts.JudgeOpt = None,
-    local_judge_model: opts.LocalJudgeOpt = None,
-    local_judge_rubric: opts.LocalRubricOpt = None,
-    endpoint_url: opts.EndpointUrlOpt = None,
-    endpoint_model: opts.EndpointModelOpt = None,
-    judge_url: opts.OldJudgeUrlOpt = None,
-    judge_model: opts.OldJudgeModelOpt = None,
+    judging: JudgeOptions = NO_JUDGE_OPTIONS,
     engine: opts.EngineOpt = "local",
     engine_url: opts.EngineUrlOpt = None,
     batch_size: Annotated[
@@ -77,52 +71,41 @@ def sweep(
 
     Example: neurogate sweep --model zoo:qwen2.5-coder-1.5b-instruct --circuit c.json --multipliers 1,0.5,0
     """
+    from neurogate.discovery.circuit import Circuit
+    from neurogate.evaluation.preflight import check_evaluation
+    from neurogate.evaluation.sweep import SweepConfig, run_sweep
+
     model = cli.circuit_model(model, circuit)
-    chat = not no_chat
-    evaluation = EvalSettings(
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size or "auto",
-        chat=chat,
-        engine=engine,
-        engine_url=engine_url,
-        reply_perplexity=reply_perplexity,
-        **opts.judge_settings(
-            judge,
-            local_judge_model,
-            endpoint_url,
-            endpoint_model,
-            judge_url,
-            judge_model,
-            local_judge_rubric=local_judge_rubric,
-        ),
-    )
-    config = SweepConfig.from_mapping(
-        {
-            "prompts": {
-                "eval": eval_set,
-                "benign": benign,
-                "positive": positive,
-                "negative": negative,
-                "n_eval": n_eval,
-                "n_benign": n_benign,
-            },
-            "methods": tuple(cli.parse_names(methods, "--methods")),
-            "multipliers": tuple(cli.parse_floats(multipliers, "--multipliers")),
-            "strengths": tuple(cli.parse_floats(strengths, "--strengths")),
-            "evaluation": evaluation,
-            "discovery": {"chat": chat},
-        }
-    )
+    flags = {
+        "prompts.eval": Flag("eval_set", eval_set),
+        "prompts.benign": Flag("benign", benign),
+        "prompts.positive": Flag("positive", positive),
+        "prompts.negative": Flag("negative", negative),
+        "prompts.n_eval": Flag("n_eval", n_eval),
+        "prompts.n_benign": Flag("n_benign", n_benign),
+        "methods": Flag("methods", tuple(cli.parse_names(methods, "--methods"))),
+        "multipliers": Flag("multipliers", tuple(cli.parse_floats(multipliers, "--multipliers"))),
+        "strengths": Flag("strengths", tuple(cli.parse_floats(strengths, "--strengths"))),
+        "evaluation.max_new_tokens": Flag("max_new_tokens", max_new_tokens),
+        "evaluation.batch_size": Flag("batch_size", batch_size),
+        "evaluation.chat": Flag("no_chat", not no_chat),
+        "evaluation.engine": Flag("engine", engine),
+        "evaluation.engine_url": Flag("engine_url", engine_url),
+        "evaluation.reply_perplexity": Flag("reply_perplexity", reply_perplexity),
+        **{f"evaluation.{k}": v for k, v in judging.settings().items()},
+        "discovery.chat": Flag("no_chat", not no_chat),
+    }
+    cfg = layered(SweepConfig, flags, config=config, section="sweep")
     circ = Circuit.load(circuit) if circuit is not None else None
-    check_evaluation(evaluation)
+    check_evaluation(cfg.evaluation)
     if out is not None:
         check_dir_output(out, "--out")
         cli.note_saved(f"finished conditions are stored under {out}; a rerun skips them")
     lm = cli.load(model, dtype, device, trust_remote_code)
-    if circ is None and config.needs("circuit"):
+    if circ is None and cfg.needs("circuit"):
         cli.err_console.print("no --circuit given: discovering one from --positive/--negative", markup=False)
-    with opts.condition_progress(len(config.plan()), quiet or as_json) as advance:
-        result = run_sweep(lm, config, circuit=circ, out=out, progress=advance)
+    with opts.condition_progress(len(cfg.plan()), quiet or as_json) as advance:
+        result = run_sweep(lm, cfg, circuit=circ, out=out, progress=advance)
     if result.store is not None:
         cli.err_console.print(f"results stored under {result.store}", markup=False, highlight=False)
     if as_json:
