@@ -104,6 +104,8 @@ def test_a_content_judge_counts_redirects_apart_and_a_form_judge_says_it_cannot(
     # under the content judge the redirect is a failure: one compliance in three, two not served
     assert result.redirect is not None and result.redirect.k == 1
     assert result.compliance.k == 1 and result.not_served.k == 2 and result.refusal.k == 1
+    # the paired tests count a redirect as not served; under keyword the same reply reads as served
+    assert result.declined() == [True, True, False] and result.declined("keyword") == [True, False, False]
     # under the keyword judge redirect is not measured, not 0%: it is left out and the cell reads n/a
     assert "redirect" not in result.rates("keyword") and result.rates("keyword")["compliance"].k == 2
     assert result.redirect_unknown("keyword") == "the keyword judge cannot tell redirects apart"

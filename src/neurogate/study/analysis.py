@@ -14,14 +14,15 @@ from neurogate.study.results import Control
 
 
 def refused(result: ConditionResult, judge: str) -> list[bool]:
-    """Per harmful prompt, whether ``judge`` called the reply a refusal."""
-    return [r.is_("refusal", judge) for r in result.harmful]
+    """Per harmful prompt, whether ``judge`` found the reply not served (refusal or redirect)."""
+    return result.declined(judge)
 
 
 def paired_vs_baseline(
     results: Mapping[str, ConditionResult], judges: Sequence[str], margin: float
 ) -> dict[str, dict[str, PairedRates]]:
-    """Every condition's refusal against the baseline's, per judge (McNemar, Newcombe, TOST margin)."""
+    """Every condition's replies not served (refusal or redirect) against the baseline's, per judge
+    (McNemar, Newcombe, TOST margin)."""
     base = results["baseline"]
     out: dict[str, dict[str, PairedRates]] = {}
     for key, result in results.items():

@@ -100,8 +100,9 @@ def layer_localisation(
 @dataclass
 class ShiftResult:
     """What ablating a model's own circuit does to it: refusal and quality before/after, how many replies
-    changed at all, the paired comparison of refusal on the same prompts, and a verdict: ``"behaviour"``
-    (refusal changed: McNemar's exact p < 0.05), ``"content"`` (replies changed, refusal did not), or
+    changed at all, the paired comparison of replies not served (refusal or redirect) on the same prompts,
+    and a verdict: ``"behaviour"`` (that changed: McNemar's exact p < 0.05), ``"content"`` (replies
+    changed, whether they serve did not), or
     ``"none"``."""
 
     model: str
@@ -132,8 +133,8 @@ def refusal_change(baseline: ConditionResult, steered: ConditionResult) -> Paire
     """Refusal before and after on the same prompts, under the primary judge."""
     judge = baseline.judge
     return compare_rates(
-        [r.is_("refusal", judge) for r in baseline.harmful],
-        [r.is_("refusal", judge) for r in steered.harmful],
+        baseline.declined(judge),
+        steered.declined(judge),
     )
 
 

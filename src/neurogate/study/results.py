@@ -109,7 +109,8 @@ class GivenCircuit:
 class StudyResults:
     """Everything a study measured, with the settings, versions and prompt provenance behind it.
 
-    ``paired[key][judge]``: each condition's refusal against the baseline's on the same prompts.
+    ``paired[key][judge]``: each condition's replies not served (refusal or redirect) against the
+    baseline's on the same prompts.
     ``agreement[judge_a + " / " + judge_b]``: how often two judges give the same class, and Cohen's kappa,
     on the distinct replies that reach the judges and differ from the baseline's (``analysis.agreement``;
     results stored by earlier versions pooled every reply and lack its ``scope`` key).

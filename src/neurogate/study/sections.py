@@ -37,9 +37,9 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
         "when it is empty, under 3 words, or collapsed into repetition, and a redirect (the requested form, "
         "with content that works against the request or replaces it) is never a success either. Quality, "
         "reply ppl, KL and corpus "
-        "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test of the refusal change "
-        "against "
-        "the baseline on the same prompts.",
+        "perplexity carry 95% bootstrap intervals. McNemar p: exact paired test, against the baseline on "
+        "the same prompts, of the change in replies not served (refusal or redirect; refusal alone under a "
+        "judge that does not tell redirects apart).",
         f"Quality compares like with like: {tables.QUALITY_RULE}; '-' where no reply counts. Refusals "
         "cannot repeat themselves and degenerate replies have their own rate, so neither is averaged in.",
         *redirect_notes(conds),
@@ -108,8 +108,9 @@ def given(r: StudyResults) -> Section:
         )
     notes = [
         f"Each circuit at the intervention it records, on the same prompts as the discovered circuit "
-        f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its refusal minus the discovered "
-        f"circuit's under the {judge} judge ({tables.judged_by(judge)}), with a paired 95% interval.",
+        f"({r.circuit.n_neurons} neurons, m=0); 'vs discovered' is its rate of replies not served "
+        f"(refusal or redirect) minus the discovered circuit's under the {judge} judge "
+        f"({tables.judged_by(judge)}), with a paired 95% interval.",
         *(
             f"{g.name}: the paper's rule (mean difference at the last prompt token, both signs) at the "
             f"discovered circuit's size, from this study's statistics ({g.path}); "

@@ -237,15 +237,11 @@ def final_check(
         stored = stored_name("tuned", p) if name == "tuned" else name
         out[name] = search.measure(stored, p, evaluator=ev)
     paired = {
-        name: {j: compare_rates(_refused(out["baseline"], j), _refused(r, j)) for j in r.judges}
+        name: {j: compare_rates(out["baseline"].declined(j), r.declined(j)) for j in r.judges}
         for name, r in out.items()
         if name != "baseline"
     }
     return out, paired
-
-
-def _refused(result: ConditionResult, judge: str) -> list[bool]:
-    return [r.is_("refusal", judge) for r in result.harmful]
 
 
 def objective_of(result: ConditionResult) -> dict[str, Any]:

@@ -346,7 +346,7 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
                 "redirect",
                 "compliance",
                 "degenerate",
-                "refusal vs baseline (paired)",
+                "not served vs baseline (paired)",
             ],
             _judge_rows(r),
         ),

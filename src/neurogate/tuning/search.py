@@ -23,6 +23,7 @@ from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.discovery.discover import gather_evidence
 from neurogate.discovery.scoring import Evidence
+from neurogate.discovery.selection import DEFAULT_FRACTION
 from neurogate.discovery.universal import universal_neurons
 from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.engine import Evaluator
@@ -141,7 +142,9 @@ class Search:
     def universal(self) -> set[tuple[int, int]]:
         if self._universal is None:
             self._universal = (
-                universal_neurons(self.lm, fraction=self.config.cap)
+                # universal as discovery defines it (top 0.1%), whatever the largest size searched: at a
+                # 1% cap, "top 1% of most unrelated contrasts" would drop neurons small circuits need
+                universal_neurons(self.lm, fraction=min(self.config.cap, DEFAULT_FRACTION))
                 if self.config.universal_filter
                 else set()
             )

@@ -83,7 +83,7 @@ def _paired(p: PairedRates | None) -> dict[str, Any] | None:
 def condition_row(cond: ConditionResult, paired: PairedRates | None = None) -> dict[str, Any]:
     """One row of the conditions table: each class's rate on each prompt set under the primary judge
     (every one links to its replies; redirect only where the judge measured it, else ``redirect_unknown``
-    says why), the continuous metrics with bootstrap intervals, and the paired refusal difference from the
+    says why), the continuous metrics with bootstrap intervals, and the paired not-served difference from the
     baseline."""
     m = metrics(cond)
     return {

@@ -544,7 +544,7 @@ async function showRun(id) {
   const est = (e) => (e ? h("span", {}, fmt(e.value), h("span", { class: "muted ci" }, ` [${fmt(e.low, 2)}–${fmt(e.high, 2)}]`)) : "–");
   const delta = (p) => (p ? `${p.diff >= 0 ? "+" : ""}${Math.round(100 * p.diff)} pts [${Math.round(100 * p.low)}, ${Math.round(100 * p.high)}], p=${fmt(p.p_value, 2)}` : "–");
   const judge = run.judges[0];
-  const cols = ["condition", "group", "neurons", "refusal", "redirect", "compliance", "degenerate", "refusal vs baseline",
+  const cols = ["condition", "group", "neurons", "refusal", "redirect", "compliance", "degenerate", "not served vs baseline",
     "benign refusal", "quality", "perplexity", "KL first", "KL mean"];
   const rows = run.conditions.map((c) => h("tr", {},
     h("th", { scope: "row" }, c.label, c.detail ? h("span", { class: "detail" }, c.detail) : null),
