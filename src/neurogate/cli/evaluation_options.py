@@ -21,8 +21,6 @@ from rich.progress import (
 from rich.table import Table
 
 from neurogate.cli import app as cli
-from neurogate.cli.judge_options import JudgeOptions, judge_names
-from neurogate.defaults import DEFAULT_JUDGE_MODEL
 from neurogate.progress import PlainProgress, on_terminal
 
 if TYPE_CHECKING:
@@ -40,48 +38,6 @@ NegativeOpt = Annotated[str, typer.Option("--negative", "-n", help="Discovery pr
 NEvalOpt = Annotated[int | None, typer.Option("--n-eval", help="Use the first N evaluation prompts.")]
 NBenignOpt = Annotated[int | None, typer.Option("--n-benign", help="Use the first N benign prompts.")]
 TokensOpt = Annotated[int, typer.Option("--max-new-tokens", help="Greedy reply length in tokens.")]
-# The judge options of `tune`, until it takes the shared group of neurogate.cli.judge_options too.
-JudgeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--judge",
-        help="Judge(s): keyword (offline, instant), local (a local model reads each reply), endpoint (an "
-        "OpenAI-compatible server). Repeat or comma-separate; the first gives the headline numbers.",
-    ),
-]
-LocalJudgeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--local-judge-model",
-        help=f"Model the local judge runs (default: {DEFAULT_JUDGE_MODEL}, read through a probe fitted on "
-        "hand-labelled replies; another model is read through its answer letters; see docs/judges.md).",
-    ),
-]
-LocalRubricOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--local-judge-rubric",
-        help="What the local judge asks: attempt (was the task attempted; the default) or serves (does the "
-        "reply's content serve the request; also tells redirects apart; see docs/judges.md).",
-    ),
-]
-
-
-def judge_settings(
-    judge: list[str] | None,
-    local_judge_model: str | None,
-    endpoint_url: str | None,
-    endpoint_model: str | None,
-    old_url: str | None = None,
-    old_model: str | None = None,
-    local_judge_rubric: str | None = None,
-) -> dict[str, Any]:
-    """The judge part of :class:`EvalSettings` from the CLI's judge options."""
-    return JudgeOptions(
-        judge_names(judge or []), local_judge_model, local_judge_rubric, endpoint_url, endpoint_model
-    ).settings()
-
-
 EngineOpt = Annotated[
     str,
     typer.Option(

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
+from neurogate.cli.judge_options import NO_JUDGE_OPTIONS, JudgeOptions, judge_names, judge_options
 from neurogate.errors import NeurogateError
-from neurogate.evaluation import tables
-from neurogate.evaluation.audit import audit_dir, prepare_audit
-from neurogate.evaluation.preflight import check_evaluation
-from neurogate.evaluation.results import ConditionResult
 from neurogate.outputs import check_dir_output
-from neurogate.tuning.config import TuneConfig
-from neurogate.tuning.report import knee, objective
-from neurogate.tuning.run import run_tune
-from neurogate.tuning.search import objective_judge
+
+if TYPE_CHECKING:
+    from neurogate.evaluation.results import ConditionResult
 
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
 # calls the library.
 @cli.app.command(rich_help_panel=cli.EVAL)
+@judge_options
 def tune(
     model: cli.ModelOpt = cli.DEFAULT_SPEC,
+    config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder with a sub-folder per search.")] = Path(
         "runs"
     ),
@@ -72,7 +71,7 @@ def tune(
             "constant those formats cannot carry).",
         ),
     ] = False,
-    judge: opts.JudgeOpt = None,
+    judging: JudgeOptions = NO_JUDGE_OPTIONS,
     final_judge: Annotated[
         list[str] | None,
         typer.Option(
@@ -81,8 +80,6 @@ def tune(
             "keyword,local by default). Adding one to a finished search judges its stored replies.",
         ),
     ] = None,
-    local_judge_model: opts.LocalJudgeOpt = None,
-    local_judge_rubric: opts.LocalRubricOpt = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
     quiet: opts.QuietOpt = False,
@@ -97,35 +94,42 @@ def tune(
 
     Example: neurogate tune --budget 30m --harmful data.json#tune --final-harmful data.json#test
     """
-    config = TuneConfig.from_mapping(
-        {
-            "model": model,
-            "dtype": dtype,
-            "device": device,
-            "budget": budget,
-            "cap": cap,
-            "harmful": harmful,
-            "benign": benign,
-            "final_harmful": final_harmful,
-            "final_benign": final_benign,
-            "positive": positive,
-            "negative": negative,
-            "n_tune": n_tune,
-            "n_confirm": n_confirm,
-            "max_trials": trials,
-            "exportable": exportable,
-            "evaluation": opts.judge_settings(
-                judge, local_judge_model, None, None, local_judge_rubric=local_judge_rubric
-            ),
-            **({"final_judges": opts.judge_names(final_judge)} if final_judge else {}),
-        }
-    )
+    from neurogate.evaluation import tables
+    from neurogate.evaluation.preflight import check_evaluation
+    from neurogate.tuning.config import TuneConfig
+    from neurogate.tuning.report import knee, objective
+    from neurogate.tuning.run import run_tune
+
+    names = {"trials": "max_trials"}  # the flags named otherwise than their setting
+    given = {
+        "model": model,
+        "dtype": dtype,
+        "device": device,
+        "budget": budget,
+        "cap": cap,
+        "harmful": harmful,
+        "benign": benign,
+        "final_harmful": final_harmful,
+        "final_benign": final_benign,
+        "positive": positive,
+        "negative": negative,
+        "n_tune": n_tune,
+        "n_confirm": n_confirm,
+        "trials": trials,
+        "exportable": exportable,
+    }
+    flags = {
+        **{names.get(param, param): Flag(param, value) for param, value in given.items()},
+        **{f"evaluation.{k}": v for k, v in judging.settings().items()},
+        "final_judges": judge_names(final_judge) if final_judge else None,
+    }
+    settings = layered(TuneConfig, flags, config=config, section="tune")
     check_dir_output(out, "--out")
-    check_evaluation(config.evaluation)
-    cli.preflight_model(config.model, explicit=cli.given("model"))
+    check_evaluation(settings.evaluation)
+    cli.preflight_model(settings.model, explicit=cli.given("model") or settings.model != cli.DEFAULT_SPEC)
     cli.note_saved(f"every finished trial is stored under {out}; a rerun resumes the search")
     with opts.live_progress(quiet, "starting", None) as live:
-        result = run_tune(config, out, on_event=_events(live))
+        result = run_tune(settings, out, on_event=_events(live))
     from neurogate.tuning.front import exportable as can_export
     from neurogate.tuning.space import multiplier_text
 
@@ -162,8 +166,8 @@ def tune(
     folder = Path(out) / result.run_id
     cli.console.print(f"[green]done:[/] {escape(str(folder / 'tune-report.md'))}", highlight=False)
     cli.console.print(
-        f"evaluate it in the study beside the paper's circuit: neurogate run --model {model} --circuit "
-        f"{folder / 'tuned-circuit.json'}",
+        "evaluate it in the study beside the paper's circuit: neurogate run --model "
+        f"{settings.model} --circuit {folder / 'tuned-circuit.json'}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -174,6 +178,8 @@ def tune(
 def _audit_sample(folder: Path) -> None:
     """Draw the blind audit sample of the held-out check's replies into the run folder and say how to label
     it: the judged rates above are one judge's, and an audit of 30 replies per condition calibrates them."""
+    from neurogate.evaluation.audit import audit_dir, prepare_audit
+
     try:
         prep = prepare_audit(folder)
     except NeurogateError as exc:
@@ -192,6 +198,9 @@ def _audit_sample(folder: Path) -> None:
 def _rates_line(r: ConditionResult) -> str:
     """A held-out condition's rates under the best of its judges, named, with redirect as n/a (and why)
     where that judge could not tell redirects apart."""
+    from neurogate.evaluation import tables
+    from neurogate.tuning.search import objective_judge
+
     judge = objective_judge(r)
     redirect = tables.rate_cell(r, "redirect", judge)
     why = r.redirect_unknown(judge)
@@ -208,6 +217,8 @@ def _events(live: Any) -> Any:
     progress, task = live
 
     def on_event(kind: str, info: dict[str, Any]) -> None:
+        from neurogate.evaluation import tables
+
         if kind == "stage":
             progress.update(task, description=info["name"])
         elif kind == "trial":
