@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from neurogate import settings
+from neurogate.defaults import DEFAULT_SCORE
 from neurogate.discovery.capture import CaptureOptions, Positions
 from neurogate.discovery.circuit import WEIGHTINGS
 from neurogate.discovery.scoring import SIGNS, Sign, get_scorer
@@ -38,7 +39,7 @@ class DiscoverConfig:
 
     fraction: float | None = None
     top_k: int | None = None
-    score: str = "direction"
+    score: str = DEFAULT_SCORE
     sign: Sign = "both"
     positions: Positions = "last"
     exclude_layers: tuple[int, ...] = ()

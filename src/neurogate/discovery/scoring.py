@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from neurogate.atomic import atomic_path
+from neurogate.defaults import SCORER_SUMMARIES
 from neurogate.discovery.stats import PromptExtremes, SiteStats
 from neurogate.errors import ConfigError, NeurogateError, PromptSetError
 from neurogate.models.loading import LoadedModel
@@ -215,31 +216,28 @@ def _ablation_direction(ev: Evidence, lm: LoadedModel | None) -> torch.Tensor:
 SCORERS: dict[str, Scorer] = {
     s.name: s
     for s in (
-        Scorer("mean-diff", "mean_pos - mean_neg of each neuron (the paper's rule)", _mean_diff),
+        Scorer("mean-diff", SCORER_SUMMARIES["mean-diff"], _mean_diff),
         Scorer(
             "effect-size",
-            "mean_pos - mean_neg over the pooled standard deviation (Cohen's d), variance floored at the "
-            "dtype's resolution",
+            SCORER_SUMMARIES["effect-size"],
             _effect_size,
             min_prompts=2,
         ),
         Scorer(
             "layer-normalised",
-            "mean_pos - mean_neg over the root mean square of that difference across the neuron's layer",
+            SCORER_SUMMARIES["layer-normalised"],
             _layer_normalised,
         ),
         Scorer(
             "direction",
-            "mean_pos - mean_neg times how much the neuron writes along the layer's residual direction "
-            "(unit mean difference of the residual stream after that layer): its push toward the behaviour",
+            SCORER_SUMMARIES["direction"],
             _direction,
             needs=(NEURONS, RESIDUAL),
             uses_weights=True,
         ),
         Scorer(
             "ablation-direction",
-            "mean_pos - mean_neg times how much the neuron writes along one residual direction, the one "
-            "directional ablation removes (the study's, else the best-separating layer's mean difference)",
+            SCORER_SUMMARIES["ablation-direction"],
             _ablation_direction,
             needs=(NEURONS, RESIDUAL),
             uses_weights=True,

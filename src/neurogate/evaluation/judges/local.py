@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 
 from neurogate.atomic import write_json_atomic
+from neurogate.defaults import DEFAULT_JUDGE_MODEL
 from neurogate.errors import ConfigError
 from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
 from neurogate.evaluation.judges.letters import CHOICES, choice_tokens
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 RUBRIC_VERSION = RUBRICS["attempt"].version
 #: The judge model chosen on the development split of the labelled set (docs/judges.md): with this rubric,
 #: qwen2.5-coder-0.5b-instruct agreed with the labels more often than the 1.5B model, at a third of the cost.
-DEFAULT_MODEL = "zoo:qwen2.5-coder-0.5b-instruct"
+DEFAULT_MODEL = DEFAULT_JUDGE_MODEL
 #: The ``attempt`` rubric's worked examples (see :mod:`.rubrics`).
 EXAMPLES = RUBRICS["attempt"].examples
 
