@@ -12,19 +12,14 @@ from rich.markup import escape
 
 from neurogate.cli import app as cli
 from neurogate.cli.steer import (
+    NO_STEERING_OPTIONS,
     CircuitOpt,
-    LayerOpt,
     MaxNewOpt,
-    MethodOpt,
-    MultiplierOpt,
-    NegativeOpt,
-    PositiveOpt,
-    SeedOpt,
-    StrengthOpt,
+    SteeringOptions,
     SystemOpt,
     build_intervention,
-    recorded_choice,
     resolve_value,
+    steering_options,
 )
 from neurogate.cli.threads import speed
 from neurogate.errors import NeurogateError
@@ -154,16 +149,11 @@ def _number(text: str, command: str) -> float:
 
 
 @cli.app.command(rich_help_panel=cli.STEER)
+@steering_options
 def chat(
     model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
-    multiplier: MultiplierOpt = None,
-    method: MethodOpt = None,
-    strength: StrengthOpt = None,
-    positive: PositiveOpt = "builtin:harmful",
-    negative: NegativeOpt = "builtin:benign",
-    layer: LayerOpt = None,
-    seed: SeedOpt = 0,
+    steering: SteeringOptions = NO_STEERING_OPTIONS,
     max_new_tokens: MaxNewOpt = 256,
     system_prompt: SystemOpt = None,
     dtype: cli.DtypeOpt = "auto",
@@ -176,17 +166,15 @@ def chat(
     """
     settings: dict[str, Any] = {
         "circuit_path": Path(circuit) if circuit else None,
-        "positive": positive,
-        "negative": negative,
-        "layer": layer,
-        "seed": seed,
+        "positive": steering.positive,
+        "negative": steering.negative,
+        "layer": steering.layer,
+        "seed": steering.seed,
     }
     model = cli.circuit_model(model, circuit)
-    method, multiplier = recorded_choice(circuit, method, multiplier, strength)
+    method, value = steering.resolved(circuit)
     lm = cli.load(model, dtype, device, trust_remote_code)
-    session = ChatSession(
-        lm, method, resolve_value(method, multiplier, strength), settings, system_prompt, max_new_tokens
-    )
+    session = ChatSession(lm, method, value, settings, system_prompt, max_new_tokens)
     session.intervention()
     cli.console.print(
         f"chat with {model}; steering: {session.status()}; /help for commands", markup=False, highlight=False

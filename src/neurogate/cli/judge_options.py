@@ -4,19 +4,14 @@ option with the same help and hands it one :class:`JudgeOptions`, which yields :
 
 from __future__ import annotations
 
-import functools
-import inspect
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from neurogate.cli.option_groups import F, option_group
 from neurogate.defaults import DEFAULT_JUDGE_MODEL
 from neurogate.errors import ConfigError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -102,36 +97,10 @@ def _options(
     )
 
 
-_GROUP = inspect.signature(_options).parameters
-_GROUP_HINTS = typing.get_type_hints(_options, include_extras=True)
+_JUDGE_GROUP = option_group("judging", _options)
 
 
 def judge_options(command: F) -> F:
     """Give ``command`` the judge options in place of its ``judging: JudgeOptions = NO_JUDGE_OPTIONS``
     parameter (at that place in its help) and call it with the :class:`JudgeOptions` they make."""
-    signature = inspect.signature(command)
-    hints = typing.get_type_hints(command, include_extras=True)
-    if "judging" not in signature.parameters:
-        raise TypeError(f"{command.__name__} takes no 'judging' parameter")
-    params: list[inspect.Parameter] = []
-    for name, param in signature.parameters.items():
-        if name != "judging":
-            params.append(param.replace(annotation=hints.get(name, param.annotation)))
-            continue
-        clash = set(_GROUP) & set(signature.parameters)
-        if clash:
-            raise TypeError(f"{command.__name__} already has the judge parameter(s) {', '.join(clash)}")
-        params += [p.replace(annotation=_GROUP_HINTS[n]) for n, p in _GROUP.items()]
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        group = {name: kwargs.pop(name) for name in _GROUP if name in kwargs}
-        return command(*args, judging=_options(**group), **kwargs)
-
-    del wrapper.__wrapped__  # typer reads the signature below, not the command's own
-    returns = hints.get("return", signature.return_annotation)
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=params, return_annotation=returns
-    )
-    wrapper.__annotations__ = {**{p.name: p.annotation for p in params}, "return": returns}
-    return typing.cast(F, wrapper)
+    return _JUDGE_GROUP(command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from neurogate import prompts
 from neurogate.cli import app as cli
+from neurogate.cli.option_groups import F, option_group
 from neurogate.cli.threads import speed
 from neurogate.errors import ConfigError
 
@@ -52,6 +54,52 @@ LayerOpt = Annotated[int | None, typer.Option("--layer", help="caa/ablation laye
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random-neuron control.")]
 MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", help="Most tokens to generate per reply.")]
 SystemOpt = Annotated[str | None, typer.Option("--system-prompt", help="System prompt for every prompt.")]
+
+
+@dataclass(frozen=True)
+class SteeringOptions:
+    """How to steer, as given on the command line: the method and its value (``None`` where not given),
+    the prompts caa/ablation directions come from, their layer, and the random control's seed."""
+
+    method: str | None = None
+    multiplier: float | None = None
+    strength: float | None = None
+    positive: str = "builtin:harmful"
+    negative: str = "builtin:benign"
+    layer: int | None = None
+    seed: int = 0
+
+    def resolved(self, circuit: Path | None) -> tuple[str, float]:
+        """The method (what was left out taken from the circuit's recorded intervention, else cna) and the
+        value on its own scale."""
+        method, multiplier = recorded_choice(circuit, self.method, self.multiplier, self.strength)
+        return method, resolve_value(method, multiplier, self.strength)
+
+
+#: What a command's ``steering`` parameter defaults to (the decorator always passes the options given).
+NO_STEERING_OPTIONS = SteeringOptions()
+
+
+def _options(
+    multiplier: MultiplierOpt = None,
+    method: MethodOpt = None,
+    strength: StrengthOpt = None,
+    positive: PositiveOpt = "builtin:harmful",
+    negative: NegativeOpt = "builtin:benign",
+    layer: LayerOpt = None,
+    seed: SeedOpt = 0,
+) -> SteeringOptions:
+    """The group's parameters (typer reads them off this signature) and what they make."""
+    return SteeringOptions(method, multiplier, strength, positive, negative, layer, seed)
+
+
+_STEERING_GROUP = option_group("steering", _options)
+
+
+def steering_options(command: F) -> F:
+    """Give ``command`` the steering options (chat and steer) in place of its ``steering: SteeringOptions =
+    NO_STEERING_OPTIONS`` parameter and call it with the :class:`SteeringOptions` they make."""
+    return _STEERING_GROUP(command)
 
 
 def resolve_value(method: str, multiplier: float | None, strength: float | None) -> float:
@@ -139,6 +187,7 @@ def read_prompts(prompt: list[str] | None, prompts_spec: str | None, limit: int 
 
 
 @cli.app.command(rich_help_panel=cli.STEER)
+@steering_options
 def steer(
     model: cli.CircuitModelOpt = cli.DEFAULT_SPEC,
     circuit: CircuitOpt = None,
@@ -147,13 +196,7 @@ def steer(
         str | None, typer.Option("--prompts", help="Prompt set: file, builtin:NAME or hf:...")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Use the first N of --prompts.")] = None,
-    multiplier: MultiplierOpt = None,
-    method: MethodOpt = None,
-    strength: StrengthOpt = None,
-    positive: PositiveOpt = "builtin:harmful",
-    negative: NegativeOpt = "builtin:benign",
-    layer: LayerOpt = None,
-    seed: SeedOpt = 0,
+    steering: SteeringOptions = NO_STEERING_OPTIONS,
     max_new_tokens: MaxNewOpt = 128,
     system_prompt: SystemOpt = None,
     dtype: cli.DtypeOpt = "auto",
@@ -167,12 +210,18 @@ def steer(
     from neurogate.models.generation import generate
 
     model = cli.circuit_model(model, circuit)
-    method, multiplier = recorded_choice(circuit, method, multiplier, strength)
-    value = resolve_value(method, multiplier, strength)
+    method, value = steering.resolved(circuit)
     texts = read_prompts(prompt, prompts_file, limit)
     lm = cli.load(model, dtype, device, trust_remote_code)
     iv = build_intervention(
-        lm, method, value, circuit_path=circuit, positive=positive, negative=negative, layer=layer, seed=seed
+        lm,
+        method,
+        value,
+        circuit_path=circuit,
+        positive=steering.positive,
+        negative=steering.negative,
+        layer=steering.layer,
+        seed=steering.seed,
     )
     opts: dict[str, Any] = {"max_new_tokens": max_new_tokens, "system_prompt": system_prompt}
     started = time.perf_counter()
