@@ -87,8 +87,10 @@ def export_command(
         str | None,
         typer.Option(
             "--kind",
-            help="cna (multiply toward zero) or mean (toward the negative-prompt mean; dir format, families "
-            "whose MLP can save a bias). Default: the circuit's recorded kind, else cna.",
+            help="cna (multiply toward zero) or mean (toward the negative-prompt mean; its constant goes "
+            "into an MLP bias (dir, where the family can save one), the LoRA's B bias (lora, for peft) or a "
+            "control vector beside the GGUF (gguf, for llama.cpp)). Default: the circuit's recorded kind, "
+            "else cna.",
         ),
     ] = None,
     gguf_type: Annotated[
@@ -149,12 +151,18 @@ def export_command(
         raise ConfigError(f"--format {fmt} needs --circuit (create one with `neurogate discover`)")
     loaded = Circuit.load(circuit)
     kind, multiplier = _recorded(loaded, kind, multiplier)
-    if kind == "mean" and fmt != "dir":
-        raise ConfigError(
-            f"--format {fmt} cannot carry mean-ablation's constant (it needs an MLP bias); use --format dir, "
-            "or --kind cna"
+    toward: Toward = "mean" if kind == "mean" else "zero"
+    if fmt == "gguf" and toward == "mean":
+        from neurogate.export.mean_constant import export_gguf_mean
+
+        path, vec = export_gguf_mean(
+            gguf_source(model), loaded, multiplier, out, store=gguf_type, overwrite=overwrite
         )
-    if fmt == "gguf":
+        how = (
+            f"the constant is in the control vector {escape(str(vec))}; run both with llama.cpp: "
+            f"llama-server -m {escape(str(path))} --control-vector {escape(str(vec))} (Ollama cannot load it)"
+        )
+    elif fmt == "gguf":
         path = export_gguf(gguf_source(model), loaded, multiplier, out, store=gguf_type, overwrite=overwrite)
         how = "run it with llama.cpp (llama-server -m FILE) or Ollama (FROM ./FILE)"
     else:
@@ -162,10 +170,16 @@ def export_command(
         check_target(out, overwrite, [str(circuit), model])  # before the model loads
         lm = cli.load(model, dtype, device, trust_remote_code)
         if fmt == "lora":
-            path = export_lora(lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)])
-            how = "serve it with vLLM --enable-lora (see `neurogate serve`) or load it with peft"
+            path = export_lora(
+                lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)], toward=toward
+            )
+            how = (
+                "the constant is the LoRA's B bias: load it with peft (PeftModel.from_pretrained); vLLM does "
+                "not apply LoRA biases, so for vLLM export --format dir"
+                if toward == "mean"
+                else "serve it with vLLM --enable-lora (see `neurogate serve`) or load it with peft"
+            )
         else:
-            toward: Toward = "mean" if kind == "mean" else "zero"
             path = export_model(
                 lm, loaded, multiplier, out, overwrite=overwrite, inputs=[str(circuit)], toward=toward
             )

@@ -5,6 +5,11 @@ decoder layer ``L`` (counted from 0, as neurogate counts), at every position; it
 CAA at strength ``s`` subtracts ``s * v`` after layer ``L`` at every position, so the file holds
 ``direction.{L} = -s * v`` and nothing else (llama.cpp treats missing layers as zero). ``--control-vector``
 applies it as exported; ``--control-vector-scaled FILE:k`` applies ``k`` times it.
+
+The layer-0 gap is llama.cpp's own: its loader (``src/llama-adapter.cpp``, ``llama_control_vector_init``
+and ``llama_control_vector_apply``) creates no tensor for layer 0 and lays the file's vectors out from
+layer 1 on, so a ``direction.0`` would never be added. :func:`write_control_vector` writes any set of
+layers (mean-ablation's constants, :mod:`neurogate.export.mean_constant`, use it too).
 """
 
 from __future__ import annotations
@@ -52,14 +57,25 @@ def export_control_vector(
     chosen = directions.best_layer if layer is None else directions.check_layer(layer)
     vec = control_vector(directions, strength, chosen)
     out = check_file_target(out_path, overwrite)
+    hint = model_hint or str(directions.model.get("shape", {}).get("family", ""))
+    note = f"caa s={float(strength):g} layer={chosen}"
+    return write_control_vector({chosen: vec}, out, n_layers=directions.n_layers, model_hint=hint, note=note)
+
+
+def write_control_vector(
+    vectors: dict[int, np.ndarray], out: Path, *, n_layers: int, model_hint: str, note: str
+) -> Path:
+    """Write ``{layer: vector}`` (float32 ``[n_embd]`` each, layers 1 and later) to the checked file target
+    ``out`` as a llama.cpp control-vector GGUF, with ``note`` under ``neurogate.export``."""
+    if 0 in vectors:
+        raise ConfigError("llama.cpp control vectors have no slot for layer 0")
     with atomic_path(out) as tmp:
         writer = GGUFWriter(tmp, ARCH)
-        writer.add_string(
-            f"{ARCH}.model_hint", model_hint or str(directions.model.get("shape", {}).get("family", ""))
-        )
-        writer.add_uint32(f"{ARCH}.layer_count", directions.n_layers)
-        writer.add_string("neurogate.export", f"caa s={float(strength):g} layer={chosen}")
-        writer.add_tensor(f"direction.{chosen}", vec)
+        writer.add_string(f"{ARCH}.model_hint", model_hint)
+        writer.add_uint32(f"{ARCH}.layer_count", n_layers)
+        writer.add_string("neurogate.export", note)
+        for layer, vec in sorted(vectors.items()):
+            writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(vec, dtype=np.float32))
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -116,9 +116,12 @@ def export_gguf(
     *,
     store: str = "f16",
     overwrite: bool = False,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Copy the GGUF ``source`` to ``out_path`` with ``multiplier`` folded into the circuit's
-    down-projections (stored as ``store``: ``"f16"`` or ``"bf16"``); every other tensor is unchanged."""
+    down-projections (stored as ``store``: ``"f16"`` or ``"bf16"``); every other tensor is unchanged.
+    ``extra_meta`` adds keys to the stored description. Mean-ablation's constant has no place in this file:
+    :func:`neurogate.export.mean_constant.export_gguf_mean` adds a control vector for it."""
     if store not in STORE_TYPES:
         raise ConfigError(f"the folded tensors are stored as f16 or bf16, not {store!r}")
     reader = read_gguf(source)
@@ -137,6 +140,7 @@ def export_gguf(
         "multiplier": multiplier_json(circuit, multiplier),
         "stored_as": store,
         "circuit": circuit.to_dict(),
+        **(extra_meta or {}),
     }
     with atomic_path(out) as tmp:
         writer = GGUFWriter(tmp, str(field_value(reader, "general.architecture")))

@@ -8,6 +8,13 @@ rank is its neuron count padded with zero rows up to a size serving engines acce
 the global ``r`` and ``lora_alpha``. One base model can then serve many circuits and multipliers as
 adapters, per request (vLLM multi-LoRA or any PEFT-compatible server), with no change to the engine.
 
+Mean-ablation (``toward="mean"``) adds a constant to the down-projection's output, ``c_L = sum_i
+(1 - m_i) mean_neg_i W[:, i]``: it goes into the bias of the B side (PEFT's ``lora_bias``, PEFT >= 0.14),
+which PEFT adds to the module's output at every position at scaling 1, so the adapter equals the hooked
+model there too.
+vLLM does not load LoRA biases (its support was removed in 2025, vllm-project/vllm#25807), so such an adapter
+is for PEFT / transformers; ``merge_and_unload`` needs a base layer with a bias (GPT-2, GPT-NeoX).
+
 The adapter is written without ``peft`` (plain safetensors and JSON in PEFT's layout); ``peft`` loads it.
 """
 
@@ -23,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from neurogate.discovery.circuit import Circuit, Multiplier
+from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
 from neurogate.export.model import check_target
 from neurogate.export.output import check_finite, circuit_lines, staged_dir, write_meta
@@ -52,27 +59,32 @@ def padded_rank(neurons: int) -> int:
 @dataclass(frozen=True)
 class LoraLayer:
     """One layer's update: ``module`` (its name in the model), ``lora_a`` [rank, d_mlp] and ``lora_b``
-    [d_model, rank] in float32, and the number of real (non-padding) rows."""
+    [d_model, rank] in float32, the number of real (non-padding) rows, and ``bias`` [d_model] (float32,
+    mean-ablation's constant; ``None`` otherwise)."""
 
     layer: int
     module: str
     lora_a: torch.Tensor
     lora_b: torch.Tensor
     neurons: int
+    bias: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
         return int(self.lora_a.shape[0])
 
 
-def lora_layers(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> list[LoraLayer]:
-    """The exact LoRA factors of folding ``multiplier`` into each circuit layer, on the CPU in float32.
-    Only the circuit's columns are read, from whichever device (or offloaded copy) holds each layer."""
+def lora_layers(
+    lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, toward: Toward = "zero"
+) -> list[LoraLayer]:
+    """The exact LoRA factors of folding ``multiplier`` into each circuit layer, on the CPU in float32
+    (``toward="mean"``: with each layer's constant as the bias). Only the circuit's columns are read, from
+    whichever device (or offloaded copy) holds each layer."""
     circuit.check_model(lm)
     names = {id(module): name for name, module in lm.model.named_modules()}
     conv = lm.adapter.spec.layout == "conv1d"
     out = []
-    for layer, scale in circuit.scales(multiplier).items():
+    for layer, scale in circuit.scales(multiplier, toward).items():
         module = lm.adapter.down_proj(layer)
         weight = resident_weight(module)
         k = int(scale.index.numel())
@@ -83,7 +95,8 @@ def lora_layers(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier) -> li
         lora_b[:, :k] = columns * (scale.factor - 1.0)
         lora_a = torch.zeros(rank, lm.adapter.d_mlp)
         lora_a[torch.arange(k), scale.index] = 1.0
-        out.append(LoraLayer(layer, names[id(module)], lora_a, lora_b, k))
+        bias = None if scale.offset is None else columns @ scale.offset
+        out.append(LoraLayer(layer, names[id(module)], lora_a, lora_b, k, bias))
     return out
 
 
@@ -92,6 +105,7 @@ def adapter_config(lm: LoadedModel, layers: list[LoraLayer], base_model: str) ->
     rank = max(item.rank for item in layers)
     target = lm.adapter.spec.down_proj
     layers_path = next(p for p in lm.adapter.spec.layers if _has_path(lm, p))
+    biased = {"lora_bias": True} if any(item.bias is not None for item in layers) else {}
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -111,6 +125,7 @@ def adapter_config(lm: LoadedModel, layers: list[LoraLayer], base_model: str) ->
         "init_lora_weights": True,
         "inference_mode": True,
         "modules_to_save": None,
+        **biased,
     }
 
 
@@ -121,7 +136,26 @@ def _has_path(lm: LoadedModel, path: str) -> bool:
     return obj is lm.adapter.layers
 
 
-def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, rank: int, size: int) -> str:
+def _readme(
+    lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, rank: int, size: int, toward: Toward
+) -> str:
+    if toward == "mean":
+        how = [
+            "Mean-ablation: `lora_B.bias` holds each layer's constant, sum of (1 - m) * mean * W[:, i]",
+            "(PEFT `lora_bias`). PEFT and transformers apply it; vLLM does not load LoRA biases, so serve",
+            "this adapter with PEFT (or export --format dir for vLLM).",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            'model = PeftModel.from_pretrained(base_model, "PATH")',
+            "```",
+        ]
+    else:
+        how = [
+            "```bash",
+            f"vllm serve MODEL --enable-lora --max-lora-rank {rank} --lora-modules steered=PATH",
+            "```",
+        ]
     return "\n".join(
         [
             f"# LoRA adapter: a neuron intervention on {Path(lm.spec).name}",
@@ -135,9 +169,7 @@ def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, rank: int
             *circuit_lines(circuit, multiplier, lm.adapter.n_neurons),
             f"- Rank: {rank} (largest layer; per-layer ranks in adapter_config.json), {size:,} bytes",
             "",
-            "```bash",
-            f"vllm serve MODEL --enable-lora --max-lora-rank {rank} --lora-modules steered=PATH",
-            "```",
+            *how,
             "",
         ]
     )
@@ -153,13 +185,15 @@ def export_lora(
     dtype: str | torch.dtype | None = None,
     base_model: str | None = None,
     inputs: Sequence[str] = (),
+    toward: Toward = "zero",
 ) -> Path:
     """Write the fold of ``multiplier`` as a PEFT LoRA adapter folder (``adapter_config.json`` and
     ``adapter_model.safetensors``) at ``out_dir``. ``dtype``: of the stored factors (default: the
     model's); ``base_model``: what the config names as the base (default: ``lm``'s source); ``overwrite``
-    and ``inputs`` as in :func:`neurogate.export.model.export_model`."""
+    and ``inputs`` as in :func:`neurogate.export.model.export_model`. ``toward="mean"`` stores
+    mean-ablation's constant as the B side's bias (for PEFT; vLLM does not read it)."""
     out = check_target(out_dir, overwrite, [*inputs, lm.source, lm.spec])
-    layers = lora_layers(lm, circuit, multiplier)
+    layers = lora_layers(lm, circuit, multiplier, toward)
     if not layers:
         raise ConfigError("the circuit has no neurons, so there is nothing to export")
     store = lm.dtype if dtype is None else resolve_dtype(dtype)
@@ -169,6 +203,9 @@ def export_lora(
         prefix = f"base_model.model.{item.module}"
         tensors[f"{prefix}.lora_A.weight"] = item.lora_a.to(store).contiguous()
         tensors[f"{prefix}.lora_B.weight"] = item.lora_b.to(store).contiguous()
+        if item.bias is not None:
+            check_finite(item.bias, store, f"the mean constant of layer {item.layer}")
+            tensors[f"{prefix}.lora_B.bias"] = item.bias.to(store).contiguous()
     config = adapter_config(lm, layers, base_model or lm.source or lm.spec)
     rank = int(config["r"])  # type: ignore[call-overload]
     with staged_dir(out) as tmp:
@@ -176,8 +213,8 @@ def export_lora(
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         size = (tmp / WEIGHTS).stat().st_size
         ranks = {str(item.layer): item.rank for item in layers}
-        (tmp / "README.md").write_text(_readme(lm, circuit, multiplier, rank, size))
-        extra = {"rank": rank, "ranks": ranks, "dtype": dtype_name(store), "bytes": size}
+        (tmp / "README.md").write_text(_readme(lm, circuit, multiplier, rank, size, toward))
+        extra = {"rank": rank, "ranks": ranks, "dtype": dtype_name(store), "bytes": size, "toward": toward}
         write_meta(tmp, "lora", lm.spec, circuit, multiplier, **extra)
     logger.info("exported a rank-%d LoRA adapter (%d bytes) to %s", rank, size, out)
     return out
