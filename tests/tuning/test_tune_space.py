@@ -24,7 +24,7 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts import load
 from neurogate.tuning import TuneConfig, TuneResults, run_tune
 from neurogate.tuning.final import front_of, rule_key
-from neurogate.tuning.front import exportable, front_rows, pareto_front
+from neurogate.tuning.front import exportable, front_rows, pareto_front, served_as
 from neurogate.tuning.report import render_markdown
 from neurogate.tuning.search import seed_points
 from neurogate.tuning.space import Point, circuit_at, paper_point, suggest
@@ -144,6 +144,9 @@ def test_exportable_searches_never_try_mean() -> None:
     with pytest.raises(ConfigError, match="exportable searches only cna"):
         TuneConfig(exportable=True, interventions=("mean",))
     assert exportable({"intervention": "cna"}) and not exportable({"intervention": "mean"})
+    assert served_as({"intervention": "cna"}) == "exportable"
+    assert "LoRA + bias (PEFT) or GGUF + control vector (llama.cpp)" in served_as({"intervention": "mean"})
+    assert served_as({"intervention": "mean", "exportable": False}).startswith("not exportable as a plain")
 
 
 def test_an_exportable_search_marks_every_trial_and_reports_the_front(

@@ -67,8 +67,8 @@ def tune(
         bool,
         typer.Option(
             "--exportable",
-            help="Search only interventions a LoRA adapter or GGUF fold can serve (cna; mean writes a "
-            "constant those formats cannot carry).",
+            help="Search only interventions a plain LoRA adapter or GGUF fold can serve (cna; mean writes "
+            "a constant that needs a LoRA bias for PEFT or a llama.cpp control vector).",
         ),
     ] = False,
     judging: JudgeOptions = NO_JUDGE_OPTIONS,
@@ -130,11 +130,11 @@ def tune(
     cli.note_saved(f"every finished trial is stored under {out}; a rerun resumes the search")
     with opts.live_progress(quiet, "starting", None) as live:
         result = run_tune(settings, out, on_event=_events(live))
-    from neurogate.tuning.front import exportable as can_export
+    from neurogate.tuning.front import served_as
     from neurogate.tuning.space import multiplier_text
 
     ch = result.chosen
-    served = "exportable" if ch.get("exportable", can_export(ch)) else "not exportable (writes a constant)"
+    served = served_as(ch)
     cli.console.print(
         f"chosen: {ch['scorer']}/{ch['sign']}/{ch['positions']}, {ch['neurons']} neurons, layers "
         f"{ch['first_layer']}-{ch['last_layer']}, {ch['intervention']} {multiplier_text(ch)}; {served}",

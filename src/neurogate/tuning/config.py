@@ -17,9 +17,10 @@ from neurogate.version import __version__
 
 INTERVENTIONS = ("cna", "mean")
 EXPORTABLE = ("cna",)
-"""Interventions a plain weight edit can serve (a LoRA adapter, a GGUF ``ffn_down`` fold): ``cna`` only
-scales neurons. ``mean`` also writes a constant, ``(1 - m) * mean_neg``, into the down-projection's output,
-which needs a bias those formats do not carry."""
+"""Interventions a plain weight edit can serve (a LoRA adapter, a GGUF ``ffn_down`` fold), on every engine:
+``cna`` only scales neurons. ``mean`` also writes a constant, ``(1 - m) * mean_neg``, into the
+down-projection's output, which the plain formats do not carry (a LoRA bias serves it in PEFT, a control
+vector beside the GGUF in llama.cpp: fewer engines, so it stays out of this list)."""
 POSITION_MODES = ("last", "post-mean", "post-max")
 
 

@@ -11,9 +11,24 @@ from neurogate.tuning.config import EXPORTABLE
 
 
 def exportable(point: dict[str, Any]) -> bool:
-    """Whether a stored point can be served as a plain LoRA adapter or a GGUF ``ffn_down`` fold: its
-    intervention only scales neurons (``mean`` also writes a constant into the down-projection's output)."""
+    """Whether a stored point can be served as a plain LoRA adapter or a GGUF ``ffn_down`` fold, with no
+    extras: its intervention only scales neurons (``mean`` also writes a constant into the down-projection's
+    output, which needs a LoRA bias or a control vector beside the GGUF: :func:`served_as`)."""
     return str(point.get("intervention", "")) in EXPORTABLE
+
+
+MEAN_SERVED = (
+    "not exportable as a plain LoRA/GGUF; servable as LoRA + bias (PEFT) or GGUF + control vector (llama.cpp)"
+)
+
+
+def served_as(point: dict[str, Any]) -> str:
+    """How a stored point can be served, in words for the report and the command's summary: ``exportable``
+    (plain LoRA or GGUF, every engine), or for ``mean`` the formats that carry its constant and for which
+    engines (``neurogate export --kind mean``; docs/serving.md, section 4)."""
+    if point.get("exportable", exportable(point)):
+        return "exportable"
+    return MEAN_SERVED if point.get("intervention") == "mean" else "not exportable"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -17,7 +17,7 @@ from neurogate.evaluation.calibration import CalibratedRates
 from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.study.charts import Series, line_chart
 from neurogate.tuning.final import TuneResults, front_of
-from neurogate.tuning.front import exportable
+from neurogate.tuning.front import served_as
 from neurogate.tuning.space import multiplier_text
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,8 @@ def _front_lines(r: TuneResults) -> list[str]:
         "",
         "The trials no other trial beats on both compliance and mean benign KL (degenerate replies count "
         "against compliance). Exportable: a plain LoRA adapter or GGUF `ffn_down` fold serves it (`cna`); "
-        "a `mean` point also writes a constant into the down-projection's output, which those formats "
-        "cannot carry.",
+        "a `mean` point also writes a constant into the down-projection's output, which those plain formats "
+        "cannot carry; it is servable as LoRA + bias (PEFT) or GGUF + control vector (llama.cpp).",
         "",
         *_md_table(
             ["trial", "point", "neurons", "compliance", "benign KL", "degenerate", "exportable"], rows
@@ -329,7 +329,7 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
         "neurons "
         f"({100 * ch['fraction']:.4f}% of all), layers {ch['first_layer']}-{ch['last_layer']}, "
         f"{ch['intervention']} {multiplier_text(ch)}; "
-        + ("exportable" if ch.get("exportable", exportable(ch)) else "not exportable (it writes a constant)")
+        + served_as(ch)
         + ". "
         + ("Inside every constraint." if not r.broken else "Breaks: " + "; ".join(r.broken) + "."),
         "",

@@ -53,7 +53,7 @@ class Point:
 
     @property
     def exportable(self) -> bool:
-        """Whether a LoRA adapter or a GGUF ``ffn_down`` fold can serve it (no constant written)."""
+        """Whether a plain LoRA adapter or a GGUF ``ffn_down`` fold can serve it (no constant written)."""
         return self.intervention in EXPORTABLE
 
     def multiplier_at(self, layer: int) -> float:
