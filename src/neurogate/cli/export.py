@@ -1,7 +1,9 @@
 """`neurogate export`: a steered model in the format a serving engine reads.
 
 ``dir`` (a transformers directory with the fold), ``lora`` (a PEFT adapter equal to the fold), ``gguf``
-(the source GGUF with the folded down-projections) and ``control-vector`` (CAA for llama.cpp).
+(the source GGUF with the folded down-projections) and ``control-vector`` (CAA for llama.cpp). A ``mean``
+circuit's constant goes into the MLP bias (dir), the LoRA's B bias (lora) or a control vector beside the
+GGUF (gguf; :mod:`neurogate.export.mean_constant`).
 """
 
 from __future__ import annotations

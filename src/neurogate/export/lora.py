@@ -101,7 +101,8 @@ def lora_layers(
 
 
 def adapter_config(lm: LoadedModel, layers: list[LoraLayer], base_model: str) -> dict[str, object]:
-    """PEFT's ``adapter_config.json`` for ``layers``: per-layer ranks, scaling 1 everywhere."""
+    """PEFT's ``adapter_config.json`` for ``layers``: per-layer ranks, scaling 1 everywhere, and
+    ``lora_bias`` only when a layer carries mean-ablation's constant (plain adapters stay as before)."""
     rank = max(item.rank for item in layers)
     target = lm.adapter.spec.down_proj
     layers_path = next(p for p in lm.adapter.spec.layers if _has_path(lm, p))
