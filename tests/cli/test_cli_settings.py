@@ -111,3 +111,15 @@ def test_the_renamed_judge_flags_are_refused_by_name(old: str) -> None:
     result = runner.invoke(app, ["sparsity", old, "x"])
     assert isinstance(result.exception, ConfigError)
     assert "--endpoint-" in str(result.exception)
+
+
+def test_ui_reads_its_config_and_checks_it_before_serving(tmp_path: Path) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text("[ui]\nport = 99999\n")
+    result = runner.invoke(app, ["ui", "--no-model", "--config", str(toml)])
+    assert isinstance(result.exception, ConfigError)
+    assert "--port must be at most 65535" in str(result.exception)
+    toml.write_text("[ui]\nprot = 8000\n")
+    result = runner.invoke(app, ["ui", "--no-model", "--config", str(toml)])
+    assert isinstance(result.exception, ConfigError)
+    assert "unknown ui setting 'prot' (did you mean 'port'?)" in str(result.exception)

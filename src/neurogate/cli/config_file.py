@@ -7,20 +7,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from neurogate import settings
 from neurogate.cli import app as cli
 from neurogate.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class Buildable(Protocol[T]):
-    """A settings dataclass: built from a mapping on top of a base."""
-
-    def from_mapping(self, data: Mapping[str, Any], *, base: T | None = None) -> T: ...
 
 
 ConfigOpt = Annotated[
@@ -69,14 +64,15 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def layered(
-    kind: Buildable[T],
+    kind: type[T],
     flags: Mapping[str, Any],
     *,
     config: str | Path | None,
     section: str,
     base: T | None = None,
 ) -> T:
-    """Settings of ``kind`` (a settings dataclass): ``base`` (else its defaults), then the defaults of the
+    """Settings of ``kind`` (a settings dataclass, built by its ``from_mapping`` where it has one):
+    ``base`` (else its defaults), then the defaults of the
     command's :class:`Flag` values, then ``config``'s ``[section]`` (else its top level), then the flags
     given. ``flags`` maps a setting (dotted for a nested table, e.g. ``evaluation.judges``) to a
     :class:`Flag`, or to a plain value that counts as given unless it is ``None``."""
@@ -88,7 +84,14 @@ def layered(
                 (given if cli.given(flag.param) else defaults)[key] = flag.value
         elif flag is not None:
             given[key] = flag
-    built = kind.from_mapping(nest(defaults), base=base) if defaults or base is None else base
+
+    def build(data: Mapping[str, Any], on: T | None) -> T:
+        made = getattr(kind, "from_mapping", None)
+        if made is None:
+            return settings.build(kind, data, base=on, where=section)
+        return made(data, base=on)  # type: ignore[no-any-return]
+
+    built = build(nest(defaults), base) if defaults or base is None else base
     if config is not None:
-        built = kind.from_mapping(read_table(config, section), base=built)
-    return kind.from_mapping(nest(given), base=built) if given else built
+        built = build(read_table(config, section), built)
+    return build(nest(given), built) if given else built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from neurogate.cli import app as cli
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
 from neurogate.errors import ConfigError
 
 EXPLORE = "Explore"
@@ -42,6 +44,7 @@ def ui(
     ] = 64,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
+    config: ConfigOpt = None,
 ) -> None:
     """Start a local web explorer and print its URL: circuit maps, live steered vs unsteered replies, runs.
 
@@ -54,20 +57,23 @@ def ui(
         raise ConfigError(
             f"the explorer needs its web server packages ({exc.name} is missing): pip install 'neurogate[ui]'"
         ) from None
-    chosen = None if no_model else model or _default_model(circuit or [])
+    flags = {
+        "model": Flag("model", model),
+        "circuits": Flag("circuit", tuple(circuit or ())),
+        "runs": Flag("runs", runs),
+        "host": Flag("host", host),
+        "port": Flag("port", port),
+        "max_new_tokens": Flag("max_new_tokens", max_new_tokens),
+        "dtype": Flag("dtype", dtype),
+        "device": Flag("device", device),
+    }
+    settings = layered(UISettings, flags, config=config, section="ui")
+    named = settings.model is not None  # by --model or the file
+    chosen = None if no_model else settings.model or _default_model(list(settings.circuits))
     if chosen is not None:  # like every command: a large zoo model is pulled only when named or confirmed
         source = "the default" if chosen == cli.DEFAULT_SPEC else "the first circuit's model"
-        cli.preflight_model(chosen, explicit=model is not None, source=source)
-    settings = UISettings(
-        model=chosen,
-        circuits=tuple(circuit or ()),
-        runs=runs,
-        host=host,
-        port=port,
-        max_new_tokens=max_new_tokens,
-        dtype=dtype,
-        device=device,
-    )
+        cli.preflight_model(chosen, explicit=named, source=source)
+    settings = replace(settings, model=chosen)
     serve(
         settings,
         announce=lambda url: cli.console.print(
