@@ -93,6 +93,22 @@ def test_serve_folded_exports_one_model(setup: dict[str, str], tmp_path: Path) -
     assert isinstance(result.exception, ConfigError) and "one multiplier" in str(result.exception)
 
 
+def test_serve_never_drops_a_mean_circuits_constant(setup: dict[str, str], tmp_path: Path) -> None:
+    """A circuit tuned with the mean intervention is refused as LoRA adapters (vLLM cannot add its
+    constant) and served folded with the constant in the MLP bias, not silently as a multiplier."""
+    plain = Circuit.load(setup["circuit"])
+    method = {**plain.method, "intervention": {"kind": "mean", "multiplier": 0.5}}
+    path = Circuit(neurons=plain.neurons, model=plain.model, method=method).save(tmp_path / "mean.json")
+    args = ["serve", *base(setup), "--circuit", str(path), "-x", "0.5", "--python", "py"]
+    result = runner.invoke(app, [*args, "--adapters", str(tmp_path / "served")])
+    assert isinstance(result.exception, ConfigError) and "mean intervention" in str(result.exception)
+    assert not (tmp_path / "served").exists()
+    result = runner.invoke(app, [*args, "--folded", "--adapters", str(tmp_path / "served")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "served" / "mean-m0.5" / "config.json").read_text())
+    assert config.get("mlp_bias") is True
+
+
 def test_default_python_prefers_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEUROGATE_VLLM_PYTHON", "/opt/vllm/bin/python")
     assert default_python() == "/opt/vllm/bin/python"

@@ -63,6 +63,14 @@ def serve_command(
 
     model = cli.circuit_model(model, circuit)
     loaded = Circuit.load(circuit)
+    recorded = loaded.recorded_intervention()
+    mean = recorded is not None and recorded[0] == "mean"
+    if mean and not folded:
+        raise ConfigError(
+            f"{circuit} records a mean intervention, whose per-layer constant vLLM's LoRA adapters cannot "
+            "carry; serve it --folded (the constant goes into the MLP bias where the model family keeps "
+            "one), or export it for llama.cpp with `neurogate export --format gguf` (GGUF + control vector)"
+        )
     lm = cli.load(model, dtype, device)
     plan = VllmPlan(
         model=model_source(model),
@@ -75,8 +83,11 @@ def serve_command(
     if folded:
         if len(multiplier) != 1:
             raise ConfigError("--folded serves one multiplier; give exactly one --multiplier")
-        name = adapter_name(multiplier[0])
-        plan.model = str(export_model(lm, loaded, multiplier[0], adapters / name, overwrite=True))
+        name = adapter_name(multiplier[0], "mean" if mean else "cna")
+        toward = "mean" if mean else "zero"
+        plan.model = str(
+            export_model(lm, loaded, multiplier[0], adapters / name, overwrite=True, toward=toward)
+        )
         cli.err_console.print(
             f"served as model {'base'!r}: {name} folded into {plan.model}", markup=False, highlight=False
         )
