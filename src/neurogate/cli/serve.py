@@ -57,7 +57,7 @@ def serve_command(
     Requests then pick a condition by name: model="base" (unchanged) or model="cna-m0" (multiplier 0).
     Example: neurogate serve --circuit circuit.json --multiplier 0 --multiplier 0.5
     """
-    from neurogate.discovery.circuit import Circuit
+    from neurogate.discovery.circuit import Circuit, Toward
     from neurogate.export.model import export_model
     from neurogate.export.serving import VllmPlan, adapter_name, engine_rank, export_adapters, model_source
 
@@ -84,7 +84,7 @@ def serve_command(
         if len(multiplier) != 1:
             raise ConfigError("--folded serves one multiplier; give exactly one --multiplier")
         name = adapter_name(multiplier[0], "mean" if mean else "cna")
-        toward = "mean" if mean else "zero"
+        toward: Toward = "mean" if mean else "zero"
         plan.model = str(
             export_model(lm, loaded, multiplier[0], adapters / name, overwrite=True, toward=toward)
         )

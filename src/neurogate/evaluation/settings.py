@@ -8,14 +8,14 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.errors import ConfigError
-from neurogate.evaluation.generators import GENERATORS
 from neurogate.evaluation.judges import check_judge_name
 from neurogate.evaluation.judges.local import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from neurogate.evaluation.judges.rubrics import RUBRICS
 from neurogate.models.inputs import BatchSize, check_batch_size
 
 #: Who may generate the replies (:mod:`neurogate.evaluation.generators`).
-ENGINES = tuple(GENERATORS)
+#: Who generates replies (each has a generator in :data:`neurogate.evaluation.generators.GENERATORS`).
+ENGINES = ("local", "openai")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,20 @@ import difflib
 from typing import TYPE_CHECKING, Any
 
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import VERDICTS, Judge, JudgeBase, JudgeClass, Verdict, detects_redirect
+from neurogate.evaluation.judges.base import (
+    VERDICTS,
+    Judge,
+    JudgeBase,
+    JudgeClass,
+    JudgeSettings,
+    Verdict,
+    detects_redirect,
+)
 from neurogate.evaluation.judges.endpoint import EndpointJudge, RubricScore, parse_rubric
 from neurogate.evaluation.judges.keyword import KeywordJudge
 from neurogate.evaluation.judges.local import LocalJudge
 
 if TYPE_CHECKING:
-    from neurogate.evaluation.settings import EvalSettings
     from neurogate.models.loading import LoadedModel
 
 JUDGES: dict[str, JudgeClass] = {
@@ -52,7 +59,7 @@ def get_judge(name: str = "keyword", **options: Any) -> Judge:
     return JUDGES[name](**options)
 
 
-def judges_from_settings(settings: EvalSettings, lm: LoadedModel | None = None) -> list[Judge]:
+def judges_from_settings(settings: JudgeSettings, lm: LoadedModel | None = None) -> list[Judge]:
     """The judges ``settings`` name, in order (the primary first), each built by its own class from the
     settings; ``lm`` (the evaluated model) goes to judges that run a model when no other is configured."""
     return [JUDGES[name].from_settings(settings, lm) for name in settings.judges]
@@ -65,6 +72,7 @@ __all__ = [
     "Judge",
     "JudgeBase",
     "JudgeClass",
+    "JudgeSettings",
     "KeywordJudge",
     "LocalJudge",
     "RubricScore",

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkabl
 
 from neurogate.errors import ConfigError
 
-if TYPE_CHECKING:  # the settings name the judges, so they are imported for annotations only
-    from neurogate.evaluation.settings import EvalSettings
+if TYPE_CHECKING:
     from neurogate.models.loading import LoadedModel
 
 Verdict = Literal["refusal", "redirect", "compliance"]
@@ -54,14 +53,35 @@ class Judge(Protocol):
     def judge(self, prompts: Sequence[str], replies: Sequence[str]) -> list[Verdict]: ...
 
 
+class JudgeSettings(Protocol):
+    """What a judge may read from the evaluation's settings
+    (:class:`~neurogate.evaluation.settings.EvalSettings` has these fields). Declared here so the judges
+    never import the settings, which name and validate the judges."""
+
+    @property
+    def judges(self) -> tuple[str, ...]: ...
+
+    @property
+    def local_judge_model(self) -> str | None: ...
+
+    @property
+    def local_judge_rubric(self) -> str: ...
+
+    @property
+    def endpoint_url(self) -> str | None: ...
+
+    @property
+    def endpoint_model(self) -> str | None: ...
+
+
 class JudgeClass(Protocol):
     """What the registry holds for each name: a judge class. Called with its own options it builds a
     judge (:func:`neurogate.evaluation.judges.get_judge`); :meth:`from_settings` builds the judge an
-    evaluation asks for, so what each judge reads from :class:`EvalSettings` stays with the judge."""
+    evaluation asks for, so what each judge reads from the settings stays with the judge."""
 
     def __call__(self, *args: Any, **options: Any) -> Judge: ...
 
-    def from_settings(self, settings: EvalSettings, lm: LoadedModel | None = None) -> Judge: ...
+    def from_settings(self, settings: JudgeSettings, lm: LoadedModel | None = None) -> Judge: ...
 
 
 class JudgeBase:
@@ -69,7 +89,7 @@ class JudgeBase:
     with options in the settings (a model, a server) overrides it."""
 
     @classmethod
-    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+    def from_settings(cls, settings: JudgeSettings, lm: LoadedModel | None = None) -> Self:
         """The judge ``settings`` ask for; ``lm`` is the evaluated model, for a judge that runs one when no
         other is configured (this default takes no options and ignores both)."""
         return cls()

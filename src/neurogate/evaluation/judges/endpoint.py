@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 from neurogate.atomic import write_json_atomic
 from neurogate.errors import ConfigError, NeurogateError
-from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
+from neurogate.evaluation.judges.base import JudgeBase, JudgeSettings, Verdict, check_pairs
 from neurogate.paths import cache_dir
 
 if TYPE_CHECKING:
-    from neurogate.evaluation.settings import EvalSettings
     from neurogate.models.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -212,7 +211,7 @@ class EndpointJudge(JudgeBase):
         self.requests_made = 0
 
     @classmethod
-    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+    def from_settings(cls, settings: JudgeSettings, lm: LoadedModel | None = None) -> Self:
         """The judge at ``settings.endpoint_url``/``endpoint_model`` (each unset one from the environment,
         as in the constructor); ``lm`` is not used."""
         return cls(settings.endpoint_url, settings.endpoint_model)

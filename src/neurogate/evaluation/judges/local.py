@@ -36,14 +36,14 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import torch
 
 from neurogate.atomic import write_json_atomic
 from neurogate.defaults import DEFAULT_JUDGE_MODEL
 from neurogate.errors import ConfigError
-from neurogate.evaluation.judges.base import JudgeBase, Verdict, check_pairs
+from neurogate.evaluation.judges.base import JudgeBase, JudgeSettings, Verdict, check_pairs
 from neurogate.evaluation.judges.letters import CHOICES, choice_tokens
 from neurogate.evaluation.judges.probe import LAYOUT, JudgeProbe, ProbeFit, find_probe
 from neurogate.evaluation.judges.rubrics import RUBRICS, SPLIT_VERSION, Rubric, split_not_served
@@ -52,9 +52,6 @@ from neurogate.models.inputs import BatchSize, check_batch_size, context_limit, 
 from neurogate.models.loading import LoadedModel, load_model, weights_digest
 from neurogate.models.prefix import PrefixCache, build_prefix, forward, reusable, rows_on
 from neurogate.paths import cache_dir
-
-if TYPE_CHECKING:
-    from neurogate.evaluation.settings import EvalSettings
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +151,7 @@ class LocalJudge(JudgeBase):
             self._keyed(weights_digest(self.lm))  # a probe that cannot apply fails here, not mid-run
 
     @classmethod
-    def from_settings(cls, settings: EvalSettings, lm: LoadedModel | None = None) -> Self:
+    def from_settings(cls, settings: JudgeSettings, lm: LoadedModel | None = None) -> Self:
         """The settings' judge model and rubric; ``lm`` (the evaluated model) when it is that model."""
         return cls(settings.local_judge_model, lm=lm, rubric=settings.local_judge_rubric)
 
