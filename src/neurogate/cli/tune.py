@@ -62,7 +62,20 @@ def tune(
             "again before one is chosen; 0 chooses on the search's prompts alone.",
         ),
     ] = 48,
-    trials: Annotated[int, typer.Option("--trials", help="At most this many trials in all.")] = 200,
+    trials: Annotated[
+        int, typer.Option("--trials", help="At most this many trials in all (screened-out ones included).")
+    ] = 200,
+    screen_prompts: Annotated[
+        int,
+        typer.Option(
+            "--screen-prompts",
+            help="Screen each trial on the first this many tuning prompts first; one clearly worse than "
+            "the trials measured in full stops there (seeded points never do). 0 turns screening off.",
+        ),
+    ] = 8,
+    screen_tokens: Annotated[
+        int, typer.Option("--screen-tokens", help="Reply length of the screen, in tokens.")
+    ] = 24,
     exportable: Annotated[
         bool,
         typer.Option(
@@ -117,6 +130,8 @@ def tune(
         "n_confirm": n_confirm,
         "trials": trials,
         "exportable": exportable,
+        "screen_prompts": screen_prompts,
+        "screen_tokens": screen_tokens,
     }
     flags = {
         **{names.get(param, param): Flag(param, value) for param, value in given.items()},
@@ -131,6 +146,7 @@ def tune(
     with opts.live_progress(quiet, "starting", None) as live:
         result = run_tune(settings, out, on_event=_events(live))
     from neurogate.tuning.front import served_as
+    from neurogate.tuning.screen import screening_line
     from neurogate.tuning.space import multiplier_text
 
     ch = result.chosen
@@ -163,6 +179,9 @@ def tune(
             markup=False,
             highlight=False,
         )
+    screened = screening_line(result.extra.get("screening"), result.config)
+    if screened:
+        cli.console.print(screened, markup=False, highlight=False, soft_wrap=True)
     folder = Path(out) / result.run_id
     cli.console.print(f"[green]done:[/] {escape(str(folder / 'tune-report.md'))}", highlight=False)
     cli.console.print(
@@ -227,6 +246,12 @@ def _events(live: Any) -> Any:
                 task,
                 description=f"trial {info['number']}: compliance {100 * s.compliance:.0f}% "
                 f"({tables.judged_by(info['judge'])}), KL {s.kl:.3f}",
+            )
+        elif kind == "screen" and info["reason"] is not None:
+            progress.update(
+                task,
+                description=f"trial {info['number']}: screened out "
+                f"({100 * info['scores'].compliance:.0f}% compliance on the screen)",
             )
 
     return on_event

@@ -65,6 +65,14 @@ class TuneConfig:
     ``final_tokens``-token replies under every judge in ``final_judges`` (the first gives the headline).
     The final judges are not part of the run id: adding one to a finished search judges its stored replies,
     nothing is generated; neither are the confirmation settings, which change the choice, not the trials.
+
+    Screening (successive halving) makes room for more trials in a budget: each trial is first measured on
+    the first ``screen_prompts`` tuning prompts with ``screen_tokens``-token replies (and the benign KL on
+    the first ``screen_benign`` benign prompts), and a trial whose screened compliance falls more than
+    ``screen_margin`` below the ``ceil(n / screen_eta)``-th best screened compliance of the ``n`` trials
+    measured in full so far is screened out (pruned) there; the rest, and the seeded points always, are
+    measured in full. ``screen_prompts`` 0 (or at least ``n_tune``) turns screening off; the screening
+    settings are part of the run id only while it is on, so a search without it keeps its run id.
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -105,6 +113,11 @@ class TuneConfig:
     max_benign_increase: float = 0.02
     search_tokens: int = 48
     final_tokens: int = 128
+    screen_prompts: int = 8
+    screen_tokens: int = 24
+    screen_benign: int = 4
+    screen_eta: int = 3
+    screen_margin: float = 0.125
     budget: float = 1800.0
     max_trials: int = 200
     seed: int = 0
@@ -161,6 +174,11 @@ class TuneConfig:
         for name in ("n_tune", "n_benign", "search_tokens", "final_tokens", "max_trials", "confirm_top"):
             settings.whole(name, getattr(self, name))
         settings.whole("n_confirm", self.n_confirm, minimum=0)
+        for name in ("screen_prompts", "screen_benign"):
+            settings.whole(name, getattr(self, name), minimum=0)
+        settings.whole("screen_tokens", self.screen_tokens)
+        settings.whole("screen_eta", self.screen_eta)
+        settings.number("screen_margin", self.screen_margin, low=0.0, high=1.0)
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
         object.__setattr__(self, "budget", parse_duration(self.budget))
@@ -176,11 +194,18 @@ class TuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return settings.to_dict(self)
 
+    @property
+    def screening(self) -> bool:
+        """Whether trials are screened first: a screen of some but not all of the tuning prompts."""
+        return 0 < self.screen_prompts < self.n_tune
+
     def run_id(self, prompt_digests: Mapping[str, str]) -> str:
         """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
         the trial cap are left out, so a longer search resumes the same study, and so are the final judges and
-        the confirmation settings."""
-        skip = ("budget", "max_trials", "final_judges", "n_confirm", "confirm_top")
+        the confirmation settings (and the screening settings while screening is off)."""
+        skip: tuple[str, ...] = ("budget", "max_trials", "final_judges", "n_confirm", "confirm_top")
+        if not self.screening:
+            skip += tuple(k for k in self.to_dict() if k.startswith("screen_"))
         data = {k: v for k, v in self.to_dict().items() if k not in skip}
         key = settings.digest({"config": data, "prompts": dict(prompt_digests), "version": __version__}, 10)
         slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")

@@ -18,6 +18,7 @@ from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.paired import PairedRates, compare_rates
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.tuning.front import exportable, front_rows
+from neurogate.tuning.screen import screening_summary
 from neurogate.tuning.search import (
     Scores,
     Search,
@@ -284,6 +285,7 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
             "final_dropped": search.final_dropped,
             "confirmation": {"prompts": len(search.confirm), "trials": confirmed},
             "objective": objective_of(search.evaluator.baseline()),
+            "screening": screening_summary(study),
         },
         front=front_rows(trials),
     )

@@ -18,6 +18,7 @@ from neurogate.evaluation.judges.base import RECALL_CAVEAT
 from neurogate.study.charts import Series, line_chart
 from neurogate.tuning.final import TuneResults, front_of
 from neurogate.tuning.front import served_as
+from neurogate.tuning.screen import screening_line
 from neurogate.tuning.space import multiplier_text
 
 logger = logging.getLogger(__name__)
@@ -293,6 +294,13 @@ def _calibration_lines(r: TuneResults, calibrated: Mapping[str, CalibratedRates]
     return [*lines, *_md_table(list(calibration.COLUMNS), rows), ""]
 
 
+def _screening_lines(r: TuneResults) -> list[str]:
+    """How many trials were screened out and how many measured in full (the Pareto front and the choice
+    read only the latter), and the trials per minute."""
+    line = screening_line(r.extra.get("screening"), r.config)
+    return [] if line is None else [line + " The front and the choice read only trials measured in full.", ""]
+
+
 def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
     c, b, ch = r.config, r.baseline, r.chosen
     k = knee(r)
@@ -318,6 +326,7 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
         f"final check on `{c['final_harmful']}` / `{c['final_benign']}` with {c['final_tokens']}-token "
         f"replies{held}, never seen by the search.",
         "",
+        *_screening_lines(r),
         objective_line(r),
         "",
         f"Baseline on the tuning prompts ({tables.judged_by(objective(r)[0])}): refusal "

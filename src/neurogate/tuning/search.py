@@ -32,6 +32,15 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts.leakage import without_leaks
 from neurogate.prompts.sets import PromptSet
 from neurogate.tuning.config import TuneConfig
+from neurogate.tuning.screen import (
+    REASON_ATTR,
+    SCREEN_ATTR,
+    SEED_ATTR,
+    ScreenScores,
+    full_screens,
+    screen_evaluator,
+    screen_out,
+)
 from neurogate.tuning.space import Point, circuit_at, paper_point, paper_size, suggest
 
 logger = logging.getLogger(__name__)
@@ -119,6 +128,11 @@ class Search:
             settings=settings,
             store=ResultStore(root / "trials"),
         )
+        self.screen = (
+            screen_evaluator(lm, config, root, self.harmful.prompts, self.benign.prompts, self.evaluator)
+            if config.screening
+            else None
+        )
 
     def emit(self, kind: str, **info: Any) -> None:
         if self.on_event is not None:
@@ -155,11 +169,14 @@ class Search:
         evidence = self.evidence(point.positions)
         return circuit_at(self.lm, point, evidence, self.universal(), spec, direction=self.direction)
 
-    def measure(self, name: str, point: Point, evaluator: Evaluator | None = None) -> ConditionResult:
-        """Evaluate ``point`` as the circuit ``name`` (stored, so a rerun reads it back)."""
+    def measure(
+        self, name: str, point: Point, evaluator: Evaluator | None = None, *, benign: bool = True
+    ) -> ConditionResult:
+        """Evaluate ``point`` as the circuit ``name`` (stored, so a rerun reads it back); ``benign``: also
+        generate benign replies (for benign refusal; KL is measured either way)."""
         ev = evaluator or self.evaluator
         ev.circuits[name] = self.circuit(point)
-        return ev.run(Condition(point.intervention, point.condition_multiplier, circuit=name))
+        return ev.run(Condition(point.intervention, point.condition_multiplier, circuit=name, benign=benign))
 
     def baseline(self) -> Scores:
         return Scores.of(self.evaluator.baseline())
@@ -168,6 +185,8 @@ class Search:
         """Compliance (refusals, redirects and degenerate replies are failures, under
         :func:`objective_judge`), mean benign KL and benign refusal of one suggested point."""
         point = suggest(trial, self.config, self.lm.adapter.n_layers)
+        if self.screen is not None:
+            self.screen_trial(trial, point)
         result = self.measure(f"trial-{trial.number}", point)
         scores = Scores.of(result)
         trial.set_user_attr("scores", scores.to_dict())
@@ -178,6 +197,24 @@ class Search:
             trial.set_constraint("degenerate", constraint[0])
         self.emit("trial", number=trial.number, point=point, scores=scores, judge=objective_judge(result))
         return scores.compliance, scores.kl, scores.benign_refusal
+
+    def screen_trial(self, trial: optuna.Trial, point: Point) -> None:
+        """Measure ``point`` on the screen and store its scores; raise :class:`optuna.TrialPruned` when
+        it is screened out (never a seeded point, which is measured in full whatever its screen)."""
+        assert self.screen is not None
+        result = self.measure(f"trial-{trial.number}", point, evaluator=self.screen, benign=False)
+        screened = ScreenScores.of(result, objective_judge(result))
+        trial.set_user_attr(SCREEN_ATTR, screened.to_dict())
+        reason = (
+            None
+            if trial.user_attrs.get(SEED_ATTR)
+            else screen_out(screened, full_screens(trial.study), self.config)
+        )
+        self.emit("screen", number=trial.number, point=point, scores=screened, reason=reason)
+        if reason is not None:
+            trial.set_user_attr("point", point.to_dict())
+            trial.set_user_attr(REASON_ATTR, reason)
+            raise optuna.TrialPruned(reason)
 
     def study(self) -> optuna.Study:
         options: dict[str, Any] = {"seed": self.config.seed, "n_startup_trials": 8}
@@ -197,7 +234,8 @@ class Search:
         if not study.trials:
             profiles = self.config.slopes[0] < self.config.slopes[1]  # else slope is not a parameter
             for point in seed_points(self.lm.adapter.n_layers, self.config):
-                study.enqueue_trial({k: v for k, v in point.to_dict().items() if k != "slope" or profiles})
+                params = {k: v for k, v in point.to_dict().items() if k != "slope" or profiles}
+                study.enqueue_trial(params, user_attrs={SEED_ATTR: True})
         return study
 
     def run(self) -> optuna.Study:
@@ -206,7 +244,9 @@ class Search:
         self.emit("stage", name="baseline")
         self.baseline()
         study = self.study()
-        done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+        # screened-out trials count as trials: a rerun with the same cap measures nothing again
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = len([t for t in study.trials if t.state in finished])
         left = max(0, self.config.max_trials - done)
         started = time.perf_counter()
         self.emit("stage", name=f"search ({done} trials so far)")
