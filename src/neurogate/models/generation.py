@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from neurogate.models.hooks import Attachable
 from neurogate.models.inputs import check_batch_size, encode, left_padded, pad_id, template_prefix
 from neurogate.models.loading import LoadedModel
 from neurogate.models.ragged import ragged_greedy
+from neurogate.models.row_gains import RowGains, RowMaps
 from neurogate.progress import progress_bar
 from neurogate.threads import REFRESH_SECONDS
 from neurogate.threads import refresh as refresh_threads
@@ -104,6 +105,7 @@ def generate(
     progress: bool = False,
     stop_at_eos: bool = True,
     preformatted: bool = False,
+    row_steering: Sequence[RowMaps] | None = None,
 ) -> list[Generation]:
     """Generate a reply to each prompt, in prompt order, optionally under ``intervention``.
 
@@ -111,22 +113,33 @@ def generate(
     suppresses end-of-turn tokens so every reply runs to ``max_new_tokens`` (for timing).
     ``preformatted=True``: the prompts are already model-ready text (e.g. a multi-turn conversation run
     through the chat template); they are tokenized as they are.
+    ``row_steering``: one neuron steering per prompt (:mod:`neurogate.models.row_gains`; ``None`` entries
+    are unsteered), applied on top of ``intervention``; each prompt keeps its own through sorting,
+    sub-batches and dropped rows. The template prefix is then not shared (it would need one pass per
+    distinct steering), so each row computes it itself.
     """
     options = _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)
     check_batch_size(batch_size)
     if isinstance(prompts, str):
         raise ConfigError("generate takes a sequence of prompts; wrap a single prompt in a list")
     prompts = list(prompts)
+    if row_steering is not None and len(row_steering) != len(prompts):
+        raise ConfigError(f"row_steering has {len(row_steering)} entries for {len(prompts)} prompts")
     if not prompts:
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
-    prefix = 0 if preformatted else template_prefix(lm, system_prompt=system_prompt, chat=chat)
+    shared = not preformatted and row_steering is None  # a prefix pass would steer every row alike
+    prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat) if shared else 0
     stops = options["eos_token_id"] if stop_at_eos else []
     engine = choose_engine(lm, len(seqs) * max_new_tokens)
     prepare(lm, engine)  # before attaching, so neuron steering lands in the gains of a compiled model
     torch.manual_seed(seed)
     attached = intervention.attach() if intervention is not None else nullcontext()
-    with attached, progress_bar(progress, len(seqs), "generating") as tick:
+    with (
+        attached,
+        _per_row(lm, row_steering) as tables,  # after attaching, so a bad table detaches the intervention
+        progress_bar(progress, len(seqs), "generating") as tick,
+    ):
         engine = settle(lm, engine)
         longest = max(len(s) for s in seqs)
         auto = not isinstance(batch_size, int)
@@ -139,11 +152,32 @@ def generate(
             for rows in _batches(seqs, size):
                 if lm.device.type == "cpu":  # under auto, count the idle cores again now and then
                     refresh_threads(REFRESH_SECONDS)
-                new = _decode(lm, [seqs[i] for i in rows], options, engine, prefix)
+                bind = None if tables is None else _binder(tables, rows)
+                new = _decode(lm, [seqs[i] for i in rows], options, engine, prefix, bind)
                 for row, ids in zip(rows, new, strict=True):
                     results[row] = _finish(lm, prompts[row], ids, stops)
                 tick(len(rows))
     return [results[i] for i in range(len(seqs))]
+
+
+def _per_row(lm: LoadedModel, steerings: Sequence[RowMaps] | None) -> AbstractContextManager[RowGains | None]:
+    """The per-row steering tables of a call (none without ``row_steering``)."""
+    return nullcontext() if steerings is None else RowGains(lm, steerings)
+
+
+Bind = Callable[[int, int, int], Callable[[torch.Tensor], None]]
+"""Binds per-row tables to the batch's rows ``[start, stop)`` padded to ``total``; returns the compactor."""
+
+
+def _binder(tables: RowGains, rows: Sequence[int]) -> Bind:
+    """A :data:`Bind` over the batch of given rows ``rows`` (padding repeats the first, as the batch does)."""
+
+    def bind(start: int, stop: int, total: int) -> Callable[[torch.Tensor], None]:
+        part = list(rows[start:stop])
+        tables.bind(part + [part[0]] * (total - len(part)))
+        return tables.select
+
+    return bind
 
 
 def _batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
@@ -160,15 +194,20 @@ def _decode(
     options: dict[str, Any],
     engine: Engine,
     prefix: int = 0,
+    bind: Bind | None = None,
+    start: int = 0,
 ) -> list[list[int]]:
     """New token ids of each sequence, generated as one batch (padded with repeats of the first row to
     the engine's shape; greedy eager decoding prefills the shared template ``prefix`` once). A CUDA
-    out-of-memory error splits the batch in two and tries each half."""
+    out-of-memory error splits the batch in two and tries each half. ``bind``: per-row steering, bound
+    to rows ``start`` onwards of the batch given to the first call (halves keep their rows' steering)."""
     rows = list(seqs) + [seqs[0]] * (engine.batch_rows(len(seqs)) - len(seqs))
     batch = left_padded(lm, rows)
+    drop = None if bind is None else bind(start, start + len(seqs), len(rows))
     try:
         if _ragged(options, engine):
-            return ragged_greedy(lm, seqs, options["max_new_tokens"], options["eos_token_id"], prefix)
+            stops = options["eos_token_id"]
+            return ragged_greedy(lm, seqs, options["max_new_tokens"], stops, prefix, on_drop=drop)
         with torch.no_grad():
             out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
     except torch.cuda.OutOfMemoryError:
@@ -178,8 +217,8 @@ def _decode(
         torch.cuda.empty_cache()
         half = len(seqs) // 2
         logger.warning("out of GPU memory at %d rows; retrying as %d + %d", len(seqs), half, len(seqs) - half)
-        return _decode(lm, seqs[:half], options, engine, prefix) + _decode(
-            lm, seqs[half:], options, engine, prefix
+        return _decode(lm, seqs[:half], options, engine, prefix, bind, start) + _decode(
+            lm, seqs[half:], options, engine, prefix, bind, start + half
         )
     return out[: len(seqs), batch.input_ids.shape[1] :].tolist()
 

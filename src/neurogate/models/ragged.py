@@ -11,7 +11,7 @@ condition several-fold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -26,10 +26,13 @@ def ragged_greedy(
     max_new_tokens: int,
     stops: Sequence[int],
     prefix: int = 0,
+    on_drop: Callable[[torch.Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Greedy new token ids of each sequence (ending with its stop token when it stopped), decoding only
     the rows that have not stopped; the first ``prefix`` tokens, where the rows share them (the chat
-    template's), are prefilled once (:func:`neurogate.models.prefix.prefill`)."""
+    template's), are prefilled once (:func:`neurogate.models.prefix.prefill`). ``on_drop`` is called with
+    the positions of the rows kept whenever rows leave the batch (per-row steering compacts its tables:
+    :meth:`neurogate.models.row_gains.RowGains.select`)."""
     done = prefill(lm, seqs, prefix=prefix, use_cache=True, logits_to_keep=1)
     out, mask = done.output, done.attention_mask
     cache, last = cache_of(out), done.position_ids[:, -1]
@@ -50,6 +53,8 @@ def ragged_greedy(
             idx = torch.tensor(keep, device=token.device)
             cache.batch_select_indices(idx)
             mask, last, token = mask[idx], last[idx], token[idx]
+            if on_drop is not None:
+                on_drop(idx)
             active = [active[j] for j in keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
         last = last + 1

@@ -1,6 +1,7 @@
-"""Steering: the interventions (neuron multipliers, CAA, directional ablation, the random control) and
-exact weight folding. Build any of them by kind with :func:`make`. Saving a steered model in a format
-other tools load (a model directory, LoRA, GGUF, a control vector) is :mod:`neurogate.export`'s job."""
+"""Steering: the interventions (neuron multipliers, CAA, directional ablation, the random control),
+exact weight folding, and per-row steering (several circuits in one batch: :mod:`neurogate.steering.rows`).
+Build any intervention by kind with :func:`make`. Saving a steered model in a format other tools load (a
+model directory, LoRA, GGUF, a control vector) is :mod:`neurogate.export`'s job."""
 
 from neurogate.models.hooks import Handle
 from neurogate.steering.base import MULTIPLIER, STRENGTH, Intervention, Scale
@@ -9,6 +10,7 @@ from neurogate.steering.fold import fold
 from neurogate.steering.neurons import steer
 from neurogate.steering.registry import INTERVENTIONS, KINDS, get_kind, make
 from neurogate.steering.residual import ablate_direction, add_vector, orthogonalize
+from neurogate.steering.rows import generate_rows, steer_rows
 
 __all__ = [
     "INTERVENTIONS",
@@ -21,11 +23,13 @@ __all__ = [
     "ablate_direction",
     "add_vector",
     "fold",
+    "generate_rows",
     "get_kind",
     "make",
     "orthogonalize",
     "random_circuit",
     "steer",
+    "steer_rows",
 ]
 
 #: Names that moved to :mod:`neurogate.export` (which imports steering, never the reverse).
