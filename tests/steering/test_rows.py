@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import CircuitError, ConfigError
-from neurogate.models import generation
+from neurogate.models import generation, prefix
 from neurogate.models.generation import Generation, generate
 from neurogate.models.inputs import encode
 from neurogate.models.loading import LoadedModel
@@ -39,6 +40,7 @@ PROMPTS = [
     "Why is the sky blue?",
 ]
 NEW = 14
+SYSTEM = "You are a terse assistant."
 
 
 def _circuit(lm: LoadedModel, picks: Sequence[tuple[int, int]], mean: float) -> Circuit:
@@ -73,31 +75,46 @@ def _forced_logits(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> torch.Tens
         return lm.model(**rows.kwargs(lm.model)).logits.float()
 
 
-def _stop_on_common_token(lm: LoadedModel, specs: Sequence[RowSpec]) -> None:
+def _stop_on_common_token(lm: LoadedModel, specs: Sequence[RowSpec], system: str | None) -> None:
     """Declare a token the steered replies emit at different steps to be an end of turn, so rows leave the
     batch at different steps (the per-row tables must be compacted with them)."""
-    free = generate_rows(lm, PROMPTS, specs, max_new_tokens=NEW, stop_at_eos=False)
+    free = generate_rows(lm, PROMPTS, specs, max_new_tokens=NEW, stop_at_eos=False, system_prompt=system)
     counts = Counter(t for g in free for t in set(g.token_ids[1:]))
     lm.model.generation_config.eos_token_id = [max(counts, key=lambda t: (counts[t], -t))]
 
 
+@pytest.mark.parametrize("system", [None, SYSTEM])
 @pytest.mark.parametrize("family", ["llama", "gpt_neox", "qwen2"])
-def test_mixed_rows_equal_each_prompt_alone_under_its_circuit(family: str) -> None:
+def test_mixed_rows_equal_each_prompt_alone_under_its_circuit(
+    family: str, system: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lm = tiny_lm(family)
     specs = _specs(lm)
-    _stop_on_common_token(lm, specs)
-    mixed = generate_rows(lm, PROMPTS, specs, max_new_tokens=NEW, batch_size=4)
-    alone = [_alone(lm, p, s, max_new_tokens=NEW) for p, s in zip(PROMPTS, specs, strict=True)]
+    _stop_on_common_token(lm, specs, system)
+    variants: list[int] = []
+    real = prefix.build_prefix
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        variants.append(int(kw.get("variants", 1)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(prefix, "build_prefix", spy)
+    mixed = generate_rows(lm, PROMPTS, specs, max_new_tokens=NEW, batch_size=4, system_prompt=system)
+    # with a system prompt the template prefix is long enough to share: once per distinct steering
+    assert sorted(variants) == ([] if system is None else [3, 4])
+    opts: dict[str, Any] = {"max_new_tokens": NEW, "system_prompt": system}
+    alone = [_alone(lm, p, s, **opts) for p, s in zip(PROMPTS, specs, strict=True)]
     assert [g.token_ids for g in mixed] == [g.token_ids for g in alone]
     assert [g.finished for g in mixed] == [g.finished for g in alone]
     assert [g.prompt for g in mixed] == PROMPTS
     assert 2 <= sum(g.finished for g in mixed) < len(PROMPTS)  # rows left the batch at different steps
-    plain = generate(lm, PROMPTS, max_new_tokens=NEW, batch_size=4)
+    plain = generate(lm, PROMPTS, max_new_tokens=NEW, batch_size=4, system_prompt=system)
     changed = [m.token_ids != p.token_ids for m, p in zip(mixed, plain, strict=True)]
     assert sum(changed) >= 3 and not changed[2] and not changed[6]  # steered rows moved, free ones not
 
     # Logits of every reply position: the whole mixed batch in one pass vs each prompt alone.
-    seqs = [ids + g.token_ids for ids, g in zip(encode(lm, PROMPTS), mixed, strict=True)]
+    prompt_ids = encode(lm, PROMPTS, system_prompt=system)
+    seqs = [ids + g.token_ids for ids, g in zip(prompt_ids, mixed, strict=True)]
     with steer_rows(lm, specs):
         batched = _forced_logits(lm, seqs)
     for row, (seq, spec) in enumerate(zip(seqs, specs, strict=True)):

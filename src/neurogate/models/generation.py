@@ -114,9 +114,9 @@ def generate(
     ``preformatted=True``: the prompts are already model-ready text (e.g. a multi-turn conversation run
     through the chat template); they are tokenized as they are.
     ``row_steering``: one neuron steering per prompt (:mod:`neurogate.models.row_gains`; ``None`` entries
-    are unsteered), applied on top of ``intervention``; each prompt keeps its own through sorting,
-    sub-batches and dropped rows. The template prefix is then not shared (it would need one pass per
-    distinct steering), so each row computes it itself.
+    are unsteered), applied after ``intervention``; each prompt keeps its own through sorting,
+    sub-batches and dropped rows, and the shared template prefix runs once per distinct steering of a
+    batch.
     """
     options = _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)
     check_batch_size(batch_size)
@@ -128,8 +128,7 @@ def generate(
     if not prompts:
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
-    shared = not preformatted and row_steering is None  # a prefix pass would steer every row alike
-    prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat) if shared else 0
+    prefix = 0 if preformatted else template_prefix(lm, system_prompt=system_prompt, chat=chat)
     stops = options["eos_token_id"] if stop_at_eos else []
     engine = choose_engine(lm, len(seqs) * max_new_tokens)
     prepare(lm, engine)  # before attaching, so neuron steering lands in the gains of a compiled model
@@ -165,17 +164,17 @@ def _per_row(lm: LoadedModel, steerings: Sequence[RowMaps] | None) -> AbstractCo
     return nullcontext() if steerings is None else RowGains(lm, steerings)
 
 
-Bind = Callable[[int, int, int], Callable[[torch.Tensor], None]]
-"""Binds per-row tables to the batch's rows ``[start, stop)`` padded to ``total``; returns the compactor."""
+Bind = Callable[[int, int, int], RowGains]
+"""Binds per-row tables to the batch's rows ``[start, stop)`` padded to ``total``, and returns them."""
 
 
 def _binder(tables: RowGains, rows: Sequence[int]) -> Bind:
     """A :data:`Bind` over the batch of given rows ``rows`` (padding repeats the first, as the batch does)."""
 
-    def bind(start: int, stop: int, total: int) -> Callable[[torch.Tensor], None]:
+    def bind(start: int, stop: int, total: int) -> RowGains:
         part = list(rows[start:stop])
         tables.bind(part + [part[0]] * (total - len(part)))
-        return tables.select
+        return tables
 
     return bind
 
@@ -203,11 +202,11 @@ def _decode(
     to rows ``start`` onwards of the batch given to the first call (halves keep their rows' steering)."""
     rows = list(seqs) + [seqs[0]] * (engine.batch_rows(len(seqs)) - len(seqs))
     batch = left_padded(lm, rows)
-    drop = None if bind is None else bind(start, start + len(seqs), len(rows))
+    tables = None if bind is None else bind(start, start + len(seqs), len(rows))
     try:
         if _ragged(options, engine):
             stops = options["eos_token_id"]
-            return ragged_greedy(lm, seqs, options["max_new_tokens"], stops, prefix, on_drop=drop)
+            return ragged_greedy(lm, seqs, options["max_new_tokens"], stops, prefix, tables=tables)
         with torch.no_grad():
             out = _generate_fn(lm)(batch.input_ids, attention_mask=batch.attention_mask, **options)
     except torch.cuda.OutOfMemoryError:

@@ -27,8 +27,10 @@ steps, each one function:
 
 Interventions act per position, so they apply to the prefix pass as to any other. The prefix pass has one
 row whatever the batch, so a row's numbers do not depend on which rows share its batch any more than with
-plain left padding. Models whose cache cannot be copied across rows, or whose sliding attention window is
-shorter than the rows, take the plain path.
+plain left padding. Under per-row steering (:mod:`neurogate.models.row_gains`) the prefix's cache differs
+between rows steered differently, so :func:`prefill` runs it once per distinct steering among the batch's
+rows (one row each) and gives every row the copy of its own steering. Models whose cache cannot be
+copied across rows, or whose sliding attention window is shorter than the rows, take the plain path.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache
 
 from neurogate.models.inputs import left_padded, left_positions, shared_prefix
 from neurogate.models.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from neurogate.models.row_gains import RowGains
 
 #: The shortest shared prefix worth a separate pass when its cache serves many batches (the capture pass,
 #: the local judge). A prefix built for one batch (:func:`prefill`) pays for its pass alone, so it needs
@@ -96,10 +101,14 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def copy_for(self, rows: int) -> Any:
-        """A fresh copy of the cache with its row repeated ``rows`` times (the kept one stays intact)."""
+    def copy_for(self, rows: int, pick: torch.Tensor | None = None) -> Any:
+        """A fresh copy of the cache with its row repeated ``rows`` times (the kept one stays intact); with
+        ``pick`` (a cache of several variant rows), row ``r`` of the copy is variant ``pick[r]``."""
         cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
+        if pick is None:
+            cache.batch_repeat_interleave(rows)
+        else:
+            cache.batch_select_indices(pick)
         return cache
 
 
@@ -173,16 +182,18 @@ def build_prefix(
     *,
     module: torch.nn.Module | None = None,
     run: Runner | None = None,
+    variants: int = 1,
 ) -> PrefixCache | None:
     """Run ``ids`` once (one row) and keep their key/value cache: through ``module`` (:func:`forward`,
     only the last position reaching an output head), or through ``run`` (e.g. a recorder's pass, which may
     stop once the last layer has filled its cache). None, noted once, when the model cannot fill a cache
-    that copies across rows; its callers then run full sequences."""
+    that copies across rows; its callers then run full sequences. ``variants``: the prefix runs as that many
+    identical rows (one per distinct steering under per-row steering)."""
     ids = list(ids)
     try:
         cache = DynamicCache(config=lm.model.config)
-        tokens = torch.tensor([ids], dtype=torch.long, device=lm.device)
-        positions = torch.arange(len(ids), device=lm.device)[None]
+        tokens = torch.tensor([ids] * variants, dtype=torch.long, device=lm.device)
+        positions = torch.arange(len(ids), device=lm.device)[None].repeat(variants, 1)
         rows = Rows(tokens, torch.ones_like(tokens), positions, cache)
         if run is not None:
             run(rows)
@@ -200,10 +211,16 @@ def build_prefix(
     return PrefixCache(ids, cache)
 
 
-def rows_on(lm: LoadedModel, seqs: Sequence[Sequence[int]], prefix: PrefixCache | None = None) -> Rows:
+def rows_on(
+    lm: LoadedModel,
+    seqs: Sequence[Sequence[int]],
+    prefix: PrefixCache | None = None,
+    pick: torch.Tensor | None = None,
+) -> Rows:
     """``seqs`` (full token id lists) as one left-padded batch on the model's device: with ``prefix``
     (which every sequence starts with, leaving a token after it), only the tokens after it, on a fresh
-    copy of its cache (see the module docstring); without, the plain batch."""
+    copy of its cache (see the module docstring; ``pick``: each row's variant of a several-row prefix
+    cache); without, the plain batch."""
     if prefix is None:
         batch = left_padded(lm, seqs)
         return Rows(batch.input_ids, batch.attention_mask, left_positions(batch.attention_mask))
@@ -213,7 +230,7 @@ def rows_on(lm: LoadedModel, seqs: Sequence[Sequence[int]], prefix: PrefixCache 
     tails = left_padded(lm, [s[n:] for s in seqs])
     mask = torch.cat([tails.attention_mask.new_ones((len(seqs), n)), tails.attention_mask], dim=1)
     positions = left_positions(tails.attention_mask) + n
-    return Rows(tails.input_ids, mask, positions, prefix.copy_for(len(seqs)))
+    return Rows(tails.input_ids, mask, positions, prefix.copy_for(len(seqs), pick))
 
 
 def prefill(
@@ -223,12 +240,25 @@ def prefill(
     prefix: int = 0,
     use_cache: bool = False,
     logits_to_keep: int | None = None,
+    tables: RowGains | None = None,
 ) -> Prefilled:
     """One forward pass over ``seqs`` (token id lists), left-padded; with ``prefix`` (the length of a
     token prefix the rows may share, e.g. :func:`neurogate.models.inputs.template_prefix`), the part of it
-    they do share is computed once. ``logits_to_keep``: only the last positions reach the output head."""
+    they do share is computed once (once per distinct steering of per-row ``tables``, bound to ``seqs``).
+    ``logits_to_keep``: only the last positions reach the output head."""
     n = shared_prefix(seqs, prefix)
-    head = None
+    head, pick = None, None
     if reusable(lm, n, max(len(s) for s in seqs) - n, per_call=True):
-        head = build_prefix(lm, seqs[0][:n])
-    return forward(lm, rows_on(lm, seqs, head), use_cache=use_cache, logits_to_keep=logits_to_keep)
+        if tables is None:
+            head = build_prefix(lm, seqs[0][:n])
+        else:
+            bound = tables.bound
+            variants, pick = tables.variants()
+            tables.bind(variants)
+            try:
+                head = build_prefix(lm, seqs[0][:n], variants=len(variants))
+            finally:
+                tables.bind(bound)
+            pick = pick.to(lm.device)
+    rows = rows_on(lm, seqs, head, pick if head is not None else None)
+    return forward(lm, rows, use_cache=use_cache, logits_to_keep=logits_to_keep)

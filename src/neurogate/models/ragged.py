@@ -11,12 +11,13 @@ condition several-fold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from neurogate.models.loading import LoadedModel
 from neurogate.models.prefix import cache_kwarg, cache_of, prefill
+from neurogate.models.row_gains import RowGains
 
 
 @torch.no_grad()
@@ -26,14 +27,14 @@ def ragged_greedy(
     max_new_tokens: int,
     stops: Sequence[int],
     prefix: int = 0,
-    on_drop: Callable[[torch.Tensor], None] | None = None,
+    tables: RowGains | None = None,
 ) -> list[list[int]]:
     """Greedy new token ids of each sequence (ending with its stop token when it stopped), decoding only
     the rows that have not stopped; the first ``prefix`` tokens, where the rows share them (the chat
-    template's), are prefilled once (:func:`neurogate.models.prefix.prefill`). ``on_drop`` is called with
-    the positions of the rows kept whenever rows leave the batch (per-row steering compacts its tables:
-    :meth:`neurogate.models.row_gains.RowGains.select`)."""
-    done = prefill(lm, seqs, prefix=prefix, use_cache=True, logits_to_keep=1)
+    template's), are prefilled once (:func:`neurogate.models.prefix.prefill`). ``tables``: per-row steering
+    bound to ``seqs`` (:mod:`neurogate.models.row_gains`); the prefix then runs once per distinct steering,
+    and the tables drop the rows the batch drops."""
+    done = prefill(lm, seqs, prefix=prefix, use_cache=True, logits_to_keep=1, tables=tables)
     out, mask = done.output, done.attention_mask
     cache, last = cache_of(out), done.position_ids[:, -1]
     token = out.logits[:, -1].argmax(-1)
@@ -53,8 +54,8 @@ def ragged_greedy(
             idx = torch.tensor(keep, device=token.device)
             cache.batch_select_indices(idx)
             mask, last, token = mask[idx], last[idx], token[idx]
-            if on_drop is not None:
-                on_drop(idx)
+            if tables is not None:
+                tables.select(idx)
             active = [active[j] for j in keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
         last = last + 1

@@ -141,6 +141,21 @@ class RowGains(Handle):
             self.gain[layer] = bank[idx].to(self.lm.dtype)
             self.bias[layer] = self.bank_bias[layer][idx].to(self.lm.dtype)
 
+    def variants(self) -> tuple[list[int], torch.Tensor]:
+        """The bound rows' distinct steerings: one bound row standing for each (first seen first), and each
+        bound row's position among them (a shared prefix runs once per variant: see
+        :func:`neurogate.models.prefix.prefill`)."""
+        first: dict[int, int] = {}
+        reps: list[int] = []
+        pick: list[int] = []
+        for row in self.bound:
+            group = int(self.groups[row])
+            if group not in first:
+                first[group] = len(reps)
+                reps.append(row)
+            pick.append(first[group])
+        return reps, torch.tensor(pick, dtype=torch.long)
+
     @torch.no_grad()
     def select(self, keep: torch.Tensor | Sequence[int]) -> None:
         """Keep only the bound rows at positions ``keep`` (as a decoding step drops finished rows)."""
