@@ -49,13 +49,19 @@ def condition(key: str, n: int, seed: int = 0) -> ConditionResult:
 
 
 def make_run(
-    root: Path, keys: tuple[str, ...] = ("baseline", "cna-m0"), n: int = 40, results: bool = True
+    root: Path,
+    keys: tuple[str, ...] = ("baseline", "cna-m0"),
+    n: int = 40,
+    results: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> Path:
     """A run folder: the stored conditions (as `neurogate run` keeps them) and, with ``results``, a
-    results.json holding them."""
+    results.json holding them; ``labels`` renames conditions (key -> label)."""
     run = root / "run-test"
     store = ResultStore(run / "conditions")
     conds = {k: condition(k, n) for k in keys}
+    for key, label in (labels or {}).items():
+        conds[key].label = label
     for c in conds.values():
         store.put(c)
     if results:

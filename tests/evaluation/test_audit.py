@@ -291,6 +291,13 @@ def test_the_cli_labels_with_line_input_and_prints_agreement_and_rates(run: Path
     assert "judge only, uncalibrated" not in out  # every condition has labels
 
 
+def test_bracketed_condition_names_survive_the_terminal_tables(tmp_path: Path) -> None:
+    run = make_run(tmp_path, n=6, labels={"cna-m0": "cna m=0 [paper]"})
+    assert runner.invoke(app, ["audit", str(run), "-a", "ana", "-n", "3"], input="r\n" * 6).exit_code == 0
+    out = runner.invoke(app, ["audit", str(run), "--summary"], terminal_width=200).output
+    assert "cna m=0 [paper]" in out
+
+
 def test_cli_errors_are_one_line(
     run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from neurogate.cli import app as cli
 from neurogate.errors import ConfigError
@@ -144,7 +145,7 @@ def summary_table(rates: dict[str, CalibratedRates]) -> Table:
         for n, c in enumerate(AUDIT_CLASSES):
             cr = r.classes[c]
             table.add_row(
-                about if n == 0 else "",
+                Text(about if n == 0 else ""),  # labels such as 'cna m=0 [paper]' are not markup
                 c,
                 "n/a" if cr.judged is None else str(cr.judged),
                 str(cr.audited),
@@ -185,8 +186,8 @@ def _print_agreement(run_dir: Path, prep: Preparation) -> None:
         prompt = by_id[d.item].prompt.strip().replace("\n", " ")
         table.add_row(
             d.item,
-            prompt[:60] + ("..." if len(prompt) > 60 else ""),
-            *[d.labels.get(a, "-") for a in agree.annotators],
+            Text(prompt[:60] + ("..." if len(prompt) > 60 else "")),
+            *[Text(d.labels.get(a, "-")) for a in agree.annotators],
             d.adjudicated or "-",
         )
     if not agree.disagreements:

@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from neurogate.cli import app as cli
 from neurogate.progress import PlainProgress, on_terminal
@@ -137,7 +138,7 @@ def results_table(
         left = cols[i] == "condition"
         table.add_column(SHORT.get(cols[i], cols[i]), justify="left" if left else "right", min_width=fit(i))
     for r in rows:
-        table.add_row(*[r[i] for i in order])
+        table.add_row(*[Text(r[i]) for i in order])  # names such as 'cna m=0 [paper]' are not markup
     return table
 
 

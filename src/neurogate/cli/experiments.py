@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from neurogate import prompts
 from neurogate.atomic import write_json_atomic
@@ -142,7 +143,7 @@ def layers(
         table.add_column(col)
     for p in profiles:
         per = ", ".join(f"L{k}:{v}" for k, v in p.per_layer.items())
-        table.add_row(p.behaviour, str(p.n_neurons), f"{100 * p.late_share:.0f}%", per)
+        table.add_row(Text(p.behaviour), str(p.n_neurons), f"{100 * p.late_share:.0f}%", per)
     cli.console.print(table)
 
 
@@ -224,7 +225,7 @@ def _print_shifts(shifts: list[ShiftResult]) -> None:
         table.add_column(col)
     for s in shifts:
         table.add_row(
-            s.model,
+            Text(s.model),
             "chat" if s.chat else "raw",
             str(s.n_neurons),
             str(s.baseline.refusal),

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from neurogate.cli import app as cli
 from neurogate.errors import ZooError
@@ -42,7 +43,7 @@ def list_models() -> None:
         default = "\n(default)" if name == zoo.DEFAULT_MODEL else ""
         table.add_row(
             f"zoo:{name}{default}",
-            entry.description,
+            Text(entry.description),
             f"{entry.size / 2**20:,.0f} MiB",
             _pulled_cell(zoo.check(name)),
         )
