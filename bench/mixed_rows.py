@@ -2,7 +2,8 @@
 one mixed batch of K * N rows, each row under its own circuit (neurogate.steering.rows).
 
 The circuits are random neuron sets of ``--neurons`` neurons each on the model (their choice does not
-change the cost), at multipliers 0, -1, 2, ... (the first row kind alternates with mean-ablation). Both
+change the cost), at multipliers 0, -1, 2, 0.5, ... in turn, every other one from the third on toward the
+mean (mean-ablation). Both
 paths generate ``--new-tokens`` greedy tokens per prompt, stopping at end of turn (finished rows dropped).
 Prints seconds for both, their ratio, how many replies differ (none expected in float32; bf16 rounding
 depends on the batch's shape), the CPU and the machine's load average.
