@@ -68,9 +68,14 @@ class Classifier:
     def names(self) -> list[str]:
         return [j.name for j in self.judges]
 
-    def descriptions(self) -> dict[str, str]:
-        """Each judge's model, server and readout in a few words (judges with none are left out)."""
-        described = {j.name: describe(j.config()) for j in self.judges}
+    def descriptions(self, prompts: Sequence[str] = ()) -> dict[str, str]:
+        """Each judge's model, server and readout in a few words (judges with none are left out), with
+        where its readout differs on ``prompts`` (a probe's own fitting requests are read by the letters)."""
+        described = {}
+        for j in self.judges:
+            note = getattr(j, "readout_note", None)
+            extra = note(prompts) if callable(note) and prompts else None
+            described[j.name] = "; ".join(t for t in (describe(j.config()), extra) if t)
         return {name: text for name, text in described.items() if text}
 
     def classify(

@@ -286,7 +286,7 @@ class Study:
             conditions=results,
             seconds=time.perf_counter() - self.started,
             given_circuits=[self.given_summary(g, results, main.key, judges[0]) for g in given],
-            extra={"judge_settings": evaluator.classifier.descriptions()},
+            extra={"judge_settings": evaluator.classifier.descriptions(self.sets.eval.prompts)},
         )
 
     def given_summary(

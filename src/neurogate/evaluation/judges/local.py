@@ -210,6 +210,20 @@ class LocalJudge(JudgeBase):
         split = {"redirects": SPLIT_VERSION} if self.detects_redirect else {}
         return {**scoring, "readout": scoring.get("readout", "letters"), "threshold": self.threshold, **split}
 
+    def readout_note(self, prompts: Sequence[str]) -> str | None:
+        """Where the probe does not read: how many of ``prompts`` (the requests of a run) it was fitted on,
+        so the answer letters read their replies instead (None when there are none)."""
+        _, probe = self._keyed(weights_digest(self.lm))
+        if probe is None or not prompts:
+            return None
+        fitted = sum(probe.fitted_on(prompts))
+        if not fitted:
+            return None
+        return (
+            f"answer letters for {fitted} of {len(prompts)} requests, since the probe was fitted on replies "
+            "to them"
+        )
+
     def probe_for(self, scoring: dict[str, Any]) -> JudgeProbe | None:
         """The probe that reads hidden states for the judge configuration ``scoring`` (None: the letters)."""
         if self.readout == "letters":
