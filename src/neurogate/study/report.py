@@ -77,7 +77,8 @@ def _header(results: StudyResults) -> list[str]:
     return [
         f"Model `{m['spec']}` ({m['shape'].get('n_layers')} layers, {results.n_neurons:,} MLP neurons, "
         f"{m['dtype']}); neurogate {v['neurogate']}, torch {v['torch']}, transformers {v['transformers']}; "
-        f"{results.created}; {results.seconds / 60:.1f} minutes.",
+        # a resumed run reads its stored conditions again, so this is this session's time, not the study's
+        f"{results.created}; {results.seconds / 60:.1f} minutes in this session.",
         f"Circuit: {c.n_neurons} neurons ({100 * c.fraction:.3f}% of all, scorer "
         f"{c.method.get('score', '?')}), "
         f"{100 * c.late_share:.0f}% in the last quarter of the layers.",
