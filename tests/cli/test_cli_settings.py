@@ -98,6 +98,18 @@ def test_an_unknown_key_in_a_commands_config_is_named(tmp_path: Path) -> None:
     assert "topk" in str(result.exception) and "top_k" in str(result.exception)
 
 
+@pytest.mark.parametrize("command", ["sparsity", "base-vs-instruct"])
+def test_the_experiments_read_their_evaluation_table_before_loading_a_model(command: str, tmp_path: Path) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text("[evaluation]\nmax_new_tokenz = 7\n")
+    result = runner.invoke(app, [command, "--config", str(toml)])
+    assert isinstance(result.exception, ConfigError)
+    assert "max_new_tokenz" in str(result.exception) and "max_new_tokens" in str(result.exception)
+    toml.write_text("[evaluation]\nmax_new_tokens = 0\n")  # read from the file, and checked
+    result = runner.invoke(app, [command, "--config", str(toml)])
+    assert isinstance(result.exception, ConfigError) and "max_new_tokens" in str(result.exception)
+
+
 @pytest.mark.parametrize("command", ["run", "sweep", "tune", "sparsity", "base-vs-instruct"])
 def test_every_judging_command_offers_the_same_judge_options(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])

@@ -15,6 +15,7 @@ from neurogate import prompts
 from neurogate.atomic import write_json_atomic
 from neurogate.cli import app as cli
 from neurogate.cli import evaluation_options as opts
+from neurogate.cli.config_file import ConfigOpt, Flag, layered
 from neurogate.cli.judge_options import NO_JUDGE_OPTIONS, JudgeOptions, judge_options
 from neurogate.errors import ConfigError
 from neurogate.outputs import check_dir_output, check_file_target
@@ -36,6 +37,7 @@ def sparsity(
     n_eval: opts.NEvalOpt = None,
     max_new_tokens: opts.TokensOpt = 48,
     judging: JudgeOptions = NO_JUDGE_OPTIONS,
+    config: ConfigOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for per-condition results.")] = None,
     dtype: cli.DtypeOpt = "auto",
     device: cli.DeviceOpt = "auto",
@@ -55,7 +57,7 @@ def sparsity(
     from neurogate.evaluation.settings import EvalSettings
     from neurogate.study.experiments import discover_for_sparsity, sparsity_conditions, sparsity_sizes
 
-    evaluation = EvalSettings(max_new_tokens=max_new_tokens, **judging.settings())
+    evaluation = _evaluation(EvalSettings, max_new_tokens, judging, config)
     check_evaluation(evaluation)
     if out is not None:
         check_dir_output(out, "--out")
@@ -147,6 +149,13 @@ def layers(
     cli.console.print(table)
 
 
+
+def _evaluation(kind: type[Any], max_new_tokens: int, judging: JudgeOptions, config: Path | None) -> Any:
+    """The evaluation settings of `sparsity` and `base-vs-instruct`, built like every command's: the
+    defaults, then ``config``'s ``[evaluation]`` table, then the flags given."""
+    flags: dict[str, Any] = {"max_new_tokens": Flag("max_new_tokens", max_new_tokens), **judging.settings()}
+    return layered(kind, flags, config=config, section="evaluation")
+
 @cli.app.command("base-vs-instruct", rich_help_panel=cli.EVAL)
 @judge_options
 def base_vs_instruct(
@@ -161,6 +170,7 @@ def base_vs_instruct(
     max_new_tokens: opts.TokensOpt = 40,
     fraction: Annotated[float, typer.Option("--fraction", help="Share of all MLP neurons to keep.")] = 0.001,
     judging: JudgeOptions = NO_JUDGE_OPTIONS,
+    config: ConfigOpt = None,
     # a str, not a Path: a trailing slash (a folder was meant) must reach the output check
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write the results as JSON here.")] = None,
     dtype: cli.DtypeOpt = "auto",
@@ -176,7 +186,7 @@ def base_vs_instruct(
 
     harmful = prompts.load(eval_set, limit=n_eval)
     prompts.check_leakage([prompts.load(positive), prompts.load(negative)], harmful, strict=True)
-    settings = EvalSettings(max_new_tokens=max_new_tokens, **judging.settings())
+    settings = _evaluation(EvalSettings, max_new_tokens, judging, config)
     check_evaluation(settings)
     if out is not None:
         check_file_target(out, "--out", example="base-vs-instruct.json")
