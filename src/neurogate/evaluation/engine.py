@@ -20,7 +20,7 @@ from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import BASELINE, Condition, baseline
-from neurogate.evaluation.generators import Generator, make_generator
+from neurogate.evaluation.generators import Generator, generate_many, make_generator
 from neurogate.evaluation.judges import Judge, judges_from_settings
 from neurogate.evaluation.judges.base import check_verdicts, describe, detects_redirect
 from neurogate.evaluation.metrics import (
@@ -41,6 +41,8 @@ from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
 
 Progress = Callable[[Condition, ConditionResult, bool], None]
+Generated = tuple[Intervention | None, list[Generation], list[Generation], float]
+"""A condition's replies generated beforehand: its intervention, harmful and benign replies, and seconds."""
 
 
 def build_judges(lm: LoadedModel, settings: EvalSettings) -> list[Judge]:
@@ -239,6 +241,32 @@ class Evaluator:
             self._baseline = result
         return result
 
+    def run_many(self, conditions: Sequence[Condition]) -> list[ConditionResult]:
+        """:meth:`run` for each condition, with the replies of the steered conditions the store lacks written
+        together (:func:`~neurogate.evaluation.generators.generate_many`: on the local engine one batched
+        generation for the neuron kinds, each row's reply the one it gets alone). Their generation time is
+        shared evenly among them."""
+        todo: dict[str, Condition] = {}
+        for cond in conditions:
+            if cond.is_baseline or cond.key in todo or (self.store is not None and self.store.get(cond.key)):
+                continue
+            todo[cond.key] = cond
+        made: dict[str, ConditionResult] = {}
+        if len(todo) > 1:
+            steered = [(cond, self.intervention(cond)) for cond in todo.values()]
+            start = time.perf_counter()
+            harmful = generate_many(self.generator, self.harmful, steered)
+            wants = [(c, s) for c, s in steered if c.benign and self.benign]
+            written = generate_many(self.generator, self.benign, wants)
+            benign = {c.key: gens for (c, _), gens in zip(wants, written, strict=True)}
+            share = (time.perf_counter() - start) / len(steered)
+            for (cond, steering), gens in zip(steered, harmful, strict=True):
+                result = self._compute(cond, (steering, gens, benign.get(cond.key, []), share))
+                if self.store is not None:
+                    self.store.put(result)
+                made[cond.key] = result
+        return [made[c.key] if c.key in made else self.run(c) for c in conditions]
+
     def rejudge(self, result: ConditionResult) -> ConditionResult:
         """``result`` with its stored replies classified again under this evaluator's judges (and the
         degeneracy rule as it stands): adding a judge costs its judging, not a new generation pass."""
@@ -297,15 +325,19 @@ class Evaluator:
         with steering:
             return text_nll(self.lm, self.corpus)
 
-    def _compute(self, cond: Condition) -> ConditionResult:
-        steering = self.intervention(cond)
+    def _compute(self, cond: Condition, generated: Generated | None = None) -> ConditionResult:
         need_benign = (cond.benign or cond.is_baseline) and bool(self.benign)
-        started = time.perf_counter()
-        gens, gen_s = self.generate(self.harmful, steering, cond)
-        benign_gens: list[Generation] = []
-        if need_benign:
-            benign_gens, seconds = self.generate(self.benign, steering, cond)
-            gen_s += seconds
+        if generated is not None:  # written beforehand, with other conditions (run_many)
+            steering, gens, benign_gens, gen_s = generated
+            started = time.perf_counter() - gen_s
+        else:
+            steering = self.intervention(cond)
+            started = time.perf_counter()
+            gens, gen_s = self.generate(self.harmful, steering, cond)
+            benign_gens = []
+            if need_benign:
+                benign_gens, seconds = self.generate(self.benign, steering, cond)
+                gen_s += seconds
         benign_prompts = self.benign if need_benign else []
         harmful, benign = (
             self.replies(self.harmful, gens, nll=self.settings.reply_perplexity),

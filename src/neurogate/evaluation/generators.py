@@ -8,7 +8,9 @@
   intervention built on the local model is not used for generation (KL and the judges still run locally).
 
 Both return one :class:`~neurogate.models.generation.Generation` per prompt, in prompt order, so the engine
-calls ``generate`` the same way whichever writes the replies.
+calls ``generate`` the same way whichever writes the replies. :func:`generate_many` writes the replies of
+several conditions at once: the local engine steers each condition's rows by its own circuit in one batched
+generation (:func:`neurogate.steering.rows.generate_rows`) wherever the conditions' kinds allow it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,22 @@ from neurogate.export.serving import BASE_NAME
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.base import Intervention
+from neurogate.steering.neurons import MeanAblation, NeuronScaling, RandomControl
+from neurogate.steering.rows import RowSpec, generate_rows
 
 if TYPE_CHECKING:  # the settings name the engines, so they are imported for annotations only
     from neurogate.evaluation.settings import EvalSettings
+
+Steered = tuple[Condition, Intervention | None]
+"""A condition and its intervention on the local model (``None`` for the baseline)."""
+
+#: The neuron kinds whose intervention is one row setting (circuit, multiplier, toward), by exact class: a
+#: subclass may attach differently, so it is generated on its own.
+_ROW_TOWARD: dict[type[Intervention], str] = {
+    NeuronScaling: "zero",
+    RandomControl: "zero",
+    MeanAblation: "mean",
+}
 
 
 class Generator(Protocol):
@@ -62,6 +77,44 @@ class LocalGenerator:
             system_prompt=s.system_prompt,
             chat=s.chat,
         )
+
+    def generate_many(self, prompts: Sequence[str], conditions: Sequence[Steered]) -> list[list[Generation]]:
+        """The replies of each condition to ``prompts``, as :meth:`generate` writes them: the baseline and
+        the neuron kinds (cna, mean, random) in one batched generation, the prompts repeated per condition
+        and each repeat steered by its condition's circuit; other kinds (residual-stream ones) one call
+        each."""
+        specs = [_row_spec(steering) for _, steering in conditions]
+        rows = [i for i, spec in enumerate(specs) if spec is not False]
+        out: list[list[Generation] | None] = [None] * len(conditions)
+        if len(rows) > 1:
+            s = self.settings
+            batched = generate_rows(
+                self.lm,
+                [p for _ in rows for p in prompts],
+                [specs[i] for i in rows for _ in prompts],  # type: ignore[misc]
+                max_new_tokens=s.max_new_tokens,
+                batch_size=s.batch_size,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+            )
+            for k, i in enumerate(rows):
+                out[i] = batched[k * len(prompts) : (k + 1) * len(prompts)]
+        return [
+            got if got is not None else self.generate(prompts, cond, steering)
+            for got, (cond, steering) in zip(out, conditions, strict=True)
+        ]
+
+
+def _row_spec(steering: Intervention | None) -> RowSpec | bool:
+    """``steering`` as one row's setting for :func:`generate_rows` (``None``: unsteered), or ``False`` when
+    it cannot be one (it is then generated on its own)."""
+    if steering is None:
+        return None
+    toward = _ROW_TOWARD.get(type(steering))
+    if toward is None:
+        return False
+    assert isinstance(steering, NeuronScaling)
+    return (steering.circuit, steering.value, toward)  # type: ignore[return-value]
 
 
 class OpenAIGenerator:
@@ -111,6 +164,18 @@ class OpenAIGenerator:
             chat=s.chat,
             tokenizer=self.lm.tokenizer,
         )
+
+
+def generate_many(
+    generator: Generator, prompts: Sequence[str], conditions: Sequence[Steered]
+) -> list[list[Generation]]:
+    """The replies of each condition to ``prompts``: the generator's own ``generate_many`` where it has one
+    (the local engine batches neuron kinds), else one :meth:`Generator.generate` call per condition (the
+    openai engine serves each condition under its own name)."""
+    many = getattr(generator, "generate_many", None)
+    if callable(many):
+        return many(prompts, conditions)  # type: ignore[no-any-return]
+    return [generator.generate(prompts, cond, steering) for cond, steering in conditions]
 
 
 #: Each engine's generator, built from the loaded model and the settings.
