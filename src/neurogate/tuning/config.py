@@ -73,6 +73,8 @@ class TuneConfig:
     measured in full so far is screened out (pruned) there; the rest, and the seeded points always, are
     measured in full. ``screen_prompts`` 0 (or at least ``n_tune``) turns screening off; the screening
     settings are part of the run id only while it is on, so a search without it keeps its run id.
+    ``screen_batch`` trials are asked of the sampler at once and screened in one batched generation (each
+    trial's circuit steering its own rows); 1 screens one trial at a time.
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -118,6 +120,7 @@ class TuneConfig:
     screen_benign: int = 4
     screen_eta: int = 3
     screen_margin: float = 0.125
+    screen_batch: int = 4
     budget: float = 1800.0
     max_trials: int = 200
     seed: int = 0
@@ -178,6 +181,7 @@ class TuneConfig:
             settings.whole(name, getattr(self, name), minimum=0)
         settings.whole("screen_tokens", self.screen_tokens)
         settings.whole("screen_eta", self.screen_eta)
+        settings.whole("screen_batch", self.screen_batch)
         settings.number("screen_margin", self.screen_margin, low=0.0, high=1.0)
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
@@ -203,7 +207,17 @@ class TuneConfig:
         """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
         the trial cap are left out, so a longer search resumes the same study, and so are the final judges and
         the confirmation settings (and the screening settings while screening is off)."""
-        skip: tuple[str, ...] = ("budget", "max_trials", "final_judges", "n_confirm", "confirm_top")
+        # screen_batch is left out too: a batched screen writes each trial the replies it gets alone (the
+        # row-steered generation equals one generation per circuit), so it changes which points the
+        # sampler proposes together, never what a trial measures; a search resumes under another batch
+        skip: tuple[str, ...] = (
+            "budget",
+            "max_trials",
+            "final_judges",
+            "n_confirm",
+            "confirm_top",
+            "screen_batch",
+        )
         if not self.screening:
             skip += tuple(k for k in self.to_dict() if k.startswith("screen_"))
         data = {k: v for k, v in self.to_dict().items() if k not in skip}

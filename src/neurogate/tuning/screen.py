@@ -104,14 +104,19 @@ def full_screens(study: optuna.Study) -> list[float]:
 
 def screening_summary(study: optuna.Study) -> dict[str, Any]:
     """How the search spent its trials: how many were screened out and how many measured in full, their
-    search time (summed over every session of a resumed search) and the trials per minute."""
+    search time (summed over every session of a resumed search; trials screened together overlap, so it is
+    the time covered by any trial, each moment once) and the trials per minute."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     trials = study.get_trials(deepcopy=False, states=states)
-    seconds = sum(
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in trials
-        if t.datetime_complete and t.datetime_start
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete) for t in trials if t.datetime_complete and t.datetime_start
     )
+    seconds, reached = 0.0, None
+    for start, end in spans:
+        begin = start if reached is None else max(start, reached)
+        if end > begin:
+            seconds += (end - begin).total_seconds()
+        reached = end if reached is None else max(reached, end)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
     return {
         "screened_out": pruned,

@@ -31,6 +31,7 @@ from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.models.loading import LoadedModel
 from neurogate.prompts.leakage import without_leaks
 from neurogate.prompts.sets import PromptSet
+from neurogate.tuning.batch import optimize_batched
 from neurogate.tuning.config import TuneConfig
 from neurogate.tuning.screen import (
     REASON_ATTR,
@@ -175,8 +176,23 @@ class Search:
         """Evaluate ``point`` as the circuit ``name`` (stored, so a rerun reads it back); ``benign``: also
         generate benign replies (for benign refusal; KL is measured either way)."""
         ev = evaluator or self.evaluator
+        return ev.run(self.condition(ev, name, point, benign=benign))
+
+    def condition(self, ev: Evaluator, name: str, point: Point, *, benign: bool) -> Condition:
+        """The condition that evaluates ``point`` on ``ev`` as the circuit ``name`` (registered there)."""
         ev.circuits[name] = self.circuit(point)
-        return ev.run(Condition(point.intervention, point.condition_multiplier, circuit=name, benign=benign))
+        return Condition(point.intervention, point.condition_multiplier, circuit=name, benign=benign)
+
+    def screen_many(self, trials: list[optuna.Trial], points: list[Point]) -> list[ConditionResult]:
+        """The screens of several trials at once (one batched generation where their kinds allow it, each
+        trial's replies those it gets alone), stored like :meth:`screen_trial`'s."""
+        assert self.screen is not None
+        ev = self.screen
+        conds = [
+            self.condition(ev, f"trial-{t.number}", p, benign=False)
+            for t, p in zip(trials, points, strict=True)
+        ]
+        return ev.run_many(conds)
 
     def baseline(self) -> Scores:
         return Scores.of(self.evaluator.baseline())
@@ -184,9 +200,17 @@ class Search:
     def objective(self, trial: optuna.Trial) -> tuple[float, float, float]:
         """Compliance (refusals, redirects and degenerate replies are failures, under
         :func:`objective_judge`), mean benign KL and benign refusal of one suggested point."""
-        point = suggest(trial, self.config, self.lm.adapter.n_layers)
+        point = self.suggest(trial)
         if self.screen is not None:
             self.screen_trial(trial, point)
+        return self.complete(trial, point)
+
+    def suggest(self, trial: optuna.Trial) -> Point:
+        """The point the sampler proposes for ``trial``."""
+        return suggest(trial, self.config, self.lm.adapter.n_layers)
+
+    def complete(self, trial: optuna.Trial, point: Point) -> tuple[float, float, float]:
+        """Measure ``point`` in full as ``trial`` and store its scores; the objective values."""
         result = self.measure(f"trial-{trial.number}", point)
         scores = Scores.of(result)
         trial.set_user_attr("scores", scores.to_dict())
@@ -198,11 +222,13 @@ class Search:
         self.emit("trial", number=trial.number, point=point, scores=scores, judge=objective_judge(result))
         return scores.compliance, scores.kl, scores.benign_refusal
 
-    def screen_trial(self, trial: optuna.Trial, point: Point) -> None:
-        """Measure ``point`` on the screen and store its scores; raise :class:`optuna.TrialPruned` when
-        it is screened out (never a seeded point, which is measured in full whatever its screen)."""
+    def screen_trial(self, trial: optuna.Trial, point: Point, result: ConditionResult | None = None) -> None:
+        """Measure ``point`` on the screen (unless its screen ``result`` is given) and store its scores;
+        raise :class:`optuna.TrialPruned` when it is screened out (never a seeded point, which is measured
+        in full whatever its screen)."""
         assert self.screen is not None
-        result = self.measure(f"trial-{trial.number}", point, evaluator=self.screen, benign=False)
+        if result is None:
+            result = self.measure(f"trial-{trial.number}", point, evaluator=self.screen, benign=False)
         screened = ScreenScores.of(result, objective_judge(result))
         trial.set_user_attr(SCREEN_ATTR, screened.to_dict())
         reason = (
@@ -250,7 +276,9 @@ class Search:
         left = max(0, self.config.max_trials - done)
         started = time.perf_counter()
         self.emit("stage", name=f"search ({done} trials so far)")
-        if left:
+        if left and self.screen is not None and self.config.screen_batch > 1:
+            optimize_batched(self, study, left, self.config.budget)
+        elif left:
             study.optimize(self.objective, n_trials=left, timeout=self.config.budget, catch=())
         logger.info("searched %d trials in %.0f s", len(study.trials) - done, time.perf_counter() - started)
         return study
