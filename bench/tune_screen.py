@@ -1,5 +1,5 @@
-"""Benchmark: trials per minute of ``neurogate tune`` with screening on against off, on the same model,
-prompts, seed and budget.
+"""Benchmark: trials per minute of ``neurogate tune`` with screening on (its default ``screen_batch``)
+against off, on the same model, prompts, seed and budget.
 
 Each search runs in a fresh folder for ``--budget`` seconds (the statistics and both baselines are
 computed before the clock starts, so only trials are timed) and is read back from its study: trials per
@@ -10,8 +10,11 @@ the search space is one position mode and two scorers (two seeded points, always
 the numbers time generation, not judging or statistics.
 
 Prints the CPU, the load average, each search's trials per minute and the ratio screened / unscreened.
+``--screen-batch K`` compares two screened searches instead: screens one trial at a time
+(``screen_batch`` 1) against ``K`` trials screened in one batched generation, and prints the ratio
+batched / one at a time.
 
-Run: .venv/bin/python bench/tune_screen.py [--budget 60] [--model SPEC] [--out FILE]
+Run: .venv/bin/python bench/tune_screen.py [--budget 60] [--model SPEC] [--screen-batch K] [--out FILE]
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from typing import Any
 from common import cpu_name
 
 
-def search(model: Any, args: argparse.Namespace, screen_prompts: int, root: Path) -> dict[str, Any]:
-    """One search of ``args.budget`` seconds with ``screen_prompts`` (0: off); its screening summary."""
+def search(
+    model: Any, args: argparse.Namespace, screen_prompts: int, root: Path, screen_batch: int = 1
+) -> dict[str, Any]:
+    """One search of ``args.budget`` seconds with ``screen_prompts`` (0: off), ``screen_batch`` trials
+    screened at once; its screening summary."""
     from neurogate.tuning.config import TuneConfig
     from neurogate.tuning.screen import screening_summary
     from neurogate.tuning.search import Search
@@ -42,6 +48,7 @@ def search(model: Any, args: argparse.Namespace, screen_prompts: int, root: Path
             "screen_prompts": screen_prompts,
             "screen_tokens": args.screen_tokens,
             "screen_benign": args.screen_benign,
+            "screen_batch": screen_batch,
             "positions": ["last"],
             "scorers": args.scorers.split(","),
             "universal_filter": False,
@@ -59,7 +66,12 @@ def search(model: Any, args: argparse.Namespace, screen_prompts: int, root: Path
     started = time.perf_counter()
     study = s.run()
     summary = screening_summary(study)
-    return {"screen_prompts": screen_prompts, "wall_s": time.perf_counter() - started, **summary}
+    return {
+        "screen_prompts": screen_prompts,
+        "screen_batch": screen_batch,
+        "wall_s": time.perf_counter() - started,
+        **summary,
+    }
 
 
 def main() -> None:
@@ -76,31 +88,45 @@ def main() -> None:
     parser.add_argument(
         "--scorers", default="direction,mean-diff", help="searched scorers (each adds a seeded point)"
     )
+    parser.add_argument(
+        "--screen-batch", type=int, default=0, help="compare screen_batch 1 against this many (0: off vs on)"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
     from neurogate.models.loading import load_model
     from neurogate.models.tiny import tiny_lm
+    from neurogate.tuning.config import TuneConfig
 
     if args.model.startswith("tiny:"):
         model = tiny_lm(args.model.removeprefix("tiny:"))
     else:
         model = load_model(args.model, dtype="float32", device="cpu")
     rows = []
+    load = os.getloadavg()[0]
+    # (screen prompts, screen batch) of the two searches: batched against one at a time, or on against off
+    runs = [(args.screen_prompts, args.screen_batch), (args.screen_prompts, 1)]
+    if not args.screen_batch:
+        runs = [(args.screen_prompts, TuneConfig().screen_batch), (0, 1)]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (args.screen_prompts, 0):
-            rows.append(search(model, args, n, Path(tmp) / f"screen-{n}"))
+        for n, k in runs:
+            rows.append(search(model, args, n, Path(tmp) / f"screen-{n}-{k}", screen_batch=k))
     on, off = rows
     ratio = on["trials_per_minute"] / off["trials_per_minute"] if off["trials_per_minute"] else float("nan")
-    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"cpu: {cpu_name()} ({os.cpu_count()} cores), load average {load:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
     print(f"model: {args.model}, {args.budget:.0f} s per search")
     for row in rows:
         name = f"screen {row['screen_prompts']} prompts" if row["screen_prompts"] else "no screening"
+        if args.screen_batch:
+            name = f"screen batch {row['screen_batch']}"
         print(
             f"{name:>18}: {row['trials_per_minute']:.2f} trials/min ({row['full']} in full, "
             f"{row['screened_out']} screened out, {row['seconds']:.0f} s of trials)"
         )
-    print(f"ratio screened / unscreened: {ratio:.2f}")
+    print(f"ratio {'batched / one at a time' if args.screen_batch else 'screened / unscreened'}: {ratio:.2f}")
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu_name(), "rows": rows, "ratio": ratio}, indent=2))
 
