@@ -99,7 +99,7 @@ def test_an_unknown_key_in_a_commands_config_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["sparsity", "base-vs-instruct"])
-def test_the_experiments_read_their_evaluation_table_before_loading_a_model(command: str, tmp_path: Path) -> None:
+def test_the_experiments_read_their_evaluation_table_first(command: str, tmp_path: Path) -> None:
     toml = tmp_path / "s.toml"
     toml.write_text("[evaluation]\nmax_new_tokenz = 7\n")
     result = runner.invoke(app, [command, "--config", str(toml)])
