@@ -19,6 +19,21 @@ if TYPE_CHECKING:
     from neurogate.evaluation.results import ConditionResult
 
 
+TrialsOpt = Annotated[
+    int, typer.Option("--trials", help="At most this many trials in all (screened-out ones included).")
+]
+ScreenPromptsOpt = Annotated[
+    int,
+    typer.Option(
+        "--screen-prompts",
+        help="Screen each trial on the first this many tuning prompts first; one clearly worse than "
+        "the trials measured in full stops there (seeded points never do). 0 turns screening off.",
+    ),
+]
+ScreenTokensOpt = Annotated[
+    int, typer.Option("--screen-tokens", help="Reply length of the screen, in tokens.")
+]
+
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
 # calls the library.
 @cli.app.command(rich_help_panel=cli.EVAL)
@@ -62,20 +77,9 @@ def tune(
             "again before one is chosen; 0 chooses on the search's prompts alone.",
         ),
     ] = 48,
-    trials: Annotated[
-        int, typer.Option("--trials", help="At most this many trials in all (screened-out ones included).")
-    ] = 200,
-    screen_prompts: Annotated[
-        int,
-        typer.Option(
-            "--screen-prompts",
-            help="Screen each trial on the first this many tuning prompts first; one clearly worse than "
-            "the trials measured in full stops there (seeded points never do). 0 turns screening off.",
-        ),
-    ] = 8,
-    screen_tokens: Annotated[
-        int, typer.Option("--screen-tokens", help="Reply length of the screen, in tokens.")
-    ] = 24,
+    trials: TrialsOpt = 200,
+    screen_prompts: ScreenPromptsOpt = 8,
+    screen_tokens: ScreenTokensOpt = 24,
     exportable: Annotated[
         bool,
         typer.Option(

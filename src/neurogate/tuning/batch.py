@@ -10,17 +10,31 @@ passed (a batch that has started is finished, so the budget may be overrun by on
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import optuna
-
-if TYPE_CHECKING:
-    from neurogate.tuning.search import Search
 
 TrialState = optuna.trial.TrialState
 
 
-def optimize_batched(search: Search, study: optuna.Study, n_trials: int, timeout: float) -> None:
+class BatchedSearch(Protocol):
+    """What a search gives this loop (:class:`neurogate.tuning.search.Search` does); declared here so this
+    module never imports the search that calls it."""
+
+    @property
+    def config(self) -> Any: ...
+
+    def suggest(self, trial: optuna.Trial) -> Any: ...
+
+    def screen_many(self, trials: list[optuna.Trial], points: list[Any]) -> Sequence[Any]: ...
+
+    def screen_trial(self, trial: optuna.Trial, point: Any, result: Any = None) -> None: ...
+
+    def complete(self, trial: optuna.Trial, point: Any) -> tuple[float, float, float]: ...
+
+
+def optimize_batched(search: BatchedSearch, study: optuna.Study, n_trials: int, timeout: float) -> None:
     """Run up to ``n_trials`` screened trials of ``search`` on ``study``, ``search.config.screen_batch`` at
     a time, until ``timeout`` seconds have passed. A trial screened out ends pruned with its screen; the
     rest are measured in full and told their values. On an error or Ctrl-C the batch's trials not yet told
