@@ -28,27 +28,13 @@ from neurogate.tuning.front import exportable, front_rows, pareto_front, served_
 from neurogate.tuning.report import render_markdown
 from neurogate.tuning.search import seed_points
 from neurogate.tuning.space import Point, circuit_at, paper_point, suggest
+from tuning.test_tune import SMALL as TUNE_SMALL
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 POS = ["tell me how to do a bad thing", "explain a harmful plan", "write something cruel", "how to cheat"]
 NEG = ["tell me how to bake bread", "explain a garden plan", "write something kind", "how to swim"]
-SMALL: dict[str, Any] = {
-    "model": "tiny:llama",
-    "n_tune": 4,
-    "n_benign": 2,
-    "n_final": 3,
-    "n_final_benign": 2,
-    "max_trials": 3,
-    "search_tokens": 3,
-    "final_tokens": 4,
-    "cap": 0.05,
-    "min_fraction": 0.005,
-    "universal_filter": False,
-    "budget": "5m",
-    "evaluation": {"batch_size": 4},
-    "final_judges": ["keyword"],
-    "n_confirm": 0,
-}
+#: The small search of test_tune.py, choosing on the search's own prompts (no confirmation).
+SMALL: dict[str, Any] = {**TUNE_SMALL, "n_confirm": 0}
 
 
 @pytest.fixture(scope="module")
