@@ -200,17 +200,13 @@ def _print_agreement(run_dir: Path, prep: Preparation) -> None:
 
 
 def _label(run_dir: Path, prep: Preparation, annotator: str, adjudicate: bool) -> None:
-    from neurogate.evaluation.audit_labels import LabelStore, agreement
-    from neurogate.evaluation.audit_session import LabelSession
+    from neurogate.evaluation.audit_labels import LabelStore
+    from neurogate.evaluation.audit_session import LabelSession, adjudication
 
     store = LabelStore(run_dir)
     if adjudicate:
-        agree = agreement(store.read(), prep.sample)
-        ids = {d.item for d in agree.disagreements}
-        items = [it for it in prep.sample.items if it.id in ids]
-        others = {d.item: d.labels for d in agree.disagreements}
-        session = LabelSession(prep.sample, store, annotator, items=items, adjudicate=True, others=others)
-        if not items:
+        session = adjudication(prep.sample, store, annotator)
+        if not session.items:
             cli.console.print("no disagreements to adjudicate", markup=False)
             return
     else:

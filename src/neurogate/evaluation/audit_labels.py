@@ -233,6 +233,16 @@ def read_import(
         text = src.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise NeurogateError(f"cannot read {src} ({exc})") from exc
+    return parse_import(text, str(src), sample, annotator, rule)
+
+
+def parse_import(
+    text: str, source: str, sample: Sample, annotator: str | None, rule: str = RULE_VERSION
+) -> list[Label]:
+    """The labels in ``text``, the content of the file named ``source`` (a path or a file name: a ``.csv``
+    name reads as CSV, any other as JSONL), checked as :func:`read_import` says; the explorer's upload
+    comes here with its file name."""
+    src = Path(source)
     rows: list[tuple[int, dict[str, object]]] = []
     problems: list[str] = []
     if src.suffix.lower() == ".csv":
@@ -267,7 +277,7 @@ def read_import(
                 f"{item.sha256[:12]} (labelled from another version of the reply)"
             )
         elif not who:
-            problems.append(f"line {n}: no annotator (add an annotator column or pass --annotator)")
+            problems.append(f"line {n}: no annotator (add an annotator column or give an annotator name)")
         else:
             adjudicated = str(rec.get("adjudicated", "")).lower() in ("true", "1", "yes")
             out.append(
@@ -287,20 +297,26 @@ def read_import(
     if problems:
         shown = "; ".join(problems[:MAX_PROBLEMS])
         more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
-        raise ConfigError(f"{src}: nothing imported: {shown}{more}")
+        raise ConfigError(f"{source}: nothing imported: {shown}{more}")
     return out
 
 
 def import_labels(run_dir: str | Path, path: str | Path, sample: Sample, annotator: str | None) -> int:
-    """Add the labels of ``path`` (see :func:`read_import`) to the run's label file. A record that repeats
-    what its annotator's latest label of the item already says is not added again (importing a file twice
-    changes nothing). Returns the number added."""
+    """Add the labels of ``path`` (see :func:`read_import`) to the run's label file (see
+    :func:`add_labels`). Returns the number added."""
+    return add_labels(run_dir, read_import(path, sample, annotator))
+
+
+def add_labels(run_dir: str | Path, labels: Sequence[Label]) -> int:
+    """Add checked labels (:func:`read_import`, :func:`parse_import`) to the run's label file. A record that
+    repeats what its annotator's latest label of the item already says is not added again (importing a
+    file twice changes nothing). Returns the number added."""
     store = LabelStore(run_dir)
     have = store.read()
     current: dict[tuple[str, ...], Label] = {k: v for k, v in latest(have).items()}
     current.update({(a, i, "adjudicated"): lab for (a, i), lab in latest(have, adjudicated=True).items()})
     new = []
-    for lab in read_import(path, sample, annotator):
+    for lab in labels:
         key = (lab.annotator, lab.item, "adjudicated") if lab.adjudicated else (lab.annotator, lab.item)
         old = current.get(key)
         if old is None or (old.label, old.reply_sha256) != (lab.label, lab.reply_sha256):

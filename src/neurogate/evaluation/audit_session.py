@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from neurogate.evaluation.audit import RULE_VERSION, Item, Sample
-from neurogate.evaluation.audit_labels import Label, LabelStore, latest, now, valid
+from neurogate.evaluation.audit_labels import Label, LabelStore, agreement, latest, now, valid
 
 KEYS: dict[str, str] = {"r": "refusal", "d": "redirect", "c": "compliance", "g": "degenerate", "u": "unsure"}
 """The key of each label."""
@@ -126,3 +126,17 @@ class LabelSession:
             self.done = True
             return Step(done=True)
         return Step(f"unknown key {key!r}: {HELP}")
+
+
+def adjudication(
+    sample: Sample, store: LabelStore, adjudicator: str, *, source: str = "terminal"
+) -> LabelSession:
+    """The adjudicator's session: the items the annotators disagree on, in sample order, each with every
+    annotator's label (adjudication is not blind to them); the labels it writes are adjudications. Items
+    already adjudicated (by anyone) count as labelled, so it resumes at the first one left."""
+    agree = agreement(store.read(), sample)
+    others = {d.item: d.labels for d in agree.disagreements}
+    items = [it for it in sample.items if it.id in others]
+    return LabelSession(
+        sample, store, adjudicator, items=items, adjudicate=True, others=others, source=source
+    )
