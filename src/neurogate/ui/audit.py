@@ -6,7 +6,8 @@ its own.
 
 While labelling, the page receives an item's opaque id, its request and reply, and the annotator's own
 label of it, never its condition, intervention, multiplier or a judge's verdict. Agreement between
-annotators and the calibrated rates, which do name conditions, come from a separate route.
+annotators and the calibrated rates, which do name conditions, come from a separate route; so does
+adjudication (:mod:`neurogate.ui.audit_review`), whose items show every annotator's label.
 
 Each annotator of each run has one open :class:`LabelSession`, so reloading the page continues at the
 same item; the session is rebuilt from the files when the sample or the label file changes underneath it
@@ -38,7 +39,7 @@ from neurogate.evaluation.audit import (
     prepare_audit,
 )
 from neurogate.evaluation.audit_labels import LabelStore, agreement, latest, stale_message, valid
-from neurogate.evaluation.audit_session import KEYS, LabelSession
+from neurogate.evaluation.audit_session import KEYS, LabelSession, adjudication
 from neurogate.evaluation.calibration import UNCALIBRATED, CalibratedRates, calibrated_rates
 from neurogate.evaluation.statistics import Rate
 from neurogate.ui.catalog import Catalog
@@ -117,13 +118,14 @@ class _Open:
 
 
 class AuditDesk:
-    """The open labelling sessions (one per run folder and annotator), serialised by one lock: a key is a
-    read, one appended line and a reply, so queueing them costs nothing noticeable."""
+    """The open labelling sessions (one per run folder, annotator and mode: labelling or adjudicating),
+    serialised by one lock: a key is a read, one appended line and a reply, so queueing them costs nothing
+    noticeable."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._open: dict[tuple[Path, str], _Open] = {}
-        self._lock = threading.Lock()
+        self._open: dict[tuple[Path, str, bool], _Open] = {}
+        self.lock = threading.Lock()
 
     # -- the runs -------------------------------------------------------------------------------------
 
@@ -157,9 +159,10 @@ class AuditDesk:
 
     # -- labelling ------------------------------------------------------------------------------------
 
-    def _session(self, folder: Path, annotator: str) -> LabelSession:
+    def _session(self, folder: Path, annotator: str, adjudicate: bool = False) -> LabelSession:
         """The open session, rebuilt from the files when they changed since (the item on screen stays on
-        screen when it is still in the sample). Call with the lock held."""
+        screen when it is still in the sample). ``adjudicate``: the adjudicator's session over the
+        disagreements, as ``neurogate audit --adjudicate`` opens it. Call with the lock held."""
         sample_sig = _signature(audit_dir(folder) / SAMPLE_FILE)
         if sample_sig is None:
             raise NeurogateError(
@@ -167,12 +170,17 @@ class AuditDesk:
             )
         store = LabelStore(folder)
         labels_sig = _signature(store.path)
-        key = (folder, annotator)
+        key = (folder, annotator, adjudicate)
         have = self._open.get(key)
         if have is not None and (have.sample_sig, have.labels_sig) == (sample_sig, labels_sig):
             return have.session
         sample = have.session.sample if have is not None and have.sample_sig == sample_sig else None
-        session = LabelSession(sample or load_sample(folder), store, annotator, source=SOURCE)
+        sample = sample or load_sample(folder)
+        session = (
+            adjudication(sample, store, annotator, source=SOURCE)
+            if adjudicate
+            else LabelSession(sample, store, annotator, source=SOURCE)
+        )
         shown = have.session.item if have is not None and not have.session.done else None
         if shown is not None:
             self._go_to(session, shown.id)
@@ -189,9 +197,10 @@ class AuditDesk:
         return False
 
     def _state(self, run_id: str, session: LabelSession, message: str = "") -> dict[str, Any]:
-        """What the page shows: blind (see the module docstring)."""
+        """What the page shows: blind (see the module docstring), except to an adjudicator, who sees every
+        annotator's label of the item, as on the terminal."""
         item = None if session.done else session.item
-        return {
+        state: dict[str, Any] = {
             "run": run_id,
             "annotator": session.annotator,
             "rule_version": RULE_VERSION,
@@ -210,12 +219,17 @@ class AuditDesk:
                 "label": session.labels.get(item.id),
             },
         }
+        if session.adjudicate:
+            state["adjudicate"] = True
+            if item is not None:
+                state["item"]["labels"] = dict(sorted(session.others.get(item.id, {}).items()))
+        return state
 
     def start(self, run_id: str, annotator: str, per_condition: int | None) -> dict[str, Any]:
         """Draw the run's sample, or bring it up to date (a larger ``per_condition`` extends it), and open
         (or continue) the annotator's session."""
         folder = self.catalog.run_folder(run_id)
-        with self._lock:
+        with self.lock:
             prep = prepare_audit(folder, per_condition)
             session = self._session(folder, annotator)
             notes = [f"{len(prep.added)} replies added to the sample"] if prep.added else []
@@ -226,13 +240,25 @@ class AuditDesk:
                 )
             return self._state(run_id, session, "; ".join(notes))
 
-    def state(self, run_id: str, annotator: str) -> dict[str, Any]:
-        """Where the annotator is (resuming after a reload or a restart)."""
+    def start_adjudication(self, run_id: str, adjudicator: str) -> dict[str, Any]:
+        """Bring the sample up to date (as the terminal does first) and open (or continue) the
+        adjudicator's session over the disagreements."""
         folder = self.catalog.run_folder(run_id)
-        with self._lock:
-            return self._state(run_id, self._session(folder, annotator))
+        with self.lock:
+            if _signature(audit_dir(folder) / SAMPLE_FILE) is not None:
+                prepare_audit(folder)
+            session = self._session(folder, adjudicator, adjudicate=True)
+            return self._state(run_id, session, "" if session.items else "no disagreements to adjudicate")
 
-    def press(self, run_id: str, annotator: str, key: str, item_id: str | None) -> dict[str, Any]:
+    def state(self, run_id: str, annotator: str, adjudicate: bool = False) -> dict[str, Any]:
+        """Where the annotator (or adjudicator) is (resuming after a reload or a restart)."""
+        folder = self.catalog.run_folder(run_id)
+        with self.lock:
+            return self._state(run_id, self._session(folder, annotator, adjudicate))
+
+    def press(
+        self, run_id: str, annotator: str, key: str, item_id: str | None, adjudicate: bool = False
+    ) -> dict[str, Any]:
         """One key: a label (written to the label file before the reply), skip or back. ``item_id``: the
         item the page showed when the key was pressed, so a label always goes to the reply that was read."""
         key = key.lower()
@@ -240,17 +266,18 @@ class AuditDesk:
             keys = ", ".join(f"{k} {v}" for k, v in {**KEYS, **MOVES}.items())
             raise ConfigError(f"unknown key {key!r}: give one of {keys}")
         folder = self.catalog.run_folder(run_id)
-        with self._lock:
-            session = self._session(folder, annotator)
+        with self.lock:
+            session = self._session(folder, annotator, adjudicate)
             if item_id is not None and not self._go_to(session, item_id):
-                raise NeurogateError(f"item {item_id!r} is not in this run's audit sample; reload the page")
+                where = "disagreements" if adjudicate else "audit sample"
+                raise NeurogateError(f"item {item_id!r} is not in this run's {where}; reload the page")
             if key == "b" and session.done and session.items:  # back from the end: the last item
                 session.pos, session.done = len(session.items) - 1, False
                 step_message = ""
             else:
                 step_message = session.press(key).message
             if key in KEYS:  # the label file changed by this session's own hand
-                self._open[(folder, annotator)].labels_sig = _signature(session.store.path)
+                self._open[(folder, annotator, adjudicate)].labels_sig = _signature(session.store.path)
             return self._state(run_id, session, step_message)
 
     # -- agreement and rates --------------------------------------------------------------------------
@@ -366,10 +393,10 @@ def register(app: FastAPI, catalog: Catalog) -> AuditDesk:
         return await run_in_threadpool(desk.start, run_id, annotator, per_condition)
 
     @app.get("/api/audit/item")
-    def audit_item(run: str = "", annotator: str = "") -> dict[str, Any]:
+    def audit_item(run: str = "", annotator: str = "", adjudicate: bool = False) -> dict[str, Any]:
         if not run:
             raise ConfigError("give run=ID (one of /api/audit/runs)")
-        return desk.state(run, check_annotator(annotator))
+        return desk.state(run, check_annotator(annotator), adjudicate)
 
     @app.post("/api/audit/key")
     async def audit_key(request: Request) -> dict[str, Any]:
@@ -379,10 +406,12 @@ def register(app: FastAPI, catalog: Catalog) -> AuditDesk:
             check_annotator(data.get("annotator")),
             _text(data, "key"),
         )
-        item = data.get("item")
+        item, adjudicate = data.get("item"), data.get("adjudicate", False)
         if item is not None and not isinstance(item, str):
             raise ConfigError(f"item must be an item id (a string), got {item!r}")
-        return await run_in_threadpool(desk.press, run_id, annotator, key, item)
+        if not isinstance(adjudicate, bool):
+            raise ConfigError(f"adjudicate must be true or false, got {adjudicate!r}")
+        return await run_in_threadpool(desk.press, run_id, annotator, key, item, adjudicate)
 
     @app.get("/api/audit/agreement")
     def audit_agreement(run: str = "", judge: str | None = None) -> dict[str, Any]:

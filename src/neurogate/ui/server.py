@@ -22,6 +22,7 @@ from neurogate.errors import NeurogateError
 from neurogate.steering.registry import INTERVENTIONS
 from neurogate.tuning import TuneResults
 from neurogate.ui import audit as audit_views
+from neurogate.ui import audit_review
 from neurogate.ui import circuits as circuit_views
 from neurogate.ui import runs as run_views
 from neurogate.ui.catalog import Catalog
@@ -122,7 +123,8 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
         req = SteerRequest(**body.model_dump())
         return StreamingResponse(_events(live, req), media_type="application/x-ndjson")
 
-    audit_views.register(app, catalog)  # the Audit page: blind labelling, agreement, calibrated rates
+    desk = audit_views.register(app, catalog)  # the Audit page: blind labelling, agreement, calibrated rates
+    audit_review.register(app, desk)  # ... and adjudication, labels made elsewhere
 
     if start:
         live.start()
