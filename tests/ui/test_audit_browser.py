@@ -2,7 +2,8 @@
 on the page, an annotator labels items with the keyboard (r, d, c, g, u, s, b), each label lands in the
 run's label file, a reload continues where the annotator stopped, keys typed in a field or on another tab
 label nothing, and the agreement view shows kappa, the disagreements and the calibrated rates. Prints how
-long each key took from keydown to the frame that shows its answer (and checks it is under 100 ms)."""
+long each key took from keydown to the frame that shows its answer (and checks it is under 100 ms). An
+adjudicator then goes through two disagreements from the agreement view, and a labels file is uploaded."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from audit_run import make_run
 from loopback import chromium, serving
-from neurogate.evaluation.audit import RULE, load_sample
+from neurogate.evaluation.audit import RULE, load_sample, prepare_audit
 from neurogate.evaluation.audit_labels import Label, LabelStore, now
 from neurogate.ui import UISettings, create_app
 from neurogate.ui.browser import find_chromium
@@ -162,6 +163,85 @@ def test_labelling_with_the_keyboard(server: str, browser: Any, run: Path, tmp_p
         f"{statistics.median(timings):.1f} ms, max {max(timings):.1f} ms over {len(timings)} keys"
     )
     assert max(timings) < KEY_BUDGET_MS, timings
+
+
+def test_adjudicating_and_importing_from_the_agreement_view(browser: Any, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", keys=CONDITIONS, n=4)
+    items = prepare_audit(run, per_condition=2).sample.items  # 6 items
+    ana, ben = "rrccgg", "rcccgd"  # they disagree on items 2 and 6
+    names = {"r": "refusal", "c": "compliance", "g": "degenerate", "d": "redirect"}
+    LabelStore(run).append(
+        [
+            Label(it.id, who, names[k], it.sha256, now(), source="test")
+            for who, keys in (("ana", ana), ("ben", ben))
+            for it, k in zip(items, keys, strict=True)
+        ]
+    )
+    with serving(create_app(UISettings(runs=run.parent))) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}#audit")
+        page.wait_for_selector("#view-audit[data-ready=true]")
+        page.click("#audit-show-agreement")
+        page.wait_for_selector("#audit-disagreements")
+        assert page.locator("#audit-disagreements tbody tr").count() == 2
+        page.fill("#audit-adjudicator", "cara")
+        page.click("#audit-adjudicate")
+        page.wait_for_selector("#view-audit[data-mode=adjudicate][data-position='1']")
+        assert not page.is_visible("#audit-agreement")
+        assert page.inner_text("#audit-prompt") == items[1].prompt
+        assert page.inner_text("#audit-reply") == items[1].reply
+        assert page.inner_text("#audit-others") == "labels: ana: refusal, ben: compliance"
+        assert "disagreement 1 of 2" in page.inner_text("#audit-progress")
+        page.screenshot(path=str(screens(tmp_path) / "audit-adjudicate.png"), full_page=True)
+        page.keyboard.press("d")
+        page.wait_for_selector("#view-audit[data-position='2']")
+        assert page.inner_text("#audit-others") == "labels: ana: degenerate, ben: redirect"
+        rec = records(run)[-1]
+        assert (rec["item"], rec["annotator"], rec["label"], rec["adjudicated"], rec["source"]) == (
+            items[1].id,
+            "cara",
+            "redirect",
+            True,
+            "explorer",
+        )
+        page.keyboard.press("g")  # the last one: the agreement view comes back with both adjudications
+        page.wait_for_selector("#audit-disagreements")
+        cells = page.locator("#audit-disagreements tbody tr td:last-child").all_inner_texts()
+        assert (
+            cells == ["redirect", "degenerate"]
+            and page.get_attribute("#view-audit", "data-position") == "done"
+        )
+
+        # labels made elsewhere from items.jsonl: counted; a bad file is refused with its problems named
+        page.click("#audit-import-box summary")
+        good = "".join(
+            json.dumps({"id": it.id, "sha256": it.sha256, "label": "refusal"}) + "\n" for it in items
+        )
+        page.set_input_files(
+            "#audit-import-file",
+            files=[{"name": "dana.jsonl", "mimeType": "application/json", "buffer": good.encode()}],
+        )
+        page.fill("#audit-import-annotator", "dana")
+        page.click("#audit-import")
+        page.wait_for_selector("#audit-import-message:has-text('imported 6')")
+        assert page.inner_text("#audit-import-message") == "imported 6 label(s) from dana.jsonl (dana 6)"
+        page.wait_for_selector("#audit-agreement:has-text('ana / dana')")  # the open view counts them
+        bad = good.replace("refusal", "maybe", 1)
+        page.set_input_files(
+            "#audit-import-file",
+            files=[{"name": "bad.jsonl", "mimeType": "application/json", "buffer": bad.encode()}],
+        )
+        page.click("#audit-import")
+        page.wait_for_selector("#audit-import-message.error")
+        assert "nothing imported" in page.inner_text(
+            "#audit-import-message"
+        ) and "'maybe'" in page.inner_text("#audit-import-message")
+        assert sum(r["annotator"] == "dana" for r in records(run)) == 6
+        page.screenshot(path=str(screens(tmp_path) / "audit-import.png"), full_page=True)
+        assert not errors, errors
+        page.close()
 
 
 def screens(tmp_path: Path) -> Path:

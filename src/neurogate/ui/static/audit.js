@@ -1,19 +1,23 @@
 // neurogate explorer, Audit page: blind labelling of a run's replies, the same flow as `neurogate audit`.
 // While labelling the page holds only an item's request and reply (never its condition, multiplier or a
 // judge's verdict); each key is sent to the server, which writes the label to RUN_DIR/audit/labels.jsonl
-// before it answers. Agreement and calibrated rates are a separate view. Text from the server only ever
-// becomes text nodes.
+// before it answers. Agreement and calibrated rates are a separate view, from which an adjudicator goes
+// through the disagreements with the same keys (as `--adjudicate`: every annotator's label in view), and
+// labels made elsewhere can be uploaded (as `--import`). Text from the server only ever becomes text nodes.
 
 import { $, h as el } from "./dom.js";
 
 const STORE = "neurogate.audit";
 const ORDER = ["r", "d", "c", "g", "u", "s", "b"];
+const MAX_IMPORT_BYTES = 16 * 1024 * 1024;  // the server's limit (neurogate.ui.audit_review)
 
-/** GET (no body) or POST a JSON body; a failed request throws the server's error message. */
+/** GET (no body), POST a JSON body, or POST a file's bytes; a failed request throws the server's error message. */
 async function call(path, body) {
   const init = body === undefined
     ? { headers: { Accept: "application/json" } }
-    : { method: "POST", headers: { Accept: "application/json", "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    : body instanceof Blob
+      ? { method: "POST", headers: { Accept: "application/json", "Content-Type": "application/octet-stream" }, body }
+      : { method: "POST", headers: { Accept: "application/json", "Content-Type": "application/json" }, body: JSON.stringify(body) };
   const res = await fetch(path, init);
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(data.error || res.statusText);
@@ -23,7 +27,7 @@ async function call(path, body) {
 const pct = (x) => `${Math.round(100 * x)}%`;
 const withInterval = (r) => (r ? `${pct(r.value)} [${pct(r.low)}–${pct(r.high)}]` : "n/a");
 
-const audit = { rule: null, runs: [], state: null, busy: false, keys: 0 };
+const audit = { rule: null, runs: [], state: null, busy: false, keys: 0, adjudicator: "" };
 
 // ---------------------------------------------------------------------------------------------- layout
 
@@ -40,6 +44,13 @@ function build() {
       el("label", {}, "Replies per condition", el("input", { id: "audit-n", type: "number", min: 1, max: 1000, step: 1, value: audit.rule.per_condition })),
       el("button", { id: "audit-start", type: "submit" }, "Start or resume"),
       el("button", { id: "audit-show-agreement", type: "button", onclick: showAgreement }, "Agreement and rates")),
+    el("details", { id: "audit-import-box" },
+      el("summary", {}, "Import labels made elsewhere"),
+      el("form", { id: "audit-import-form", class: "controls", novalidate: true, onsubmit: (e) => { e.preventDefault(); importLabels(); } },
+        el("label", {}, "Labels file (JSONL or CSV, from audit/items.jsonl)", el("input", { id: "audit-import-file", type: "file", accept: ".jsonl,.json,.csv,.txt" })),
+        el("label", {}, "Annotator (if the file names none)", el("input", { id: "audit-import-annotator", maxlength: 64, autocomplete: "off", spellcheck: "false" })),
+        el("button", { id: "audit-import", type: "submit" }, "Import")),
+      el("p", { id: "audit-import-message", role: "status", "aria-live": "polite" })),
     el("p", { id: "audit-status", class: "muted", role: "status", "aria-live": "polite" }),
     el("div", { class: "audit-split" },
       el("div", { id: "audit-label", class: "card", hidden: true },
@@ -47,6 +58,7 @@ function build() {
         el("div", { id: "audit-item" },
           el("h3", {}, "Request"), el("pre", { id: "audit-prompt", class: "text" }),
           el("h3", {}, "Reply"), el("pre", { id: "audit-reply", class: "text" })),
+        el("p", { id: "audit-others", hidden: true }),
         el("p", { id: "audit-own", class: "muted" }),
         el("div", { id: "audit-keys", role: "group", "aria-label": "Label this reply (or press the key)" }, keyButtons),
         el("p", { id: "audit-message", role: "status", "aria-live": "polite" }),
@@ -94,26 +106,42 @@ function chosen() {
 
 function remember() {
   const { run, annotator } = chosen();
-  localStorage.setItem(STORE, JSON.stringify({ run, annotator, n: $("audit-n").value }));
+  localStorage.setItem(STORE, JSON.stringify({ run, annotator, n: $("audit-n").value, adjudicator: audit.adjudicator }));
 }
 
-/** Show the server's state: the item (request and reply), this annotator's label of it, the progress. */
+function progress(state) {
+  if (!state.adjudicate) {
+    return state.done
+      ? `all ${state.total} items labelled by ${state.annotator}`
+      : `item ${state.position} of ${state.total} · ${state.labelled} of ${state.total} labelled`;
+  }
+  if (state.done) return state.total ? `all ${state.total} disagreements adjudicated` : "no disagreements to adjudicate";
+  return `adjudicating as ${state.annotator}: disagreement ${state.position} of ${state.total} (item ${state.item.id}) · ${state.labelled} of ${state.total} adjudicated`;
+}
+
+/** Show the server's state: the item (request and reply), this annotator's label of it, the progress; an
+adjudicator also sees every annotator's label of the item. */
 function render(state) {
   audit.state = state;
+  const adj = Boolean(state.adjudicate);
   $("audit-label").hidden = false;
-  $("audit-progress").textContent = state.done
-    ? `all ${state.total} items labelled by ${state.annotator}`
-    : `item ${state.position} of ${state.total} · ${state.labelled} of ${state.total} labelled`;
+  $("audit-progress").textContent = progress(state);
+  $("audit-others").hidden = !(adj && state.item);
+  $("audit-others").textContent = adj && state.item
+    ? `labels: ${Object.entries(state.item.labels).map(([a, lab]) => `${a}: ${lab}`).join(", ")}`
+    : "";
   $("audit-bar").value = state.total ? state.labelled / state.total : 0;
   $("audit-item").hidden = state.done;
   $("audit-prompt").textContent = state.item ? state.item.prompt : "";
   $("audit-reply").textContent = state.item ? (state.item.reply || "(empty reply)") : "";
-  $("audit-own").textContent = state.item && state.item.label ? `your label: ${state.item.label} (a new key replaces it)` : "";
+  const given = adj ? "adjudicated" : "your label";
+  $("audit-own").textContent = state.item && state.item.label ? `${given}: ${state.item.label} (a new key replaces it)` : "";
   const notes = [state.message, state.stale].filter(Boolean);
-  if (state.done) notes.push("Press b to go back to the last item, or open Agreement and rates.");
+  if (state.done && state.total) notes.push(`Press b to go back to the last ${adj ? "disagreement" : "item"}, or open Agreement and rates.`);
   $("audit-message").textContent = notes.join(" · ");
   for (const b of document.querySelectorAll("#audit-keys button.label")) b.disabled = state.done;
   $("view-audit").dataset.position = state.done ? "done" : String(state.position);
+  $("view-audit").dataset.mode = adj ? "adjudicate" : "label";
 }
 
 async function start() {
@@ -145,7 +173,11 @@ async function press(key) {
   audit.busy = true;
   const t0 = performance.now();
   try {
-    render(await call("/api/audit/key", { run: state.run, annotator: state.annotator, key, item: state.item ? state.item.id : null }));
+    const next = await call("/api/audit/key", {
+      run: state.run, annotator: state.annotator, key, item: state.item ? state.item.id : null, adjudicate: Boolean(state.adjudicate),
+    });
+    render(next);
+    if (next.adjudicate && next.done && !state.done) showAgreement();  // the last one: the view with every adjudication
   } catch (err) {
     $("audit-message").textContent = String(err.message || err);
   } finally {
@@ -211,7 +243,7 @@ async function showAgreement() {
         ? table("audit-disagreements", ["item", "request", ...data.annotators, "adjudicated"],
           data.disagreements.map((d) => [d.item, short(d.prompt.trim()), ...data.annotators.map((a) => d.labels[a] || "–"), d.adjudicated || "–"]))
         : el("p", {}, "no disagreements"),
-      data.disagreements.length ? el("p", { class: "muted" }, "Settle them with: neurogate audit RUN_DIR --adjudicate --annotator NAME") : null);
+      data.disagreements.length ? adjudicateForm(data.disagreements) : null);
   }
   parts.push(el("h3", {}, "Calibrated rates (95% intervals)"));
   const rows = [];
@@ -229,6 +261,68 @@ async function showAgreement() {
   if (data.uncalibrated.length) parts.push(el("p", { class: "muted" }, `${data.uncalibrated_note} (no audit labels): ${data.uncalibrated.join(", ")}`));
   box.replaceChildren(...parts);
   box.querySelector("h2").focus();
+}
+
+// ---------------------------------------------------------------------------------------------- adjudication and import
+
+/** Under the disagreements: the adjudicator's name and the button that goes through them one at a time. */
+function adjudicateForm(disagreements) {
+  const left = disagreements.filter((d) => !d.adjudicated).length;
+  return el("form", { id: "audit-adjudicate-form", class: "controls", novalidate: true, onsubmit: (e) => { e.preventDefault(); startAdjudication(); } },
+    el("label", {}, "Adjudicator", el("input", {
+      id: "audit-adjudicator", maxlength: 64, autocomplete: "off", spellcheck: "false", placeholder: "your name",
+      value: audit.adjudicator || $("audit-annotator").value.trim(),
+    })),
+    el("button", { id: "audit-adjudicate", type: "submit" }, left ? `Adjudicate (${left} left)` : "Review the adjudications"),
+    el("p", { id: "audit-adjudicate-message", class: "muted", role: "status" },
+      "Each disagreement shows the request, the reply and every annotator's label; choose the class with the same keys."));
+}
+
+async function startAdjudication() {
+  const field = $("audit-adjudicator");
+  const adjudicator = field.value.trim();
+  if (!adjudicator) {
+    field.setAttribute("aria-invalid", "true");
+    $("audit-adjudicate-message").textContent = "Give your name as adjudicator: every adjudication records who gave it.";
+    return field.focus();
+  }
+  try {
+    const state = await call("/api/audit/adjudicate", { run: $("audit-run").value, annotator: adjudicator });
+    audit.adjudicator = adjudicator;
+    remember();
+    $("audit-status").textContent = `adjudicating as ${adjudicator}: keys r d c g u, s skip, b back`;
+    $("audit-agreement").hidden = true;
+    render(state);
+    document.activeElement?.blur();  // keys go to the page, not to a field
+    $("audit-label").scrollIntoView({ block: "start" });
+  } catch (err) {
+    $("audit-adjudicate-message").textContent = String(err.message || err);
+  }
+}
+
+/** Upload a labels file made elsewhere; the server checks it as `neurogate audit --import` does. */
+async function importLabels() {
+  const msg = $("audit-import-message");
+  const file = $("audit-import-file").files[0];
+  const fail = (text) => { msg.className = "error"; msg.textContent = text; };
+  if (!file) return fail("Choose a labels file first.");
+  if (file.size > MAX_IMPORT_BYTES) {
+    return fail(`${file.name} is larger than ${MAX_IMPORT_BYTES / 1024 / 1024} MiB; import it on the command line: neurogate audit RUN_DIR --import FILE --annotator NAME`);
+  }
+  const params = new URLSearchParams({ run: $("audit-run").value, name: file.name });
+  const who = $("audit-import-annotator").value.trim();
+  if (who) params.set("annotator", who);
+  msg.className = "muted";
+  msg.textContent = `importing ${file.name}…`;
+  try {
+    const data = await call(`/api/audit/import?${params}`, file);
+    msg.className = "";
+    msg.textContent = data.message;
+    await refreshRuns();
+    if (!$("audit-agreement").hidden) await showAgreement();
+  } catch (err) {
+    fail(String(err.message || err));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------- start
@@ -257,6 +351,7 @@ async function main() {
   } catch { /* a damaged entry: start afresh */ }
   if (saved.annotator) $("audit-annotator").value = saved.annotator;
   if (saved.n) $("audit-n").value = saved.n;
+  if (saved.adjudicator) audit.adjudicator = saved.adjudicator;
   if (saved.run && audit.runs.some((r) => r.id === saved.run)) {
     $("audit-run").value = saved.run;
     if (saved.annotator) {  // continue where this annotator stopped (the server keeps the place)
