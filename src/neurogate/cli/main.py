@@ -17,7 +17,7 @@ from rich.markup import escape
 
 # isort: off
 from neurogate.cli import info, models  # Models
-from neurogate.cli import discover, steer, chat, export, serve  # Find and steer a circuit
+from neurogate.cli import discover, attribute, steer, chat, export, serve  # Find and steer a circuit
 from neurogate.cli import study, sweep, tune, experiments, audit  # Evaluate
 from neurogate.cli import ui  # Explore
 
@@ -26,7 +26,8 @@ from neurogate.cli.app import RunState, app, err_console
 from neurogate.errors import NeurogateError
 
 COMMAND_MODULES = (
-    info, models, discover, steer, chat, export, serve, study, sweep, tune, experiments, audit, ui,
+    info, models, discover, attribute, steer, chat, export, serve, study, sweep, tune, experiments, audit,
+    ui,
 )
 
 
