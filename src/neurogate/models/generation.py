@@ -118,10 +118,10 @@ def generate(
     sub-batches and dropped rows, and the shared template prefix runs once per distinct steering of a
     batch.
     """
-    options = _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)
-    check_batch_size(batch_size)
     if isinstance(prompts, str):
         raise ConfigError("generate takes a sequence of prompts; wrap a single prompt in a list")
+    _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)  # bad settings fail first
+    check_batch_size(batch_size)
     prompts = list(prompts)
     if row_steering is not None and len(row_steering) != len(prompts):
         raise ConfigError(f"row_steering has {len(row_steering)} entries for {len(prompts)} prompts")
@@ -129,6 +129,53 @@ def generate(
         return []
     seqs = encode(lm, prompts, system_prompt=system_prompt, chat=chat, preformatted=preformatted)
     prefix = 0 if preformatted else template_prefix(lm, system_prompt=system_prompt, chat=chat)
+    return generate_tokens(
+        lm,
+        prompts,
+        seqs,
+        prefix=prefix,
+        intervention=intervention,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        greedy=greedy,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        progress=progress,
+        stop_at_eos=stop_at_eos,
+        row_steering=row_steering,
+    )
+
+
+def generate_tokens(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    seqs: Sequence[Sequence[int]],
+    *,
+    prefix: int = 0,
+    intervention: Attachable | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int | Literal["auto"] = "auto",
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+    stop_at_eos: bool = True,
+    row_steering: Sequence[RowMaps] | None = None,
+) -> list[Generation]:
+    """:func:`generate` from token ids: ``seqs[i]`` is prompt ``i`` as the model sees it (its text
+    ``prompts[i]`` only names the reply), and ``prefix`` how many leading tokens every sequence shares
+    from the chat template (0: none assumed). A continuation (a prompt and part of a reply, e.g. a
+    reasoning model's thinking) is generated this way, with no round trip through text."""
+    options = _options(lm, max_new_tokens, greedy, temperature, top_p, stop_at_eos)
+    check_batch_size(batch_size)
+    if len(seqs) != len(prompts):
+        raise ConfigError(f"{len(seqs)} token sequences for {len(prompts)} prompts")
+    if row_steering is not None and len(row_steering) != len(prompts):
+        raise ConfigError(f"row_steering has {len(row_steering)} entries for {len(prompts)} prompts")
+    if not seqs:
+        return []
     stops = options["eos_token_id"] if stop_at_eos else []
     engine = choose_engine(lm, len(seqs) * max_new_tokens)
     prepare(lm, engine)  # before attaching, so neuron steering lands in the gains of a compiled model

@@ -17,6 +17,7 @@ import torch
 
 from neurogate.errors import ConfigError, PromptSetError
 from neurogate.models.loading import LoadedModel
+from neurogate.models.thinking import thinking_format
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +126,12 @@ def encode(
     system_prompt: str | None = None,
     chat: bool = True,
     preformatted: bool = False,
+    close_thinking: bool = False,
 ) -> list[list[int]]:
     """Token ids of each prompt as the model sees it (chat-formatted unless ``chat=False``; taken as
-    model-ready text when ``preformatted``), truncated from the left beyond the context."""
+    model-ready text when ``preformatted``), truncated from the left beyond the context.
+    ``close_thinking``: end each prompt with a closed, empty thinking block (a reasoning template's, see
+    :mod:`neurogate.models.thinking`), so that its last token is where the answer starts."""
     if isinstance(prompts, str):
         raise PromptSetError("expected a sequence of prompts, got one string; wrap it in a list")
     if not prompts:
@@ -137,11 +141,26 @@ def encode(
     else:
         texts = format_prompts(lm, prompts, system_prompt=system_prompt, chat=chat)
         templated = uses_template(lm, chat)
+    if close_thinking:
+        texts = closed_thinking(lm, texts, chat=chat)
     seqs = [tokenize(lm, text, templated=templated) for text in texts]
     for i, seq in enumerate(seqs):
         if not seq:
             raise PromptSetError(f"prompt {i} tokenizes to nothing: remove empty prompts from the set")
     return seqs
+
+
+def closed_thinking(lm: LoadedModel, texts: Sequence[str], *, chat: bool = True) -> list[str]:
+    """Formatted prompts with the model's thinking block closed and empty at their end; a model whose
+    chat template has no thinking block (or raw prompts) is refused with how to fix it."""
+    fmt = thinking_format(lm, chat=chat)
+    if fmt is None:
+        raise ConfigError(
+            f"{lm.spec}: reading after the thinking block needs a chat template with one (<think> ... "
+            "</think>, as in Qwen3 or the DeepSeek-R1 distills); this model's has none: read before it "
+            "(thinking = 'before')"
+        )
+    return [fmt.close_prompt(t) for t in texts]
 
 
 def check_batch_size(batch_size: object, what: str = "batch_size") -> BatchSize:
@@ -191,13 +210,16 @@ def left_padded(lm: LoadedModel, sequences: Sequence[Sequence[int]]) -> Batch:
 _PROBES = ("x", "How are you today?", "Write two short sentences about rain.")
 
 
-def post_instruction_tokens(lm: LoadedModel, *, system_prompt: str | None = None, chat: bool = True) -> int:
+def post_instruction_tokens(
+    lm: LoadedModel, *, system_prompt: str | None = None, chat: bool = True, close_thinking: bool = False
+) -> int:
     """How many tokens the chat template puts after the user's message (its end-of-turn marker, the
-    assistant header, ...): the longest token suffix shared by a few formatted probe prompts. 1 (the last
-    token) for raw prompts, or when the template puts nothing after the message."""
+    assistant header, ...; with ``close_thinking`` also the closed thinking block): the longest token
+    suffix shared by a few formatted probe prompts. 1 (the last token) for raw prompts, or when the
+    template puts nothing after the message."""
     if not uses_template(lm, chat):
         return 1
-    seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat)
+    seqs = encode(lm, list(_PROBES), system_prompt=system_prompt, chat=chat, close_thinking=close_thinking)
     return max(1, shared_prefix([s[::-1] for s in seqs]))
 
 

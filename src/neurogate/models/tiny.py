@@ -15,6 +15,9 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from neurogate.models.loading import LoadedModel, wrap_model
 
 SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>")
+#: Thinking markers, one token each, in the vocabulary of a tokenizer built with a template of its own (as in
+#: the Qwen3 and DeepSeek-R1 tokenizers: added tokens that decoding keeps).
+THINK_TOKENS = ("<think>", "</think>")
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -39,11 +42,13 @@ TINY_FAMILIES = (
 )
 
 
-def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 byte tokens + chat specials) that encodes any text, offline."""
+def tiny_tokenizer(chat_template: bool = True, template: str | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + chat specials) that encodes any text, offline.
+    ``template``: a chat template of its own (e.g. a reasoning family's) in place of the tiny one; the
+    vocabulary then also holds the thinking markers (:data:`THINK_TOKENS`) as single tokens."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    for special in SPECIALS:
+    for special in SPECIALS + (THINK_TOKENS if template is not None else ()):
         vocab[special] = len(vocab)
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,8 +60,10 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
         eos_token="<|eos|>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
+    if template is not None:
+        tok.add_tokens(list(THINK_TOKENS))
     if chat_template:
-        tok.chat_template = CHAT_TEMPLATE
+        tok.chat_template = CHAT_TEMPLATE if template is None else template
     tok.padding_side = "left"
     assert isinstance(tok, PreTrainedTokenizerFast)
     return tok
@@ -119,6 +126,10 @@ def tiny_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.
     return model.eval()
 
 
-def tiny_lm(family: str = "llama", seed: int = 0, chat_template: bool = True) -> LoadedModel:
-    """A :class:`LoadedModel` around :func:`tiny_model` and :func:`tiny_tokenizer`."""
-    return wrap_model(tiny_model(family, seed), tiny_tokenizer(chat_template), spec=f"tiny:{family}")
+def tiny_lm(
+    family: str = "llama", seed: int = 0, chat_template: bool = True, template: str | None = None
+) -> LoadedModel:
+    """A :class:`LoadedModel` around :func:`tiny_model` and :func:`tiny_tokenizer` (``template``: a chat
+    template of the tokenizer's own, such as a reasoning family's)."""
+    tokenizer = tiny_tokenizer(chat_template, template)
+    return wrap_model(tiny_model(family, seed), tokenizer, spec=f"tiny:{family}")
