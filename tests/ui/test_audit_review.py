@@ -2,7 +2,8 @@
 disagreements with every annotator's label in view and each adjudication lands in the label file with the
 flag the terminal writes; a labels file made elsewhere is checked by the library's import, counted, and
 refused whole (with its problems named) when anything in it is wrong; writes from another origin, uploads
-over the limit and files that are not text are refused with a clear message."""
+over the limit and files that are not text are refused with a clear message; the page and `neurogate audit`
+share adjudications and imports."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from test_audit_api import ORIGIN, label_all, post, run_id, start
+from typer.testing import CliRunner
 
 from audit_run import make_run
+from neurogate.cli.main import app
 from neurogate.evaluation.audit import RULE_VERSION, load_sample
 from neurogate.evaluation.audit_labels import LabelStore, agreement
 from neurogate.ui import UISettings, create_app
@@ -175,3 +178,32 @@ def test_import_counts_refuses_and_explains(client: TestClient, run: Path) -> No
     res = client.post("/api/audit/import", params={"run": rid, "name": "a.jsonl"}, content=good.encode())
     refused(res, 403, "Origin")
     assert len(records(run)) == n  # none of them wrote anything
+
+
+def test_the_page_and_the_terminal_share_adjudications_and_imports(
+    client: TestClient, run: Path, tmp_path: Path
+) -> None:
+    rid = run_id(client)
+    label_all(client, "ana", "rrrrccccggdd")
+    label_all(client, "ben", "rrrcccccggdu")
+    first = post(client, "/api/audit/adjudicate", {"run": rid, "annotator": "cara"}).json()
+    adjudicate(client, "d", first["item"]["id"])
+    # the terminal resumes the same adjudicator at the second disagreement, with both labels on screen
+    out = CliRunner().invoke(app, ["audit", str(run), "--adjudicate", "-a", "cara"], input="g\n")
+    assert out.exit_code == 0, out.output
+    assert "adjudicating cara" in out.output and "labels: ana: redirect, ben: unsure" in out.output
+    assert "labels: ana: refusal, ben: compliance" not in out.output
+    adj = [r for r in records(run) if r["adjudicated"]]
+    assert [(r["label"], r["source"]) for r in adj] == [("redirect", "explorer"), ("degenerate", "terminal")]
+    # a file the page imported adds nothing when the terminal imports it again, and the other way round
+    items = load_sample(run).items
+    text = "".join(json.dumps({**asdict(it), "label": "unsure"}) + "\n" for it in items[:4])
+    assert upload(client, text, name="eve.jsonl", annotator="eve").json()["imported"] == 4
+    (tmp_path / "eve.jsonl").write_text(text)
+    cli = CliRunner().invoke(app, ["audit", str(run), "--import", str(tmp_path / "eve.jsonl"), "-a", "eve"])
+    assert cli.exit_code == 0 and "imported 0 label(s)" in cli.output, cli.output
+
+
+def test_the_page_knows_the_upload_limit(client: TestClient) -> None:
+    script = client.get("/static/audit.js").text
+    assert f"const MAX_IMPORT_BYTES = {MAX_IMPORT_BYTES // (1024 * 1024)} * 1024 * 1024;" in script
