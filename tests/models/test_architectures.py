@@ -5,7 +5,7 @@ from torch import nn
 
 from neurogate.errors import UnsupportedArchitectureError
 from neurogate.models.architectures import resolve_adapter, supported_families
-from neurogate.models.tiny import D_MLP, D_MODEL, N_LAYERS, TINY_FAMILIES, tiny_model
+from neurogate.models.tiny import D_MLP, D_MODEL, N_LAYERS, TINY_FAMILIES, TINY_MOE_FAMILIES, tiny_model
 
 EXPECTED_DOWN = {
     "gpt2": "transformer.h.{i}.mlp.c_proj",
@@ -28,7 +28,7 @@ def test_adapter_finds_down_projection_and_width(family: str) -> None:
 
 
 def test_every_supported_family_has_a_tiny_model() -> None:
-    assert set(supported_families()) == set(TINY_FAMILIES)
+    assert set(supported_families()) == set(TINY_FAMILIES) | set(TINY_MOE_FAMILIES)
 
 
 class _Block(nn.Module):

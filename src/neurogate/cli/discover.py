@@ -42,7 +42,7 @@ def circuit_table(circuit: Circuit) -> Table:
             str(layer),
             str(count),
             f"{100 * count / total:.1f}%",
-            f"{best.index}: {best.score:.4g}, {best.diff:+.4g}",
+            f"{circuit.label(best) if circuit.is_moe else best.index}: {best.score:.4g}, {best.diff:+.4g}",
         )
     return table
 
@@ -163,4 +163,8 @@ def discover(
     path = circuit.save(out)
     cli.console.print(circuit_table(circuit))
     cli.console.print("\n".join(circuit.summary().splitlines()[1:]), markup=False, highlight=False)
+    if circuit.method.get("routing"):
+        from neurogate.discovery.routing import format_routing
+
+        cli.console.print(format_routing(circuit.method["routing"]), markup=False, highlight=False)
     cli.console.print(f"[green]saved:[/] {escape(str(path))}", highlight=False)

@@ -25,6 +25,7 @@ from neurogate.discovery.profiles import DiscoveryRecord, NeuronProfile
 from neurogate.errors import CircuitError, ConfigError
 from neurogate.models.hooks import Handle, scale_neurons
 from neurogate.models.loading import LoadedModel
+from neurogate.models.moe import neuron_label
 from neurogate.version import __version__
 
 SCHEMA_VERSION = 2
@@ -117,6 +118,16 @@ class Circuit:
     def n_layers(self) -> int:
         return int(self.shape.get("n_layers", 0))
 
+    @property
+    def is_moe(self) -> bool:
+        """True when found on a mixture-of-experts model (neurons are numbered flat over the experts)."""
+        return bool(self.shape.get("moe"))
+
+    def label(self, neuron: Neuron) -> str:
+        """``L3 #12``, or in a mixture-of-experts circuit ``L3 E5 #12`` (expert 5's neuron 12) / ``L3
+        shared #4`` (see :mod:`neurogate.models.moe`)."""
+        return neuron_label(neuron.layer, neuron.index, self.shape.get("moe"))
+
     def per_layer(self) -> dict[int, int]:
         """Number of neurons in each layer that has any, by layer."""
         return dict(sorted(Counter(n.layer for n in self.neurons).items()))
@@ -164,7 +175,7 @@ class Circuit:
         """Raise :class:`CircuitError` unless ``lm`` has the shape this circuit was found on."""
         mine = self.shape
         theirs = lm.shape
-        keys = ("n_layers", "d_mlp", "d_model", "family")
+        keys = ("n_layers", "d_mlp", "d_model", "family", "moe")
         diffs = [
             f"{k}: circuit {mine.get(k)!r} vs model {theirs.get(k)!r}"
             for k in keys

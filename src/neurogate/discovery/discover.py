@@ -22,6 +22,7 @@ from neurogate.discovery.capture import collect_stats_many
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.discovery.profiles import SIDES, NeuronProfile, PromptRef, record
+from neurogate.discovery.routing import routing_report
 from neurogate.discovery.scoring import Evidence, get_scorer, score
 from neurogate.discovery.selection import check_layers, select_top
 from neurogate.discovery.stats import PromptExtremes, SiteStats
@@ -132,6 +133,10 @@ def discover(
         "universal_total": len(universal),
         "site": SITE,
     }
+    if lm.adapter.moe is not None:
+        method["routing"] = routing_report(
+            lm.adapter.moe, chosen, evidence.positive[NEURONS], evidence.negative[NEURONS]
+        )
     neurons, texts = profiles(
         _neurons(chosen, scores, diff, evidence),
         evidence.extremes,

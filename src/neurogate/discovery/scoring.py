@@ -24,6 +24,7 @@ from neurogate.defaults import SCORER_SUMMARIES
 from neurogate.discovery.stats import PromptExtremes, SiteStats
 from neurogate.errors import ConfigError, NeurogateError, PromptSetError
 from neurogate.models.loading import LoadedModel
+from neurogate.models.moe import flat_down_weight
 from neurogate.models.sites import NEURONS, RESIDUAL, SiteKind
 
 EXTREMES = "extremes"
@@ -128,6 +129,13 @@ def _mean_diff(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
 
 def _effect_size(ev: Evidence, _lm: LoadedModel | None) -> torch.Tensor:
     pos, neg = ev.positive[NEURONS], ev.negative[NEURONS].to(ev.positive[NEURONS].mean.device)
+    if pos.count is not None or neg.count is not None:  # expert neurons: each over its routed prompts
+        n_pos, n_neg = pos.counts, neg.counts
+        pooled = ((n_pos - 1).clamp_min(0) * pos.var + (n_neg - 1).clamp_min(0) * neg.var) / (
+            n_pos + n_neg - 2
+        ).clamp_min(1)
+        floor = torch.maximum(pos.var_floor(), neg.var_floor())
+        return ev.diff / torch.maximum(pooled, floor).sqrt()
     pooled = ((pos.n - 1) * pos.var + (neg.n - 1) * neg.var) / (pos.n + neg.n - 2)
     floor = torch.maximum(pos.var_floor(), neg.var_floor())
     return ev.diff / torch.maximum(pooled, floor).sqrt()
@@ -145,7 +153,9 @@ def writes_along(lm: LoadedModel, directions: torch.Tensor) -> torch.Tensor:
     adapter = lm.adapter
     rows = []
     for layer in range(adapter.n_layers):
-        weight = adapter.down_proj(layer).weight
+        block = adapter.down_proj(layer)
+        # a sparse layer's columns in its flat neuron order (each expert's down-projection, then shared)
+        weight = flat_down_weight(block) if adapter.moe is not None else block.weight
         assert isinstance(weight, torch.Tensor)
         weight = weight.detach()
         r = directions[layer].to(weight.device, torch.float64)
@@ -286,9 +296,12 @@ def score(
         signed = scorer.along(evidence, lm, direction)
     else:
         signed = scorer.fn(evidence, lm)
-    if sign == "both":
-        return signed.abs(), signed
-    return (signed if sign == "positive" else -signed).clamp_min(0.0), signed
+    ranking = signed.abs() if sign == "both" else (signed if sign == "positive" else -signed).clamp_min(0.0)
+    if pos.count is not None or neg.count is not None:
+        # an expert neuron never routed on one set has no mean there to compare: it ranks last
+        unseen = (pos.counts == 0) | (neg.counts.to(pos.counts.device) == 0)
+        ranking = ranking.masked_fill(unseen.to(ranking.device), 0.0)
+    return ranking, signed
 
 
 def score_neurons(

@@ -8,7 +8,9 @@ the file's metadata under ``neurogate.export`` (JSON). Tensors are streamed one 
 at about one layer's down-projection.
 
 GGUF keeps ``ffn_down`` as ``[n_embd, n_ff]`` in row-major order (llama.cpp's ``ne = {n_ff, n_embd}``), the
-same orientation as a transformers ``nn.Linear`` weight, so neuron ``j`` is column ``j``.
+same orientation as a transformers ``nn.Linear`` weight, so neuron ``j`` is column ``j``. A circuit found on
+a mixture-of-experts model folds into the experts' 3-D ``ffn_down_exps`` (and the shared expert's
+``ffn_down_shexp``) instead: :mod:`neurogate.export.gguf_experts`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, qu
 from neurogate.atomic import atomic_path
 from neurogate.discovery.circuit import Circuit, Multiplier
 from neurogate.errors import CircuitError, ConfigError, ModelLoadError
+from neurogate.export.gguf_experts import GGUF_ARCH, Edit, apply_edits, moe_width, targets
 from neurogate.export.output import check_file_target, check_finite, multiplier_json
 
 logger = logging.getLogger(__name__)
@@ -55,10 +58,11 @@ def field_value(reader: GGUFReader, key: str) -> Any:
 def gguf_shape(reader: GGUFReader) -> dict[str, Any]:
     """The architecture name and the circuit-relevant shape of a GGUF model."""
     arch = str(field_value(reader, "general.architecture") or "")
+    moe = moe_width(lambda key: field_value(reader, key), arch)
     return {
         "arch": arch,
         "n_layers": field_value(reader, f"{arch}.block_count"),
-        "d_mlp": field_value(reader, f"{arch}.feed_forward_length"),
+        "d_mlp": moe if moe is not None else field_value(reader, f"{arch}.feed_forward_length"),
         "d_model": field_value(reader, f"{arch}.embedding_length"),
     }
 
@@ -73,6 +77,7 @@ def check_circuit(circuit: Circuit, reader: GGUFReader, source: str) -> None:
         if mine.get(k) != theirs[k]
     ]
     names = {str(mine.get(k, "")).removesuffix("_text") for k in ("family", "model_type")}
+    names |= {GGUF_ARCH[name] for name in names if name in GGUF_ARCH}
     if theirs["arch"] not in names:
         diffs.append(f"architecture: circuit {mine.get('family')!r} vs GGUF {theirs['arch']!r}")
     if diffs:
@@ -97,11 +102,14 @@ def _copy_metadata(reader: GGUFReader, writer: GGUFWriter) -> None:
         writer.add_key_value(name, field.contents(), main, sub_type=sub)
 
 
-def _folded(tensor: Any, index: torch.Tensor, factor: torch.Tensor, store: str) -> np.ndarray:
-    """The tensor dequantized, its columns ``index`` scaled by ``factor``, in the storage type's bytes."""
+def _folded(tensor: Any, edits: list[Edit], store: str) -> np.ndarray:
+    """The tensor dequantized, its edited columns scaled (per expert slice in a 3-D tensor), in the storage
+    type's bytes."""
     values = torch.from_numpy(np.ascontiguousarray(quants.dequantize(tensor.data, tensor.tensor_type)))
-    values = values.reshape(-1, values.shape[-1]).clone()
-    values[:, index] = values[:, index] * factor
+    if values.dim() == 3:
+        values = apply_edits(values.clone(), edits)
+    else:
+        values = apply_edits(values.reshape(-1, values.shape[-1]).clone(), edits)
     check_finite(values, _TORCH[store], f"the folded {tensor.name}")
     if store == "f16":
         return values.numpy().astype(np.float16)
@@ -128,11 +136,14 @@ def export_gguf(
     check_circuit(circuit, reader, str(source))
     out = check_file_target(out_path, overwrite, inputs=(str(source),))
     scales = circuit.scales(multiplier)
-    targets = {f"blk.{layer}.ffn_down.weight": scale for layer, scale in scales.items()}
+    edits = targets(circuit, scales)
     tensors = {t.name: t for t in reader.tensors}
-    missing = sorted(set(targets) - set(tensors))
+    missing = sorted(set(edits) - set(tensors))
     if missing:
-        raise ConfigError(f"{source} has no tensor {missing[0]}; neurogate folds into llama.cpp's ffn_down")
+        raise ConfigError(
+            f"{source} has no tensor {missing[0]}; neurogate folds into llama.cpp's ffn_down (dense layers) "
+            "or ffn_down_exps / ffn_down_shexp (experts stored as one 3-D tensor per layer)"
+        )
     meta = {
         "source_model": str(source),
         "neurons": len(circuit),
@@ -147,10 +158,11 @@ def export_gguf(
         _copy_metadata(reader, writer)
         writer.add_string("neurogate.export", json.dumps(meta))
         for t in reader.tensors:
-            if t.name in targets:
-                rows, cols = int(t.shape[1]), int(t.shape[0])  # ne = {cols, rows}
-                nbytes = rows * cols * 2
-                shape = (rows, cols) if store == "f16" else (rows, cols * 2)
+            if t.name in edits:
+                lead = tuple(int(n) for n in reversed(t.shape[2:]))  # the experts axis of a 3-D tensor
+                rows, cols = int(t.shape[1]), int(t.shape[0])  # ne = {cols, rows[, experts]}
+                nbytes = int(np.prod(lead, dtype=np.int64)) * rows * cols * 2
+                shape = (*lead, rows, cols) if store == "f16" else (*lead, rows, cols * 2)
                 dtype = np.dtype(np.float16) if store == "f16" else np.dtype(np.uint8)
                 raw = None if store == "f16" else STORE_TYPES[store]
                 writer.add_tensor_info(t.name, shape, dtype, nbytes, raw_dtype=raw)
@@ -160,11 +172,11 @@ def export_gguf(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t in reader.tensors:
-            scale = targets.get(t.name)
-            data = t.data if scale is None else _folded(t, scale.index, scale.factor, store)
+            edit = edits.get(t.name)
+            data = t.data if edit is None else _folded(t, edit, store)
             writer.write_tensor_data(data)
         writer.close()
-    logger.info("wrote %s with %d folded down-projections", out, len(targets))
+    logger.info("wrote %s with %d folded down-projections", out, len(edits))
     return out
 
 

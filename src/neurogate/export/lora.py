@@ -81,6 +81,14 @@ def lora_layers(
     (``toward="mean"``: with each layer's constant as the bias). Only the circuit's columns are read, from
     whichever device (or offloaded copy) holds each layer."""
     circuit.check_model(lm)
+    if lm.adapter.moe is not None:
+        raise ConfigError(
+            f"{lm.spec} is a mixture-of-experts model: its experts' down-projections are fused 3-D "
+            "parameters (transformers 5), not nn.Linear modules, so there is no module for a LoRA adapter "
+            "to target. LoRA on fused experts (vLLM's FusedMoE LoRA, PEFT's target_parameters) is "
+            "engine- and version-specific and neurogate does not write it. Export the folded model "
+            "directory (`neurogate export --format dir`) or a GGUF (`--format gguf`) instead"
+        )
     names = {id(module): name for name, module in lm.model.named_modules()}
     conv = lm.adapter.spec.layout == "conv1d"
     out = []

@@ -22,6 +22,7 @@ from neurogate.export.mlp_bias import savable_mlp_bias
 from neurogate.export.output import staged_dir
 from neurogate.models.hooks import check_scale
 from neurogate.models.loading import LoadedModel
+from neurogate.models.moe import down_weights
 from neurogate.outputs import OWNER, apply_umask, check_writable_dir
 from neurogate.outputs import check_target as check_target_path
 from neurogate.steering.fold import fold
@@ -158,8 +159,12 @@ def check_folded_finite(lm: LoadedModel, circuit: Circuit) -> None:
     model's own dtype: a multiplier too large for the dtype would otherwise write a broken model."""
     for layer in circuit.per_layer():
         module = lm.adapter.down_proj(layer)
-        for name in ("weight", "bias"):
-            tensor = getattr(module, name, None)
+        parts = (
+            {f"expert {i}": w for i, w in enumerate(down_weights(module))}
+            if lm.adapter.moe is not None
+            else {name: getattr(module, name, None) for name in ("weight", "bias")}
+        )
+        for name, tensor in parts.items():
             if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
                 raise ConfigError(
                     f"folding the multiplier makes layer {layer}'s down-projection {name} overflow to inf or "

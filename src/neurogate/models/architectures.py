@@ -15,10 +15,11 @@ from typing import Any, Literal
 from torch import nn
 
 from neurogate.errors import UnsupportedArchitectureError
+from neurogate.models.moe import MoeLayout, layout_of
 from neurogate.models.sites import Site, parse_site
 
 WeightLayout = Literal["linear", "conv1d"]
-HookType = Literal["pre", "pre_kwargs", "output"]
+HookType = Literal["pre", "pre_kwargs", "output", "moe"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ArchSpec:
     added to the stream; ``None`` in pre-norm families). ``position_embeddings``: path from the model to
     learned absolute position embeddings, if any. ``layout``: ``"linear"`` when the down-projection weight
     is ``[d_model, d_mlp]`` (``nn.Linear``), ``"conv1d"`` when it is ``[d_mlp, d_model]`` (GPT-2).
+    ``moe_block``: in mixture-of-experts families, the path from a layer to its sparse block (routed
+    experts fused in 3-D parameters, see :mod:`neurogate.models.moe`); ``down_proj`` is then unused.
     """
 
     family: str
@@ -44,6 +47,7 @@ class ArchSpec:
     mlp_write_norm: str | None = None
     position_embeddings: str | None = None
     layout: WeightLayout = "linear"
+    moe_block: str | None = None
 
     @property
     def sandwich_norms(self) -> bool:
@@ -73,6 +77,10 @@ ARCHITECTURES: tuple[ArchSpec, ...] = (
              attention_out="attn.c_proj", position_embeddings="transformer.wpe", layout="conv1d"),
     ArchSpec("gpt_neox", ("gpt_neox",), ("gpt_neox.layers",), down_proj="mlp.dense_4h_to_h",
              attention="attention", attention_out="attention.dense"),
+    ArchSpec("mixtral", ("mixtral",), _DECODER, moe_block="mlp"),
+    ArchSpec("qwen2_moe", ("qwen2_moe",), _DECODER, moe_block="mlp"),
+    ArchSpec("qwen3_moe", ("qwen3_moe",), _DECODER, moe_block="mlp"),
+    ArchSpec("olmoe", ("olmoe",), _DECODER, moe_block="mlp"),
 )
 # fmt: on
 
@@ -91,7 +99,11 @@ def get_path(root: nn.Module, path: str) -> nn.Module | None:
 
 @dataclass(frozen=True)
 class Adapter:
-    """An :class:`ArchSpec` bound to one model instance: its layers, down-projections and widths."""
+    """An :class:`ArchSpec` bound to one model instance: its layers, down-projections and widths.
+
+    ``moe``: the layout of every layer's sparse block in a mixture-of-experts family (``None`` for dense
+    models); ``down_projs`` then holds the sparse blocks and ``d_mlp`` is the flat neuron count per layer
+    (:attr:`MoeLayout.width`)."""
 
     spec: ArchSpec
     model: nn.Module
@@ -99,6 +111,7 @@ class Adapter:
     down_projs: tuple[nn.Module, ...]
     d_mlp: int
     d_model: int
+    moe: MoeLayout | None = None
 
     @property
     def family(self) -> str:
@@ -150,7 +163,7 @@ class Adapter:
                 f"site {s} is outside this model's layers 0..{self.n_layers - 1}"
             )
         if s.kind == "mlp.post":
-            return self.down_projs[s.layer], "pre"
+            return self.down_projs[s.layer], "moe" if self.moe is not None else "pre"
         if s.kind == "resid_pre":
             return self.layers[s.layer], "pre_kwargs"
         if s.kind == "resid_post":
@@ -181,10 +194,29 @@ def _widths(module: nn.Module, layout: WeightLayout) -> tuple[int, int]:
     return int(weight.shape[1]), int(weight.shape[0])
 
 
+def _bind_moe(model: nn.Module, spec: ArchSpec, layers: nn.ModuleList, path: str) -> Adapter:
+    blocks = tuple(get_path(layer, path) for layer in layers)
+    layouts = [layout_of(b) if b is not None else None for b in blocks]
+    if any(lay is None for lay in layouts) or len(set(layouts)) != 1:
+        raise UnsupportedArchitectureError(
+            f"{spec.family}: neurogate needs every decoder layer to hold the same sparse block (routed "
+            f"experts with fused 3-D weights) at {path!r}; this model mixes dense and sparse layers or "
+            "expert shapes (e.g. mlp_only_layers or decoder_sparse_step > 1), which is not supported"
+        )
+    layout = layouts[0]
+    assert layout is not None
+    experts: Any = blocks[0].experts if blocks[0] is not None else None
+    d_model = int(experts.down_proj.shape[1])
+    found = tuple(b for b in blocks if b is not None)
+    return Adapter(spec, model, layers, found, layout.width, d_model, moe=layout)
+
+
 def _bind(model: nn.Module, spec: ArchSpec) -> Adapter | None:
     for path in spec.layers:
         layers = get_path(model, path)
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            if spec.moe_block is not None:
+                return _bind_moe(model, spec, layers, spec.moe_block)
             downs = tuple(get_path(layer, spec.down_proj) for layer in layers)
             if any(d is None for d in downs):
                 return None

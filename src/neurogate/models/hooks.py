@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from neurogate.errors import ConfigError
+from neurogate.models import moe
 from neurogate.models.sites import Site
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ def _output_hook(fn: SiteFn) -> Callable[..., Any]:
 def hook_site(lm: LoadedModel, site: Site | str, fn: SiteFn) -> RemovableHandle:
     """Call ``fn`` on ``site``'s tensor at every forward pass until the returned torch handle is removed."""
     module, kind = lm.adapter.resolve(site)
+    if kind == "moe":
+        return moe.hook_block(module, fn)
     if kind == "pre":
         return module.register_forward_pre_hook(_pre_hook(fn))
     if kind == "pre_kwargs":
@@ -212,6 +215,11 @@ def scale_neurons(lm: LoadedModel, scales: dict[int, NeuronMap], label: str) -> 
     router = _ROUTERS.get(lm.model)
     if router is not None:
         return Handle([router(scales)], label=label)
+    if lm.adapter.moe is not None:  # expert neurons: scaled on the tokens routed to their experts
+        blocks = lm.adapter.down_projs
+        return Handle.of_hooks(
+            [moe.scale_block(blocks[layer], parts) for layer, parts in scales.items()], label=label
+        )
 
     def make(index: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor | None) -> SiteFn:
         on_device: dict[torch.device, torch.Tensor] = {}

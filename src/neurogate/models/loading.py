@@ -56,14 +56,18 @@ class LoadedModel:
 
     @property
     def shape(self) -> dict[str, Any]:
-        """What a circuit must match to be applied: family, layer count, width, hidden size."""
-        return {
+        """What a circuit must match to be applied: family, layer count, width, hidden size (and, in a
+        mixture-of-experts model, ``moe``: the expert layout behind the flat neuron numbering)."""
+        shape: dict[str, Any] = {
             "family": self.adapter.family,
             "model_type": str(getattr(self.model.config, "model_type", "")),
             "n_layers": self.adapter.n_layers,
             "d_mlp": self.adapter.d_mlp,
             "d_model": self.adapter.d_model,
         }
+        if self.adapter.moe is not None:
+            shape["moe"] = self.adapter.moe.to_dict()
+        return shape
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the model (what ``neurogate info`` prints)."""

@@ -40,6 +40,13 @@ TINY_FAMILIES = (
     "gpt2",
     "gpt_neox",
 )
+TINY_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+"""Mixture-of-experts families: 4 routed experts of :data:`D_EXPERT` neurons, 2 per token (Qwen2-MoE adds
+a shared expert of :data:`D_SHARED` neurons). Kept apart from :data:`TINY_FAMILIES`, whose tests assume
+dense MLPs."""
+N_EXPERTS = 4
+D_EXPERT = 24
+D_SHARED = 32
 
 
 def tiny_tokenizer(chat_template: bool = True, template: str | None = None) -> PreTrainedTokenizerFast:
@@ -111,13 +118,32 @@ def _config(family: str, tokenizer: PreTrainedTokenizerFast) -> Any:
         "phi3": tf.Phi3Config,
         "olmo2": tf.Olmo2Config,
     }
+    if family in TINY_MOE_FAMILIES:
+        return _moe_config(family, gated)
     if family not in classes:
-        raise ValueError(f"no tiny config for {family!r}; choose from {', '.join(TINY_FAMILIES)}")
+        raise ValueError(
+            f"no tiny config for {family!r}; choose from {', '.join((*TINY_FAMILIES, *TINY_MOE_FAMILIES))}"
+        )
     return classes[family](**gated)
 
 
+def _moe_config(family: str, gated: dict[str, Any]) -> Any:
+    experts: dict[str, Any] = {"num_experts_per_tok": 2, "router_aux_loss_coef": 0.0}
+    if family == "mixtral":
+        return tf.MixtralConfig(
+            **{**gated, "intermediate_size": D_EXPERT}, num_local_experts=N_EXPERTS, **experts
+        )
+    if family == "olmoe":
+        return tf.OlmoeConfig(**{**gated, "intermediate_size": D_EXPERT}, num_experts=N_EXPERTS, **experts)
+    moe = {"num_experts": N_EXPERTS, "moe_intermediate_size": D_EXPERT, **experts}
+    if family == "qwen3_moe":
+        return tf.Qwen3MoeConfig(**gated, **moe)
+    return tf.Qwen2MoeConfig(**gated, **moe, shared_expert_intermediate_size=D_SHARED)
+
+
 def tiny_model(family: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """A randomly initialised 3-layer causal LM of ``family`` (64 hidden, 96 MLP neurons per layer)."""
+    """A randomly initialised 3-layer causal LM of ``family`` (64 hidden, 96 MLP neurons per layer; in the
+    mixture-of-experts families 4 experts of 24, plus a shared expert of 32 in Qwen2-MoE)."""
     tokenizer = tiny_tokenizer()
     config = _config(family, tokenizer)
     torch.manual_seed(seed)

@@ -18,6 +18,7 @@ from neurogate.discovery.circuit import Circuit, Multiplier, Toward
 from neurogate.errors import ConfigError
 from neurogate.models.hooks import Handle, check_scale
 from neurogate.models.loading import LoadedModel
+from neurogate.steering.fold_moe import fold_experts
 
 
 def resident_weight(module: nn.Module) -> torch.Tensor:
@@ -101,10 +102,14 @@ def fold(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier = 0.0, toward
     Same result as :func:`neurogate.steering.steer` with no hook cost at inference; the handle (also a
     context manager) writes the kept original slices back. With ``toward="mean"`` the constant part
     ``(1 - m) * mean_neg`` of each neuron goes into the down-projection's bias (created when the layer has
-    none, and removed again by the handle).
+    none, and removed again by the handle). In a mixture-of-experts model each neuron's factor goes into
+    its expert's down-projection (:mod:`neurogate.steering.fold_moe`).
     """
     circuit.check_model(lm)
     check_scale(circuit.factors(multiplier), lm.dtype, "multiplier")
+    if lm.adapter.moe is not None:
+        steps = fold_experts(lm, circuit.scales(multiplier, toward))
+        return Handle(steps, label=f"fold {len(circuit)} neurons")
     dim = 0 if lm.adapter.spec.layout == "conv1d" else 1
     undo: list[Callable[[], None]] = []
     scales = circuit.scales(multiplier, toward)

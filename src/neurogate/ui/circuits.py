@@ -7,6 +7,7 @@ from typing import Any
 
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import CircuitError
+from neurogate.models.moe import neuron_label
 
 
 def _quartiles(values: list[float]) -> dict[str, float] | None:
@@ -34,9 +35,15 @@ def pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in names}
 
 
-def neuron_row(n: Neuron) -> dict[str, Any]:
+def neuron_row(n: Neuron, moe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One neuron's numbers; in a mixture-of-experts circuit (``moe``: its expert layout) also ``label``
+    (``L2 E1 #5``) and ``in_expert`` (``E1 #5``: the expert and the neuron's index inside it)."""
     fields = ("layer", "index", "score", "diff", "mean_pos", "mean_neg")
-    return {**pick(n, fields), "universal": None if n.profile is None else n.profile.universal}
+    row = {**pick(n, fields), "universal": None if n.profile is None else n.profile.universal}
+    if moe:
+        label = neuron_label(n.layer, n.index, moe)
+        row.update(label=label, in_expert=label.split(" ", 1)[1])
+    return row
 
 
 def circuit_map(circuit: Circuit) -> dict[str, Any]:
@@ -61,7 +68,9 @@ def circuit_map(circuit: Circuit) -> dict[str, Any]:
             {"layer": layer, "count": len(scores), "scores": sorted(scores), "spread": _quartiles(scores)}
             for layer, scores in sorted(by_layer.items())
         ],
-        "neurons": [neuron_row(n) for n in sorted(circuit.neurons, key=lambda n: -n.score)],
+        "neurons": [
+            neuron_row(n, circuit.shape.get("moe")) for n in sorted(circuit.neurons, key=lambda n: -n.score)
+        ],
         "universal_skipped": [
             {"layer": a, "index": b, "score": c} for a, b, c in (record.universal_skipped if record else ())
         ],
@@ -75,7 +84,12 @@ def neuron_detail(circuit: Circuit, layer: int, index: int) -> dict[str, Any]:
     if not places:
         raise CircuitError(f"neuron (layer {layer}, index {index}) is not in this circuit")
     n = ranked[places[0]]
-    out = {**neuron_row(n), "rank": places[0] + 1, "of": len(ranked), "profile": None}
+    out = {
+        **neuron_row(n, circuit.shape.get("moe")),
+        "rank": places[0] + 1,
+        "of": len(ranked),
+        "profile": None,
+    }
     if n.profile is not None:
         texts = circuit.record.prompts if circuit.record else {}
 

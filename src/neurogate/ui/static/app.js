@@ -203,7 +203,8 @@ function renderNeuronTable() {
       tabindex: 0, class: circuitView.selected === key ? "selected" : null, "data-neuron": key,
       onclick: open, onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); } },
     },
-    h("td", {}, n.layer), h("td", {}, n.index), h("td", {}, fmt(n.score)), h("td", {}, fmt(n.diff)),
+    h("td", {}, n.layer), h("td", {}, n.in_expert ? `${n.index} (${n.in_expert})` : n.index),
+    h("td", {}, fmt(n.score)), h("td", {}, fmt(n.diff)),
     h("td", {}, fmt(n.mean_pos)), h("td", {}, fmt(n.mean_neg)),
     h("td", {}, n.universal === null ? "not checked" : n.universal ? "yes" : "no"));
   });
@@ -238,7 +239,7 @@ async function showNeuron(layer, index) {
       : h("p", { class: "muted" }, "none stored"),
   ];
   box.replaceChildren(
-    h("h2", {}, `L${n.layer} #${n.index}`, h("span", { class: "muted" }, ` · rank ${n.rank} of ${n.of}`)),
+    h("h2", {}, n.label ?? `L${n.layer} #${n.index}`, h("span", { class: "muted" }, ` · rank ${n.rank} of ${n.of}`)),
     h("dl", {}, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     ...(p ? [...prompts("Activates it most", p.most), ...prompts("Activates it least", p.least)]
       : [h("p", { class: "muted" }, "No profile stored with this circuit: rerun discover to record one.")]),
