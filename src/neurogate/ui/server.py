@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from neurogate.errors import NeurogateError
 from neurogate.steering.registry import INTERVENTIONS
 from neurogate.tuning import TuneResults
+from neurogate.ui import attribution as attribution_views
 from neurogate.ui import audit as audit_views
 from neurogate.ui import audit_review
 from neurogate.ui import circuits as circuit_views
@@ -125,6 +126,7 @@ def create_app(settings: UISettings, *, loader: Loader | None = None, start: boo
 
     desk = audit_views.register(app, catalog)  # the Audit page: blind labelling, agreement, calibrated rates
     audit_review.register(app, desk)  # ... and adjudication, labels made elsewhere
+    attribution_views.register(app, live, catalog)  # which neurons carry a prompt's next token
 
     if start:
         live.start()
