@@ -94,6 +94,14 @@ def discover(
             "tokens after the user's message, averaged or maxed).",
         ),
     ] = "last",
+    thinking: Annotated[
+        str,
+        typer.Option(
+            "--thinking",
+            help="Reasoning models: read the prompt before the thinking block (as the template ends it) "
+            "or after a closed, empty one, where the answer starts.",
+        ),
+    ] = "before",
     weights: Annotated[
         str,
         typer.Option(
@@ -146,6 +154,7 @@ def discover(
         "score": Flag("score", score),
         "sign": Flag("sign", sign),
         "positions": Flag("positions", positions),
+        "thinking": Flag("thinking", thinking),
         "weights": Flag("weights", weights),
         "exclude_layers": Flag("exclude_layers", parse_layers(exclude_layers)),
         "universal_filter": Flag("no_universal_filter", not no_universal_filter),

@@ -13,6 +13,11 @@ the template's post-instruction tokens (after the user's message: the end-of-tur
 header, ...) and reduce them by their mean (``post-mean``) or max (``post-max``), or keep each
 (``post-each``: values gain a position axis, ``[batch, P, n_layers, width]``). Every mode is one forward
 pass per prompt.
+
+Thinking (:data:`THINKING`, for reasoning templates, :mod:`neurogate.models.thinking`): ``before`` reads
+the prompt as the template ends it, before any thinking (the default, and the only choice for other
+models); ``after`` ends each prompt with a closed, empty thinking block (``<think>\n\n</think>\n\n``),
+so the positions read are where the answer would start once thinking is over.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 Positions = Literal["last", "post-mean", "post-max", "post-each"]
 POSITIONS: tuple[str, ...] = ("last", "post-mean", "post-max", "post-each")
 _REDUCE: dict[str, Reduce] = {"last": "first", "post-mean": "mean", "post-max": "max", "post-each": "none"}
+ThinkingPosition = Literal["before", "after"]
+THINKING: tuple[str, ...] = ("before", "after")
 
 
 @dataclass(frozen=True)
@@ -50,16 +57,32 @@ class CaptureOptions:
     progress: bool = True
     reuse_prefix: bool = True
     positions: Positions = "last"
+    thinking: ThinkingPosition = "before"
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if self.thinking not in THINKING:
+            raise ConfigError(f"thinking must be one of {', '.join(THINKING)}, got {self.thinking!r}")
+
+    @property
+    def close_thinking(self) -> bool:
+        """Whether prompts end with a closed, empty thinking block (``thinking = "after"``)."""
+        return self.thinking == "after"
+
+    def encode(self, lm: LoadedModel, prompts: Sequence[str]) -> list[list[int]]:
+        """The prompts' token ids as these options read them."""
+        return encode(
+            lm, prompts, system_prompt=self.system_prompt, chat=self.chat, close_thinking=self.close_thinking
+        )
 
     def n_positions(self, lm: LoadedModel) -> int:
         """How many positions per prompt are read (before any reduction)."""
         if self.positions == "last":
             return 1
-        return post_instruction_tokens(lm, system_prompt=self.system_prompt, chat=self.chat)
+        return post_instruction_tokens(
+            lm, system_prompt=self.system_prompt, chat=self.chat, close_thinking=self.close_thinking
+        )
 
 
 def last_token_values(
@@ -101,7 +124,7 @@ def iter_captures(
     seqs: list[list[int]] = []
     owner: list[tuple[int, int]] = []
     for set_index, prompts in enumerate(prompt_sets):
-        seqs.extend(encode(lm, prompts, system_prompt=opts.system_prompt, chat=opts.chat))
+        seqs.extend(opts.encode(lm, prompts))
         owner.extend((set_index, i) for i in range(len(prompts)))
     n_pos = opts.n_positions(lm)
     short = [i for i, s in enumerate(seqs) if len(s) < n_pos]

@@ -8,7 +8,7 @@ from typing import Any
 
 from neurogate import settings
 from neurogate.defaults import DEFAULT_SCORE
-from neurogate.discovery.capture import CaptureOptions, Positions
+from neurogate.discovery.capture import THINKING, CaptureOptions, Positions, ThinkingPosition
 from neurogate.discovery.circuit import WEIGHTINGS
 from neurogate.discovery.scoring import SIGNS, Sign, get_scorer
 from neurogate.discovery.selection import DEFAULT_FRACTION, top_count
@@ -29,7 +29,10 @@ class DiscoverConfig:
     ``sign``: rank by the scorer's signed value's size (``both``), or keep only neurons that are higher on
     the positive prompts (``positive``) or on the negative ones (``negative``). ``positions``: which prompt
     tokens are read (``last``, the paper; ``post-mean``/``post-max``: the template's post-instruction
-    tokens, averaged or maxed). ``exclude_layers``: layers never selected (negative indices count from the
+    tokens, averaged or maxed). ``thinking``: for a reasoning template, read the prompt ``before`` the
+    thinking block (the default: as the template ends it) or ``after`` a closed, empty block, where the
+    answer starts (:mod:`neurogate.discovery.capture`; other models accept only ``before``).
+    ``exclude_layers``: layers never selected (negative indices count from the
     end).
     ``universal_filter``/``universal_threshold``: skip neurons in the top ``fraction`` of at least that share
     of the battery's unrelated contrasts. ``chat``/``system_prompt``: how prompts are formatted.
@@ -49,6 +52,7 @@ class DiscoverConfig:
     system_prompt: str | None = None
     chat: bool = True
     weights: str = "uniform"
+    thinking: ThinkingPosition = "before"
 
     def __post_init__(self) -> None:
         if self.fraction is not None and self.top_k is not None:
@@ -68,6 +72,8 @@ class DiscoverConfig:
         object.__setattr__(self, "exclude_layers", layers)
         settings.number("universal_threshold", self.universal_threshold, low=0.0, high=1.0, low_open=True)
         check_batch_size(self.batch_size)
+        if self.thinking not in THINKING:
+            raise ConfigError(f"thinking must be one of {', '.join(THINKING)}, got {self.thinking!r}")
         if self.weights not in WEIGHTINGS:
             raise ConfigError(f"weights must be one of {', '.join(WEIGHTINGS)}, got {self.weights!r}")
 
@@ -96,6 +102,7 @@ class DiscoverConfig:
             chat=self.chat,
             progress=progress,
             positions=self.positions,
+            thinking=self.thinking,
         )
 
     @classmethod

@@ -64,7 +64,8 @@ def cache_path(
     spec = hashlib.sha256(lm.spec.encode()).hexdigest()[:8]
     name = (
         f"{shape_digest(lm.shape)}-{spec}-{weights_digest(lm)}-"
-        f"{_battery_digest(contrasts, options.chat, options.system_prompt)}-f{fraction:g}-t{threshold:g}.json"
+        f"{_battery_digest(contrasts, options.chat, options.system_prompt)}-f{fraction:g}-t{threshold:g}"
+        f"{'-after-thinking' if options.close_thinking else ''}.json"
     )
     return cache_dir("universal") / name
 

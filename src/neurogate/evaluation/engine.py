@@ -34,8 +34,10 @@ from neurogate.evaluation.metrics import (
 from neurogate.evaluation.replies import ReplyClass, degeneracy
 from neurogate.evaluation.results import RESULT_VERSION, ConditionResult, Reply, ResultStore
 from neurogate.evaluation.settings import EvalSettings
+from neurogate.evaluation.thinking import thought_class
 from neurogate.models.generation import Generation
 from neurogate.models.loading import LoadedModel
+from neurogate.models.thinking import split_reply, thinking_format
 from neurogate.settings import digest as settings_digest
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
@@ -142,6 +144,8 @@ class Evaluator:
         self.settings = settings or EvalSettings()
         self.classifier = Classifier(judges if judges is not None else build_judges(lm, self.settings))
         self.generator = generator if generator is not None else make_generator(lm, self.settings)
+        #: A reasoning model's thinking format: replies split into thinking and the answer the judges read.
+        self.thinking = thinking_format(lm, chat=self.settings.chat)
         self.store = store
         self.corpus = list(corpus)
         self._baseline: ConditionResult | None = None
@@ -187,9 +191,11 @@ class Evaluator:
 
     def replies(self, prompts: Sequence[str], gens: Sequence[Generation], *, nll: bool = True) -> list[Reply]:
         """Classified replies with their own quality and (with ``nll``) their NLL under the unsteered model,
-        which is read with no intervention attached."""
+        which is read with no intervention attached. A reasoning model's reply is judged by its answer;
+        its thinking is kept and classified apart (:mod:`neurogate.evaluation.thinking`)."""
         s = self.settings
-        texts = [g.text for g in gens]
+        splits = [split_reply(g.text, self.thinking) for g in gens]
+        texts = [sp.answer for sp in splits]
         classes = self.classifier.classify(prompts, texts)
         ids = [[int(t) for t in g.token_ids] for g in gens]
         nlls = [(0.0, 0)] * len(ids)
@@ -205,15 +211,18 @@ class Evaluator:
         return [
             Reply(
                 p,
-                g.text,
+                t,
                 i,
                 bool(g.finished),
                 c,
-                degeneracy(g.text).reason,
-                distinct_ngram_quality(g.text),
-                *nll,
+                degeneracy(t).reason,
+                distinct_ngram_quality(t),
+                nll=nll[0],
+                nll_tokens=nll[1],
+                thinking=sp.thinking,
+                thought=thought_class(sp.thinking),
             )
-            for p, g, i, c, nll in zip(prompts, gens, ids, classes, nlls, strict=True)
+            for p, g, t, sp, i, c, nll in zip(prompts, gens, texts, splits, ids, classes, nlls, strict=True)
         ]
 
     def baseline(self) -> ConditionResult:
@@ -274,7 +283,9 @@ class Evaluator:
         def again(replies: list[Reply]) -> list[Reply]:
             classes = self.classifier.classify([r.prompt for r in replies], [r.text for r in replies])
             return [
-                dataclasses.replace(r, classes=c, degenerate=degeneracy(r.text).reason)
+                dataclasses.replace(
+                    r, classes=c, degenerate=degeneracy(r.text).reason, thought=thought_class(r.thinking)
+                )
                 for r, c in zip(replies, classes, strict=True)
             ]
 

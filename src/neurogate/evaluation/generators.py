@@ -24,9 +24,11 @@ from neurogate.evaluation.remote import Endpoint, generate_remote, served_models
 from neurogate.export.serving import BASE_NAME
 from neurogate.models.generation import Generation, generate
 from neurogate.models.loading import LoadedModel
+from neurogate.models.thinking import ThinkingFormat, thinking_format
+from neurogate.models.thinking_generation import generate_thinking
 from neurogate.steering.base import Intervention
 from neurogate.steering.neurons import MeanAblation, NeuronScaling, RandomControl
-from neurogate.steering.rows import RowSpec, generate_rows
+from neurogate.steering.rows import RowSpec, generate_rows, row_maps
 
 if TYPE_CHECKING:  # the settings name the engines, so they are imported for annotations only
     from neurogate.evaluation.settings import EvalSettings
@@ -63,11 +65,26 @@ class LocalGenerator:
     def __init__(self, lm: LoadedModel, settings: EvalSettings) -> None:
         self.lm = lm
         self.settings = settings
+        #: The reasoning template's thinking format when replies think (``None``: generation as for any
+        #: model), read once.
+        self.thinking = _thinking(lm, settings)
 
     def generate(
         self, prompts: Sequence[str], cond: Condition, steering: Intervention | None
     ) -> list[Generation]:
         s = self.settings
+        if self.thinking is not None:
+            return generate_thinking(
+                self.lm,
+                prompts,
+                self.thinking,
+                max_thinking_tokens=s.max_thinking_tokens,
+                max_new_tokens=s.max_new_tokens,
+                intervention=steering,
+                batch_size=s.batch_size,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+            )
         return generate(
             self.lm,
             prompts,
@@ -86,7 +103,22 @@ class LocalGenerator:
         specs = [_row_spec(steering) for _, steering in conditions]
         rows = [i for i, spec in enumerate(specs) if spec is not False]
         out: list[list[Generation] | None] = [None] * len(conditions)
-        if len(rows) > 1:
+        if len(rows) > 1 and self.thinking is not None:
+            s = self.settings
+            batched = generate_thinking(
+                self.lm,
+                [p for _ in rows for p in prompts],
+                self.thinking,
+                max_thinking_tokens=s.max_thinking_tokens,
+                max_new_tokens=s.max_new_tokens,
+                batch_size=s.batch_size,
+                system_prompt=s.system_prompt,
+                chat=s.chat,
+                row_steering=row_maps(self.lm, [specs[i] for i in rows for _ in prompts]),  # type: ignore[misc]
+            )
+            for k, i in enumerate(rows):
+                out[i] = batched[k * len(prompts) : (k + 1) * len(prompts)]
+        elif len(rows) > 1:
             s = self.settings
             batched = generate_rows(
                 self.lm,
@@ -103,6 +135,12 @@ class LocalGenerator:
             got if got is not None else self.generate(prompts, cond, steering)
             for got, (cond, steering) in zip(out, conditions, strict=True)
         ]
+
+
+def _thinking(lm: LoadedModel, settings: EvalSettings) -> ThinkingFormat | None:
+    """The thinking format replies are generated with: the model's, when its template thinks."""
+    fmt = thinking_format(lm, chat=settings.chat)
+    return fmt if fmt is not None and fmt.active else None
 
 
 def _row_spec(steering: Intervention | None) -> RowSpec | bool:
@@ -155,11 +193,13 @@ class OpenAIGenerator:
                 "only its intervention"
             )
         s = self.settings
+        # a server cannot close a block for the model: both budgets together
+        thinks = _thinking(self.lm, s) is not None
         return generate_remote(
             self.endpoint,
             prompts,
             model=self.served_name(cond),
-            max_new_tokens=s.max_new_tokens,
+            max_new_tokens=s.max_new_tokens + (s.max_thinking_tokens if thinks else 0),
             system_prompt=s.system_prompt,
             chat=s.chat,
             tokenizer=self.lm.tokenizer,

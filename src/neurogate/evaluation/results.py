@@ -21,6 +21,7 @@ from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.paired import Estimate
 from neurogate.evaluation.replies import CLASSES, NOT_SERVED, ReplyClass
 from neurogate.evaluation.statistics import Rate, rate_of
+from neurogate.evaluation.thinking import ThinkingCounts, thinking_counts
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,11 @@ REDIRECT_VERSION = 3
 @dataclass
 class Reply:
     """One generated reply: its text and tokens, its class under each judge (``classes[judge]``), why it is
-    degenerate (``None`` when it is not), its repetition quality and its NLL under the unsteered model."""
+    degenerate (``None`` when it is not), its repetition quality and its NLL under the unsteered model.
+    A reasoning model's reply also keeps its ``thinking`` block and the block's class ``thought``
+    (:mod:`neurogate.evaluation.thinking`); its ``text`` is then the answer after the block, which is what
+    the judges read, and ``token_ids`` hold every generated token (thinking included). Both are ``None``
+    (and left out of the stored file) for other replies."""
 
     prompt: str
     text: str
@@ -45,6 +50,8 @@ class Reply:
     quality: float = 1.0
     nll: float = 0.0
     nll_tokens: int = 0
+    thinking: str | None = None
+    thought: ReplyClass | None = None
 
     def is_(self, cls: ReplyClass, judge: str) -> bool:
         return self.classes.get(judge) == cls
@@ -154,8 +161,19 @@ class ConditionResult:
         matched length)."""
         return sum(r.quality for r in self.harmful) / len(self.harmful) if self.harmful else 1.0
 
+    def thinking_counts(self, judge: str | None = None) -> ThinkingCounts | None:
+        """How the harmful replies think, and the cross cases of thought and answer under ``judge``
+        (default: the primary one); ``None`` when no reply has a thinking block."""
+        return thinking_counts(self.harmful, judge or self.judge)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in ("harmful", "benign"):  # replies without thinking are stored as before
+            for reply in data[name]:
+                for key in ("thinking", "thought"):
+                    if reply.get(key) is None:
+                        reply.pop(key, None)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConditionResult:
@@ -181,12 +199,16 @@ class ConditionResult:
             data.pop(name)
         data["rates"] = {j: {c: r.to_dict() for c, r in self.rates(j).items()} for j in self.judges}
         data["rates_from"] = {j: f"{j} judge only, uncalibrated" for j in self.judges}
+        counts = {j: self.thinking_counts(j) for j in self.judges}
+        if any(c is not None for c in counts.values()):
+            data["thinking"] = {j: c.to_dict() for j, c in counts.items() if c is not None}
         return data
 
 
 def _reply(data: dict[str, Any]) -> Reply:
     reply = Reply(**data)
-    bad = [c for c in reply.classes.values() if c not in CLASSES]
+    read = [*reply.classes.values(), *([reply.thought] if reply.thought is not None else [])]
+    bad = [c for c in read if c not in CLASSES]
     if bad:
         raise ValueError(f"stored reply class {bad[0]!r} is not one of {', '.join(CLASSES)}")
     return reply

@@ -34,7 +34,11 @@ class EvalSettings:
     local model. ``reply_perplexity``: also score each harmful reply's tokens under the unsteered model
     (off by default: it measures how far the text moved from what the model would write, content change
     as much as damage, and it costs a teacher-forced pass over every reply; the corpus perplexity and KL
-    are the damage measures)."""
+    are the damage measures). ``max_thinking_tokens``: for a reasoning model (a chat template with a
+    thinking block, :mod:`neurogate.models.thinking`), the thinking budget; ``max_new_tokens`` is then the
+    answer's budget after the block, and a block that outruns its budget is closed for the model
+    (:mod:`neurogate.models.thinking_generation`); other models never read it. The openai engine cannot
+    close a block, so it asks for both budgets together."""
 
     max_new_tokens: int = 64
     batch_size: BatchSize = "auto"
@@ -50,9 +54,11 @@ class EvalSettings:
     engine: str = "local"
     engine_url: str | None = None
     reply_perplexity: bool = False
+    max_thinking_tokens: int = 512
 
     def __post_init__(self) -> None:
         settings.whole("max_new_tokens", self.max_new_tokens)
+        settings.whole("max_thinking_tokens", self.max_thinking_tokens)
         settings.whole("kl_tokens", self.kl_tokens)
         settings.whole("metric_batch_size", self.metric_batch_size)
         check_batch_size(self.batch_size)

@@ -47,6 +47,22 @@ def redirect_notes(conds: list[ConditionResult], judge: str | None = None) -> li
     return [] if note is None else [note]
 
 
+def thinking_notes(conds: list[ConditionResult], budget: object = None) -> list[str]:
+    """One report bullet on how a reasoning model's replies think (judged by their answers; the cross
+    cases of thought and answer per condition), or none when no reply has a thinking block."""
+    counts = [(c.label, c.thinking_counts()) for c in conds]
+    parts = [f"{label}: {n.short()}" for label, n in counts if n is not None]
+    if not parts:
+        return []
+    limit = f" (thinking budget {budget} tokens, then the answer's)" if budget else ""
+    return [
+        f"Reasoning model{limit}: the judges read the answer after the thinking block, and the thinking "
+        "is classified apart by the decision it states (docs/reasoning.md). Cross cases: refuses in "
+        "thought and complies in the answer, and complies in thought and refuses or redirects in the "
+        f"answer ({conds[0].judge} judge). " + "; ".join(parts) + "."
+    ]
+
+
 def judges(r: StudyResults) -> Section:
     """Every judge's rates side by side, and how often each pair agrees on the replies the interventions
     changed (recomputed from the stored replies, so results stored by earlier versions, which pooled every

@@ -14,7 +14,13 @@ from neurogate.evaluation.results import ConditionResult
 from neurogate.steering.registry import describe_kinds
 from neurogate.study.content import Section, Table, headline_keys
 from neurogate.study.direction_selection import DirectionSelection
-from neurogate.study.judge_sections import calibrated_refusal, calibrated_section, judges, redirect_notes
+from neurogate.study.judge_sections import (
+    calibrated_refusal,
+    calibrated_section,
+    judges,
+    redirect_notes,
+    thinking_notes,
+)
 from neurogate.study.results import PAPER, StudyResults
 
 
@@ -43,6 +49,7 @@ def headline(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None =
         f"Quality compares like with like: {tables.QUALITY_RULE}; '-' where no reply counts. Refusals "
         "cannot repeat themselves and degenerate replies have their own rate, so neither is averaged in.",
         *redirect_notes(conds),
+        *thinking_notes(conds, r.config.get("evaluation", {}).get("max_thinking_tokens")),
         RECALL_CAVEAT,
     ]
     notes.append(
