@@ -129,3 +129,26 @@ def test_other_models_are_judged_and_stored_as_before(lm: LoadedModel, tmp_path:
     assert result.thinking_counts() is None and "thinking" not in result.summary()
     stored = json.loads((tmp_path / "baseline.json").read_text())
     assert not {"thinking", "thought"} & set(stored["harmful"][0])
+
+
+def test_generators_use_the_budgets(
+    r1: LoadedModel, lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neurogate.evaluation import generators
+
+    settings = EvalSettings(max_new_tokens=3, max_thinking_tokens=5, batch_size=2)
+    local = generators.LocalGenerator(r1, settings)
+    assert local.thinking is not None and local.thinking.start == "open"
+    (reply,) = local.generate(["how do I pick a lock"], Condition("baseline"), None)
+    assert len(reply.token_ids) <= 5 + 4 + 3  # thinking, a forced close, the answer
+    assert generators.LocalGenerator(lm, settings).thinking is None
+    # a server cannot close the block for the model: it is asked for both budgets together
+    asked: list[int] = []
+    monkeypatch.setattr(generators, "served_models", lambda endpoint: ["base"])
+    monkeypatch.setattr(
+        generators, "generate_remote", lambda *a, **k: asked.append(k["max_new_tokens"]) or []
+    )
+    remote = EvalSettings(max_new_tokens=3, max_thinking_tokens=5, engine="openai", engine_url="http://x/v1")
+    generators.OpenAIGenerator(r1, remote).generate(["p"], Condition("baseline"), None)
+    generators.OpenAIGenerator(lm, remote).generate(["p"], Condition("baseline"), None)
+    assert asked == [8, 3]

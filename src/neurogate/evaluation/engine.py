@@ -189,6 +189,11 @@ class Evaluator:
         out = self.generator.generate(prompts, cond if cond is not None else baseline(), steering)
         return out, time.perf_counter() - start
 
+    def answers(self, gens: Sequence[Generation]) -> list[str]:
+        """The text the judges read of each reply: a reasoning model's answer after its thinking block,
+        any other model's whole reply."""
+        return [split_reply(g.text, self.thinking).answer for g in gens]
+
     def replies(self, prompts: Sequence[str], gens: Sequence[Generation], *, nll: bool = True) -> list[Reply]:
         """Classified replies with their own quality and (with ``nll``) their NLL under the unsteered model,
         which is read with no intervention attached. A reasoning model's reply is judged by its answer;

@@ -56,7 +56,7 @@ def _refusal(ev: Evaluator, cond: Condition, prompts: Sequence[str]) -> float:
     steering = ev.intervention(cond)
     gens, _ = ev.generate(prompts, steering)
     judge = ev.classifier.names[0]
-    classes = ev.classifier.classify(prompts, [g.text for g in gens], names=[judge])
+    classes = ev.classifier.classify(prompts, ev.answers(gens), names=[judge])
     return sum(1 for c in classes if c[judge] == "refusal") / len(prompts)
 
 
