@@ -8,8 +8,11 @@ import torch
 import transformers as tf
 from transformers import AutoModelForCausalLM
 
+from neurogate.discovery.capture import CaptureOptions, capture_values
+from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import UnsupportedArchitectureError
 from neurogate.models.architectures import resolve_adapter
+from neurogate.models.generation import generate
 from neurogate.models.hooks import hook_site
 from neurogate.models.moe import MoeLayout, neuron_label
 from neurogate.models.tiny import D_EXPERT, D_SHARED, N_EXPERTS, TINY_MOE_FAMILIES, tiny_lm
@@ -79,3 +82,29 @@ def test_mixed_dense_and_sparse_layers_are_refused() -> None:
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(UnsupportedArchitectureError, match="mixes dense and sparse"):
         resolve_adapter(model)
+
+
+@pytest.mark.parametrize("family", TINY_MOE_FAMILIES)
+def test_captures_with_a_shared_prefix_equal_plain_ones(family: str) -> None:
+    lm = tiny_lm(family)
+    prompts = ["Say hi.", "Describe a cloud in a few words please.", "Why?", "List three colours."]
+    system = "You are a careful assistant who answers briefly."
+    plain, shared = (
+        capture_values(
+            lm, prompts, "mlp.post", CaptureOptions(system_prompt=system, reuse_prefix=reuse, progress=False)
+        )
+        for reuse in (False, True)
+    )
+    assert torch.equal(plain.isnan(), shared.isnan())  # the same routing
+    torch.testing.assert_close(shared.nan_to_num(), plain.nan_to_num(), rtol=1e-4, atol=1e-5)
+
+
+def test_steered_generation_runs_and_leaves_the_model_as_it_was() -> None:
+    lm = tiny_lm("olmoe")
+    neurons = [Neuron(layer, 5, 1.0, 1.0, 1.0, 0.0) for layer in range(lm.adapter.n_layers)]
+    circuit = Circuit(neurons=neurons, model={"spec": lm.spec, "shape": lm.shape})
+    before = generate(lm, ["Hello there"], max_new_tokens=4)
+    with circuit.apply(lm, 8.0):
+        generate(lm, ["Hello there"], max_new_tokens=4)
+    assert generate(lm, ["Hello there"], max_new_tokens=4) == before
+    assert all("forward" not in block.__dict__ for block in lm.adapter.down_projs)

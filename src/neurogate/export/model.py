@@ -46,8 +46,14 @@ def _readme(lm: LoadedModel, circuit: Circuit, multiplier: Multiplier, toward: T
             f"# {Path(lm.spec).name} with a neuron intervention folded into its weights",
             "",
             "This is a standard transformers model directory. Each circuit neuron's input column of its",
-            "layer's MLP down-projection was multiplied by the multiplier below, which equals multiplying",
-            "the neuron's activation at every position."
+            (
+                "expert's down-projection (neuron expert * d_expert + j is column j of expert's)"
+                if lm.adapter.moe is not None
+                else "layer's MLP down-projection"
+            )
+            + " was multiplied by the multiplier below, which equals multiplying",
+            "the neuron's activation at every position"
+            + (" routed to its expert." if lm.adapter.moe is not None else ".")
             + (
                 " Mean-ablation: each neuron's constant (1 - m) * mean on the negative prompts is written "
                 "through the down-projection's bias (other MLP projections got zero biases where the "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from neurogate.errors import UnsupportedArchitectureError
@@ -129,6 +130,15 @@ class Adapter:
     def down_proj(self, layer: int) -> nn.Module:
         """The down-projection module of ``layer``; its input is the neuron site."""
         return self.down_projs[layer]
+
+    def site_device(self, layer: int) -> torch.device:
+        """The device of ``layer``'s neuron site: its down-projection weight's (a sparse block's first
+        parameter in a mixture-of-experts model)."""
+        module = self.down_projs[layer]
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            return weight.device
+        return next(module.parameters()).device
 
     def layer(self, layer: int) -> nn.Module:
         """Decoder layer ``layer``."""

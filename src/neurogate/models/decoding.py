@@ -86,6 +86,8 @@ def choose_engine(lm: LoadedModel, new_tokens: int) -> Engine:
         return Engine(False, f"{COMPILE_ENV}=off")
     if not getattr(lm.model, "_can_compile_fullgraph", False) or not _single_device(lm.model):
         return Engine(False, "the model cannot be compiled with a static cache (or spans devices)")
+    if lm.adapter.moe is not None:  # steering replaces the sparse blocks' forward with a routed loop
+        return Engine(False, "mixture-of-experts: expert neurons are steered in an eager loop")
     if mode == "auto" and lm.device.type != "cuda":
         return Engine(False, "eager on CPU")
     if mode == "auto" and new_tokens < COMPILE_MIN_TOKENS and gains_of(lm) is None:

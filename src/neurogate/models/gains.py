@@ -40,10 +40,9 @@ class NeuronGains:
         self.gains: list[torch.Tensor] = []
         self.biases: list[torch.Tensor] = []
         for layer in range(adapter.n_layers):
-            weight = adapter.down_proj(layer).weight
-            assert isinstance(weight, torch.Tensor)
+            device = adapter.site_device(layer)
             for store, fill in ((self.gains, 1.0), (self.biases, 0.0)):
-                vector = torch.full((adapter.d_mlp,), fill, dtype=lm.dtype, device=weight.device)
+                vector = torch.full((adapter.d_mlp,), fill, dtype=lm.dtype, device=device)
                 torch._dynamo.mark_static_address(vector)  # CUDA graphs read it in place, like weights
                 store.append(vector)
         self._active: dict[int, LayerScales] = {}

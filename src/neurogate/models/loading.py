@@ -84,6 +84,7 @@ class LoadedModel:
             "device": str(self.device),
             "chat_template": self.has_chat_template,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            **({"experts": self.adapter.moe.to_dict()} if self.adapter.moe is not None else {}),
         }
 
     def note_once(self, key: str, message: str) -> None:

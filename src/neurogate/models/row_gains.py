@@ -101,9 +101,7 @@ class RowGains(Handle):
         self.bank_bias: dict[int, torch.Tensor] = {}
         layers = sorted({int(layer) for maps in distinct if maps for layer in maps})
         for layer in layers:
-            weight = lm.adapter.down_proj(layer).weight
-            assert isinstance(weight, torch.Tensor)
-            device = weight.device
+            device = lm.adapter.site_device(layer)
             gain = torch.ones((len(distinct), lm.adapter.d_mlp), dtype=torch.float32)
             bias = torch.zeros_like(gain)
             for g, maps in enumerate(distinct):

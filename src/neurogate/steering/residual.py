@@ -64,6 +64,11 @@ def _writers(lm: LoadedModel) -> list[tuple[nn.Module, bool]]:
             f"{lm.adapter.family} normalises each write after its projection, so weight "
             "orthogonalisation cannot reproduce directional ablation; use the hook form (kind 'ablation')"
         )
+    if lm.adapter.moe is not None:
+        raise ConfigError(
+            f"{lm.adapter.family} keeps its experts' down-projections in fused 3-D parameters, which weight "
+            "orthogonalisation does not edit; use the hook form (kind 'ablation')"
+        )
     conv = lm.adapter.spec.layout == "conv1d"
     out: list[tuple[nn.Module, bool]] = []
     for i in range(lm.adapter.n_layers):
