@@ -152,3 +152,22 @@ def test_generators_use_the_budgets(
     generators.OpenAIGenerator(r1, remote).generate(["p"], Condition("baseline"), None)
     generators.OpenAIGenerator(lm, remote).generate(["p"], Condition("baseline"), None)
     assert asked == [8, 3]
+
+
+def test_conditions_generated_at_once_think_like_each_alone(r1: LoadedModel) -> None:
+    from neurogate.discovery.circuit import Circuit, Neuron
+    from neurogate.evaluation.generators import generate_many
+    from neurogate.models.tiny import D_MLP, N_LAYERS
+
+    picks = [(layer, i) for layer in range(N_LAYERS) for i in range(layer % 4, D_MLP, 4)]
+    neurons = [Neuron(layer, i, 1.0, 1.0, 2.0, 0.5 + 0.1 * k) for k, (layer, i) in enumerate(picks)]
+    circuit = Circuit(neurons=neurons, model={"spec": r1.spec, "shape": r1.shape}, method={"score": "test"})
+    settings = EvalSettings(max_new_tokens=4, max_thinking_tokens=5, batch_size=3)
+    ev = Evaluator(r1, list(REPLIES), [], circuit=circuit, judges=[KeywordJudge()], settings=settings)
+    steered = [(c, ev.intervention(c)) for c in (Condition("baseline"), Condition("cna", 0.0))]
+    together = generate_many(ev.generator, list(REPLIES), steered)
+    alone = [ev.generator.generate(list(REPLIES), c, s) for c, s in steered]
+    assert [[(g.token_ids, g.text) for g in gens] for gens in together] == [
+        [(g.token_ids, g.text) for g in gens] for gens in alone
+    ]
+    assert together[0] != together[1]  # the steering reached the rows
