@@ -47,7 +47,6 @@ class _Row:
     answer: list[int] = field(default_factory=list)
     finished: bool = False
     done: bool = False
-    forced: bool = False
 
 
 def _find(ids: Sequence[int], part: Sequence[int], start: int = 0) -> int:
@@ -91,7 +90,7 @@ def _first_pass(lm: LoadedModel, fmt: ThinkingFormat, gen: Generation, answer_bu
     if gen.finished:  # ended its turn while thinking: no answer
         return _Row(ids[opened:], finished=True, done=True)
     forced = _marker_ids(lm, FORCED_CLOSE.format(close=fmt.close))
-    return _Row(ids[opened:], forced, forced=True)
+    return _Row(ids[opened:], forced)
 
 
 def _text(lm: LoadedModel, fmt: ThinkingFormat, row: _Row) -> str:
