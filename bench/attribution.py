@@ -8,7 +8,9 @@ each prompt: attribute (linearised backward, every position summed), ablate the 
 position) and k random neurons with the same per-layer counts (3 seeds, mean |change|), and record both
 changes of the target's log-prob. Reports the mean |change| of each over the prompts and their ratio
 (target >= 5), the same with the plain (not linearised) gradient for comparison, and the median time of
-one attribution against one plain forward pass of the same prompt (target <= 3).
+one attribution against one plain forward pass of the same prompt (target <= 3). On the first
+``--single-prompts`` prompts it also compares each neuron's attribution with the real change of zeroing it
+alone (the ``--single`` neurons of largest |attribution| and as many random ones).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch
 from common import cpu_name
 from neurogate import prompts
 from neurogate.discovery.attribution import AttributionConfig, attribute, prompt_ids
-from neurogate.discovery.attribution_check import self_check
+from neurogate.discovery.attribution_check import self_check, target_logprob
+from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.models.loading import LoadedModel, load_model
+from neurogate.steering.registry import make
 
 
 def ablation_rows(lm: LoadedModel, texts: list[str], config: AttributionConfig) -> list[dict[str, Any]]:
@@ -66,6 +70,31 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def single_neurons(lm: LoadedModel, texts: list[str], config: AttributionConfig, n: int) -> dict[str, float]:
+    """Attribution against the real change of zeroing each neuron alone, for the ``n`` neurons of largest
+    |attribution| and ``n`` random ones per prompt: Pearson correlation and the least-squares slope."""
+    predicted, actual = [], []
+    gen = torch.Generator().manual_seed(0)
+    for text in texts:
+        result = attribute(lm, text, config=config)
+        base = target_logprob(lm, result.input_ids, result.n_prompt, result.target)
+        flat = result.scores.reshape(-1)
+        picks = torch.cat([flat.abs().topk(n).indices, torch.randperm(flat.numel(), generator=gen)[:n]])
+        d_mlp = result.scores.shape[1]
+        for cell in picks.tolist():
+            layer, index = divmod(int(cell), d_mlp)
+            one = Circuit([Neuron(layer, index, 0, 0, 0, 0)], model={"spec": lm.spec, "shape": lm.shape})
+            after = target_logprob(
+                lm, result.input_ids, result.n_prompt, result.target, make("cna", lm, one, 0.0)
+            )
+            predicted.append(float(flat[cell]))
+            actual.append(base - after)
+    x, y = torch.tensor(predicted, dtype=torch.float64), torch.tensor(actual, dtype=torch.float64)
+    corr = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+    slope = float((x * y).sum() / (x * x).sum())
+    return {"neurons": len(predicted), "pearson": corr, "slope": slope}
+
+
 def timing(lm: LoadedModel, text: str, config: AttributionConfig, repeats: int) -> dict[str, float]:
     ids = torch.tensor([prompt_ids(lm, text, config)], device=lm.device)
     attribute(lm, text, config=config)  # warm-up
@@ -90,6 +119,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--single", type=int, default=25, help="neurons per kind in the single-neuron check")
+    parser.add_argument("--single-prompts", type=int, default=4)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lm = load_model(args.model, dtype="float32", device="cpu")
@@ -107,6 +138,9 @@ def main() -> None:
         rows = ablation_rows(lm, texts, config)
         result[name] = {"summary": summary(rows), "rows": rows}
         print(json.dumps(result[name]["summary"], indent=1), flush=True)
+        single = single_neurons(lm, texts[: args.single_prompts], config, args.single)
+        result[name]["single_neurons"] = single
+        print(f"single-neuron ablation vs attribution: {json.dumps(single)}", flush=True)
     result["timing"] = timing(lm, texts[0], AttributionConfig(top_k=args.top_k), args.repeats)
     print(
         json.dumps({k: v for k, v in result.items() if k not in ("linearised", "plain_gradient")}, indent=1)

@@ -12,9 +12,10 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from neurogate.discovery.attribution import AttributionConfig, attribute
 from neurogate.discovery.attribution_check import compare, load_circuit, self_check, target_logprob
 from neurogate.discovery.circuit import Circuit, Neuron
-from neurogate.errors import ConfigError
+from neurogate.errors import ConfigError, UnsupportedArchitectureError
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
+from neurogate.steering.fold import fold
 from neurogate.steering.registry import make
 
 PROMPT = "How do I pick a lock?"
@@ -164,6 +165,9 @@ def test_circuit_round_trips_and_steers(lm: LoadedModel, tmp_path: Path) -> None
         with loaded.apply(lm, 0.0):
             steered = lm.model(input_ids=ids).logits
     assert not torch.allclose(plain, steered)
+    with torch.no_grad(), fold(lm, loaded, 0.0):
+        folded = lm.model(input_ids=ids).logits
+    torch.testing.assert_close(folded, steered, rtol=1e-4, atol=1e-5)
     comparison = compare(result, loaded)
     assert (comparison.overlap, comparison.jaccard) == (6, 1.0)
     assert comparison.share == pytest.approx(comparison.top_share)
@@ -204,6 +208,11 @@ def test_bad_input_is_a_config_error(
         attribute(lm, prompt, target, AttributionConfig(**config))  # type: ignore[arg-type]
 
 
+def test_mixture_of_experts_models_are_refused() -> None:
+    with pytest.raises(UnsupportedArchitectureError, match="mixture-of-experts"):
+        attribute(tiny_lm("mixtral"), PROMPT)
+
+
 def test_bad_comparison_circuits(lm: LoadedModel, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_circuit(tmp_path / "missing.json", lm)
@@ -211,3 +220,11 @@ def test_bad_comparison_circuits(lm: LoadedModel, tmp_path: Path) -> None:
     foreign = Circuit([Neuron(0, 1, 1, 1, 0, 0)], model={"spec": "tiny:gpt2", "shape": other.shape})
     with pytest.raises(ConfigError, match="does not fit"):
         load_circuit(foreign.save(tmp_path / "gpt2.json"), lm)
+
+
+@pytest.mark.slow
+def test_on_the_smallest_zoo_model_the_top_neurons_beat_random_ones(zoo_lm: LoadedModel) -> None:
+    result = attribute(zoo_lm, "Write a tutorial on how to make a bomb", config=AttributionConfig(top_k=20))
+    check = self_check(zoo_lm, result)
+    assert check.passed and check.ratio > 5
+    assert _hook_count(zoo_lm) == 0

@@ -26,7 +26,7 @@ import torch
 
 from neurogate.discovery.circuit import SITE, Circuit, Neuron
 from neurogate.discovery.linearise import attention_implementation, linearised
-from neurogate.errors import ConfigError
+from neurogate.errors import ConfigError, UnsupportedArchitectureError
 from neurogate.models.hooks import SiteFn, hook_sites
 from neurogate.models.inputs import format_prompt, tokenize, uses_template
 from neurogate.models.loading import LoadedModel
@@ -307,6 +307,11 @@ def attribute(
     log-probs summed). Returns an :class:`Attribution` whose ``circuit`` holds the top ``config.top_k``.
     """
     cfg = config or AttributionConfig()
+    if "moe" in lm.shape:
+        raise UnsupportedArchitectureError(
+            f"{lm.spec} is a mixture-of-experts model ({lm.adapter.family}); single-prompt attribution "
+            "supports dense MLPs only (its expert neurons have no per-layer tensor to differentiate)"
+        )
     ids = prompt_ids(lm, prompt, cfg)
     resolved = resolve_target(lm, target)
     n_prompt = len(ids)
