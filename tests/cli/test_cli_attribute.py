@@ -77,6 +77,14 @@ def test_bad_input_is_a_config_error(model_dir: str, more: list[str], message: s
     assert message in str(result.exception)
 
 
+def test_a_file_that_is_no_circuit_is_refused(model_dir: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, _args(model_dir, "--prompt", "hi", "--circuit", str(bad)))
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "not valid JSON" in str(result.exception)
+
+
 def test_a_circuit_from_another_model_is_refused(model_dir: str, tmp_path: Path) -> None:
     other = tiny_lm("gpt2")
     path = Circuit([Neuron(0, 1, 1, 1, 0, 0)], model={"spec": "tiny:gpt2", "shape": other.shape}).save(

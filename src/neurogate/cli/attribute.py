@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from neurogate.cli import app as cli
-from neurogate.errors import ConfigError
+from neurogate.errors import CircuitError, ConfigError
 from neurogate.outputs import check_file_target
 
 if TYPE_CHECKING:
@@ -98,7 +98,10 @@ def attribute(
         check_file_target(out, "--out", "attribution.json")
     if circuit is not None and not circuit.is_file():
         raise ConfigError(f"--circuit {str(circuit)!r} does not exist; give a circuit JSON file")
-    model = cli.circuit_model(model, circuit) if circuit is not None else model
+    try:
+        model = cli.circuit_model(model, circuit) if circuit is not None else model
+    except CircuitError as exc:
+        raise ConfigError(f"--circuit: {exc}") from exc
     lm = cli.load(model, dtype, device, trust_remote_code)
     reference = load_circuit(circuit, lm) if circuit is not None else None
     result = run_attribution(lm, prompt, chosen, config)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -97,7 +97,6 @@ class Attribution:
     logprob: float
     circuit: Circuit
     config: AttributionConfig
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
