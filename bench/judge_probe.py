@@ -1,13 +1,18 @@
 """Fit the local judge's probe on hand-labelled replies, and estimate its accuracy by holding out one
 split at a time.
 
-Rows: the ``--train`` splits of the labelled set, and every row of each ``--extra`` labelled file (by
-default the two hand-read audits of steered replies, which hold many of the hard cases: replies in the
-requested form with content against the request). Features: the judge model's final hidden state at the
-answer position under the rubric prompt (``LocalJudge.hidden_states``), for every row that reaches a
-judge (the degeneracy rule passes it) and is labelled refusal or compliance. They are cached in
-``--features`` after each batch, so an interrupted run resumes. Labels: refusal = 1, compliance = 0. The
-probe: :func:`fit_probe` with ``--l2``.
+Rows: the ``--train`` splits of the labelled set, and the rows of each ``--extra`` labelled file
+(``FILE`` or ``FILE#split``; by default the ``dev`` split of the four-class redirect set, which holds
+many of the hard cases: replies in the requested form with content against the request), less every row
+whose request is among the ``--exclude`` files' requests (by default the two blind sets, the redirect
+set's ``blind`` split and the study audit, so that no request of theirs is ever fitted on; the judge
+then also scores the default study's evaluation prompts with the probe).
+
+Features: the judge model's final hidden state at the answer position under the rubric prompt
+(``LocalJudge.hidden_states``), for every row that reaches a judge (the degeneracy rule passes it) and is
+not labelled degenerate. They are cached in ``--features`` after each batch, so an interrupted run
+resumes. Labels: not served (refusal or redirect) = 1, compliance = 0. The probe: :func:`fit_probe` with
+``--l2``.
 
 Cross-validation: for each training split (each ``--extra`` file counts as one), fit on the others and
 classify every row of the held-out split as the engine does (degeneracy rule, then the probe), against
@@ -19,7 +24,7 @@ shipped probe with ``bench/judges.py --split <it>``.
 
 Run: PYTHONPATH=src .venv/bin/python bench/judge_probe.py
      [--train dev,test,holdout,holdout2,holdout3,holdout4]
-     [--extra tests/data/cna_audit.jsonl --extra tests/data/tuned_audit.jsonl]
+     [--extra tests/data/redirect_set.jsonl#dev] [--exclude tests/data/study_audit.jsonl]
      [--model zoo:qwen2.5-coder-0.5b-instruct] [--l2 0.01] [--features /tmp/feats.pt] [--out probe.json]
 """
 
@@ -45,7 +50,24 @@ from neurogate.models.loading import weights_digest
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_set.jsonl"
 TRAIN = "dev,test,holdout,holdout2,holdout3,holdout4"
-EXTRA = [DATA.parent / "cna_audit.jsonl", DATA.parent / "tuned_audit.jsonl"]
+EXTRA = [f"{DATA.parent / 'redirect_set.jsonl'}#dev"]
+EXCLUDE = [f"{DATA.parent / 'redirect_set.jsonl'}#blind", str(DATA.parent / "study_audit.jsonl")]
+NOT_SERVED = ("refusal", "redirect")
+
+
+def labelled_rows(spec: str, name: str | None = None) -> list[LabelledReply]:
+    """The rows of ``FILE`` or ``FILE#split`` (every split when none is named), each with its split set to
+    ``name`` when given."""
+    path, _, split = spec.partition("#")
+    rows = [r for r in read_labelled(path) if not split or r.split == split]
+    if not rows:
+        raise SystemExit(f"no labelled rows in {spec}")
+    return [dataclasses.replace(r, split=name) for r in rows] if name else rows
+
+
+def extra_name(spec: str) -> str:
+    path, _, split = spec.partition("#")
+    return Path(path).stem + (f"-{split}" if split else "")
 
 
 def features(judge: LocalJudge, rows: list[LabelledReply], path: Path, chunk: int = 16) -> torch.Tensor:
@@ -79,11 +101,13 @@ def features(judge: LocalJudge, rows: list[LabelledReply], path: Path, chunk: in
 
 def accuracy(rows: list[LabelledReply], refusal: dict[str, bool]) -> float:
     """Accuracy over every row of ``rows`` classified as the engine does: the degeneracy rule first, then
-    ``refusal[id]`` for the rest."""
+    ``refusal[id]`` (not served) for the rest; a redirect counts as not served, so this is the
+    served-or-not accuracy (the redirect/refusal split by form is scored by bench/redirect_judges.py)."""
     predicted = [
         "degenerate" if degeneracy(r.reply) else ("refusal" if refusal[r.id] else "compliance") for r in rows
     ]
-    return agreement([r.label for r in rows], predicted).accuracy
+    truth = ["refusal" if r.label == "redirect" else r.label for r in rows]
+    return agreement(truth, predicted).accuracy
 
 
 def main() -> None:
@@ -93,9 +117,13 @@ def main() -> None:
     parser.add_argument("--train", default=TRAIN, help="comma-separated splits to fit on")
     parser.add_argument(
         "--extra",
-        type=Path,
         action="append",
-        help="another labelled file to fit on (repeatable; default: the audits)",
+        help="a labelled FILE or FILE#split to fit on (repeatable; default: the redirect set's dev split)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        help="a labelled FILE or FILE#split whose requests are never fitted on (repeatable)",
     )
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--features", type=Path, help="feature cache (default: a file in the temp folder)")
@@ -110,9 +138,17 @@ def main() -> None:
     if missing:
         raise SystemExit(f"no rows in split(s) {', '.join(missing)} of {args.data}")
     extra = EXTRA if args.extra is None else args.extra
-    for path in extra:  # each extra file is one split, named after the file
-        rows += [dataclasses.replace(r, split=path.stem) for r in read_labelled(path)]
-    splits += [path.stem for path in extra]
+    for spec in extra:  # each extra file is one split, named after the file (and its split)
+        rows += labelled_rows(spec, extra_name(spec))
+    splits += [extra_name(spec) for spec in extra]
+    excluded = {
+        prompt_key(r.prompt)
+        for spec in (EXCLUDE if args.exclude is None else args.exclude)
+        for r in labelled_rows(spec)
+    }
+    kept = [r for r in rows if prompt_key(r.prompt) not in excluded]
+    print(f"{len(rows) - len(kept)} rows dropped: their requests are in the excluded (blind) sets")
+    rows = kept
     if len({(r.split, r.id) for r in rows}) != len(rows):
         raise SystemExit("row ids repeat within a split; every labelled row needs its own id")
     judge = LocalJudge(args.model, readout="letters")
@@ -134,7 +170,7 @@ def main() -> None:
         fit_rows = [r for r in learn if r.split != held]
         fit = fit_probe(
             hidden[[index[(r.split, r.id)] for r in fit_rows]],
-            [r.label == "refusal" for r in fit_rows],
+            [r.label in NOT_SERVED for r in fit_rows],
             args.l2,
         )
         test = [r for r in rows if r.split == held]
@@ -153,7 +189,7 @@ def main() -> None:
     )
 
     fit = fit_probe(
-        hidden[[index[(r.split, r.id)] for r in learn]], [r.label == "refusal" for r in learn], args.l2
+        hidden[[index[(r.split, r.id)] for r in learn]], [r.label in NOT_SERVED for r in learn], args.l2
     )
     labels = json.dumps(sorted((r.split, r.id, r.label) for r in learn))
     probe = judge.probe_from(
@@ -161,10 +197,14 @@ def main() -> None:
         args.l2,
         {
             "set": args.data.name,
-            "splits": [s for s in splits if s not in {p.stem for p in extra}],
-            "extra": [p.name for p in extra],
+            "splits": [s for s in splits if s not in {extra_name(e) for e in extra}],
+            "extra": [Path(e).name for e in extra],
+            "excluded_requests_of": [
+                Path(e).name for e in (EXCLUDE if args.exclude is None else args.exclude)
+            ],
             "rows": len(learn),
             "refusal": sum(r.label == "refusal" for r in learn),
+            "redirect": sum(r.label == "redirect" for r in learn),
             "compliance": sum(r.label == "compliance" for r in learn),
             "labels_sha256": hashlib.sha256(labels.encode()).hexdigest(),
             "leave_one_split_out": cv,

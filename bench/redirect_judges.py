@@ -8,11 +8,14 @@ seconds per judged reply.
 
 Judges (``--judges``, comma-separated):
 - ``keyword``;
-- ``local``: the local judge's defaults (its default model, rubric and readout);
+- ``local``: the local judge's defaults (its default model, rubric and readout); ``local-probe``: the same
+  with the probe in ``--probe FILE`` (e.g. one just fitted by bench/judge_probe.py);
 - ``serves-1.5b``: the local judge on zoo:qwen2.5-coder-1.5b-instruct with the ``serves`` rubric, read by its
   answer letters; ``serves-1.5b-probe``: the same read through ``--probe FILE``.
 
 Develop on ``--split dev``; ``--split blind`` is for the reported numbers and never for a change.
+``--data tests/data/study_audit.jsonl --split study-audit`` reads the second blind set (a study run's
+audit); ``--only REGEX`` keeps the conditions whose label matches (e.g. the steered ones).
 
 Run: .venv/bin/python bench/redirect_judges.py --split blind [--judges keyword,local,serves-1.5b]
 """
@@ -20,6 +23,7 @@ Run: .venv/bin/python bench/redirect_judges.py --split blind [--judges keyword,l
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +46,10 @@ def build(name: str, probe: Path | None, cache: Path) -> Judge:
         return get_judge("keyword")
     if name == "local":
         return get_judge("local", cache_dir=cache / name)
+    if name == "local-probe":
+        if probe is None:
+            raise SystemExit("local-probe needs --probe FILE")
+        return get_judge("local", probe=probe, cache_dir=cache / name)
     if name == "serves-1.5b":
         return get_judge("local", model=JUDGE_15B, rubric="serves", readout="letters", cache_dir=cache / name)
     if name == "serves-1.5b-probe":
@@ -79,13 +87,18 @@ def fmt(v: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("dev", "blind", "all"), default="dev")
+    parser.add_argument("--split", default="dev", help="a split of --data (dev, blind, study-audit) or all")
+    parser.add_argument("--only", help="keep only the rows whose condition matches this regular expression")
     parser.add_argument("--judges", default="keyword,local,serves-1.5b")
     parser.add_argument("--probe", type=Path)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, help="verdict cache folder (default: a fresh temporary one)")
     args = parser.parse_args()
     rows = [r for r in read_labelled(args.data) if args.split == "all" or r.split == args.split]
+    if args.only:
+        rows = [r for r in rows if re.search(args.only, r.condition)]
+    if not rows:
+        raise SystemExit(f"no rows of {args.data} in split {args.split!r} (and --only)")
     labels = [r.label for r in rows]
     conditions = [r.condition for r in rows]
     print(

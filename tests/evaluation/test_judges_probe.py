@@ -192,20 +192,36 @@ def test_the_shipped_probe_fits_the_default_judge_and_never_saw_the_blind_split(
     # relabelled row or a changed split breaks this digest)
     assert read_labelled(JUDGE_SET, BLIND)
     rows = [r for r in read_labelled(JUDGE_SET) if r.split in trained["splits"]]
-    for name in trained["extra"]:
+    for spec in trained["extra"]:  # FILE or FILE#split, a split named after both
+        name, _, split = spec.partition("#")
         rows += [
-            dataclasses.replace(r, split=Path(name).stem) for r in read_labelled(JUDGE_SET.parent / name)
+            dataclasses.replace(r, split=Path(name).stem + (f"-{split}" if split else ""))
+            for r in read_labelled(JUDGE_SET.parent / name)
+            if not split or r.split == split
         ]
+    # no request of the blind sets is read: the judge_set's blind split, and the excluded files
+    blind_sets = [read_labelled(JUDGE_SET, BLIND)]
+    for spec in trained["excluded_requests_of"]:
+        name, _, split = spec.partition("#")
+        blind_sets.append(
+            [r for r in read_labelled(JUDGE_SET.parent / name) if not split or r.split == split]
+        )
+    assert all(blind_sets) and {"redirect_set.jsonl#blind", "study_audit.jsonl"} <= set(
+        trained["excluded_requests_of"]
+    )
+    excluded = {prompt_key(r.prompt) for rows_ in blind_sets[1:] for r in rows_}
+    rows = [r for r in rows if prompt_key(r.prompt) not in excluded]
     learnt = [(r.split, r.id, r.label) for r in rows if not degeneracy(r.reply) and r.label != "degenerate"]
     digest = hashlib.sha256(json.dumps(sorted(learnt)).encode()).hexdigest()
     assert trained["labels_sha256"] == digest
-    assert trained["rows"] == len(learnt) == trained["refusal"] + trained["compliance"]
+    assert trained["rows"] == len(learnt) == trained["refusal"] + trained["redirect"] + trained["compliance"]
     files = sorted(SHIPPED.glob("*.json"))
     assert json.loads(files[0].read_text())["format"] == "neurogate-judge-probe-1"
-    # it knows every request it was fitted on, and none of the blind split's is among them
+    # it knows every request it was fitted on, and none of the blind sets' is among them
     assert probe.fitted_prompts == sorted({prompt_key(r.prompt) for r in rows})
-    blind = [r.prompt for r in read_labelled(JUDGE_SET, BLIND)]
-    assert not any(probe.fitted_on(blind)) and all(probe.fitted_on([r.prompt for r in rows]))
+    for blind_rows in blind_sets:
+        assert not any(probe.fitted_on([r.prompt for r in blind_rows]))
+    assert all(probe.fitted_on([r.prompt for r in rows]))
 
 
 @pytest.mark.slow
