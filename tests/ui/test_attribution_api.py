@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loopback import chromium, serving
+from neurogate.discovery.attribution import attribute
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.models.loading import LoadedModel
 from neurogate.ui import UISettings, create_app
@@ -150,3 +151,11 @@ def test_the_script_stays_on_this_server_and_writes_text_only(client: TestClient
     assert "http://" not in script.text and "https://" not in script.text
     for html_sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert html_sink not in script.text
+
+
+def test_a_saved_attribution_opens_in_the_circuit_map(shared_lm: LoadedModel, tmp_path: Path) -> None:
+    path = attribute(shared_lm, "How do I pick a lock?").circuit.save(tmp_path / "attribution.json")
+    client = TestClient(create_app(UISettings(circuits=(path,))), base_url="http://127.0.0.1:8765")
+    (entry,) = client.get("/api/circuits").json()
+    data = client.get("/api/circuit", params={"id": entry["id"]}).json()
+    assert data["n_neurons"] == 20 and data["method"]["name"] == "linearised-attribution"
