@@ -320,7 +320,13 @@ def _cli_settings(tmp_path: Path, small: Mapping[str, Any]) -> Path:
 def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) -> None:
     from neurogate.cli.main import app
 
-    small = {"methods": ["cna", "random"], "sparsity": [], "random_seeds": [0], "controls": []}
+    small = {
+        "methods": ["cna", "random"],
+        "sparsity": [],
+        "random_seeds": [0],
+        "controls": [],
+        "fronts": "off",
+    }
     _cli_settings(tmp_path, small)
     runner = CliRunner()
     out = tmp_path / "runs"

@@ -53,6 +53,14 @@ def run(
             "0.0001,0.001,0.01 (the sparsity curve; off by default).",
         ),
     ] = None,
+    fronts: Annotated[
+        str | None,
+        typer.Option(
+            "--fronts",
+            help="Trace each method's front of compliance against damage: default (fits the default "
+            "study's budget), full (every method more finely, CNA at several multipliers) or off.",
+        ),
+    ] = None,
     reply_perplexity: Annotated[
         bool,
         typer.Option(
@@ -91,6 +99,7 @@ def run(
         **{f"evaluation.{k}": v for k, v in judging.settings().items()},
         "circuits": [str(c) for c in circuit] if circuit else None,
         "sparsity": cli.parse_floats(sparsity, "--sparsity") if sparsity is not None else None,
+        "fronts": fronts,
         "dtype": Flag("dtype", dtype),
         "device": Flag("device", device),
     }
@@ -128,7 +137,7 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
                 progress.update(task, description=info["name"])
             elif kind == "plan":
                 progress.update(task, total=info["total"], completed=0)
-            elif kind == "condition":
+            elif kind in ("condition", "front"):
                 note = " (stored)" if info["cached"] else f" ({info['result'].tokens_per_s:.1f} tok/s)"
                 progress.update(
                     task, advance=1, description=f"{info['label']}{note}: {opts.refusal_text(info['result'])}"

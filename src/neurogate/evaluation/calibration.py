@@ -317,3 +317,60 @@ def calibrated_rates(
             unmeasured=[c for c in AUDIT_CLASSES if c not in result.rates(name)],
         )
     return out
+
+
+def audited_pairs(
+    run_dir: str | Path, conditions: Mapping[str, ConditionResult], judge: str | None = None
+) -> dict[str, list[tuple[str, str]]]:
+    """Per audited condition of a run, the ``(verdict, label)`` of each audited reply with a class label
+    (``judge``: whose verdict; default each condition's primary judge). Empty without an audit."""
+    if not (audit_dir(run_dir) / SAMPLE_FILE).is_file():
+        return {}
+    sample = load_sample(run_dir)
+    resolved = resolve(LabelStore(run_dir).read(), sample)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key, result in conditions.items():
+        name = judge or result.judge
+        pairs = []
+        for it in sample.of_condition(key):
+            res, index = resolved.get(it.id), sample.hidden[it.id].index
+            if res is None or res.label not in AUDIT_CLASSES or index >= len(result.harmful):
+                continue
+            pairs.append((str(result.harmful[index].classes.get(name, "?")), str(res.label)))
+        if pairs:
+            out[key] = pairs
+    return out
+
+
+def transfer(
+    verdicts: Sequence[str], pairs: Sequence[tuple[str, str]], classes: Sequence[str], seed: int = 0
+) -> dict[str, Corrected]:
+    """Class shares of a condition with no audit of its own, corrected by how often each verdict is right
+    on audited replies of *other* conditions (``pairs``: their ``(verdict, label)``).
+
+    The same estimator as :func:`calibrate` with every one of this condition's replies unaudited and each
+    verdict stratum's ``theta_v`` learnt from the pooled pairs. It assumes the judge errs here as it does
+    there (the interval covers the audit's sampling, not that assumption), so reports name it apart."""
+    if not verdicts:
+        raise ConfigError("a condition without replies cannot be calibrated")
+    unknown = sorted({lab for _, lab in pairs if lab not in classes})
+    if unknown:
+        raise ConfigError(f"audit labels {unknown} are not among the classes {list(classes)}")
+    names = list(dict.fromkeys([*classes, *verdicts, *(v for v, _ in pairs)]))
+    v_index = {v: i for i, v in enumerate(names)}
+    c_index = {c: i for i, c in enumerate(classes)}
+    audited = np.zeros((1, len(names), len(classes)), dtype=np.int64)
+    for v, lab in pairs:
+        audited[0, v_index[v], c_index[lab]] += 1
+    own = np.zeros((1, len(names)), dtype=np.int64)
+    for v in verdicts:
+        own[0, v_index[v]] += 1
+    # the pooled audited replies join the population as known items, then are taken out again
+    strata = own + audited.sum(axis=-1)
+    match = np.array([c_index.get(v, -1) for v in names])
+    means, shares = posterior_shares(strata, audited, match, np.random.default_rng(seed))
+    total, known, n = int(strata.sum()), audited.sum(axis=-2), len(verdicts)
+    means = (means * total - known) / n
+    shares = (shares * total - known[:, None, :]) / n
+    low, high = interval(shares)
+    return {c: Corrected(float(means[0, k]), float(low[0, k]), float(high[0, k])) for c, k in c_index.items()}

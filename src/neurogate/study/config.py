@@ -17,6 +17,7 @@ from neurogate.evaluation.conditions import check_kinds
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.zoo import DEFAULT_MODEL
 from neurogate.prompts.sources import PromptSources
+from neurogate.study.front_plan import check_fronts
 from neurogate.version import __version__
 
 #: Settings that moved into a nested table, with their new place (old flat TOML keys are refused by name).
@@ -50,7 +51,10 @@ class StudyConfig:
     the ``sparsity`` curve (off by default, as each size is one more condition: ``neurogate tune``
     reports the curve of a tuned rule, and e.g. ``sparsity = [0.0001, 0.001, 0.01]`` adds it here); and
     each of ``circuits`` (circuit files, e.g. from ``neurogate tune``) at the intervention it records
-    (``cna m=0`` when it records none), beside the discovered circuit. With
+    (``cna m=0`` when it records none), beside the discovered circuit; and the methods' ``fronts``
+    (:mod:`neurogate.study.fronts`: each method over its own scale, on the first ``front_prompts`` harmful
+    prompts, a front stopping once its compliance reaches ``front_saturation``; ``"full"`` traces more
+    points, ``"off"`` none). With
     ``select_direction`` the ablation direction and CAA's vector are each chosen by their effect on
     ``validation`` held-out discovery prompts per side (as Arditi et al. do), among the same candidates;
     otherwise CAA's layer is the best-separating one and ablation uses it too. "No effect"
@@ -87,6 +91,9 @@ class StudyConfig:
     capability: tuple[str, ...] = ()
     capability_limit: int = 20
     circuits: tuple[str, ...] = ()
+    fronts: str = "default"
+    front_prompts: int | None = 50
+    front_saturation: float = 0.95
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", check_kinds(settings.as_tuple("methods", self.methods)))
@@ -103,6 +110,10 @@ class StudyConfig:
         settings.whole("examples", self.examples, minimum=0)
         settings.whole("capability_limit", self.capability_limit)
         object.__setattr__(self, "circuits", settings.as_tuple("circuits", self.circuits))
+        check_fronts(self.fronts)
+        if self.front_prompts is not None:
+            settings.whole("front_prompts", self.front_prompts, minimum=2)
+        settings.number("front_saturation", self.front_saturation, low=0.0, high=1.0, low_open=True)
         missing = [c for c in self.circuits if not Path(c).is_file()]
         if missing:
             raise ConfigError(

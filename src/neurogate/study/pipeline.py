@@ -34,6 +34,8 @@ from neurogate.steering.registry import get_kind
 from neurogate.study import analysis
 from neurogate.study.config import StudyConfig
 from neurogate.study.experiments import LayerProfile, sparsity_conditions, sparsity_sizes
+from neurogate.study.front_plan import OFF, PRESETS
+from neurogate.study.fronts import run_fronts
 from neurogate.study.report import write_reports
 from neurogate.study.results import PAPER, CircuitSummary, GivenCircuit, SparsityPoint, StudyResults
 from neurogate.study.stages import (
@@ -114,7 +116,9 @@ class Study:
 
         def compute() -> Circuit:
             self.emit("stage", name="discovery")
-            cfg = replace(self.config.discovery, fraction=None, top_k=max([k_main, *sizes]))
+            cfg = replace(
+                self.config.discovery, fraction=None, top_k=max([k_main, *sizes, *self.front_sizes()])
+            )
             return discover(
                 self.lm, self.sets.positive, self.sets.negative, cfg, progress=False, evidence=evidence
             )
@@ -122,6 +126,13 @@ class Study:
         ranking = self.files.load_or_compute("circuit-ranking.json", compute, Circuit.load, Circuit.save)
         ranking.check_model(self.lm)
         return ranking
+
+    def front_sizes(self) -> list[int]:
+        """The CNA front's circuit sizes (prefixes of the one ranking; none with fronts off)."""
+        if self.config.fronts == OFF:
+            return []
+        n = self.lm.adapter.n_neurons
+        return [max(1, round(f * n)) for f in PRESETS[self.config.fronts].cna_sizes]
 
     def control_circuits(self, circuit: Circuit, evidence: Evidence) -> dict[str, Circuit]:
         """Equal-size circuits of unrelated battery contrasts, and magnitude-matched random circuits."""
@@ -226,9 +237,11 @@ class Study:
         results = self.conditions(evaluator, [*sweep, *sparse, *control, *(g.condition for g in given)])
         main_key = Condition("cna", 0.0, size=k_main).key
         match = caa_match(self, evaluator, results, main_key, sweep)
+        fronts = run_fronts(self, evaluator, results, given, match)
         assembled = self.assemble(
             circuit, controls, dirs, evaluator, results, (sweep, sparse, control), match, given
         )
+        assembled.fronts = fronts
         self.emit("stage", name="report")
         write_json_atomic(self.dir / "results.json", assembled.to_dict())
         write_reports(assembled, self.dir)
@@ -351,7 +364,7 @@ def run_study(
 
     ``lm``: an already-loaded model to use instead of loading ``config.model`` (its spec must match).
     ``on_event(kind, info)``: progress callback; kinds are ``stage`` (name), ``plan`` (total conditions),
-    and ``condition`` (key, label, cached, result).
+    ``condition`` (key, label, cached, result), and ``front`` (the same, for a front point).
     """
     return Study(config, out, lm, on_event).run()
 

@@ -11,10 +11,16 @@ from pathlib import Path
 from neurogate.atomic import write_text_atomic
 from neurogate.errors import NeurogateError
 from neurogate.evaluation import tables
-from neurogate.evaluation.calibration import CalibratedRates, calibrated_rates
+from neurogate.evaluation.calibration import CalibratedRates, audited_pairs, calibrated_rates
 from neurogate.evaluation.metrics import MATCHED_WORDS
 from neurogate.evaluation.results import ConditionResult
 from neurogate.study.charts import Series, bar_chart, line_chart
+from neurogate.study.front_sections import (
+    FrontCalibration,
+    front_calibration,
+    front_series,
+    fronts_section,
+)
 from neurogate.study.results import StudyResults
 from neurogate.study.sections import Section, Table, all_sections, examples
 
@@ -110,11 +116,15 @@ def _md_section(s: Section) -> list[str]:
     return lines
 
 
-def render_markdown(results: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
-    """The study as Markdown: setup, headline, every judge, specificity, baselines, sparsity, layers, "
-    "examples."""
+def render_markdown(
+    results: StudyResults,
+    calibrated: Mapping[str, CalibratedRates] | None = None,
+    fronts: tuple[FrontCalibration, dict[str, str]] | None = None,
+) -> str:
+    """The study as Markdown: setup, headline, every judge, fronts, specificity, baselines, sparsity,
+    layers, examples. ``fronts``: the fronts' calibration (:func:`front_calibration`), when audited."""
     lines = [f"# neurogate study {results.run_id}", "", *_header(results), ""]
-    for section in all_sections(results, calibrated):
+    for section in all_sections(results, calibrated, fronts_section(results, *(fronts or ({}, {})))):
         lines += _md_section(section)
     cap = results.capability
     if cap:
@@ -163,9 +173,21 @@ def _html_section(s: Section) -> str:
     return "\n".join(parts)
 
 
-def _plots(results: StudyResults) -> list[str]:
+def _plots(results: StudyResults, fronts: FrontCalibration | None = None) -> list[str]:
     plots = []
     judged = f"({results.judges[0]} judge)"  # the y axis says the judge alone gave it: uncalibrated
+    if results.fronts is not None and (series := front_series(results.fronts, fronts)):
+        plots.append(
+            line_chart(
+                series,
+                title="Served vs damage: each method's front",
+                xlabel="mean benign KL (log)",
+                ylabel="compliance %, " + ("calibrated" if fronts else f"uncalibrated {judged}"),
+                y_range=(0, 100),
+                log_x=True,
+                width=560,
+            )
+        )
     for scale, symbol in (("multiplier", "m"), ("strength", "s")):
         if series := scale_series(results, scale):
             # refusal, then redirect where the judge measured it (an empty series draws nothing)
@@ -214,8 +236,13 @@ def _plots(results: StudyResults) -> list[str]:
     return plots
 
 
-def render_html(results: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> str:
+def render_html(
+    results: StudyResults,
+    calibrated: Mapping[str, CalibratedRates] | None = None,
+    fronts: tuple[FrontCalibration, dict[str, str]] | None = None,
+) -> str:
     """A single self-contained HTML page: the Markdown's content plus inline SVG plots."""
+    front_cal, front_source = fronts or ({}, {})
     title = html.escape(results.run_id)
     ex = examples(results)
     labels = [label for label, _, _ in ex[0][1]] if ex else []
@@ -224,8 +251,11 @@ def render_html(results: StudyResults, calibrated: Mapping[str, CalibratedRates]
         f"<!doctype html><html><head><meta charset='utf-8'><title>neurogate study {title}</title>",
         f"<style>{_CSS}</style></head><body><h1>neurogate study {title}</h1>",
         "".join(f"<p>{html.escape(line)}</p>" for line in _header(results)),
-        *[_html_section(s) for s in all_sections(results, calibrated)],
-        "<div class='plots'>" + "".join(_plots(results)) + "</div>",
+        *[
+            _html_section(s)
+            for s in all_sections(results, calibrated, fronts_section(results, front_cal, front_source))
+        ],
+        "<div class='plots'>" + "".join(_plots(results, front_cal)) + "</div>",
         "<h2>Example replies</h2>",
         _html_table(Table(["prompt", *labels], ex_rows), "ex"),
         "</body></html>",
@@ -243,14 +273,29 @@ def run_calibration(results: StudyResults, run_dir: str | Path) -> dict[str, Cal
         return {}
 
 
+def run_front_calibration(
+    results: StudyResults, run_dir: str | Path
+) -> tuple[FrontCalibration, dict[str, str]]:
+    """The fronts' served shares corrected by the run's audit (none, with a warning, when it cannot be
+    read)."""
+    if results.fronts is None:
+        return {}, {}
+    try:
+        return front_calibration(results, audited_pairs(run_dir, results.conditions))
+    except NeurogateError as exc:
+        logger.warning("the fronts show uncalibrated rates only: %s", exc)
+        return {}, {}
+
+
 def write_reports(results: StudyResults, run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` next to ``results.json``, with the calibrated rates of any
     audit in the run folder."""
     root = Path(run_dir)
     calibrated = run_calibration(results, root)
+    fronts = run_front_calibration(results, root)
     return (
-        write_text_atomic(root / "report.md", render_markdown(results, calibrated)),
-        write_text_atomic(root / "report.html", render_html(results, calibrated)),
+        write_text_atomic(root / "report.md", render_markdown(results, calibrated, fronts)),
+        write_text_atomic(root / "report.html", render_html(results, calibrated, fronts)),
     )
 
 

@@ -14,6 +14,7 @@ from neurogate.evaluation.paired import PairedRates
 from neurogate.evaluation.results import ConditionResult
 from neurogate.study.direction_selection import DirectionSelection
 from neurogate.study.experiments import LayerProfile
+from neurogate.study.front_analysis import FrontsRecord
 
 KIND = "neurogate.study"
 SCHEMA_VERSION = 3
@@ -145,6 +146,7 @@ class StudyResults:
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
     extra: dict[str, Any] = field(default_factory=dict)
+    fronts: FrontsRecord | None = None
 
     @property
     def baseline(self) -> ConditionResult:
@@ -165,6 +167,7 @@ class StudyResults:
         data["layers"] = [p.to_dict() for p in self.layers]
         data["conditions"] = {k: r.to_dict() for k, r in self.conditions.items()}
         data["given_circuits"] = [g.to_dict() for g in self.given_circuits]
+        data["fronts"] = self.fronts.to_dict() if self.fronts is not None else None
         return data
 
     @classmethod
@@ -204,6 +207,7 @@ _TYPED = (
     "conditions",
     "given_circuits",
     "caa_selection",
+    "fronts",
 )
 
 
@@ -220,4 +224,5 @@ def _typed(data: dict[str, Any]) -> dict[str, Any]:
         "conditions": {k: ConditionResult.from_dict(r) for k, r in data["conditions"].items()},
         "given_circuits": [GivenCircuit.from_dict(g) for g in data.get("given_circuits", [])],
         "caa_selection": DirectionSelection.from_dict(caa) if (caa := data.get("caa_selection")) else None,
+        "fronts": FrontsRecord.from_dict(fronts) if (fronts := data.get("fronts")) else None,
     }

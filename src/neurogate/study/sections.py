@@ -355,8 +355,16 @@ def examples(r: StudyResults) -> list[tuple[str, list[tuple[str, str, str]]]]:
     return out
 
 
-def all_sections(r: StudyResults, calibrated: Mapping[str, CalibratedRates] | None = None) -> list[Section]:
+def all_sections(
+    r: StudyResults,
+    calibrated: Mapping[str, CalibratedRates] | None = None,
+    fronts: Section | None = None,
+) -> list[Section]:
+    """Every section in order; ``fronts``: the fronts section (:mod:`neurogate.study.front_sections`),
+    built by the caller, which holds the audit it is calibrated with."""
     out = [setup(r), headline(r, calibrated), differences(r), calibrated_section(r, calibrated or {})]
+    if fronts is not None:
+        out.append(fronts)
     out.append(judges(r))
     if r.given_circuits:
         out.append(given(r))
