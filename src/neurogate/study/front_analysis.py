@@ -155,7 +155,8 @@ def pareto(points: Sequence[FrontPoint], value: Mapping[str, float] | None = Non
 
 @dataclass(frozen=True)
 class BudgetLead:
-    """Within mean benign KL <= ``budget``: each method's best point (most served), the leader, and its
+    """Within mean benign KL <= ``budget``: each method's best point (its key, and the share it serves),
+    the leader, and its
     lead over the runner-up: ``lead`` in the chosen measure and ``paired`` the judged difference in served
     share over the same prompts (leader - runner-up) with a bootstrap interval."""
 
@@ -197,7 +198,7 @@ def budget_leads(
         out.append(
             BudgetLead(
                 budget,
-                {m: (p.label, served(p)) for m, p in best.items()},
+                {m: (p.key, served(p)) for m, p in best.items()},
                 leader,
                 runner,
                 lead,

@@ -138,17 +138,20 @@ def fronts_section(
     tables = [Table(columns, rows)]
     leads = budget_leads(fronts, _served(calibrated) if calibrated else None)
     lead_rows = []
+    by_key = {p.key: p for p in fronts.points}
     for lead in leads:
         if lead.leader is None:
             lead_rows.append([f"<= {lead.budget:g}", "-", "-", "-", "-", "-"])
             continue
-        label, value = lead.best[lead.leader]
-        runner = lead.best.get(lead.runner_up or "", ("-", float("nan")))
+        key, value = lead.best[lead.leader]
+        runner = lead.best.get(lead.runner_up or "")
         lead_rows.append(
             [
                 f"<= {lead.budget:g}",
-                f"{lead.leader}: {label} ({100 * value:.0f}%)",
-                "-" if lead.runner_up is None else f"{lead.runner_up}: {runner[0]} ({100 * runner[1]:.0f}%)",
+                f"{lead.leader}: {_setting(by_key[key].setting)} ({100 * value:.0f}%)",
+                "-"
+                if lead.runner_up is None or runner is None
+                else f"{lead.runner_up}: {_setting(by_key[runner[0]].setting)} ({100 * runner[1]:.0f}%)",
                 "-" if lead.lead is None else f"{100 * lead.lead:+.0f} points",
                 "-" if lead.paired is None else _points(lead.paired.value, lead.paired.low, lead.paired.high),
                 ", ".join(sorted(lead.best)),

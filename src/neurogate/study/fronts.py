@@ -210,7 +210,9 @@ def run_fronts(
             continue
         cached = evaluator.store is not None and evaluator.store.get(spec.condition.key) is not None
         result = evaluator.run(spec.condition)
-        study.emit("front", key=result.key, label=f"front: {result.label}", cached=cached, result=result)
+        size = f", {result.n_neurons} neurons" if result.n_neurons else ""
+        label = f"{spec.method} front: {result.label}{size}"
+        study.emit("front", key=result.key, label=label, cached=cached, result=result)
         point = FrontPoint.of(spec.method, spec.series, spec.setting, result, judge, spec.reuse)
         points.append(point)
         why = saturated(point, config.front_saturation, base_degenerate)
