@@ -285,6 +285,11 @@ def test_pairs_whose_request_the_probe_was_fitted_on_are_read_by_the_letters(
     assert mixed == [probe_probs[0], letters[1], probe_probs[2]]
     assert probe_probs[1] != letters[1]  # the two readouts differ, so the check above can fail
     assert guarded.fitted_pairs == 1 and "1 of 3 pairs" in caplog.text
+    # a second batch is counted, and not warned about again (a search judges many small batches)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        guarded.refusal_probs(prompts[:2], replies[:2])
+    assert guarded.fitted_pairs == 2 and "pairs ask a request" not in caplog.text
     # and a report says so in the judge's description, computed from the requests alone
     note = Classifier([guarded]).descriptions(prompts)["local"]
     assert "answer letters for 1 of 3 requests" in note and note.startswith("model ")

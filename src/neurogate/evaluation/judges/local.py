@@ -296,7 +296,7 @@ class LocalJudge(JudgeBase):
     def refusal_probs(self, prompts: Sequence[str], replies: Sequence[str]) -> list[float]:
         """P(refusal) for each (request, reply) pair, from the disk cache where seen before. A pair whose
         request the probe was fitted on is read by the answer letters instead (a probe's score on its own
-        fitting rows is no measurement); :attr:`fitted_pairs` counts them and a warning says so."""
+        fitting rows is no measurement); :attr:`fitted_pairs` counts them and a warning says so, once."""
         check_pairs(prompts, replies)
         digest = weights_digest(self.lm)
         scoring, probe = self._keyed(digest)
@@ -304,10 +304,12 @@ class LocalJudge(JudgeBase):
         rows = range(len(prompts))
         probs = self._cached_probs(prompts, replies, [i for i in rows if not fitted[i]], scoring, probe)
         if any(fitted):
+            # said once per judge (a search judges many small batches); fitted_pairs keeps the count
+            log = logger.debug if self.fitted_pairs else logger.warning
             self.fitted_pairs += sum(fitted)
-            logger.warning(
+            log(
                 "%d of %d pairs ask a request that the local judge's probe was fitted on; those were read by "
-                "the answer letters instead",
+                "the answer letters instead (said once; reports count them)",
                 sum(fitted),
                 len(prompts),
             )
