@@ -14,6 +14,7 @@ from loopback import chromium, serving
 from neurogate.discovery.attribution import attribute
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.models.loading import LoadedModel
+from neurogate.models.tiny import D_MLP, N_LAYERS
 from neurogate.ui import UISettings, create_app
 from neurogate.ui.browser import find_chromium
 
@@ -69,6 +70,40 @@ def test_attribution_of_a_continuation_compared_with_a_circuit(client: TestClien
     assert 0 <= comparison["share"] <= 1
 
 
+def test_a_reply_is_attributed_by_its_first_tokens(client: TestClient, shared_lm: LoadedModel) -> None:
+    reply = "I cannot help with picking locks, but here is why."
+    data = _post(client, {"prompt": "How do I pick a lock?", "target": reply, "target_tokens": 8}).json()
+    assert data["target_tokens"] == 8 and data["target"]["kind"] == "text"
+    assert len(data["target"]["ids"]) == 8 and reply.startswith(data["target"]["text"])
+    alone = attribute(shared_lm, "How do I pick a lock?", data["target"]["text"])
+    assert data["logprob"] == pytest.approx(alone.logprob, abs=1e-5)
+    short = _post(client, {"prompt": "hi", "target": " I", "target_tokens": 8}).json()
+    assert short["target"]["text"] == " I"  # a shorter target is kept whole
+
+
+def test_a_neuron_gets_its_rank_among_all_neurons(client: TestClient, main_circuit: Circuit) -> None:
+    ranking = _post(client, {"prompt": "How do I pick a lock?", "top_k": 10}).json()["neurons"]
+    fifth = ranking[4]
+    body = {
+        "prompt": "How do I pick a lock?",
+        "top_k": 1,
+        "neuron": {"layer": fifth["layer"], "index": fifth["neuron"]},
+    }
+    data = _post(client, body).json()
+    place = data["neuron"]
+    assert place["rank"] == 5 and place["attribution"] == pytest.approx(fifth["attribution"])
+    assert place["of"] == N_LAYERS * D_MLP and place["activation"] == pytest.approx(fifth["activation"])
+    n = main_circuit.neurons[0]
+    body = {
+        "prompt": "hi",
+        "neuron": {"layer": n.layer, "index": n.index},
+        "circuit": _circuit_id(client, "circuit.json"),
+    }
+    place = _post(client, body).json()["neuron"]
+    assert (place["layer"], place["index"]) == (n.layer, n.index) and 1 <= place["rank"] <= place["of"]
+    assert _post(client, {"prompt": "hi"}).json()["neuron"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -77,6 +112,10 @@ def test_attribution_of_a_continuation_compared_with_a_circuit(client: TestClien
         ({"prompt": "hi", "top_k": 0}, 422, "top_k"),
         ({"prompt": "hi", "top_k": 10_000}, 422, "top_k"),
         ({"prompt": "hi", "circuit": "nope"}, 404, ""),
+        ({"prompt": "hi", "target_tokens": 8}, 400, "give the target text"),
+        ({"prompt": "hi", "target": " I", "target_tokens": 0}, 422, "target_tokens"),
+        ({"prompt": "hi", "neuron": {"layer": 3, "index": 0}}, 400, "not in this model"),
+        ({"prompt": "hi", "neuron": {"layer": 0, "index": -1}}, 422, "index"),
     ],
 )
 def test_bad_requests_are_refused(
@@ -136,10 +175,19 @@ def test_the_steer_page_shows_the_top_neurons(
         page.click("#attr-run")
         page.wait_for_selector("#attr-table caption:has-text('text target')")
         page.wait_for_selector("#attr-status:has-text('vs the circuit')")
+        page.click("#run")  # a live reply, then its first tokens attributed
+        page.click("#side-unsteered button.attr-reply:not([disabled])")
+        page.wait_for_selector("#attr-table caption:has-text('first 8 tokens')")
         page.fill("#attr-k", "0")
         page.click("#attr-run")
         page.wait_for_selector("#attr-status:has-text('error: top must be')")
         page.screenshot(path=str(tmp_path / "attribution.png"), full_page=True)
+        page.click("#tab-circuits")  # one neuron's rank on a prompt, from its detail
+        page.click("#neuron-table tr[data-neuron]")
+        page.fill(".attr-neuron-prompt", "How do I pick a lock?")
+        page.click(".attr-neuron button")
+        page.wait_for_selector(".attr-neuron-status:has-text('rank ')")
+        assert f"of {N_LAYERS * D_MLP} neurons" in page.inner_text(".attr-neuron-status")
         assert not errors
 
 

@@ -5,7 +5,8 @@ A request streams the steered reply first (so its first token comes at once), th
 (cached per prompt: greedy decoding makes it the same every time), then each reply's class (degenerate by
 the reply rule, else the judge's verdict) and the steered reply's KL from the unsteered model, measured by
 teacher-forcing the unsteered reply (:func:`neurogate.evaluation.metrics.kl_divergence`). Steering hooks
-are attached for the steered generation and the KL pass only.
+are attached for the steered generation and the KL pass only. A reasoning model's reply is judged by its
+answer after the thinking block, as the evaluation judges it; the thinking goes to the page apart.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from neurogate.evaluation.engine import Classifier
 from neurogate.evaluation.judges import get_judge
 from neurogate.evaluation.metrics import kl_divergence
 from neurogate.evaluation.replies import degeneracy
+from neurogate.evaluation.thinking import thought_class
 from neurogate.models.generation import Generation
 from neurogate.models.loading import LoadedModel, load_model
+from neurogate.models.thinking import ThinkingFormat, split_reply, thinking_format
 from neurogate.steering.base import Intervention
 from neurogate.steering.registry import get_kind, make
 from neurogate.ui.catalog import Catalog
@@ -78,6 +81,8 @@ class LiveSteering:
         self.classifier = Classifier([get_judge(settings.judge)])
         self.turns = TurnQueue()
         self.lm: LoadedModel | None = None
+        #: The model's thinking format (``None``: not a reasoning model): replies are judged by the answer.
+        self.thinking: ThinkingFormat | None = None
         self.state = "off" if settings.model is None and loader is None else "loading"
         self.error: str | None = None
         self.load_seconds: float | None = None
@@ -101,6 +106,7 @@ class LiveSteering:
         start = time.perf_counter()
         try:
             self.lm = self._loader()
+            self.thinking = thinking_format(self.lm)
             self.state = "ready"
         except Exception as exc:  # one line on the page and on stderr; the rest of the explorer keeps working
             self.state, self.error = "failed", _one_line(exc)
@@ -218,9 +224,17 @@ class LiveSteering:
         )
 
     def _done(self, side: str, prompt: str, reply: Generation) -> dict[str, Any]:
-        """The reply with its class: degenerate by the reply rule (never judged), else the judge's verdict."""
-        (classes,) = self.classifier.classify([prompt], [reply.text])
+        """The reply with its class: degenerate by the reply rule (never judged), else the judge's verdict.
+        A reasoning model's answer (after its thinking block) is what is judged; the event then also holds
+        ``thinking``, ``answer`` and ``thought`` (the thinking's own class)."""
+        split = split_reply(reply.text, self.thinking)
+        (classes,) = self.classifier.classify([prompt], [split.answer])
         cls = classes[self.classifier.names[0]]
+        thinking = (
+            {"thinking": split.thinking, "answer": split.answer, "thought": thought_class(split.thinking)}
+            if self.thinking is not None
+            else {}
+        )
         return {
             "event": "done",
             "side": side,
@@ -229,7 +243,8 @@ class LiveSteering:
             "finished": reply.finished,
             "verdict": None if cls == "degenerate" else cls,
             "class": cls,
-            "degenerate": degeneracy(reply.text).reason,
+            "degenerate": degeneracy(split.answer).reason,
+            **thinking,
         }
 
     def _remember(self, key: tuple[str, int], reply: Generation) -> None:

@@ -3,6 +3,7 @@
 // nodes, never as HTML.
 import { barChart, curveChart, scatterChart, scoreScale, tickText } from "./charts.js";
 import { $, h } from "./dom.js";
+import { neuronAction, replyAction } from "./attribute.js";
 
 async function api(path) {
   const res = await fetch(path, { headers: { Accept: "application/json" } });
@@ -243,6 +244,7 @@ async function showNeuron(layer, index) {
     h("dl", {}, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     ...(p ? [...prompts("Activates it most", p.most), ...prompts("Activates it least", p.least)]
       : [h("p", { class: "muted" }, "No profile stored with this circuit: rerun discover to record one.")]),
+    neuronAction(circuitView.data.id, n.layer, n.index, $("prompt").value.trim()),
   );
 }
 
@@ -329,7 +331,8 @@ function updateValueLabel() {
 
 function side(name) {
   const el = $(`side-${name}`);
-  return { el, text: el.querySelector("[data-role=text]"), meta: el.querySelector("[data-role=meta]") };
+  return { el, text: el.querySelector("[data-role=text]"), meta: el.querySelector("[data-role=meta]"),
+    actions: el.querySelector("[data-role=actions]") };
 }
 
 function resetSides(label) {
@@ -337,6 +340,7 @@ function resetSides(label) {
     const s = side(name);
     s.text.textContent = "";
     s.meta.replaceChildren();
+    s.actions.replaceChildren();
     s.el.dataset.state = "waiting";
     delete s.el.dataset.class;
     showProgress(name, name === "steered" ? "waiting for the model…" : "waiting for the steered reply…");
@@ -377,13 +381,24 @@ function onProgress(ev) {
 function describeReply(ev, kl) {
   const parts = [
     h("span", { class: `badge ${ev.class}` }, ev.class),
-    ev.verdict ? ` ${state.status.live.judge} judge: ${ev.verdict}` : " (degenerate replies are not judged)",
+    ev.verdict ? ` ${state.status.live.judge} judge: ${ev.verdict}${ev.answer !== undefined ? " (of the answer after the thinking)" : ""}`
+      : " (degenerate replies are not judged)",
     ev.degenerate ? ` · degenerate: ${ev.degenerate}` : "",
     ` · ${ev.n_tokens} tokens${ev.finished ? "" : ` (cut at the ${steerView.maxTokens}-token limit)`}`,
     ev.tokens_per_s ? ` · ${ev.tokens_per_s.toFixed(1)} tokens/s on ${ev.threads} CPU thread${ev.threads === 1 ? "" : "s"}` : "",
   ];
   if (kl !== undefined) parts.push(` · ${kl}`);
   return parts;
+}
+
+/** A finished reply: the text as it is, or a reasoning model's answer under its thinking, collapsed. */
+function showReplyText(box, ev) {
+  if (ev.answer === undefined) { box.textContent = ev.text; return; }
+  const thought = ev.thought ? ` (${ev.thought === "refusal" ? "refuses" : ev.thought === "compliance" ? "complies" : "degenerate"} in thought)` : "";
+  box.replaceChildren(
+    ev.thinking !== null ? h("details", { class: "thinking" },
+      h("summary", {}, `thinking${thought}`), h("pre", { class: "text" }, ev.thinking)) : null,
+    h("div", { class: "answer" }, ev.answer || "(no answer after the thinking)"));
 }
 
 function rerun() {
@@ -407,6 +422,7 @@ async function runSteer(event) {
   const controller = new AbortController();
   steerView.controller = controller;
   steerView.ran = true;
+  steerView.prompt = prompt;
   resetSides(`${m.kind} ${scaleLabel(m.symbol, value)}`);
   status.textContent = "sending…";
   const body = {
@@ -472,7 +488,8 @@ function handleEvent(ev, status) {
     s.text.append(document.createTextNode(ev.text));
   } else if (ev.event === "done") {
     const s = side(ev.side);
-    s.text.textContent = ev.text;
+    showReplyText(s.text, ev);
+    s.actions.replaceChildren(replyAction(steerView.prompt, ev.text));
     s.el.dataset.state = "done";
     showProgress(ev.side, null);
     s.el.dataset.class = ev.class;
