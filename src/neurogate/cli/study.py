@@ -173,10 +173,18 @@ def _not_a_run(given: Path, path: Path) -> str:
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holding results.json) or the file itself.")],
 ) -> None:
-    """Write report.md and report.html again from a finished run's results.json (no model is loaded).
+    """Write report.md and report.html again from a finished run's results.json (no model is loaded); for
+    a search's folder (tune.json), tune-report.md and tune-report.html. Either picks up a new audit.
 
     Example: neurogate report runs/qwen2.5-coder-1.5b-instruct-1a2b3c4d5e
     """
+    if run_dir.is_dir() and (run_dir / "tune.json").is_file() and not (run_dir / "results.json").is_file():
+        from neurogate.tuning.final import TuneResults
+        from neurogate.tuning.report import write_reports as write_tune_reports
+
+        md, html = write_tune_reports(TuneResults.load(run_dir / "tune.json"), run_dir)
+        cli.console.print(f"[green]wrote[/] {escape(str(html))} and {escape(str(md))}", highlight=False)
+        return
     path = run_dir / "results.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise NeurogateError(_not_a_run(run_dir, path))

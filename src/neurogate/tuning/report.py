@@ -314,11 +314,18 @@ def render_markdown(r: TuneResults, calibrated: Mapping[str, CalibratedRates] | 
         else ""
     )
     searched = sum(t.seconds for t in r.trials)
+    count = f"{len(r.trials)} trials"
+    screening = r.extra.get("screening")
+    if screening:  # trials measured together overlap: the covered time, not the sum of each trial's
+        searched = screening["seconds"]
+        out = screening["screened_out"]
+        count = f"{screening['full'] + out} trials ({out} screened out)"
     lines = [
         f"# neurogate tune {r.run_id}",
         "",
-        f"Model `{c['model']}`; {len(r.trials)} trials in {searched / 60:.1f} minutes of search "
-        f"({searched / max(1, len(r.trials)):.0f} s per trial, summed over every session of a resumed "
+        f"Model `{c['model']}`; {count} in {searched / 60:.1f} minutes of search "
+        f"({searched / max(1, len(r.trials) + (screening or {}).get('screened_out', 0)):.0f} s per trial, "
+        "over every session of a resumed "
         f"search); the last session took {r.seconds / 60:.1f} minutes with the sparsity curve and the "
         f"final check. Search on {c['n_tune']} prompts of "
         f"`{c['harmful']}` and {c['n_benign']} of `{c['benign']}` with {c['search_tokens']}-token replies; "
