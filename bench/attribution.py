@@ -27,8 +27,8 @@ import torch
 from common import cpu_name
 from neurogate import prompts
 from neurogate.discovery.attribution import AttributionConfig, attribute, prompt_ids
-from neurogate.discovery.attribution_check import self_check, target_logprob
 from neurogate.discovery.circuit import Circuit, Neuron
+from neurogate.evaluation.attribution_check import self_check, target_logprob
 from neurogate.models.loading import LoadedModel, load_model
 from neurogate.steering.registry import make
 

@@ -10,9 +10,9 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from neurogate.discovery.attribution import AttributionConfig, attribute
-from neurogate.discovery.attribution_check import compare, load_circuit, self_check, target_logprob
 from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError, UnsupportedArchitectureError
+from neurogate.evaluation.attribution_check import compare, load_circuit, self_check, target_logprob
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_lm
 from neurogate.steering.fold import fold

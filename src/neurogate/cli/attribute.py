@@ -82,7 +82,7 @@ def attribute(
     """
     from neurogate.discovery.attribution import AttributionConfig
     from neurogate.discovery.attribution import attribute as run_attribution
-    from neurogate.discovery.attribution_check import compare, load_circuit, self_check
+    from neurogate.evaluation.attribution_check import compare, load_circuit, self_check
 
     config = AttributionConfig(
         top_k=top_k,

@@ -10,7 +10,7 @@ input of each layer's down-projection, the site contrastive attribution records)
 summed over every position of the input (``position="all"``, the default: the same positions a steer
 changes) or at the last prompt position only (``position="last"``). The top ``k`` neurons become a
 :class:`~neurogate.discovery.circuit.Circuit`, so the result steers, folds and exports like any circuit.
-:mod:`neurogate.discovery.attribution_check` measures it (the ablation self-check, the comparison with a
+:mod:`neurogate.evaluation.attribution_check` measures it (the ablation self-check, the comparison with a
 contrastive circuit).
 """
 

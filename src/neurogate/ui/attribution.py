@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from neurogate.discovery.attribution import Attribution, AttributionConfig, attribute, decode, rank_key
-from neurogate.discovery.attribution_check import compare, self_check
 from neurogate.errors import ConfigError, NeurogateError
+from neurogate.evaluation.attribution_check import compare, self_check
 from neurogate.models.loading import LoadedModel
 from neurogate.ui.catalog import Catalog
 from neurogate.ui.live import MAX_PROMPT_CHARS, LiveSteering
