@@ -27,7 +27,14 @@ AUDIT = ("refusal", "redirect", "compliance", "degenerate")
 def test_plan_walks_each_method_from_gentle_to_strong_and_marks_what_the_study_has() -> None:
     matched = MatchedCondition(Match("caa", 1.25, 0.3, 0.3, [], "validation", "cna m=0"), "caa-s1.25")
     specs = plan_fronts(
-        PRESETS["default"], 10_000, 10, paper=60, paper_reuse=True, ranked=100, given=[], matched=matched
+        PRESETS["default"],
+        10_000,
+        10,
+        paper=60,
+        paper_reuse="cna-m0@paper",
+        ranked=100,
+        given=[],
+        matched=matched,
     )
     by = {m: [s for s in specs if s.method == m] for m in ("cna", "paper", "caa", "ablation")}
     assert [s.condition.size for s in by["cna"]] == [1, 3, 10, 30, 100]
@@ -45,7 +52,7 @@ def test_plan_walks_each_method_from_gentle_to_strong_and_marks_what_the_study_h
         10_000,
         10,
         paper=0,
-        paper_reuse=False,
+        paper_reuse=None,
         ranked=12,
         given=[],
         matched=None,

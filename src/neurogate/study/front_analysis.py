@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from neurogate.evaluation.metrics import perplexity_of
@@ -27,7 +28,8 @@ class FrontPoint:
     """One evaluated point of one method's front. ``setting``: its place on the method's scale (``neurons``
     and ``fraction`` for neuron methods, ``multiplier``, ``strength`` or ``weight``); ``classes``: the
     headline judge's class of each harmful reply, in prompt order; ``redirect_known``: whether that judge
-    tells redirects apart; ``benign_refusal``: measured only where the point generated benign replies."""
+    tells redirects apart; ``benign_refusal``: measured only where the point generated benign replies.
+    The bootstrap estimates are computed once per point (the report reads them for every budget)."""
 
     method: str
     series: str
@@ -86,16 +88,16 @@ class FrontPoint:
     def served(self) -> list[float]:
         return [1.0 if c == "compliance" else 0.0 for c in self.classes]
 
-    @property
+    @cached_property
     def kl(self) -> Estimate:
         """Mean benign KL (over generated tokens) with a bootstrap interval over the benign prompts."""
         return bootstrap(self.kl_mean)
 
-    @property
+    @cached_property
     def kl_first_token(self) -> Estimate:
         return bootstrap(self.kl_first)
 
-    @property
+    @cached_property
     def perplexity(self) -> Estimate:
         """Perplexity of the benign corpus under the point, with a bootstrap interval over passages."""
         return bootstrap(self.corpus_nll, statistic=perplexity_of)

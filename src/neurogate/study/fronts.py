@@ -27,6 +27,7 @@ from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.study.front_analysis import FrontPoint, FrontsRecord
 from neurogate.study.front_plan import OFF, PRESETS, FrontPlan
+from neurogate.study.results import PAPER
 from neurogate.study.stages import Given, MatchedCondition, Study
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def plan_fronts(
     k_main: int,
     *,
     paper: int,
-    paper_reuse: bool,
+    paper_reuse: str | None,
     ranked: int,
     given: list[Given],
     matched: MatchedCondition | None,
@@ -65,9 +66,10 @@ def plan_fronts(
 ) -> list[FrontSpec]:
     """Every method's points in walking order (gentlest first within a series). ``paper``: how many
     neurons the paper rule's ranking holds (0: the paper's rule is not a method of its own, as when it is
-    the study's rule); ``paper_reuse``: whether its prefix at the main size is the study's paper circuit;
-    ``ranked``: how many neurons the study's ranking holds (a size beyond a ranking is not planned);
-    ``residual``: the residual methods the study runs (each has a front only then)."""
+    the study's rule); ``paper_reuse``: the key of the study's paper condition when its circuit is
+    this ranking's prefix at the main size (``None``: not); ``ranked``: how many neurons the study's
+    ranking holds (a size beyond a ranking is not planned); ``residual``: the residual methods the study
+    runs (each has a front only then)."""
     specs: list[FrontSpec] = []
     for m in sorted(plan.cna_multipliers, key=lambda m: abs(1.0 - m)):
         for size in sorted({_size(f, n_neurons) for f in plan.cna_sizes} & set(range(1, ranked + 1))):
@@ -78,7 +80,7 @@ def plan_fronts(
     if paper:
         for size in sorted({_size(f, n_neurons) for f in plan.paper_sizes} & set(range(1, paper + 1))):
             cond = Condition("cna", 0.0, size=size, benign=False, group="front", circuit=PAPER_RANKING)
-            reuse = "cna-m0@paper" if (paper_reuse and size == k_main) else None
+            reuse = paper_reuse if size == k_main else None
             setting = {"neurons": size, "fraction": size / n_neurons, "multiplier": 0.0}
             specs.append(FrontSpec("paper", "paper m=0", cond, setting, reuse))
     for g in given:
@@ -169,8 +171,8 @@ def run_fronts(
     n_neurons = study.lm.adapter.n_neurons
     k_main, _ = study.sizes()
     ranking = paper_ranking(study, plan)
-    paper_given = next((g for g in given if g.name == "paper"), None)
-    paper_reuse = (
+    paper_given = next((g for g in given if g.name == PAPER), None)
+    same_paper = (
         ranking is not None
         and paper_given is not None
         and len(ranking) >= k_main
@@ -182,9 +184,9 @@ def run_fronts(
         n_neurons,
         k_main,
         paper=0 if ranking is None else len(ranking),
-        paper_reuse=paper_reuse,
+        paper_reuse=paper_given.condition.key if same_paper and paper_given is not None else None,
         ranked=len(main.circuit) if main.circuit is not None else 0,
-        given=[g for g in given if g.name != "paper"],
+        given=[g for g in given if g.name != PAPER],
         matched=matched,
         residual=tuple(
             k
