@@ -171,3 +171,36 @@ def test_dropping_finished_rows_matches_transformers_generate(family: str) -> No
         assert ours == theirs
         lengths = {len(r) for r in ours}
         assert len(lengths) >= 2 and min(lengths) < 16  # rows really left the batch at different steps
+
+
+def test_packed_reads_the_strides_of_size_one_dimensions() -> None:
+    # a one-row view of the last position is "contiguous" to torch, not to oneDNN (its slow path)
+    view = torch.zeros(1, 25, 16)[:, -1:, :]
+    assert view.is_contiguous()
+    assert not generation.packed(view)
+    assert generation.packed(view.clone(memory_format=torch.contiguous_format))
+    assert generation.packed(torch.zeros(3, 4, 5))
+    assert not generation.packed(torch.zeros(3, 4, 5)[:, -2:, :])
+
+
+def test_contiguous_head_hands_the_head_a_packed_copy_of_a_one_row_view() -> None:
+    lm = tiny_lm("qwen2")
+    head = lm.model.get_output_embeddings()
+    hooks_before = len(head._forward_pre_hooks)
+    seen: list[bool] = []
+
+    def probe(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append(generation.packed(args[0]))
+
+    view = torch.randn(1, 7, head.in_features, dtype=head.weight.dtype)[:, -1:, :]
+    with generation.contiguous_head(lm):
+        # pre-hooks run in the order they were registered: the probe sees what the head gets
+        handle = head.register_forward_pre_hook(probe)
+        inside = head(view)
+        handle.remove()
+    handle = head.register_forward_pre_hook(probe)
+    outside = head(view)
+    handle.remove()
+    assert seen == [True, False]
+    torch.testing.assert_close(inside, outside, rtol=0, atol=0)
+    assert len(head._forward_pre_hooks) == hooks_before
