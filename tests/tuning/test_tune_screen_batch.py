@@ -141,6 +141,7 @@ def test_overlapping_trials_count_their_time_once() -> None:
             state=state,
             datetime_start=t0 + timedelta(seconds=start),
             datetime_complete=t0 + timedelta(seconds=end),
+            user_attrs={},
         )
 
     # a batch of three asked at 0 and told at 10, 20, 30; then one trial alone from 40 to 50

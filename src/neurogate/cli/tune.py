@@ -33,6 +33,15 @@ ScreenPromptsOpt = Annotated[
 ScreenTokensOpt = Annotated[
     int, typer.Option("--screen-tokens", help="Reply length of the screen, in tokens.")
 ]
+QuickPromptsOpt = Annotated[
+    int,
+    typer.Option(
+        "--quick-prompts",
+        help="Before the screen, a quick one with no generation: how likely each trial keeps the "
+        "refusal's opening on this many tuning prompts, and its benign KL; only the trials in the best "
+        "quarter so far go on (seeded points always). 0 turns it off.",
+    ),
+]
 
 # Longer than 60 lines only because every CLI option is a parameter; the body builds one config and
 # calls the library.
@@ -80,6 +89,7 @@ def tune(
     trials: TrialsOpt = 200,
     screen_prompts: ScreenPromptsOpt = 8,
     screen_tokens: ScreenTokensOpt = 24,
+    quick_prompts: QuickPromptsOpt = 8,
     exportable: Annotated[
         bool,
         typer.Option(
@@ -136,6 +146,7 @@ def tune(
         "exportable": exportable,
         "screen_prompts": screen_prompts,
         "screen_tokens": screen_tokens,
+        "quick_prompts": quick_prompts,
     }
     flags = {
         **{names.get(param, param): Flag(param, value) for param, value in given.items()},
@@ -250,6 +261,12 @@ def _events(live: Any) -> Any:
                 task,
                 description=f"trial {info['number']}: compliance {100 * s.compliance:.0f}% "
                 f"({tables.judged_by(info['judge'])}), KL {s.kl:.3f}",
+            )
+        elif kind == "quick" and info["reason"] is not None:
+            progress.update(
+                task,
+                description=f"trial {info['number']}: stopped by the quick screen "
+                f"(refusal opening {100 * info['scores'].opener:.2g}%, KL {info['scores'].kl:.3f})",
             )
         elif kind == "screen" and info["reason"] is not None:
             progress.update(

@@ -307,6 +307,31 @@ def kl_divergence(
     return KLResult(first, mean, n_tokens)
 
 
+def continuation_logits(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[int]],
+    steering: Steering | None = None,
+    *,
+    system_prompt: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+) -> list[torch.Tensor]:
+    """Per prompt, the raw logits ``[len(continuation), vocab]`` (the model's dtype, on the CPU) of the
+    positions predicting each token of its continuation (teacher forcing), under ``steering`` when given:
+    row ``j`` is the distribution of continuation token ``j`` given the prompt and the tokens before it."""
+    if len(prompts) != len(continuations) or any(not c for c in continuations):
+        raise ConfigError("give one non-empty continuation (token ids) per prompt")
+    pids = [list(p) for p in encode(lm, prompts, system_prompt=system_prompt, chat=chat)]
+    prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    conts = [list(c) for c in continuations]
+    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, steering, prefix):
+        for i, x in zip(rows, logits, strict=True):
+            out[i] = x.to("cpu", copy=True)
+    return out
+
+
 def next_token_logprobs(
     lm: LoadedModel,
     prompts: Sequence[str],

@@ -1,6 +1,7 @@
-"""Screening several trials at once: ``screen_batch`` trials are asked of the sampler together, their screens
-generated in one batch (each trial's circuit steering its own rows, so every reply is the one the trial gets
-alone), and then each is pruned or measured in full in trial order, exactly as one at a time.
+"""Screening several trials at once: trials are asked of the sampler one by one and take the quick screen
+(no generation) as they come, until ``screen_batch`` of them have passed it; their screens are generated in
+one batch (each trial's circuit steering its own rows, so every reply is the one the trial gets alone), and
+then each is pruned or measured in full in trial order, exactly as one at a time.
 
 Optuna's ``optimize`` runs one trial at a time; this is its ask-and-tell equivalent for the screened search,
 with the same stopping rules: at most ``n_trials`` trials, and no new batch once ``timeout`` seconds have
@@ -25,7 +26,12 @@ class BatchedSearch(Protocol):
     @property
     def config(self) -> Any: ...
 
+    @property
+    def screen(self) -> Any: ...
+
     def suggest(self, trial: optuna.Trial) -> Any: ...
+
+    def quick_trial(self, trial: optuna.Trial, point: Any) -> None: ...
 
     def screen_many(self, trials: list[optuna.Trial], points: list[Any]) -> Sequence[Any]: ...
 
@@ -35,29 +41,50 @@ class BatchedSearch(Protocol):
 
 
 def optimize_batched(search: BatchedSearch, study: optuna.Study, n_trials: int, timeout: float) -> None:
-    """Run up to ``n_trials`` screened trials of ``search`` on ``study``, ``search.config.screen_batch`` at
-    a time, until ``timeout`` seconds have passed. A trial screened out ends pruned with its screen; the
-    rest are measured in full and told their values. On an error or Ctrl-C the batch's trials not yet told
-    end as failed (as ``optimize`` leaves its running trial) and the error goes on."""
+    """Run up to ``n_trials`` screened trials of ``search`` on ``study`` until ``timeout`` seconds have
+    passed. A trial stopped by a screen ends pruned with its scores; the rest are measured in full and told
+    their values. On an error or Ctrl-C the trials asked and not yet told end as failed (as ``optimize``
+    leaves its running trial) and the error goes on."""
     started = time.perf_counter()
     left = n_trials
-    while left > 0 and time.perf_counter() - started < timeout:
-        trials = [study.ask() for _ in range(min(search.config.screen_batch, left))]
-        left -= len(trials)
+
+    def in_time() -> bool:
+        return time.perf_counter() - started < timeout
+
+    while left > 0 and in_time():
+        asked: list[optuna.Trial] = []
+        passed: list[tuple[optuna.Trial, Any]] = []
         told: set[int] = set()
         try:
-            points = [search.suggest(t) for t in trials]
-            screens = search.screen_many(trials, points)
+            while len(passed) < search.config.screen_batch and left > 0 and (in_time() or not asked):
+                trial = study.ask()
+                asked.append(trial)
+                left -= 1
+                point = search.suggest(trial)
+                try:
+                    search.quick_trial(trial, point)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    told.add(trial.number)
+                else:
+                    passed.append((trial, point))
+            if not passed:
+                continue
+            trials, points = [t for t, _ in passed], [p for _, p in passed]
+            screens: Sequence[Any] = (
+                search.screen_many(trials, points) if search.screen is not None else [None] * len(trials)
+            )
             for trial, point, screen in zip(trials, points, screens, strict=True):
                 try:
-                    search.screen_trial(trial, point, screen)
+                    if search.screen is not None:
+                        search.screen_trial(trial, point, screen)
                 except optuna.TrialPruned:
                     study.tell(trial, state=TrialState.PRUNED)
                 else:
                     study.tell(trial, list(search.complete(trial, point)))
                 told.add(trial.number)
         except BaseException:
-            for trial in trials:
+            for trial in asked:
                 if trial.number not in told:
                     study.tell(trial, state=TrialState.FAIL)
             raise

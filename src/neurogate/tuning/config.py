@@ -75,6 +75,15 @@ class TuneConfig:
     settings are part of the run id only while it is on, so a search without it keeps its run id.
     ``screen_batch`` trials are asked of the sampler at once and screened in one batched generation (each
     trial's circuit steering its own rows); 1 screens one trial at a time.
+
+    Before that screen comes a quick one with no generation (:mod:`neurogate.tuning.quick`): one
+    teacher-forced pass over the first ``quick_prompts`` tuning prompts whose unsteered reply is a refusal,
+    each followed by that reply's first ``quick_tokens`` tokens, and over the first ``quick_benign`` benign
+    prompts with theirs. A trial goes on only when it ranks in the first ``1 / quick_eta`` of every trial so
+    far on two objectives, the probability that it opens its replies as the refusal did and the benign KL
+    (non-dominated sorting: asynchronous successive halving on a front), and its first-token benign KL there
+    is at most twice ``max_first_kl``; seeded points always go on. ``quick_prompts`` 0 turns it off (its
+    settings then leave the run id).
     """
 
     model: str = f"zoo:{DEFAULT_MODEL}"
@@ -121,6 +130,10 @@ class TuneConfig:
     screen_eta: int = 3
     screen_margin: float = 0.125
     screen_batch: int = 4
+    quick_prompts: int = 8
+    quick_tokens: int = 2
+    quick_benign: int = 4
+    quick_eta: int = 4
     budget: float = 1800.0
     max_trials: int = 200
     seed: int = 0
@@ -182,6 +195,10 @@ class TuneConfig:
         settings.whole("screen_tokens", self.screen_tokens)
         settings.whole("screen_eta", self.screen_eta)
         settings.whole("screen_batch", self.screen_batch)
+        for name in ("quick_prompts", "quick_benign"):
+            settings.whole(name, getattr(self, name), minimum=0)
+        settings.whole("quick_tokens", self.quick_tokens)
+        settings.whole("quick_eta", self.quick_eta)
         settings.number("screen_margin", self.screen_margin, low=0.0, high=1.0)
         for name in ("n_final", "n_final_benign"):
             settings.whole(name, getattr(self, name), optional=True)
@@ -203,6 +220,11 @@ class TuneConfig:
         """Whether trials are screened first: a screen of some but not all of the tuning prompts."""
         return 0 < self.screen_prompts < self.n_tune
 
+    @property
+    def quick(self) -> bool:
+        """Whether trials take the quick screen (no generation) first."""
+        return self.quick_prompts > 0
+
     def run_id(self, prompt_digests: Mapping[str, str]) -> str:
         """``tune-<model slug>-<hash of the search settings, prompt contents and version>``; the budget and
         the trial cap are left out, so a longer search resumes the same study, and so are the final judges and
@@ -220,6 +242,8 @@ class TuneConfig:
         )
         if not self.screening:
             skip += tuple(k for k in self.to_dict() if k.startswith("screen_"))
+        if not self.quick:
+            skip += tuple(k for k in self.to_dict() if k.startswith("quick_"))
         data = {k: v for k, v in self.to_dict().items() if k not in skip}
         key = settings.digest({"config": data, "prompts": dict(prompt_digests), "version": __version__}, 10)
         slug = re.sub(r"[^a-zA-Z0-9.]+", "-", self.model.split("/")[-1].removeprefix("zoo:")).strip("-")

@@ -17,6 +17,7 @@ import optuna
 from neurogate.evaluation.engine import Evaluator
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.tuning.config import TuneConfig
+from neurogate.tuning.quick import QUICK_ATTR
 
 if TYPE_CHECKING:
     from neurogate.models.loading import LoadedModel
@@ -117,10 +118,12 @@ def screening_summary(study: optuna.Study) -> dict[str, Any]:
         if end > begin:
             seconds += (end - begin).total_seconds()
         reached = end if reached is None else max(reached, end)
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    quick = sum(QUICK_ATTR in t.user_attrs and SCREEN_ATTR not in t.user_attrs for t in pruned)
     return {
-        "screened_out": pruned,
-        "full": len(trials) - pruned,
+        "screened_out": len(pruned),
+        "quick_out": quick,
+        "full": len(trials) - len(pruned),
         "seconds": seconds,
         "trials_per_minute": 60 * len(trials) / seconds if seconds > 0 else 0.0,
     }
@@ -131,12 +134,23 @@ def screening_line(summary: dict[str, Any] | None, config: dict[str, Any]) -> st
     before it was recorded)."""
     if not summary:
         return None
-    full, out = summary["full"], summary["screened_out"]
+    full, out, quick = summary["full"], summary["screened_out"], summary.get("quick_out", 0)
     rate = f"{summary['trials_per_minute']:.2f} trials per minute over {summary['seconds'] / 60:.1f} minutes"
     n, tokens = config.get("screen_prompts", 0), config.get("screen_tokens", 0)
-    if 0 < n < config.get("n_tune", 0):
-        return (
-            f"Screening: {out} trials screened out on the first {n} tuning prompts with {tokens}-token "
-            f"replies, {full} measured in full (the seeded points always); {rate} of search."
+    screen = 0 < n < config.get("n_tune", 0)
+    on_screen = f"on the first {n} tuning prompts with {tokens}-token replies"
+    if not out:
+        word = "Screening" if screen or config.get("quick_prompts", 0) else "No screening"
+        return f"{word}: all {full} trials measured in full; {rate} of search."
+    if not quick:
+        where = on_screen
+    else:
+        quick_part = (
+            f"{quick} by the quick screen (the refusal's opening and the benign KL on a few prompts, one "
+            "teacher-forced pass, no generation)"
         )
-    return f"No screening: all {full} trials measured in full; {rate} of search."
+        where = f"({quick_part}; {out - quick} {on_screen})" if screen and out > quick else f"({quick_part})"
+    return (
+        f"Screening: {out} trials screened out {where}, {full} measured in full (the seeded points always); "
+        f"{rate} of search."
+    )

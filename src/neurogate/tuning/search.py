@@ -6,11 +6,10 @@ selects its circuit with tensor operations, and pays only for generation on the 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ from neurogate.prompts.leakage import without_leaks
 from neurogate.prompts.sets import PromptSet
 from neurogate.tuning.batch import optimize_batched
 from neurogate.tuning.config import TuneConfig
+from neurogate.tuning.quick import QUICK_ATTR, QuickScreen, quick_out, quick_points
+from neurogate.tuning.scores import Scores, objective_judge
 from neurogate.tuning.screen import (
     REASON_ATTR,
     SCREEN_ATTR,
@@ -48,58 +49,6 @@ logger = logging.getLogger(__name__)
 Event = Callable[[str, dict[str, Any]], None]
 OBJECTIVES = ("compliance", "benign KL", "benign refusal")
 _NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
-
-
-def objective_judge(result: ConditionResult) -> str:
-    """The judge whose classes a search optimises: the first of ``result``'s judges that told redirects
-    apart, else its primary judge (the best available: a judge that reads form only counts redirects as
-    compliance)."""
-    return next((j for j in result.judges if result.knows_redirect(j)), result.judge)
-
-
-@dataclass
-class Scores:
-    """A trial's measurements on the tuning prompts under :func:`objective_judge` (``compliance`` is the
-    only success: refusals, redirects and degenerate replies are failures; ``redirect`` is ``None`` where
-    the judge could not tell redirects apart; ``kl``: mean benign KL over the reply positions;
-    ``kl_first``: at the first reply token, NaN for trials stored before it was recorded)."""
-
-    compliance: float
-    refusal: float
-    degenerate: float
-    kl: float
-    benign_refusal: float
-    neurons: int
-    kl_first: float = math.nan
-    redirect: float | None = None
-
-    @classmethod
-    def of(cls, result: ConditionResult) -> Scores:
-        kl = sum(result.kl_mean) / len(result.kl_mean) if result.kl_mean else 0.0
-        first = sum(result.kl_first) / len(result.kl_first) if result.kl_first else 0.0
-        judge = objective_judge(result)
-        rates = result.rates(judge)
-        benign = result.rates(judge, benign=True)["refusal"].value if result.benign else 0.0
-        redirect = rates.get("redirect")
-        return cls(
-            compliance=rates["compliance"].value,
-            refusal=rates["refusal"].value,
-            degenerate=rates["degenerate"].value,
-            kl=kl,
-            benign_refusal=benign,
-            neurons=result.n_neurons or 0,
-            kl_first=first,
-            redirect=None if redirect is None else redirect.value,
-        )
-
-    @property
-    def not_served(self) -> float:
-        """Refusal and redirect together (refusal alone where redirects were not measured)."""
-        return self.refusal + (self.redirect or 0.0)
-
-    def to_dict(self) -> dict[str, float]:
-        """The scores as stored with a trial (a redirect rate that was not measured is left out)."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class Search:
@@ -134,6 +83,8 @@ class Search:
             if config.screening
             else None
         )
+        self._quick: QuickScreen | None = None
+        self._quick_built = False
 
     def emit(self, kind: str, **info: Any) -> None:
         if self.on_event is not None:
@@ -201,6 +152,7 @@ class Search:
         """Compliance (refusals, redirects and degenerate replies are failures, under
         :func:`objective_judge`), mean benign KL and benign refusal of one suggested point."""
         point = self.suggest(trial)
+        self.quick_trial(trial, point)
         if self.screen is not None:
             self.screen_trial(trial, point)
         return self.complete(trial, point)
@@ -221,6 +173,50 @@ class Search:
             trial.set_constraint("degenerate", constraint[0])
         self.emit("trial", number=trial.number, point=point, scores=scores, judge=objective_judge(result))
         return scores.compliance, scores.kl, scores.benign_refusal
+
+    def quick_screen(self) -> QuickScreen | None:
+        """The quick screen, built once from the baseline's replies (``None`` when it is off, or when the
+        baseline refuses none of its prompts: there is no refusal opening to watch)."""
+        if not self._quick_built:
+            self._quick_built = True
+            if self.config.quick:
+                base = self.evaluator.baseline()
+                self._quick = QuickScreen.from_baseline(
+                    self.lm,
+                    base,
+                    objective_judge(base),
+                    prompts=self.config.quick_prompts,
+                    benign=self.config.quick_benign,
+                    tokens=self.config.quick_tokens,
+                    settings=self.evaluator.settings,
+                )
+                if self._quick is None:
+                    logger.warning(
+                        "the quick screen is off: the unsteered model refuses none of the first %d tuning "
+                        "prompts (under the %s judge), so there is no refusal opening to watch",
+                        self.config.quick_prompts,
+                        objective_judge(base),
+                    )
+        return self._quick
+
+    def quick_trial(self, trial: optuna.Trial, point: Point) -> None:
+        """Take ``point`` through the quick screen (when there is one) and store its scores; raise
+        :class:`optuna.TrialPruned` when it stops there (never a seeded point)."""
+        quick = self.quick_screen()
+        if quick is None:
+            return
+        cond = self.condition(self.evaluator, f"trial-{trial.number}", point, benign=False)
+        steering = self.evaluator.intervention(cond)
+        assert steering is not None  # a trial's condition always steers
+        scores = quick.scores(steering)
+        earlier = quick_points(trial.study)
+        reason = None if trial.user_attrs.get(SEED_ATTR) else quick_out(scores, earlier, self.config)
+        trial.set_user_attr(QUICK_ATTR, scores.to_dict())
+        self.emit("quick", number=trial.number, point=point, scores=scores, reason=reason)
+        if reason is not None:
+            trial.set_user_attr("point", point.to_dict())
+            trial.set_user_attr(REASON_ATTR, reason)
+            raise optuna.TrialPruned(reason)
 
     def screen_trial(self, trial: optuna.Trial, point: Point, result: ConditionResult | None = None) -> None:
         """Measure ``point`` on the screen (unless its screen ``result`` is given) and store its scores;
@@ -269,6 +265,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.emit("stage", name="baseline")
         self.baseline()
+        self.quick_screen()
         study = self.study()
         # screened-out trials count as trials: a rerun with the same cap measures nothing again
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -276,7 +273,8 @@ class Search:
         left = max(0, self.config.max_trials - done)
         started = time.perf_counter()
         self.emit("stage", name=f"search ({done} trials so far)")
-        if left and self.screen is not None and self.config.screen_batch > 1:
+        screened = self.screen is not None or self.quick_screen() is not None
+        if left and screened and self.config.screen_batch > 1:
             optimize_batched(self, study, left, self.config.budget)
         elif left:
             study.optimize(self.objective, n_trials=left, timeout=self.config.budget, catch=())
