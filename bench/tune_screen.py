@@ -10,7 +10,9 @@ the search space is one position mode and two scorers (two seeded points, always
 the numbers time generation, not judging or statistics.
 
 Prints the CPU, the load average, each search's trials per minute and the ratio screened / unscreened.
-``--screen-batch K`` compares two screened searches instead: screens one trial at a time
+``--quick N`` compares two screened searches, with the quick screen on the first N prompts (no generation,
+:mod:`neurogate.tuning.quick`) against none, and prints the ratio. ``--screen-batch K`` compares two
+screened searches instead: screens one trial at a time
 (``screen_batch`` 1) against ``K`` trials screened in one batched generation, and prints the ratio
 batched / one at a time.
 
@@ -31,10 +33,15 @@ from common import cpu_name
 
 
 def search(
-    model: Any, args: argparse.Namespace, screen_prompts: int, root: Path, screen_batch: int = 1
+    model: Any,
+    args: argparse.Namespace,
+    screen_prompts: int,
+    root: Path,
+    screen_batch: int = 1,
+    quick_prompts: int = 0,
 ) -> dict[str, Any]:
     """One search of ``args.budget`` seconds with ``screen_prompts`` (0: off), ``screen_batch`` trials
-    screened at once; its screening summary."""
+    screened at once and the quick screen on ``quick_prompts`` (0: off); its screening summary."""
     from neurogate.tuning.config import TuneConfig
     from neurogate.tuning.screen import screening_summary
     from neurogate.tuning.search import Search
@@ -49,6 +56,7 @@ def search(
             "screen_tokens": args.screen_tokens,
             "screen_benign": args.screen_benign,
             "screen_batch": screen_batch,
+            "quick_prompts": quick_prompts,
             "positions": ["last"],
             "scorers": args.scorers.split(","),
             "universal_filter": False,
@@ -61,6 +69,7 @@ def search(
     s = Search(model, config, root)
     s.evidence("last")  # statistics and baselines before the clock
     s.baseline()
+    s.quick_screen()
     if s.screen is not None:
         s.screen.baseline()
     started = time.perf_counter()
@@ -69,6 +78,8 @@ def search(
     return {
         "screen_prompts": screen_prompts,
         "screen_batch": screen_batch,
+        "quick_prompts": quick_prompts,
+        "quick_on": s.quick_screen() is not None,
         "wall_s": time.perf_counter() - started,
         **summary,
     }
@@ -91,6 +102,12 @@ def main() -> None:
     parser.add_argument(
         "--screen-batch", type=int, default=0, help="compare screen_batch 1 against this many (0: off vs on)"
     )
+    parser.add_argument(
+        "--quick",
+        type=int,
+        default=0,
+        help="compare the quick screen on this many prompts (with the screen) against no quick screen",
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -105,12 +122,18 @@ def main() -> None:
     rows = []
     load = os.getloadavg()[0]
     # (screen prompts, screen batch) of the two searches: batched against one at a time, or on against off
-    runs = [(args.screen_prompts, args.screen_batch), (args.screen_prompts, 1)]
-    if not args.screen_batch:
-        runs = [(args.screen_prompts, TuneConfig().screen_batch), (0, 1)]
+    # (screen prompts, screen batch, quick prompts) of the two searches: batched against one at a time,
+    # quick screen on against off, or screening on against off
+    batch = TuneConfig().screen_batch
+    runs = [(args.screen_prompts, args.screen_batch, 0), (args.screen_prompts, 1, 0)]
+    if args.quick:
+        runs = [(args.screen_prompts, batch, args.quick), (args.screen_prompts, batch, 0)]
+    elif not args.screen_batch:
+        runs = [(args.screen_prompts, batch, 0), (0, 1, 0)]
     with tempfile.TemporaryDirectory() as tmp:
-        for n, k in runs:
-            rows.append(search(model, args, n, Path(tmp) / f"screen-{n}-{k}", screen_batch=k))
+        for n, k, q in runs:
+            root = Path(tmp) / f"screen-{n}-{k}-{q}"
+            rows.append(search(model, args, n, root, screen_batch=k, quick_prompts=q))
     on, off = rows
     ratio = on["trials_per_minute"] / off["trials_per_minute"] if off["trials_per_minute"] else float("nan")
     print(
@@ -122,11 +145,21 @@ def main() -> None:
         name = f"screen {row['screen_prompts']} prompts" if row["screen_prompts"] else "no screening"
         if args.screen_batch:
             name = f"screen batch {row['screen_batch']}"
+        if args.quick:
+            name = f"quick {row['quick_prompts']} prompts" if row["quick_prompts"] else "no quick screen"
+            if row["quick_prompts"] and not row["quick_on"]:
+                name += " (off: no refusal)"
         print(
             f"{name:>18}: {row['trials_per_minute']:.2f} trials/min ({row['full']} in full, "
-            f"{row['screened_out']} screened out, {row['seconds']:.0f} s of trials)"
+            f"{row['screened_out']} screened out, {row.get('quick_out', 0)} of them by the quick screen, "
+            f"{row['seconds']:.0f} s of trials)"
         )
-    print(f"ratio {'batched / one at a time' if args.screen_batch else 'screened / unscreened'}: {ratio:.2f}")
+    what = "screened / unscreened"
+    if args.screen_batch:
+        what = "batched / one at a time"
+    if args.quick:
+        what = "quick screen / none"
+    print(f"ratio {what}: {ratio:.2f}")
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu_name(), "rows": rows, "ratio": ratio}, indent=2))
 

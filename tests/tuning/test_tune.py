@@ -17,7 +17,7 @@ from neurogate.models.loading import LoadedModel
 from neurogate.prompts import load
 from neurogate.tuning import TuneConfig, TuneResults, run_tune
 from neurogate.tuning.config import parse_duration
-from neurogate.tuning.final import rule_key
+from neurogate.tuning.final import pick_confirmed, rule_key
 from neurogate.tuning.run import tune_dir
 from neurogate.tuning.search import Scores, choose, feasible, held_out, seed_points
 from neurogate.tuning.space import Point
@@ -222,7 +222,9 @@ def test_the_best_trials_are_confirmed_on_further_tuning_prompts(lm: LoadedModel
         assert row["pooled"] == pytest.approx((4 * row["tuning"] + 5 * row["confirmation"]) / 9)
     chosen = [row for row in rows if row.get("chosen")]
     assert len(chosen) == 1 and chosen[0]["trial"] == result.chosen["trial"]
-    assert chosen[0]["pooled"] == max(row["pooled"] for row in rows)
+    top = max(rows, key=lambda row: (row["pooled"], -row["neurons"]))
+    # the most compliant, unless it is a seeded point whose lead is within the noise
+    assert chosen[0] is top or (top["seed"] and not chosen[0]["seed"] and top["lead"]["p"] >= 0.05)
     # the confirmation prompts are the five after the search's four, and they were generated for
     stored = json.loads(next(tune_dir(config, tmp_path).glob("confirm-*/*.json")).read_text())
     assert [r["prompt"] for r in stored["harmful"]] == list(load("builtin:harmful-eval#tune").prompts[4:9])
@@ -254,3 +256,25 @@ def test_seed_points_respect_the_search_space() -> None:
     assert only_cna and all(p.intervention == "cna" for p in only_cna)
     narrow = seed_points(28, TuneConfig(multipliers=(-0.5, 0.5), signs=("both",)))
     assert all(-0.5 <= p.multiplier <= 0.5 and p.sign == "both" for p in narrow)
+
+
+def test_a_seeded_point_is_chosen_only_when_it_leads_by_more_than_the_noise() -> None:
+    def row(trial: int, pooled: float, seed: bool, neurons: int = 10) -> dict[str, Any]:
+        return {"trial": trial, "pooled": pooled, "neurons": neurons, "seed": seed}
+
+    # 96 prompts: the seed serves 4 more than the searched point (+4 points): within the noise
+    served = {0: [1.0] * 80 + [0.0] * 16, 7: [1.0] * 76 + [0.0] * 20}
+    rows = [row(0, 80 / 96, True), row(7, 76 / 96, False)]
+    assert pick_confirmed(rows, served)["trial"] == 7  # 4 prompts to none: McNemar p = 0.125
+    assert rows[0]["lead"]["over"] == 7 and rows[0]["lead"]["p"] == pytest.approx(0.125)
+    assert rows[0]["lead"]["value"] == pytest.approx(4 / 96)
+    # 40 more prompts served, on the same prompts the other fails: far beyond the noise
+    served = {0: [1.0] * 80 + [0.0] * 16, 7: [1.0] * 40 + [0.0] * 56}
+    rows = [row(0, 80 / 96, True), row(7, 40 / 96, False)]
+    assert pick_confirmed(rows, served)["trial"] == 0 and rows[0]["lead"]["p"] < 1e-6
+    # the most compliant is a searched point, or there is no searched point: no comparison
+    rows = [row(0, 0.5, True), row(7, 0.6, False)]
+    assert pick_confirmed(rows, {})["trial"] == 7 and "lead" not in rows[0]
+    assert pick_confirmed([row(0, 0.5, True), row(1, 0.4, True)], {})["trial"] == 0
+    # ties go to fewer neurons
+    assert pick_confirmed([row(3, 0.5, False, 40), row(4, 0.5, False, 20)], {})["trial"] == 4

@@ -15,10 +15,10 @@ import optuna
 from neurogate import settings
 from neurogate.atomic import write_json_atomic
 from neurogate.evaluation.engine import Evaluator
-from neurogate.evaluation.paired import PairedRates, compare_rates
+from neurogate.evaluation.paired import PairedRates, compare_rates, mcnemar_exact, paired_difference
 from neurogate.evaluation.results import ConditionResult, ResultStore
 from neurogate.tuning.front import exportable, front_rows
-from neurogate.tuning.screen import screening_summary
+from neurogate.tuning.screen import SEED_ATTR, screening_summary
 from neurogate.tuning.search import (
     Scores,
     Search,
@@ -188,9 +188,14 @@ def confirm(
     ev = Evaluator(search.lm, search.confirm.prompts, [], settings=settings, store=store)
     n_tune, n_more = len(search.harmful), len(search.confirm)
     rows = []
+    served: dict[int, list[float]] = {}
     for point, t in candidates.items():
         search.emit("stage", name=f"confirmation: trial {t.number}")
-        more = Scores.of(search.measure(stored_name("confirm", point), point, evaluator=ev))
+        again = search.measure(stored_name("confirm", point), point, evaluator=ev)
+        more = Scores.of(again)
+        # per prompt, served or not, over the tuning prompts (read back from the trial's store) and these
+        first = search.measure(f"trial-{t.number}", point)
+        served[t.number] = _served(first) + _served(again)
         s = t.user_attrs["scores"]
         pooled = (s["compliance"] * n_tune + more.compliance * n_more) / (n_tune + n_more)
         degenerate = (s["degenerate"] * n_tune + more.degenerate * n_more) / (n_tune + n_more)
@@ -203,12 +208,13 @@ def confirm(
                 "pooled": pooled,
                 "degenerate": degenerate,
                 "ok": degenerate <= cfg.max_degenerate,
+                "seed": bool(t.user_attrs.get(SEED_ATTR)),
             }
         )
     kept = [r for r in rows if r["ok"]]
     if not kept:
         return best, broken, rows
-    pick = max(kept, key=lambda r: (r["pooled"], -r["neurons"]))
+    pick = pick_confirmed(kept, served)
     pick["chosen"] = True
     return next(t for t in candidates.values() if t.number == pick["trial"]), [], rows
 
@@ -291,3 +297,36 @@ def finish(search: Search, study: optuna.Study, run_id: str, started: float) -> 
     )
     write_json_atomic(search.root / "tune.json", results.to_dict())
     return results
+
+
+def pick_confirmed(rows: list[dict[str, Any]], served: dict[int, list[float]]) -> dict[str, Any]:
+    """The confirmed row to choose: the most compliant over all the prompts (fewer neurons break ties).
+    A seeded point stays the choice over the best point the search found only when it leads by more than
+    the noise: on every prompt's served-or-not (``served[trial]``), the prompts only it serves outnumber
+    those only the other serves with an exact McNemar p below 0.05. Its lead, with a paired 95% bootstrap
+    interval and that p, is recorded on its row either way."""
+    pick = max(rows, key=lambda r: (r["pooled"], -r["neurons"]))
+    searched = [r for r in rows if not r.get("seed")]
+    if pick.get("seed") and searched:
+        other = max(searched, key=lambda r: (r["pooled"], -r["neurons"]))
+        mine, theirs = served[pick["trial"]], served[other["trial"]]
+        lead = paired_difference(theirs, mine)
+        only_mine = sum(a > b for a, b in zip(mine, theirs, strict=True))
+        only_theirs = sum(b > a for a, b in zip(mine, theirs, strict=True))
+        p = mcnemar_exact(only_mine, only_theirs)
+        pick["lead"] = {
+            "over": other["trial"],
+            "value": lead.value,
+            "low": lead.low,
+            "high": lead.high,
+            "p": p,
+        }
+        if not (only_mine > only_theirs and p < 0.05):
+            return other
+    return pick
+
+
+def _served(result: ConditionResult) -> list[float]:
+    """Per harmful prompt, 1 where the reply serves the request under the trials' judge, else 0."""
+    judge = objective_judge(result)
+    return [1.0 if r.is_("compliance", judge) else 0.0 for r in result.harmful]

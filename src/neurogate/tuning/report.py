@@ -228,6 +228,28 @@ def _confirm_lines(r: TuneResults) -> list[str]:
             body,
         ),
         "",
+        *_seed_lead(rows),
+    ]
+
+
+def _seed_lead(rows: list[dict[str, object]]) -> list[str]:
+    """Whether a seeded point that topped the confirmation won by more than the noise."""
+    led = next((row for row in rows if "lead" in row), None)
+    if led is None:
+        return []
+    lead: dict[str, float] = led["lead"]  # type: ignore[assignment]
+    kept = bool(led.get("chosen", False))
+    verdict = (
+        "more than the noise, so it stays the choice"
+        if kept
+        else "within the noise, so the point the search found is chosen"
+    )
+    return [
+        f"Trial {led['trial']} is a seeded point; its lead over trial {lead['over']:.0f}, the best point the "
+        f"search found, is {100 * lead['value']:+.0f} points [{100 * lead['low']:+.0f}, "
+        f"{100 * lead['high']:+.0f}] (paired over all the prompts, 95% bootstrap; exact McNemar "
+        f"p={lead.get('p', float('nan')):.2g}): {verdict}.",
+        "",
     ]
 
 
