@@ -39,7 +39,7 @@ QuickPromptsOpt = Annotated[
         "--quick-prompts",
         help="Before the screen, a quick one with no generation: how likely each trial keeps the "
         "refusal's opening on this many tuning prompts, and its benign KL; only the trials in the best "
-        "quarter so far go on (seeded points always). 0 turns it off.",
+        "eighth so far go on (seeded points always). 0 turns it off.",
     ),
 ]
 

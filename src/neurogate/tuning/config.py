@@ -128,12 +128,12 @@ class TuneConfig:
     screen_tokens: int = 24
     screen_benign: int = 4
     screen_eta: int = 3
-    screen_margin: float = 0.125
+    screen_margin: float = 0.0
     screen_batch: int = 4
     quick_prompts: int = 8
     quick_tokens: int = 2
     quick_benign: int = 4
-    quick_eta: int = 4
+    quick_eta: int = 8
     budget: float = 1800.0
     max_trials: int = 200
     seed: int = 0
