@@ -3,9 +3,9 @@
 A trial's circuit is steered through one teacher-forced pass over a few tuning prompts and benign prompts,
 each followed by the first ``quick_tokens`` tokens of the unsteered model's own reply. On the harmful
 prompts whose unsteered reply the trials' judge calls a refusal, it reads the probability that the steered
-model opens its reply with the same tokens ("I'm sorry, but"); on the benign prompts, the KL from the
+model opens its reply with the same tokens (by default two: "I'm"); on the benign prompts, the KL from the
 unsteered model at those positions. A circuit that leaves the refusal's opening as likely as before will not
-comply, so it stops here for about a fortieth of a full measurement's cost; what passes goes on to the
+comply, so it stops here for a few percent of a full measurement's cost; what passes goes on to the
 generated screen and the full measurement, which judge real replies (redirects included).
 """
 

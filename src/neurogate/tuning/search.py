@@ -175,11 +175,16 @@ class Search:
         return scores.compliance, scores.kl, scores.benign_refusal
 
     def quick_screen(self) -> QuickScreen | None:
-        """The quick screen, built once from the baseline's replies (``None`` when it is off, or when the
-        baseline refuses none of its prompts: there is no refusal opening to watch)."""
+        """The quick screen, built once from the baseline's replies (``None`` when it is off, when the
+        baseline refuses none of its prompts, or when the model thinks before it answers: there is then no
+        refusal opening to watch)."""
         if not self._quick_built:
             self._quick_built = True
-            if self.config.quick:
+            thinks = self.evaluator.thinking is not None and self.evaluator.thinking.active
+            if self.config.quick and thinks:
+                # the reply opens with its thinking, not with the answer a refusal is read from
+                logger.warning("the quick screen is off: %s thinks before it answers", self.lm.spec)
+            elif self.config.quick:
                 base = self.evaluator.baseline()
                 self._quick = QuickScreen.from_baseline(
                     self.lm,
