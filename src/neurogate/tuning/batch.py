@@ -1,5 +1,6 @@
 """Screening several trials at once: trials are asked of the sampler one by one and take the quick screen
-(no generation) as they come, until ``screen_batch`` of them have passed it; their screens are generated in
+(no generation) as they come, until ``screen_batch`` of them have passed it (or ``screen_batch * quick_eta``
+have been tried, so that no passed trial waits long); their screens are generated in
 one batch (each trial's circuit steering its own rows, so every reply is the one the trial gets alone), and
 then each is pruned or measured in full in trial order, exactly as one at a time.
 
@@ -56,7 +57,15 @@ def optimize_batched(search: BatchedSearch, study: optuna.Study, n_trials: int, 
         passed: list[tuple[optuna.Trial, Any]] = []
         told: set[int] = set()
         try:
-            while len(passed) < search.config.screen_batch and left > 0 and (in_time() or not asked):
+            # gather until a batch has passed the quick screen, or a batch's worth of its share has been
+            # tried (``screen_batch * quick_eta``): passed trials, seeded points among them, never wait long
+            most = search.config.screen_batch * search.config.quick_eta
+            while (
+                len(passed) < search.config.screen_batch
+                and len(asked) < most
+                and left > 0
+                and (in_time() or not asked)
+            ):
                 trial = study.ask()
                 asked.append(trial)
                 left -= 1
