@@ -247,3 +247,19 @@ def test_a_model_that_thinks_first_has_no_quick_screen(tmp_path: Path, caplog: A
     search = Search(thinker, TuneConfig.from_mapping({**SMALL, "model": "tiny:qwen2"}), tmp_path)
     assert search.quick_screen() is None
     assert "the quick screen is off" in caplog.text and "thinks before it answers" in caplog.text
+
+
+def test_a_passed_trial_waits_for_at_most_a_batchs_worth_of_quick_screens(
+    lm: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _every_reply_refuses(monkeypatch)
+    monkeypatch.setattr("neurogate.tuning.search.quick_out", lambda *a: "stopped (test)")
+    # batches of 2 with quick_eta 2: at most 4 quick screens before what passed goes on
+    config = TuneConfig.from_mapping({**SMALL, "max_trials": 9, "screen_batch": 2, "quick_eta": 2})
+    run_tune(config, tmp_path, lm=lm)
+    root = tune_dir(config, tmp_path)
+    trials = optuna.load_study(study_name="neurogate-tune", storage=f"sqlite:///{root / 'study.db'}").trials
+    assert len(trials) == 9 and trials[0].state == optuna.trial.TrialState.COMPLETE
+    # the seeded point was measured in full before the fifth trial was asked, not after all nine
+    assert trials[0].datetime_complete is not None and trials[4].datetime_start is not None
+    assert trials[0].datetime_complete <= trials[4].datetime_start
