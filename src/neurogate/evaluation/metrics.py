@@ -247,6 +247,22 @@ def _teacher_forced(
         yield rows, logits
 
 
+def _gathered(
+    lm: LoadedModel,
+    pids: Sequence[Sequence[int]],
+    conts: Sequence[Sequence[int]],
+    batch_size: int,
+    steering: Steering | None,
+    prefix: int,
+) -> list[torch.Tensor]:
+    """:func:`_teacher_forced`'s logits back in row order, each copied to the CPU."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(pids)
+    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, steering, prefix):
+        for i, x in zip(rows, logits, strict=True):
+            out[i] = x.to("cpu", copy=True)
+    return out
+
+
 def kl_reference(
     lm: LoadedModel,
     prompts: Sequence[str],
@@ -259,11 +275,7 @@ def kl_reference(
 ) -> KLReference:
     """The unsteered logits :func:`kl_divergence` compares against, for reuse across interventions."""
     pids, conts, prefix = _kl_inputs(lm, prompts, replies, n_tokens, system_prompt, chat)
-    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, None, prefix):
-        for i, x in zip(rows, logits, strict=True):
-            out[i] = x.to("cpu", copy=True)
-    return KLReference(out, n_tokens)
+    return KLReference(_gathered(lm, pids, conts, batch_size, None, prefix), n_tokens)
 
 
 def kl_divergence(
@@ -324,12 +336,8 @@ def continuation_logits(
         raise ConfigError("give one non-empty continuation (token ids) per prompt")
     pids = [list(p) for p in encode(lm, prompts, system_prompt=system_prompt, chat=chat)]
     prefix = template_prefix(lm, system_prompt=system_prompt, chat=chat)
-    out: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
     conts = [list(c) for c in continuations]
-    for rows, logits in _teacher_forced(lm, pids, conts, batch_size, steering, prefix):
-        for i, x in zip(rows, logits, strict=True):
-            out[i] = x.to("cpu", copy=True)
-    return out
+    return _gathered(lm, pids, conts, batch_size, steering, prefix)
 
 
 def next_token_logprobs(
