@@ -21,24 +21,9 @@ from neurogate.tuning.final import pick_confirmed, rule_key
 from neurogate.tuning.run import tune_dir
 from neurogate.tuning.search import Scores, choose, feasible, held_out, seed_points
 from neurogate.tuning.space import Point
+from tuning.small import BASE
 
-SMALL: dict[str, Any] = {
-    "model": "tiny:llama",
-    "n_tune": 4,
-    "n_benign": 2,
-    "n_final": 3,
-    "n_final_benign": 2,
-    "max_trials": 3,
-    "search_tokens": 3,
-    "final_tokens": 4,
-    "cap": 0.05,
-    "min_fraction": 0.005,
-    "universal_filter": False,
-    "budget": "5m",
-    "evaluation": {"batch_size": 4},
-    "final_judges": ["keyword"],
-    "n_confirm": 2,
-}
+SMALL: dict[str, Any] = {**BASE, "n_final": 3, "max_trials": 3, "final_tokens": 4, "n_confirm": 2}
 
 
 def test_durations() -> None:

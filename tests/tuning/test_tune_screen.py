@@ -19,31 +19,10 @@ from neurogate.tuning import TuneConfig, run_tune
 from neurogate.tuning.run import tune_dir
 from neurogate.tuning.screen import REASON_ATTR, SCREEN_ATTR, ScreenScores, screen_bar, screen_out
 from neurogate.tuning.search import Scores, Search, choose, pareto
+from tuning.small import BASE, LOOSE, ONE_RULE, SCREEN
 
 # one scorer at one position mode: a single seeded point, so the later trials are sampled (and screened)
-SMALL: dict[str, Any] = {
-    "model": "tiny:llama",
-    "n_tune": 4,
-    "n_benign": 2,
-    "n_final": 2,
-    "n_final_benign": 2,
-    "max_trials": 4,
-    "search_tokens": 3,
-    "final_tokens": 3,
-    "cap": 0.05,
-    "min_fraction": 0.005,
-    "universal_filter": False,
-    "budget": "5m",
-    "evaluation": {"batch_size": 4},
-    "final_judges": ["keyword"],
-    "n_confirm": 0,
-    "scorers": ["direction"],
-    "positions": ["last"],
-    "screen_prompts": 2,
-    "screen_tokens": 2,
-    "screen_benign": 1,
-}
-LOOSE = {"max_kl": 1e9, "max_first_kl": 1e9, "max_benign_increase": 1.0, "max_degenerate": 1.0}
+SMALL: dict[str, Any] = {**BASE, **ONE_RULE, **SCREEN, "max_trials": 4}
 
 
 def _states(root: Path) -> list[optuna.trial.FrozenTrial]:

@@ -18,25 +18,15 @@ from neurogate.models.loading import LoadedModel
 from neurogate.tuning import TuneConfig, batch
 from neurogate.tuning.screen import REASON_ATTR, SCREEN_ATTR, screening_summary
 from neurogate.tuning.search import Search
+from tuning.small import BASE, ONE_RULE, SCREEN
 
 SMALL: dict[str, Any] = {
-    "model": "tiny:llama",
-    "n_tune": 4,
-    "n_benign": 2,
+    **BASE,
+    **ONE_RULE,
+    **SCREEN,
     "max_trials": 6,
-    "search_tokens": 3,
-    "cap": 0.05,
-    "min_fraction": 0.005,
-    "universal_filter": False,
-    "budget": "5m",
-    "evaluation": {"batch_size": 4, "judges": ["keyword"]},
-    "final_judges": ["keyword"],
-    "n_confirm": 0,
-    "scorers": ["direction"],
-    "positions": ["last"],
-    "screen_prompts": 2,
     "screen_tokens": 3,
-    "screen_benign": 1,
+    "evaluation": {"batch_size": 4, "judges": ["keyword"]},
 }
 
 

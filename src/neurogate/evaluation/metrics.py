@@ -100,8 +100,15 @@ def _continuation_logits(
     return [logits[row, width - 1 - len(cont) : width - 1] for row, cont in enumerate(cont_ids)]
 
 
-def _logprobs(logits: torch.Tensor) -> torch.Tensor:
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the last (vocabulary) dimension, in float32 whatever the model's dtype."""
     return torch.log_softmax(logits.float(), dim=-1)
+
+
+def token_kl(reference: torch.Tensor, steered: torch.Tensor) -> torch.Tensor:
+    """KL(reference || steered) at each position, from two ``[positions, vocab]`` log-probability tensors
+    (clamped at 0: rounding can make a near-zero KL slightly negative)."""
+    return (reference.exp() * (reference - steered)).sum(-1).clamp(min=0)
 
 
 def _continuation_logprobs(
@@ -111,7 +118,7 @@ def _continuation_logprobs(
     prefix: int = 0,
 ) -> list[torch.Tensor]:
     """Per row, float32 log-probabilities ``[len(cont), vocab]`` (see :func:`_continuation_logits`)."""
-    return [_logprobs(x) for x in _continuation_logits(lm, prompt_ids, cont_ids, prefix)]
+    return [log_probs(x) for x in _continuation_logits(lm, prompt_ids, cont_ids, prefix)]
 
 
 def _maybe(steering: Steering | None) -> contextlib.AbstractContextManager[Any]:
@@ -313,8 +320,7 @@ def kl_divergence(
     mean = [0.0] * len(prompts)
     for rows, logits in _teacher_forced(lm, pids, conts, batch_size, steering, prefix):
         for i, x in zip(rows, logits, strict=True):
-            b, s = _logprobs(ref.logits[i]), _logprobs(x.to("cpu"))
-            kl = (b.exp() * (b - s)).sum(-1).clamp(min=0)
+            kl = token_kl(log_probs(ref.logits[i]), log_probs(x.to("cpu")))
             first[i], mean[i] = float(kl[0]), float(kl.mean())
     return KLResult(first, mean, n_tokens)
 

@@ -36,7 +36,7 @@ import torch
 from neurogate.discovery.capture import CaptureOptions, capture_values
 from neurogate.discovery.directions import ResidualDirections
 from neurogate.errors import ConfigError
-from neurogate.evaluation.metrics import next_token_logprobs
+from neurogate.evaluation.metrics import next_token_logprobs, token_kl
 from neurogate.models.loading import LoadedModel
 from neurogate.steering.residual import ablate_direction, add_vector
 
@@ -106,7 +106,7 @@ def refusal_score(logprobs: torch.Tensor, tokens: Sequence[int]) -> float:
 
 
 def _kl(base: torch.Tensor, other: torch.Tensor) -> float:
-    return float((base.exp() * (base - other)).sum(-1).clamp(min=0).mean())
+    return float(token_kl(base, other).mean())
 
 
 def candidate_directions(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from neurogate.evaluation.metrics import Steering, continuation_logits
+from neurogate.evaluation.metrics import Steering, continuation_logits, log_probs, token_kl
 from neurogate.evaluation.results import ConditionResult
 from neurogate.evaluation.settings import EvalSettings
 from neurogate.models.loading import LoadedModel
@@ -52,10 +52,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _logprobs(logits: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.float(), dim=-1)
-
-
 class QuickScreen:
     """The quick screen's fixed half, computed once from the unsteered replies: which prompts, which
     opening tokens, and the unsteered logits the benign KL compares against."""
@@ -79,7 +75,7 @@ class QuickScreen:
         # the KL's positions: the first predicts the reply's first token; each later one reads the reply's
         # tokens before it (a dummy last token makes ``len(reply)`` predicting positions)
         self.benign_conts = [[*list(r)[: self.tokens - 1], 0] for r in benign_replies]
-        self.reference = [_logprobs(x) for x in self._logits(None, benign_only=True)]
+        self.reference = [log_probs(x) for x in self._logits(None, benign_only=True)]
 
     @property
     def tokens(self) -> int:
@@ -135,11 +131,11 @@ class QuickScreen:
         n = len(self.harmful)
         opener = []
         for x, tokens in zip(logits[:n], self.openers, strict=True):
-            lp = _logprobs(x)
+            lp = log_probs(x)
             opener.append(math.exp(float(lp[torch.arange(len(tokens)), torch.tensor(tokens)].sum())))
         kl, first = [], []
         for x, ref in zip(logits[n:], self.reference, strict=True):
-            d = (ref.exp() * (ref - _logprobs(x))).sum(-1).clamp(min=0)
+            d = token_kl(ref, log_probs(x))
             kl.append(float(d.mean()))
             first.append(float(d[0]))
         return QuickScores(_mean(opener), _mean(kl), _mean(first))
