@@ -10,16 +10,24 @@ from typing import Any
 import numpy as np
 import pytest
 
+from neurogate.discovery.circuit import Circuit, Neuron
 from neurogate.errors import ConfigError
 from neurogate.evaluation.calibration import transfer
+from neurogate.evaluation.conditions import Condition
 from neurogate.evaluation.matching import Match
 from neurogate.evaluation.results import ResultStore
 from neurogate.models.loading import LoadedModel
 from neurogate.study import StudyConfig, StudyResults, run_study
-from neurogate.study.front_analysis import FrontPoint, FrontsRecord, budget_leads, pareto
+from neurogate.study.front_analysis import (
+    FrontPoint,
+    FrontsRecord,
+    budget_leads,
+    neurons_against_residual,
+    pareto,
+)
 from neurogate.study.front_plan import PRESETS
 from neurogate.study.fronts import PAPER_RANKING, plan_fronts, saturated
-from neurogate.study.stages import MatchedCondition
+from neurogate.study.stages import Given, MatchedCondition
 
 AUDIT = ("refusal", "redirect", "compliance", "degenerate")
 
@@ -66,6 +74,30 @@ def test_plan_walks_each_method_from_gentle_to_strong_and_marks_what_the_study_h
         "cna m=0",
         "cna m=-1",
     ]
+
+
+def test_a_given_circuit_is_walked_over_shares_of_its_recorded_intervention() -> None:
+    """m_f = 1 + f (m - 1): half as far from unsteered at f = 0.5, the recorded point (the study's own
+    condition, reused) at f = 1, half as far again at 1.5; gentlest first."""
+    neurons = [Neuron(0, i, 1.0, 1.0, 1.0, 0.0) for i in range(4)]
+    tuned = Circuit(neurons, {"spec": "tiny:llama"})
+    given = Given(
+        "tuned", "tuned.json", "0" * 64, tuned, Condition("cna", -2.0, group="given", circuit="tuned")
+    )
+    specs = [
+        s
+        for s in plan_fronts(
+            PRESETS["default"], 10_000, 10, paper=0, paper_reuse=None, ranked=0, given=[given], matched=None
+        )
+        if s.method == "tuned"
+    ]
+    assert [s.condition.value for s in specs] == [-0.5, -2.0, -3.5]
+    assert [s.setting["scale"] for s in specs] == [0.5, 1.0, 1.5]
+    assert [s.reuse for s in specs] == [None, "cna-m-2@tuned", None]
+    assert all(
+        s.condition.circuit == "tuned" and s.series == "tuned" and not s.condition.benign for s in specs
+    )
+    assert all(s.setting["neurons"] == 4 and s.setting["fraction"] == 4 / 10_000 for s in specs)
 
 
 def test_fronts_settings_are_checked() -> None:
@@ -116,6 +148,30 @@ def test_budget_leads_name_the_best_method_within_each_kl_budget() -> None:
     assert paired is not None and paired.value == pytest.approx(0.2) and paired.low <= 0.2 <= paired.high
     assert leads[0.5].leader == "ablation"
     assert budget_leads(record, {"cna-2": 0.5})[2].leader == "ablation"  # ranked by the value given
+
+
+def test_the_best_neuron_circuit_is_set_against_the_best_residual_method_per_budget() -> None:
+    record = FrontsRecord(
+        "default",
+        20,
+        "keyword",
+        [
+            _point("cna", "cna-1", 0.01, 8),
+            _point("tuned", "tuned-1", 0.03, 17),
+            _point("ablation", "abl-1", 0.03, 14),
+            _point("caa", "caa-1", 0.3, 20),
+        ],
+    )
+    by = {m.budget: m for m in neurons_against_residual(record)}
+    assert by[0.02].neurons == ("cna-1", 0.4) and by[0.02].residual is None and by[0.02].lead is None
+    assert by[0.05].neurons == ("tuned-1", 0.85) and by[0.05].residual == ("abl-1", 0.7)
+    assert by[0.05].lead == pytest.approx(0.15)  # neurons minus residual, whichever leads
+    paired = by[0.05].paired
+    assert paired is not None and paired.value == pytest.approx(0.15) and paired.low <= 0.15 <= paired.high
+    assert by[0.5].residual == ("caa-1", 1.0) and by[0.5].lead == pytest.approx(-0.15)
+    # ranked by the value given (e.g. calibrated): a point can lose its place to one that served less judged
+    calibrated = neurons_against_residual(record, {"tuned-1": 0.3})
+    assert calibrated[1].neurons == ("cna-1", 0.4) and calibrated[1].lead == pytest.approx(0.4 - 0.7)
 
 
 def test_transferred_calibration_covers_the_truth_when_the_judge_errs_alike() -> None:
@@ -180,6 +236,7 @@ def test_study_traces_every_methods_front_reuses_its_points_and_reports_them(
     report = (run_dir / "report.md").read_text()
     assert "## Fronts: compliance against damage" in report
     assert "mean benign KL budget" in report and "judge only, uncalibrated" in report
+    assert "best neuron circuit (served)" in report and "best residual-stream method (served)" in report
     assert "Served vs damage" in (run_dir / "report.html").read_text()
     assert [i["key"] for k, i in events if k == "front"] == [p.key for p in fronts.points]
     # results round-trip, and a rerun reads every point back

@@ -542,6 +542,11 @@ def test_given_circuit_is_evaluated_at_its_recorded_intervention(tiny_dir: Path,
     cond = results.conditions[given.key]
     assert cond.n_neurons == len(tuned) and cond.kind == "mean"
     assert given.vs_circuit.n == len(cond.harmful)
+    # its front: shares 0.5, 1 and 1.5 of its recorded change, gentlest first, the recorded point reused
+    assert results.fronts is not None
+    walked = [p for p in results.fronts.points if p.method == "tuned"]
+    assert walked and [p.setting["multiplier"] for p in walked] == [0.75, 0.5, 0.25][: len(walked)]
+    assert all(p.reused == given.key for p in walked if p.setting["scale"] == 1.0)
     report = (second / "report.md").read_text()
     assert "## The paper's circuit and given circuits" in report
     bullet = next(line for line in report.splitlines() if line.startswith("- tuned: "))

@@ -1,5 +1,6 @@
 """Fronts as data: each evaluated point's rates, damage and per-prompt outcomes, the Pareto set of each
-method, and, per KL budget, which method serves the most requests and by how much.
+method, and, per KL budget, which method serves the most requests and by how much, and how the best neuron
+circuit stands against the best residual-stream method.
 
 A point keeps what its analysis needs and nothing that needs a model: the headline judge's class of every
 harmful reply (so leads are paired over the same prompts, and an audit of the run can correct it later),
@@ -20,6 +21,9 @@ from neurogate.evaluation.statistics import Rate, wilson_interval
 
 #: KL budgets of the leader table: the mean benign KL a method may spend.
 KL_BUDGETS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+#: The methods that steer the residual stream; every other front (CNA, the paper's rule, given circuits)
+#: scales MLP neurons.
+RESIDUAL_METHODS: tuple[str, ...] = ("caa", "ablation")
 CLASSES = ("refusal", "redirect", "compliance", "degenerate")
 
 
@@ -203,6 +207,56 @@ def budget_leads(
                 {m: (p.key, served(p)) for m, p in best.items()},
                 leader,
                 runner,
+                lead,
+                paired,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Matchup:
+    """Within mean benign KL <= ``budget``: the best neuron-circuit point and the best residual-stream point
+    (each its key and served share, ``None`` when that side has no point in budget), ``lead`` (neurons minus
+    residual, in the chosen measure) and ``paired`` (the same judged difference over the same prompts)."""
+
+    budget: float
+    neurons: tuple[str, float] | None
+    residual: tuple[str, float] | None
+    lead: float | None
+    paired: Estimate | None
+
+
+def neurons_against_residual(
+    record: FrontsRecord,
+    value: Mapping[str, float] | None = None,
+    budgets: Sequence[float] = KL_BUDGETS,
+) -> list[Matchup]:
+    """Per KL budget, the most-served neuron point against the most-served residual point: the question a
+    user choosing between a sparse circuit and directional ablation or CAA asks. ``value`` as for
+    :func:`budget_leads`."""
+
+    def served(p: FrontPoint) -> float:
+        return value[p.key] if value is not None and p.key in value else p.compliance
+
+    def best(points: Sequence[FrontPoint]) -> FrontPoint | None:
+        return max(points, key=lambda p: (served(p), -p.kl.value), default=None)
+
+    out = []
+    for budget in budgets:
+        within = [p for p in record.points if p.kl.value <= budget]
+        neuron = best([p for p in within if p.method not in RESIDUAL_METHODS])
+        residual = best([p for p in within if p.method in RESIDUAL_METHODS])
+        lead = paired = None
+        if neuron is not None and residual is not None:
+            lead = served(neuron) - served(residual)
+            if len(neuron.classes) == len(residual.classes):
+                paired = paired_difference(residual.served, neuron.served)
+        out.append(
+            Matchup(
+                budget,
+                None if neuron is None else (neuron.key, served(neuron)),
+                None if residual is None else (residual.key, served(residual)),
                 lead,
                 paired,
             )

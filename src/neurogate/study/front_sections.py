@@ -13,7 +13,7 @@ from neurogate.evaluation.calibration import Corrected, transfer
 from neurogate.evaluation.results import ConditionResult
 from neurogate.study.charts import Series
 from neurogate.study.content import Section, Table
-from neurogate.study.front_analysis import FrontsRecord, budget_leads, pareto
+from neurogate.study.front_analysis import FrontsRecord, budget_leads, neurons_against_residual, pareto
 from neurogate.study.results import PAPER, StudyResults
 
 #: Audited replies a method needs before its own are used to correct its front.
@@ -75,6 +75,8 @@ def _setting(setting: Mapping[str, float]) -> str:
     for name, symbol in (("multiplier", "m"), ("strength", "s"), ("weight", "w")):
         if name in setting:
             parts.append(f"{symbol}={setting[name]:g}")
+    if "scale" in setting:
+        parts.append(f"{setting['scale']:g}x its recorded change")
     return ", ".join(parts) or "-"
 
 
@@ -173,7 +175,44 @@ def fronts_section(
             "paired difference is over the same prompts under the judge (leader minus runner-up).",
         )
     )
+    tables.append(_matchup_table(fronts, calibrated, measure))
     return Section("Fronts: compliance against damage", notes, tables)
+
+
+def _matchup_table(fronts: FrontsRecord, calibrated: FrontCalibration, measure: str) -> Table:
+    """Per KL budget, the best neuron circuit against the best residual-stream method."""
+    by_key = {p.key: p for p in fronts.points}
+
+    def named(side: tuple[str, float] | None) -> str:
+        if side is None:
+            return "-"
+        p = by_key[side[0]]
+        return f"{p.method}: {_setting(p.setting)} ({100 * side[1]:.0f}%)"
+
+    rows = [
+        [
+            f"<= {m.budget:g}",
+            named(m.neurons),
+            named(m.residual),
+            "-" if m.lead is None else f"{100 * m.lead:+.0f} points",
+            "-" if m.paired is None else _points(m.paired.value, m.paired.low, m.paired.high),
+        ]
+        for m in neurons_against_residual(fronts, _served(calibrated) if calibrated else None)
+    ]
+    return Table(
+        [
+            "mean benign KL budget",
+            "best neuron circuit (served)",
+            "best residual-stream method (served)",
+            f"neurons minus residual ({measure})",
+            "paired judged difference [95% CI]",
+        ],
+        rows,
+        caption="Within each KL budget, the most-served point that scales MLP neurons (CNA, the paper's "
+        "rule, given circuits) against the most-served point that steers the residual stream (CAA, "
+        f"directional ablation), by {measure} served share; the paired difference is over the same prompts "
+        "under the judge.",
+    )
 
 
 def _points(value: float, low: float, high: float) -> str:

@@ -3,7 +3,7 @@ compliance against damage for each, not one matched point.
 
 Points (:mod:`neurogate.study.front_plan`): the default circuit rule at several sizes (prefixes of the
 study's one ranking) and multipliers; the paper's rule at several sizes (prefixes of its own ranking); the
-circuits given to the study at their recorded intervention; CAA over strengths (plus its matched
+circuits given to the study at shares of their recorded intervention; CAA over strengths (plus its matched
 strength) and directional ablation over a weight in [0, 1], where the study runs them. Each point is
 evaluated on the first ``front_prompts`` harmful evaluation prompts, with KL and corpus perplexity as
 every condition has them and no benign generation (benign refusal is shown where the study measured it).
@@ -84,9 +84,13 @@ def plan_fronts(
             setting = {"neurons": size, "fraction": size / n_neurons, "multiplier": 0.0}
             specs.append(FrontSpec("paper", "paper m=0", cond, setting, reuse))
     for g in given:
-        cond = replace(g.condition, benign=False, group="front")
-        setting = {"neurons": len(g.circuit), "fraction": len(g.circuit) / n_neurons}
-        specs.append(FrontSpec(g.name, g.name, cond, setting, g.condition.key))
+        recorded = 0.0 if g.condition.value is None else g.condition.value
+        for f in sorted(plan.given_scales):
+            m = recorded if f == 1.0 else 1.0 + f * (recorded - 1.0)
+            cond = replace(g.condition, value=m, benign=False, group="front")
+            setting = {"neurons": float(len(g.circuit)), "fraction": len(g.circuit) / n_neurons}
+            setting |= {"multiplier": m, "scale": f}
+            specs.append(FrontSpec(g.name, g.name, cond, setting, g.condition.key if f == 1.0 else None))
     strengths = set(plan.caa_strengths) if "caa" in residual else set()
     if matched is not None and matched.key != "baseline":
         strengths.add(float(matched.match.strength))
