@@ -53,7 +53,7 @@ def test_plan_walks_each_method_from_gentle_to_strong_and_marks_what_the_study_h
     # CAA's strengths ascending, its matched strength among them and reused
     assert [s.condition.value for s in by["caa"]] == [0.5, 1.0, 1.25, 2.0]
     assert [s.reuse for s in by["caa"]] == [None, None, "caa-s1.25", None]
-    assert [(s.condition.value, s.reuse) for s in by["ablation"]] == [(0.5, None), (1.0, "ablation-s1")]
+    assert [(s.condition.value, s.reuse) for s in by["ablation"]] == [(0.25, None), (1.0, "ablation-s1")]
     # a size beyond a ranking is not planned; a residual method the study does not run has no front
     short = plan_fronts(
         PRESETS["full"],

@@ -39,7 +39,7 @@ PRESETS: dict[str, FrontPlan] = {
         paper_sizes=(0.001, 0.006),
         given_scales=(0.5, 1.0, 1.5),
         caa_strengths=(0.5, 1.0, 2.0),
-        ablation_weights=(0.5, 1.0),
+        ablation_weights=(0.25, 1.0),
     ),
     "full": FrontPlan(
         cna_sizes=(0.0001, 0.0003, 0.001, 0.003, 0.01),
