@@ -74,7 +74,7 @@ def _setting(setting: Mapping[str, float]) -> str:
         parts.append(f"{int(setting['neurons'])} neurons ({100 * setting['fraction']:.3g}%)")
     for name, symbol in (("multiplier", "m"), ("strength", "s"), ("weight", "w")):
         if name in setting:
-            parts.append(f"{symbol}={setting[name]:g}")
+            parts.append(f"{symbol}={setting[name]:.3g}")
     if "scale" in setting:
         parts.append(f"{setting['scale']:g}x its recorded change")
     return ", ".join(parts) or "-"
