@@ -337,12 +337,14 @@ def test_steer_value_box_reply_length_progress_and_caa(
 
     # slowed to 40 ms a token, mid-reply: the steered side counts with speed and time left, while the
     # unsteered side says how long it will take at that speed; then it counts in turn
-    # (a new length reruns by itself when the box loses focus: that is the one request here, since a
-    # click on Run after it would send a second that may find the first one's unsteered reply cached)
+    # (a new length reruns by itself when the box loses focus, so the click on Run that follows finds the
+    # same comparison running and sends nothing: one request)
     page.fill("#max-tokens", "30")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/api/steer") else None)
     handle = shared_lm.model.register_forward_hook(lambda *_: time.sleep(0.04))
     try:
-        page.locator("#max-tokens").blur()
+        page.click("#run")
         page.wait_for_selector("#side-steered [data-role=progress] span:has-text('s left')")
         waiting = page.inner_text("#side-unsteered [data-role=progress]")
         assert re.match(
@@ -356,6 +358,7 @@ def test_steer_value_box_reply_length_progress_and_caa(
         )
         page.screenshot(path=str(shots / "steer-progress-unsteered-1280.png"), full_page=True)
         page.wait_for_selector("#side-unsteered[data-state=done]")
+        assert len(sent) == 1, sent
     finally:
         handle.remove()
 

@@ -250,7 +250,7 @@ async function showNeuron(layer, index) {
 
 // ---------------------------------------------------------------------------------------------- steering
 
-const steerView = { controller: null, ran: false, maxTokens: 64, progress: {} };
+const steerView = { controller: null, inflight: null, ran: false, maxTokens: 64, progress: {} };
 const VALUE_LIMIT = 10; // the server's bound on m and s
 
 function methodInfo() {
@@ -418,17 +418,30 @@ async function runSteer(event) {
       : `error: the reply length must be a whole number from 1 to ${$("max-tokens").max}`;
     return;
   }
-  if (steerView.controller) steerView.controller.abort();
-  const controller = new AbortController();
-  steerView.controller = controller;
-  steerView.ran = true;
-  steerView.prompt = prompt;
-  resetSides(`${m.kind} ${scaleLabel(m.symbol, value)}`);
-  status.textContent = "sending…";
   const body = {
     prompt, method: m.kind, value, max_new_tokens: maxTokens,
     circuit: m.source === "circuit" ? $("steer-circuit").value || null : null,
   };
+  // a click on Run right after editing a box finds the box's own rerun already running: keep it
+  const key = JSON.stringify(body);
+  if (steerView.inflight === key) return;
+  if (steerView.controller) steerView.controller.abort();
+  const controller = new AbortController();
+  steerView.controller = controller;
+  steerView.inflight = key;
+  steerView.ran = true;
+  steerView.prompt = prompt;
+  resetSides(`${m.kind} ${scaleLabel(m.symbol, value)}`);
+  status.textContent = "sending…";
+  try {
+    await streamSteer(body, controller, status);
+  } finally {
+    if (steerView.controller === controller) steerView.inflight = null;
+  }
+}
+
+/** Send one comparison and hand its events to the page as they arrive. */
+async function streamSteer(body, controller, status) {
   let res;
   try {
     res = await fetch("/api/steer", {
