@@ -162,6 +162,10 @@ def test_study_end_to_end_and_resume(
     done = [i for k, i in events if k == "condition"]
     assert len(done) == len(data["conditions"])
     assert not any(i["cached"] for i in done)
+    # each progress line names its condition once: a sparsity point says its size beside the main circuit's
+    labels = [i["label"] for i in done]
+    assert len(labels) == len(set(labels)), labels
+    assert all(f", {size} neurons" in "".join(labels) for size in sizes if size != k)
     # a rerun of the same config generates nothing new
     again: list[dict[str, Any]] = []
     run_study(cfg, tmp_path, lm=lm, on_event=lambda k, i: again.append(i) if k == "condition" else None)

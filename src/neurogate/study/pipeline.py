@@ -205,7 +205,9 @@ class Study:
         self.emit("stage", name="conditions")
 
         def progress(cond: Condition, result: ConditionResult, cached: bool) -> None:
-            self.emit("condition", key=cond.key, label=cond.label, cached=cached, result=result)
+            # a sparsity point shares its label with the main circuit's condition: the size tells them apart
+            size = f", {result.n_neurons} neurons" if cond.group == "sparsity" and result.n_neurons else ""
+            self.emit("condition", key=cond.key, label=cond.label + size, cached=cached, result=result)
 
         return {r.key: r for r in evaluator.run_all(unique, progress)}
 
