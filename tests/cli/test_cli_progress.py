@@ -112,3 +112,21 @@ def test_discover_and_sweep_say_their_progress_as_plain_lines(
     assert lines[0].startswith("conditions") and any(": 2/2 (" in line for line in lines), swept.stderr
     for out in (found.stderr, swept.stderr):
         assert "━" not in out and "\r" not in out and "\x1b[" not in out  # lines, not a redrawn bar
+
+
+def test_a_study_stage_and_its_count_share_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study announces how many conditions follow just before naming their stage: the count is shown
+    with the new stage, never as the finished stage's ("caa direction (by effect): 0/8")."""
+    from neurogate.cli import evaluation_options, study
+
+    monkeypatch.setattr(evaluation_options, "on_terminal", lambda: False)
+    monkeypatch.setattr(evaluation_options, "PlainProgress", lambda: PlainProgress(interval=0))
+    with study._study_progress(quiet=False) as on_event:
+        assert on_event is not None
+        on_event("stage", {"name": "caa direction (by effect)"})
+        on_event("plan", {"total": 8})
+        on_event("stage", {"name": "conditions"})
+    lines = [line.rsplit(" (", 1)[0] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["starting", "caa direction (by effect)", "conditions: 0/8"]

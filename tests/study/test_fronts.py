@@ -212,9 +212,12 @@ TINY: dict[str, Any] = {
 def test_study_traces_every_methods_front_reuses_its_points_and_reports_them(
     lm: LoadedModel, tmp_path: Path
 ) -> None:
-    cfg = StudyConfig.from_mapping({**TINY, "front_saturation": 1.0})
+    # a sparsity size that is also a CNA front size: the front reuses the study's condition
+    cfg = StudyConfig.from_mapping({**TINY, "front_saturation": 1.0, "sparsity": (0.01,)})
     events: list[tuple[str, dict[str, Any]]] = []
     result = run_study(cfg, tmp_path, lm=lm, on_event=lambda k, i: events.append((k, i)))
+    sparse = f"cna-m0-n{max(1, round(0.01 * lm.adapter.n_neurons))}"
+    assert sparse in result.conditions
     fronts = result.fronts
     assert fronts is not None and fronts.prompts == 3 and fronts.judge == "keyword"
     assert {"cna", "paper", "caa", "ablation"} <= set(fronts.methods())
@@ -229,6 +232,7 @@ def test_study_traces_every_methods_front_reuses_its_points_and_reports_them(
                 r.text for r in result.conditions[point.reused].harmful[:3]
             ]
     assert any(p.reused == "ablation-s1" for p in fronts.points)
+    assert [p.reused for p in fronts.points if p.key == sparse] == [sparse]
     # stops: no point of a stopped series after the point that stopped it
     for series, why in fronts.stopped.items():
         last = max(i for i, p in enumerate(fronts.points) if p.series == series)

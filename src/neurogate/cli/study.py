@@ -131,12 +131,16 @@ def _study_progress(quiet: bool) -> Iterator[Any]:
             yield None
             return
         progress, task = live
+        # a plan (how many conditions or points follow) comes just before its stage's name: both are
+        # shown together, so no line pairs the old stage's name with the new count
+        planned: dict[str, float] = {}
 
         def on_event(kind: str, info: dict[str, Any]) -> None:
             if kind == "stage":
-                progress.update(task, description=info["name"])
+                progress.update(task, description=info["name"], **planned)
+                planned.clear()
             elif kind == "plan":
-                progress.update(task, total=info["total"], completed=0)
+                planned.update(total=info["total"], completed=0)
             elif kind in ("condition", "front"):
                 note = " (stored)" if info["cached"] else f" ({info['result'].tokens_per_s:.1f} tok/s)"
                 progress.update(

@@ -198,6 +198,11 @@ def run_fronts(
             if k in config.methods and (main.directions_by_kind.get(k) or main.directions) is not None
         ),
     )
+    # a point whose condition the study evaluated under the same key (a sparsity size, a swept strength)
+    # is the same intervention on the same model: its replies are reused as well
+    specs = [
+        s if s.reuse or s.condition.key not in results else replace(s, reuse=s.condition.key) for s in specs
+    ]
     evaluator = front_evaluator(study, main, {PAPER_RANKING: ranking} if ranking is not None else {})
     n = len(evaluator.harmful)
     if evaluator.store is not None:
