@@ -340,6 +340,8 @@ def test_cli_run_and_sweep_on_a_model_directory(tiny_dir: Path, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "done:" in result.output
     (run_dir,) = out.iterdir()
+    # no one has labelled its replies yet: the run says how to calibrate its rates
+    assert f"neurogate audit {run_dir} --annotator NAME" in result.output
     results = StudyResults.load(run_dir / "results.json")
     assert results.config["evaluation"]["max_new_tokens"] == 4
     assert results.config["methods"] == ["cna", "random"]

@@ -122,6 +122,25 @@ def run(
         f"[green]done:[/] {escape(str(study.dir / 'report.html'))} (and report.md, results.json)",
         highlight=False,
     )
+    _audit_hint(study.dir)
+
+
+def _audit_hint(run_dir: Path) -> None:
+    """Say how to calibrate the rates above when no one has labelled this run's replies yet: a judge
+    reads many redirects as compliance, and a blind audit of 30 replies per condition corrects it."""
+    from neurogate.evaluation.audit import audit_dir
+    from neurogate.evaluation.audit_labels import LABELS_FILE
+
+    if (audit_dir(run_dir) / LABELS_FILE).is_file():
+        return
+    cli.console.print(
+        "the rates above are judge only, uncalibrated; to calibrate them, label a blind sample of the "
+        f"replies (30 per condition): neurogate audit {run_dir} --annotator NAME (a second annotator gives "
+        f"kappa), then neurogate report {run_dir}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @contextmanager
