@@ -43,6 +43,7 @@ def test_plan_walks_each_method_from_gentle_to_strong_and_marks_what_the_study_h
         ranked=100,
         given=[],
         matched=matched,
+        done={"baseline", "cna-m0-n10", "cna-m0@paper", "caa-s1.25", "ablation-s1"},
     )
     by = {m: [s for s in specs if s.method == m] for m in ("cna", "paper", "caa", "ablation")}
     assert [s.condition.size for s in by["cna"]] == [1, 3, 10, 30, 100]
@@ -87,7 +88,15 @@ def test_a_given_circuit_is_walked_over_shares_of_its_recorded_intervention() ->
     specs = [
         s
         for s in plan_fronts(
-            PRESETS["default"], 10_000, 10, paper=0, paper_reuse=None, ranked=0, given=[given], matched=None
+            PRESETS["default"],
+            10_000,
+            10,
+            paper=0,
+            paper_reuse=None,
+            ranked=0,
+            given=[given],
+            matched=None,
+            done={"baseline", "cna-m-2@tuned"},
         )
         if s.method == "tuned"
     ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from neurogate.discovery.circuit import Circuit
@@ -63,20 +63,27 @@ def plan_fronts(
     given: list[Given],
     matched: MatchedCondition | None,
     residual: tuple[str, ...] = ("caa", "ablation"),
+    done: Collection[str] = (),
 ) -> list[FrontSpec]:
     """Every method's points in walking order (gentlest first within a series). ``paper``: how many
     neurons the paper rule's ranking holds (0: the paper's rule is not a method of its own, as when it is
     the study's rule); ``paper_reuse``: the key of the study's paper condition when its circuit is
     this ranking's prefix at the main size (``None``: not); ``ranked``: how many neurons the study's
     ranking holds (a size beyond a ranking is not planned); ``residual``: the residual methods the study
-    runs (each has a front only then)."""
+    runs (each has a front only then); ``done``: the keys of the study's own conditions. A point whose
+    condition has one of those keys is the same intervention on the same model, and reuses its replies
+    (the main circuit's size at m = 0, a sparsity size, CAA's matched strength, ablation at w = 1, a given
+    circuit's recorded point)."""
+
+    def reused(cond: Condition) -> str | None:
+        return cond.key if cond.key in done else None
+
     specs: list[FrontSpec] = []
     for m in sorted(plan.cna_multipliers, key=lambda m: abs(1.0 - m)):
         for size in sorted({_size(f, n_neurons) for f in plan.cna_sizes} & set(range(1, ranked + 1))):
             cond = Condition("cna", m, size=size, benign=False, group="front")
-            reuse = Condition("cna", 0.0, size=k_main).key if (m == 0.0 and size == k_main) else None
             setting = {"neurons": size, "fraction": size / n_neurons, "multiplier": m}
-            specs.append(FrontSpec("cna", f"cna m={m:g}", cond, setting, reuse))
+            specs.append(FrontSpec("cna", f"cna m={m:g}", cond, setting, reused(cond)))
     if paper:
         for size in sorted({_size(f, n_neurons) for f in plan.paper_sizes} & set(range(1, paper + 1))):
             cond = Condition("cna", 0.0, size=size, benign=False, group="front", circuit=PAPER_RANKING)
@@ -90,17 +97,16 @@ def plan_fronts(
             cond = replace(g.condition, value=m, benign=False, group="front")
             setting = {"neurons": float(len(g.circuit)), "fraction": len(g.circuit) / n_neurons}
             setting |= {"multiplier": m, "scale": f}
-            specs.append(FrontSpec(g.name, g.name, cond, setting, g.condition.key if f == 1.0 else None))
+            specs.append(FrontSpec(g.name, g.name, cond, setting, reused(cond)))
     strengths = set(plan.caa_strengths) if "caa" in residual else set()
     if matched is not None and matched.key != "baseline":
         strengths.add(float(matched.match.strength))
     for s in sorted(strengths):
         cond = Condition("caa", s, benign=False, group="front")
-        reuse = matched.key if matched is not None and cond.key == matched.key else None
-        specs.append(FrontSpec("caa", "caa", cond, {"strength": s}, reuse))
+        specs.append(FrontSpec("caa", "caa", cond, {"strength": s}, reused(cond)))
     for w in sorted(plan.ablation_weights) if "ablation" in residual else []:
         cond = Condition("ablation", w, benign=False, group="front")
-        specs.append(FrontSpec("ablation", "ablation", cond, {"weight": w}, cond.key if w == 1.0 else None))
+        specs.append(FrontSpec("ablation", "ablation", cond, {"weight": w}, reused(cond)))
     return specs
 
 
@@ -197,12 +203,8 @@ def run_fronts(
             for k in ("caa", "ablation")
             if k in config.methods and (main.directions_by_kind.get(k) or main.directions) is not None
         ),
+        done=results.keys(),
     )
-    # a point whose condition the study evaluated under the same key (a sparsity size, a swept strength)
-    # is the same intervention on the same model: its replies are reused as well
-    specs = [
-        s if s.reuse or s.condition.key not in results else replace(s, reuse=s.condition.key) for s in specs
-    ]
     evaluator = front_evaluator(study, main, {PAPER_RANKING: ranking} if ranking is not None else {})
     n = len(evaluator.harmful)
     if evaluator.store is not None:
