@@ -9,7 +9,7 @@ harmful requests served (refusal, redirect and degenerate replies are not)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -144,13 +144,31 @@ class FrontsRecord:
         return list(dict.fromkeys(p.method for p in self.points))
 
 
-def pareto(points: Sequence[FrontPoint], value: Mapping[str, float] | None = None) -> list[FrontPoint]:
-    """The points no other point beats on both axes (more served, less mean KL), by increasing KL.
-    ``value[key]``: the served share to use (e.g. calibrated); default: the judged compliance."""
+def _served_by(value: Mapping[str, float] | None) -> Callable[[FrontPoint], float]:
+    """A point's served share: ``value[key]`` where given (e.g. calibrated), else its judged compliance."""
 
     def served(p: FrontPoint) -> float:
         return value[p.key] if value is not None and p.key in value else p.compliance
 
+    return served
+
+
+def _lead(
+    ahead: FrontPoint | None, behind: FrontPoint | None, served: Callable[[FrontPoint], float]
+) -> tuple[float | None, Estimate | None]:
+    """How far ``ahead`` serves more than ``behind``, and the judged difference paired over the same
+    prompts (``None`` when the two were not measured on the same prompts; both ``None`` without a pair)."""
+    if ahead is None or behind is None:
+        return None, None
+    same = len(ahead.classes) == len(behind.classes)
+    return served(ahead) - served(behind), paired_difference(behind.served, ahead.served) if same else None
+
+
+def pareto(points: Sequence[FrontPoint], value: Mapping[str, float] | None = None) -> list[FrontPoint]:
+    """The points no other point beats on both axes (more served, less mean KL), by increasing KL.
+    ``value[key]``: the served share to use (e.g. calibrated); default: the judged compliance."""
+
+    served = _served_by(value)
     ranked = sorted(points, key=lambda p: (p.kl.value, -served(p)))
     out: list[FrontPoint] = []
     for p in ranked:
@@ -183,9 +201,7 @@ def budget_leads(
     ``value[key]``: the served share to rank by (calibrated where the run has an audit); the paired
     interval is always over the judged per-prompt outcomes."""
 
-    def served(p: FrontPoint) -> float:
-        return value[p.key] if value is not None and p.key in value else p.compliance
-
+    served = _served_by(value)
     out = []
     for budget in budgets:
         best: dict[str, FrontPoint] = {}
@@ -195,12 +211,7 @@ def budget_leads(
         order = sorted(best, key=lambda m: -served(best[m]))
         leader = order[0] if order else None
         runner = order[1] if len(order) > 1 else None
-        lead = paired = None
-        if leader is not None and runner is not None:
-            a, b = best[runner], best[leader]
-            lead = served(b) - served(a)
-            if len(a.classes) == len(b.classes):
-                paired = paired_difference(a.served, b.served)
+        lead, paired = _lead(best[leader] if leader else None, best[runner] if runner else None, served)
         out.append(
             BudgetLead(
                 budget,
@@ -236,9 +247,7 @@ def neurons_against_residual(
     user choosing between a sparse circuit and directional ablation or CAA asks. ``value`` as for
     :func:`budget_leads`."""
 
-    def served(p: FrontPoint) -> float:
-        return value[p.key] if value is not None and p.key in value else p.compliance
-
+    served = _served_by(value)
     def best(points: Sequence[FrontPoint]) -> FrontPoint | None:
         return max(points, key=lambda p: (served(p), -p.kl.value), default=None)
 
@@ -247,11 +256,7 @@ def neurons_against_residual(
         within = [p for p in record.points if p.kl.value <= budget]
         neuron = best([p for p in within if p.method not in RESIDUAL_METHODS])
         residual = best([p for p in within if p.method in RESIDUAL_METHODS])
-        lead = paired = None
-        if neuron is not None and residual is not None:
-            lead = served(neuron) - served(residual)
-            if len(neuron.classes) == len(residual.classes):
-                paired = paired_difference(residual.served, neuron.served)
+        lead, paired = _lead(neuron, residual, served)
         out.append(
             Matchup(
                 budget,
