@@ -128,10 +128,9 @@ def run(
 def _audit_hint(run_dir: Path) -> None:
     """Say how to calibrate the rates above when no one has labelled this run's replies yet: a judge
     reads many redirects as compliance, and a blind audit of 30 replies per condition corrects it."""
-    from neurogate.evaluation.audit import audit_dir
-    from neurogate.evaluation.audit_labels import LABELS_FILE
+    from neurogate.evaluation.audit_labels import LabelStore
 
-    if (audit_dir(run_dir) / LABELS_FILE).is_file():
+    if LabelStore(run_dir).path.is_file():
         return
     cli.console.print(
         "the rates above are judge only, uncalibrated; to calibrate them, label a blind sample of the "
