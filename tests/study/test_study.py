@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from neurogate import prompts
 from neurogate.discovery.directions import ResidualDirections
-from neurogate.errors import ConfigError
+from neurogate.errors import CircuitError, ConfigError
 from neurogate.models.loading import LoadedModel
 from neurogate.models.tiny import tiny_model, tiny_tokenizer
 from neurogate.study import StudyConfig, StudyResults, run_study
@@ -621,6 +621,12 @@ def test_cli_run_sparsity_and_reply_perplexity_flags(tiny_dir: Path, tmp_path: P
     bad = runner.invoke(app, [*base, "--sparsity", "0.01,lots"])
     assert isinstance(bad.exception, ConfigError)
     assert "--sparsity takes comma-separated numbers" in str(bad.exception)
+    assert not out.exists() or not any(out.iterdir())
+    # a given file that is not a circuit fails before any work, naming the file and what is wrong
+    (tmp_path / "empty.json").write_text("{}")
+    bad = runner.invoke(app, [*base, "--circuit", str(tmp_path / "empty.json")])
+    assert isinstance(bad.exception, CircuitError)
+    assert "empty.json is not a valid neurogate circuit" in str(bad.exception)
     assert not out.exists() or not any(out.iterdir())
     result = runner.invoke(app, [*base, "--sparsity", "0.01", "--reply-perplexity"])
     assert result.exit_code == 0, result.output

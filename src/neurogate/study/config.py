@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neurogate import settings
+from neurogate.discovery.circuit import Circuit
 from neurogate.discovery.config import DiscoverConfig
 from neurogate.errors import ConfigError
 from neurogate.evaluation.conditions import check_kinds
@@ -120,6 +121,8 @@ class StudyConfig:
                 f"circuit file(s) not found: {', '.join(missing)}; give the path of a circuit JSON (from "
                 "`neurogate discover` or `neurogate tune`)"
             )
+        for c in self.circuits:  # a file that is not a circuit fails here, not after discovery
+            Circuit.load(c)
         for name in ("chat", "system_prompt"):
             if getattr(self.discovery, name) != getattr(self.evaluation, name):
                 raise ConfigError(
